@@ -1,0 +1,205 @@
+"""The `memx` command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 a check failed (e.g. parity beyond tolerance), 2 bad
+input or a memx error (the message says what was expected and what was found).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memx.errors import MemxError
+
+app = typer.Typer(
+    name="memx",
+    help="Export memory-augmented Transformers with their memory as explicit state, run them with "
+    "runtimes that carry the memory across calls, and check long-horizon parity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print memx errors as one clear line and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MemxError as e:
+            err.print(f"[bold red]error[/] ({type(e).__name__}): {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_errors_to_exit
+def export(
+    target: str = typer.Argument(..., help="A preset name (see `memx zoo`)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Package directory to write (NAME.memx)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights to load (.safetensors, names/shapes checked strictly)."),
+    segment_len: Optional[int] = typer.Option(None, help="Longest segment the package accepts (default: the model's maximum)."),
+    opset: int = typer.Option(18, help="ONNX opset (>= 17)."),
+    seed: int = typer.Option(0, help="Seed for the initial weights when no checkpoint is given."),
+    verify_segments: int = typer.Option(32, help="Segments of parity check before the package is written (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
+) -> None:
+    """Export one segment step of a model to a memx package (ONNX + manifest)."""
+    from memx.exporter import export_preset
+
+    t0 = time.perf_counter()
+    pkg = export_preset(
+        target, out_dir, seed=seed, checkpoint=checkpoint, segment_len=segment_len, opset=opset, force=force,
+        verify_segments=verify_segments, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
+    )
+    m = pkg.manifest
+    states = ", ".join(f"{s.name}{s.shape}" for s in m.state) or "none (stateless step)"
+    out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command()
+@_errors_to_exit
+def validate(
+    package: Path = typer.Argument(..., help="Package directory."),
+    segments: int = typer.Option(256, help="Segments to run (long streams catch drift one step cannot)."),
+    backend: str = typer.Option("onnxruntime", help="Backend to check against the PyTorch reference."),
+    device: str = typer.Option("cpu", help="Device for the backend (cpu, cuda, tensorrt)."),
+    batch: int = typer.Option(4, help="Streams run side by side."),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance for outputs and states."),
+    seed: int = typer.Option(0, help="Seed of the random streams."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    record: bool = typer.Option(True, help="Record the result in the package manifest."),
+) -> None:
+    """Compare a backend with the PyTorch reference over long random streams (outputs and states)."""
+    from memx.exporter import Package, validate as run_validation
+    from memx.exporter.package import update_manifest
+
+    pkg = Package.open(package)
+    report = run_validation(pkg, backend=backend, device=device, segments=segments, batch=batch, atol=atol, seed=seed)
+    _print_parity(report)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if record:
+        m = pkg.manifest
+        m.validation = {**(m.validation or {}), f"{backend}:{device}": report.to_dict()}
+        update_manifest(pkg, m)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_parity(report: Any) -> None:
+    table = Table(title=f"parity: {report.backend} vs {report.reference}", show_lines=False)
+    table.add_column("tensor")
+    table.add_column("max abs error", justify="right")
+    table.add_column("ok", justify="center")
+    for name, e in report.per_tensor_max.items():
+        table.add_row(name, f"{e:.3g}", "✓" if e <= report.atol else "✗")
+    out.print(table)
+    style = "green" if report.passed else "bold red"
+    out.print(f"[{style}]{report.summary()}[/]", highlight=False)
+    out.print(f"streams: {report.batch}, resets mid-stream: {report.resets}, padded rows: {report.padded_rows}, seed {report.seed}")
+
+
+@app.command()
+@_errors_to_exit
+def inspect(
+    package: Path = typer.Argument(..., help="Package directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    verify: bool = typer.Option(False, help="Also check every file's sha256."),
+) -> None:
+    """Show a package: state tensors, graph inputs/outputs, ops, precision, size, validation."""
+    from memx.exporter import Package
+    from memx.inspection import describe_package, human_bytes
+
+    info = describe_package(Package.open(package, verify=verify))
+    if json_out:
+        out.print_json(json.dumps(info))
+        return
+    out.print(f"[bold]{info['path']}[/]  family={info['family']} preset={info['preset']} precision={info['precision']} "
+              f"format v{info['format_version']} size={human_bytes(info['size_bytes'])}", highlight=False)
+    out.print(f"vocab {info['vocab_size']}, segment length {info['segment']['min']}..{info['segment']['max']}, "
+              f"state per stream {human_bytes(info['state_bytes_per_stream'])}, model id {info['model_id'][:16]}", highlight=False)
+    st = Table(title="state (carried between segments)")
+    for col in ("name", "shape", "dtype", "precision", "graph input → output"):
+        st.add_column(col)
+    for s in info["state"]:
+        st.add_row(s["name"], str(s["shape"]), s["dtype"], s["precision"], f"{s['input']} → {s['output']}")
+    if not info["state"]:
+        st.add_row("(none)", "", "", "", "stateless step")
+    out.print(st)
+    for g in info["graphs"]:
+        io = Table(title=f"graph {g['name']} ({g['file']}, {g['nodes']} nodes, opset {g['opset']})")
+        for col in ("direction", "name", "dtype", "shape"):
+            io.add_column(col)
+        for t in g["inputs"]:
+            io.add_row("in", t["name"], t["dtype"], str(t["shape"]))
+        for t in g["outputs"]:
+            io.add_row("out", t["name"], t["dtype"], str(t["shape"]))
+        out.print(io)
+        out.print("ops: " + ", ".join(f"{k}×{v}" for k, v in g["ops"].items()), highlight=False)
+        out.print("custom ops: " + (", ".join(f"{c['domain']}::{c['op']}" for c in g["custom_ops"]) or "none"))
+    if info["validation"]:
+        for key, v in info["validation"].items():
+            out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")
+    else:
+        out.print("validation: not run (memx validate records it)")
+
+
+@app.command()
+@_errors_to_exit
+def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List model families and presets."""
+    from memx.models import build_preset, families, presets
+
+    rows = []
+    for p in presets():
+        model = build_preset(p.name)
+        rows.append({"preset": p.name, "family": p.family, "size": p.size, "parameters": model.num_parameters(),
+                     "state": {s.name: list(s.shape) for s in model.state_specs()}, "max_segment_len": model.max_segment_len,
+                     "description": p.description})
+    if json_out:
+        out.print_json(json.dumps({"families": sorted(families()), "presets": rows}))
+        return
+    table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
+    for col in ("preset", "family", "size", "params", "state", "S max", "description"):
+        table.add_column(col)
+    for r in rows:
+        state = ", ".join(f"{k}{v}" for k, v in r["state"].items()) or "—"
+        table.add_row(r["preset"], r["family"], r["size"], f"{r['parameters']:,}", state, str(r["max_segment_len"]), r["description"])
+    out.print(table)
+
+
+@app.command()
+@_errors_to_exit
+def quickstart(
+    out_dir: Path = typer.Option(Path("quickstart/rmt-small.memx"), "--out", "-o", help="Where to write the package (replaced if present)."),
+    preset: str = typer.Option("rmt-small", help="Model to build (see `memx zoo`)."),
+    segments: int = typer.Option(256, help="Segments of parity validation."),
+    demo_segments: int = typer.Option(64, help="Segments streamed in the demo."),
+) -> None:
+    """Build the default model, export it, validate it over long streams, and stream a demo through ONNX Runtime."""
+    from memx.quickstart import run_quickstart
+
+    result = run_quickstart(out_dir, preset=preset, segments=segments, demo_segments=demo_segments, console=out)
+    if not result.parity.passed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The package manifest (``memx.json``): the only contract between exporter and runtimes.
+
+The manifest is versioned (``format_version``) and validated on read: unknown
+versions, missing or mistyped fields and unknown keys are refused with a
+:class:`~memx.errors.ManifestError` naming the field, what was expected and
+what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from memx.errors import ManifestError, ManifestVersionError
+
+FORMAT = "memx.package"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "memx.json"
+METADATA_KEY = "memx.manifest"  # key of the mirrored manifest in ONNX metadata_props
+
+DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8-qdq", "int8-dynamic")
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int | str]  # str entries are symbolic dims ("batch", "segment")
+
+
+@dataclass
+class GraphInfo:
+    name: str
+    file: str
+    role: str  # "step" for single-graph packages
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+@dataclass
+class StateInfo:
+    name: str
+    shape: list[int | str]  # ["batch", ...fixed dims]; the batch axis is always 0
+    dtype: str
+    precision: str
+    input: str  # graph input name, "state_in.<name>"
+    output: str  # graph output name, "state_out.<name>"
+    graph: str
+
+
+@dataclass
+class OutputInfo:
+    name: str
+    dtype: str
+    shape: list[int | str]
+    segment_axis: int | None  # positions past lengths[b] along this axis are zero
+    graph: str
+
+
+@dataclass
+class FileInfo:
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    family: str
+    preset: str | None
+    config: dict[str, Any]
+    vocab_size: int
+    segment: dict[str, int]  # {"min": 1, "max": N}
+    graphs: list[GraphInfo]
+    state: list[StateInfo]
+    outputs: list[OutputInfo]
+    precision: str
+    provenance: dict[str, Any]
+    files: dict[str, FileInfo]
+    reference: dict[str, str] = field(default_factory=dict)  # {"weights": "reference/weights.safetensors"}
+    custom_ops: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    # --- identity ---------------------------------------------------------------------------
+    def model_id(self) -> str:
+        """What a snapshot is bound to: family, config, state schema and weights."""
+        ident = {
+            "family": self.family,
+            "config": self.config,
+            "state": [[s.name, s.shape, s.dtype] for s in self.state],
+            "weights": self.provenance.get("weights_sha256"),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    def graph(self, role: str = "step") -> GraphInfo:
+        for g in self.graphs:
+            if g.role == role:
+                return g
+        raise ManifestError(f"package has no graph with role {role!r}", expected=role, actual=[g.role for g in self.graphs])
+
+    # --- (de)serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        head = {"format": d.pop("format"), "format_version": d.pop("format_version")}
+        return {**head, **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def mirror_json(self) -> str:
+        """The manifest as mirrored into ONNX metadata: without file hashes (they would be
+        circular) and without validation results (those are added after export)."""
+        d = self.to_dict()
+        d.pop("files")
+        d.pop("validation")
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Manifest":
+        return _parse_manifest(data)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = MANIFEST_FILE) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{source} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        return _parse_manifest(data)
+
+
+# --- schema validation ---------------------------------------------------------------------------
+_TYPES = {"str": str, "int": int, "dict": dict, "list": list, "bool": bool}
+
+
+def _field(obj: dict, key: str, kind: str, where: str, *, optional: bool = False) -> Any:
+    if key not in obj:
+        if optional:
+            return None
+        raise ManifestError(f"manifest field {where}{key} is missing", expected=f"a {kind}", actual="nothing")
+    value = obj[key]
+    if value is None and optional:
+        return None
+    ok = isinstance(value, _TYPES[kind]) and not (kind == "int" and isinstance(value, bool))
+    if not ok:
+        raise ManifestError(f"manifest field {where}{key} has the wrong type", expected=kind, actual=type(value).__name__)
+    return value
+
+
+def _no_unknown(obj: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ManifestError(f"manifest {where or 'top level'} has unknown fields", expected=f"only {sorted(allowed)}", actual=unknown)
+
+
+def _shape(value: Any, where: str) -> list[int | str]:
+    if not isinstance(value, list) or not all(
+        (isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d) for d in value
+    ):
+        raise ManifestError(f"manifest field {where} is not a shape", expected="a list of non-negative ints or dim names", actual=value)
+    return value
+
+
+def _dtype(value: str, where: str) -> str:
+    if value not in DTYPES:
+        raise ManifestError(f"manifest field {where} has an unknown dtype", expected=f"one of {list(DTYPES)}", actual=value)
+    return value
+
+
+def _tensor(obj: Any, where: str) -> TensorInfo:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"manifest field {where} is not an object", expected="object", actual=type(obj).__name__)
+    _no_unknown(obj, {"name", "dtype", "shape"}, where)
+    return TensorInfo(
+        name=_field(obj, "name", "str", where + "."),
+        dtype=_dtype(_field(obj, "dtype", "str", where + "."), where + ".dtype"),
+        shape=_shape(_field(obj, "shape", "list", where + "."), where + ".shape"),
+    )
+
+
+def _objects(data: dict, key: str, where: str = "") -> list[dict]:
+    items = _field(data, key, "list", where)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ManifestError(f"manifest field {where}{key}[{i}] is not an object", expected="object", actual=type(item).__name__)
+    return items
+
+
+def _parse_graph(g: dict, where: str) -> GraphInfo:
+    _no_unknown(g, {"name", "file", "role", "inputs", "outputs"}, where)
+    return GraphInfo(
+        name=_field(g, "name", "str", where + "."),
+        file=_field(g, "file", "str", where + "."),
+        role=_field(g, "role", "str", where + "."),
+        inputs=[_tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(_objects(g, "inputs", where + "."))],
+        outputs=[_tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(_objects(g, "outputs", where + "."))],
+    )
+
+
+def _parse_state(s: dict, where: str) -> StateInfo:
+    _no_unknown(s, {"name", "shape", "dtype", "precision", "input", "output", "graph"}, where)
+    info = StateInfo(
+        name=_field(s, "name", "str", where + "."),
+        shape=_shape(_field(s, "shape", "list", where + "."), where + ".shape"),
+        dtype=_dtype(_field(s, "dtype", "str", where + "."), where + ".dtype"),
+        precision=_field(s, "precision", "str", where + "."),
+        input=_field(s, "input", "str", where + "."),
+        output=_field(s, "output", "str", where + "."),
+        graph=_field(s, "graph", "str", where + "."),
+    )
+    if not info.shape or info.shape[0] != "batch" or not all(isinstance(d, int) for d in info.shape[1:]):
+        raise ManifestError(f"manifest field {where}.shape must have the batch axis first and fixed dims after", expected='["batch", int, ...]', actual=info.shape)
+    if info.input == info.output:
+        raise ManifestError(f"state {info.name!r} uses one tensor as input and output", expected="distinct names", actual=info.input)
+    return info
+
+
+def _parse_output(o: dict, where: str) -> OutputInfo:
+    _no_unknown(o, {"name", "dtype", "shape", "segment_axis", "graph"}, where)
+    axis = _field(o, "segment_axis", "int", where + ".", optional=True)
+    return OutputInfo(
+        name=_field(o, "name", "str", where + "."),
+        dtype=_dtype(_field(o, "dtype", "str", where + "."), where + ".dtype"),
+        shape=_shape(_field(o, "shape", "list", where + "."), where + ".shape"),
+        segment_axis=axis,
+        graph=_field(o, "graph", "str", where + "."),
+    )
+
+
+def _parse_files(files: dict) -> dict[str, FileInfo]:
+    out = {}
+    for path, info in files.items():
+        where = f"files[{path!r}]"
+        if not isinstance(info, dict):
+            raise ManifestError(f"manifest field {where} is not an object", expected="object", actual=type(info).__name__)
+        _no_unknown(info, {"bytes", "sha256"}, where)
+        out[path] = FileInfo(bytes=_field(info, "bytes", "int", where + "."), sha256=_field(info, "sha256", "str", where + "."))
+    return out
+
+
+_TOP_LEVEL = {
+    "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
+    "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation",
+}
+
+
+def _parse_manifest(data: Any) -> Manifest:
+    if not isinstance(data, dict):
+        raise ManifestError("manifest is not a JSON object", expected="object", actual=type(data).__name__)
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise ManifestError("not a memx manifest", expected=f"format {FORMAT!r}", actual=repr(fmt))
+    version = _field(data, "format_version", "int", "")
+    if version != FORMAT_VERSION:
+        raise ManifestVersionError(
+            "unsupported manifest format_version", expected=FORMAT_VERSION, actual=version,
+            hint="re-export the package with this memx, or upgrade memx" if version > FORMAT_VERSION else "re-export the package",
+        )
+    _no_unknown(data, _TOP_LEVEL, "")
+    segment = _field(data, "segment", "dict", "")
+    seg_min, seg_max = _field(segment, "min", "int", "segment."), _field(segment, "max", "int", "segment.")
+    if not 1 <= seg_min <= seg_max:
+        raise ManifestError("manifest segment limits are inconsistent", expected="1 <= min <= max", actual=segment)
+    vocab = _field(data, "vocab_size", "int", "")
+    if vocab < 1:
+        raise ManifestError("manifest vocab_size must be positive", expected=">= 1", actual=vocab)
+    m = Manifest(
+        family=_field(data, "family", "str", ""),
+        preset=_field(data, "preset", "str", "", optional=True),
+        config=_field(data, "config", "dict", ""),
+        vocab_size=vocab,
+        segment={"min": seg_min, "max": seg_max},
+        graphs=[_parse_graph(g, f"graphs[{i}]") for i, g in enumerate(_objects(data, "graphs"))],
+        state=[_parse_state(s, f"state[{i}]") for i, s in enumerate(_objects(data, "state"))],
+        outputs=[_parse_output(o, f"outputs[{i}]") for i, o in enumerate(_objects(data, "outputs"))],
+        precision=_field(data, "precision", "str", ""),
+        provenance=_field(data, "provenance", "dict", ""),
+        files=_parse_files(_field(data, "files", "dict", "")),
+        reference=_field(data, "reference", "dict", "", optional=True) or {},
+        custom_ops=_field(data, "custom_ops", "list", "", optional=True) or [],
+        validation=_field(data, "validation", "dict", "", optional=True),
+    )
+    _check_consistency(m)
+    return m
+
+
+def _check_consistency(m: Manifest) -> None:
+    if m.precision not in PRECISIONS:
+        raise ManifestError("manifest precision is unknown", expected=f"one of {list(PRECISIONS)}", actual=m.precision)
+    if not m.graphs:
+        raise ManifestError("manifest lists no graphs", expected="at least one graph", actual=0)
+    graphs = {g.name: g for g in m.graphs}
+    for s in m.state:
+        g = graphs.get(s.graph)
+        if g is None:
+            raise ManifestError(f"state {s.name!r} names an unknown graph", expected=sorted(graphs), actual=s.graph)
+        if s.input not in {t.name for t in g.inputs} or s.output not in {t.name for t in g.outputs}:
+            raise ManifestError(f"state {s.name!r} is not wired to graph {g.name!r}", expected=f"inputs/outputs {s.input!r}/{s.output!r}", actual=[t.name for t in g.inputs + g.outputs])
+    for g in m.graphs:
+        if g.file not in m.files:
+            raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))

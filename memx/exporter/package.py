@@ -1,0 +1,150 @@
+"""A memx package on disk (``NAME.memx/``): open with checks, write atomically.
+
+Opening checks the manifest schema, that every listed file exists inside the
+package with its recorded size (hash too with ``verify=True``), and that no
+ONNX external-data path leaves the package. Writing goes through a staging
+directory that is renamed into place only when complete, so a failed export
+or update never leaves a half-written package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import onnx
+
+from memx.errors import ManifestError, PackageError, PackageExistsError, PackageFileError, UnsafePathError
+from memx.exporter.manifest import MANIFEST_FILE, FileInfo, Manifest
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_info(path: Path) -> FileInfo:
+    return FileInfo(bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """root / relative, refusing absolute paths and paths that resolve outside root."""
+    if not relative or os.path.isabs(relative) or Path(relative).drive:
+        raise UnsafePathError("package path must be relative to the package", expected="a relative path inside the package", actual=relative)
+    root_resolved = root.resolve()
+    target = (root_resolved / relative).resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise UnsafePathError("package path leaves the package directory", expected=f"a path inside {root}", actual=relative)
+    return target
+
+
+def check_external_data(onnx_path: Path, root: Path) -> list[str]:
+    """Return the external-data files an ONNX model uses, refusing any outside ``root``."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    locations: set[str] = set()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:  # Constant nodes may carry external tensors too
+        tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in t.external_data}
+            loc = entries.get("location", "")
+            rel = os.path.relpath(os.path.join(os.path.dirname(onnx_path), loc), root)
+            safe_join(root, rel)
+            locations.add(rel)
+    return sorted(locations)
+
+
+@dataclass
+class Package:
+    path: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> "Package":
+        root = Path(path)
+        if not root.is_dir():
+            raise PackageFileError("package directory not found", expected="a directory containing memx.json", actual=str(root))
+        manifest_path = root / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise ManifestError(f"package has no {MANIFEST_FILE}", expected=str(manifest_path), actual="missing file")
+        manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"), source=str(manifest_path))
+        pkg = cls(root, manifest)
+        pkg.check_files(verify=verify)
+        return pkg
+
+    def file(self, relative: str) -> Path:
+        return safe_join(self.path, relative)
+
+    def check_files(self, *, verify: bool = False) -> None:
+        for rel, info in self.manifest.files.items():
+            p = self.file(rel)
+            if not p.is_file():
+                raise PackageFileError(f"package file {rel!r} is missing", expected=f"{info.bytes} bytes at {p}", actual="no file")
+            size = p.stat().st_size
+            if size != info.bytes:
+                raise PackageFileError(f"package file {rel!r} has the wrong size", expected=f"{info.bytes} bytes", actual=f"{size} bytes")
+            if verify and sha256_file(p) != info.sha256:
+                raise PackageFileError(f"package file {rel!r} does not match its hash", expected=info.sha256, actual=sha256_file(p))
+        for g in self.manifest.graphs:
+            for rel in check_external_data(self.file(g.file), self.path):
+                if rel not in self.manifest.files:
+                    raise PackageFileError(f"external data {rel!r} of {g.file} is not listed in the manifest", expected="listed in files", actual="unlisted")
+
+    def size_bytes(self) -> int:
+        return sum(info.bytes for info in self.manifest.files.values())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so readers see either the old or the new content, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def update_manifest(pkg: Package, manifest: Manifest) -> None:
+    """Replace memx.json atomically (e.g. to record validation results)."""
+    write_text_atomic(pkg.path / MANIFEST_FILE, manifest.to_json())
+    pkg.manifest = manifest
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``out_dir``; on success it replaces
+    ``out_dir`` in one rename, on any error it is removed and ``out_dir`` is untouched."""
+    target = Path(out_dir)
+    if target.exists() and not force:
+        raise PackageExistsError("output directory already exists", expected="a new path (or --force)", actual=str(target))
+    if target.exists() and not target.is_dir():
+        raise PackageError("output path exists and is not a directory", expected="a directory path", actual=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "pkg")
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,82 @@
+"""Facts about a package for `memx inspect`: states, graphs, ops, precision, size."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import onnx
+
+from memx.exporter.package import Package
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def op_histogram(model: onnx.ModelProto) -> tuple[Counter, list[dict[str, Any]]]:
+    """Op types used by the graph (functions included) and the non-standard (custom) ones."""
+    ops: Counter = Counter()
+    custom: dict[tuple[str, str], int] = {}
+    local = {(f.domain, f.name) for f in model.functions}
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    for node in nodes:
+        key = f"{node.domain}::{node.op_type}" if node.domain not in STANDARD_DOMAINS else node.op_type
+        ops[key] += 1
+        if node.domain not in STANDARD_DOMAINS and (node.domain, node.op_type) not in local:
+            custom[(node.domain, node.op_type)] = custom.get((node.domain, node.op_type), 0) + 1
+    custom_list = [{"domain": d, "op": o, "count": c} for (d, o), c in sorted(custom.items())]
+    return ops, custom_list
+
+
+def describe_package(pkg: Package) -> dict[str, Any]:
+    m = pkg.manifest
+    graphs = []
+    for g in m.graphs:
+        proto = onnx.load(str(pkg.file(g.file)), load_external_data=False)
+        ops, custom = op_histogram(proto)
+        graphs.append({
+            "name": g.name, "file": g.file, "role": g.role,
+            "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+            "nodes": sum(ops.values()), "ops": dict(ops.most_common()), "custom_ops": custom,
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.inputs],
+            "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.outputs],
+        })
+    state_bytes = sum(_numel(s.shape[1:]) * _itemsize(s.dtype) for s in m.state)
+    return {
+        "path": str(pkg.path),
+        "format_version": m.format_version,
+        "family": m.family,
+        "preset": m.preset,
+        "config": m.config,
+        "precision": m.precision,
+        "vocab_size": m.vocab_size,
+        "segment": m.segment,
+        "state": [{"name": s.name, "shape": s.shape, "dtype": s.dtype, "precision": s.precision, "input": s.input, "output": s.output} for s in m.state],
+        "state_bytes_per_stream": state_bytes,
+        "outputs": [{"name": o.name, "shape": o.shape, "dtype": o.dtype} for o in m.outputs],
+        "graphs": graphs,
+        "custom_ops": m.custom_ops,
+        "files": {k: v.bytes for k, v in m.files.items()},
+        "size_bytes": pkg.size_bytes(),
+        "model_id": m.model_id(),
+        "provenance": m.provenance,
+        "validation": m.validation,
+    }
+
+
+def _numel(shape: list[int | str]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _itemsize(dtype: str) -> int:
+    return {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}[dtype]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

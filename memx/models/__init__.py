@@ -1,0 +1,20 @@
+"""Model families (one module each) and the registry of families and presets."""
+
+from memx.models import memtr, rmt  # noqa: F401  (register families and presets)
+from memx.models.base import OutputSpec, SegmentModel, StateSpec
+from memx.models.registry import (
+    Preset,
+    build_model,
+    build_preset,
+    families,
+    get_family,
+    get_preset,
+    presets,
+    register_family,
+    register_preset,
+)
+
+__all__ = [
+    "OutputSpec", "Preset", "SegmentModel", "StateSpec", "build_model", "build_preset", "families",
+    "get_family", "get_preset", "presets", "register_family", "register_preset",
+]

@@ -1,0 +1,99 @@
+"""The step contract (DESIGN.md §2) as a base class every family implements.
+
+    step(tokens int64[B,S], lengths int64[B], reset bool[B], *state_in) -> (*outputs, *state_out)
+
+A family declares its state tensors and outputs as specs; the exporter and the
+runtimes read only those specs (through the manifest), never the module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor carried between segments: shape excludes the batch axis (axis 0)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One per-step output; ``shape`` uses "batch"/"segment" for the dynamic axes."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    # Positions past lengths[b] along the segment axis are zero (padding carries no value).
+    segment_axis: int | None = 1
+
+
+class SegmentModel(nn.Module):
+    """Base class of every exportable memory model.
+
+    Subclasses set ``family``, take a config dataclass, and implement
+    :meth:`state_specs`, :meth:`output_specs` and :meth:`forward`.
+    """
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # --- contract ---------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def max_segment_len(self) -> int:
+        return int(self.config.max_segment_len)
+
+    def state_specs(self) -> list[StateSpec]:
+        raise NotImplementedError
+
+    def output_specs(self) -> list[OutputSpec]:
+        raise NotImplementedError
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
+        raise NotImplementedError
+
+    # --- helpers for subclasses -------------------------------------------------------
+    @staticmethod
+    def select_initial(reset: torch.Tensor, initial: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """state = where(reset, learned initial, state_in); initial has no batch axis."""
+        r = reset.reshape(-1, *([1] * initial.dim()))  # (B, 1, ..., 1)
+        return torch.where(r, initial.unsqueeze(0).to(state.dtype), state)
+
+    @staticmethod
+    def keep_if_empty(lengths: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """A row with lengths[b] == 0 (no tokens this step) keeps its state."""
+        has_tokens = (lengths > 0).reshape(-1, *([1] * (new.dim() - 1)))  # (B, 1, ..., 1)
+        return torch.where(has_tokens, new, old)
+
+    # --- identity ------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def weights_sha256(self) -> str:
+        """Hash of every parameter and buffer (name, dtype, shape, bytes), order-independent."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+        return h.hexdigest()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,99 @@
+"""Shared Transformer layers, written to export cleanly with torch.onnx (dynamo).
+
+No data-dependent control flow, no boolean-mask indexing, no in-place writes:
+masks are boolean tensors combined with ``where``, attention is explicit
+MatMul/Softmax so every runtime sees the same primitive ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Large negative logit for masked keys; finite so fully masked rows cannot give NaN,
+# and inside the fp16 range so a later fp16 conversion keeps it.
+MASKED_LOGIT = -30000.0
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate query and key/value inputs."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, h, N, dh)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """query (B, Lq, d), context (B, Lk, d), mask bool broadcastable to (B, h, Lq, Lk)."""
+        b, lq, d = query.shape
+        q = self._split_heads(self.q_proj(query))  # (B, h, Lq, dh)
+        k, v = self.kv_proj(context).chunk(2, dim=-1)
+        k, v = self._split_heads(k), self._split_heads(v)  # (B, h, Lk, dh)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))  # (B, h, Lq, Lk)
+        if mask is not None:
+            scores = torch.where(mask, scores, torch.full_like(scores, MASKED_LOGIT))
+        weights = torch.softmax(scores, dim=-1)
+        out = torch.matmul(weights, v)  # (B, h, Lq, dh)
+        out = out.transpose(1, 2).reshape(b, lq, d)  # (B, Lq, d)
+        return self.out_proj(out)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP with GELU (tanh form: one ONNX op sequence everywhere)."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + Attn(LN(x), LN(context)), then x + FFN(LN(x)).
+
+    With ``context=None`` it is self-attention over ``x``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.ln_ffn = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.ln_attn(x)
+        kv = q if context is None else self.ln_attn(context)
+        x = x + self.attn(q, kv, mask)
+        return x + self.ffn(self.ln_ffn(x))
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2 style initialisation: N(0, std) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def token_valid(lengths: torch.Tensor, segment_len: int | torch.SymInt, like: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, S): position s of row b is a real token (s < lengths[b])."""
+    positions = torch.arange(segment_len, device=like.device)  # (S,)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)

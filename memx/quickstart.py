@@ -1,0 +1,115 @@
+"""`memx quickstart`: the whole path on the default model in about a minute on a 2-core CPU.
+
+build -> export -> validate over long streams -> stream a demo input through ONNX Runtime
+(one stream, a snapshot/restore round trip, and a pool of streams in batched calls).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from memx import runtimes
+from memx.exporter import ParityReport, export_preset, validate
+from memx.exporter.package import update_manifest
+from memx.inspection import human_bytes
+from memx.progress import progress_range
+
+
+@dataclass
+class QuickstartResult:
+    package: Path
+    parity: ParityReport
+    latency_ms_p50: float
+    latency_ms_p90: float
+    tokens_per_s: float
+    pool_tokens_per_s: float
+    snapshot_roundtrip_exact: bool
+
+
+def _demo_stream(rt: runtimes.Runtime, tokens: np.ndarray, seg: int) -> tuple[list[float], dict[str, np.ndarray], bytes, int]:
+    """Stream one long token sequence segment by segment; snapshot half way."""
+    s = rt.stream()
+    times, snap, snap_at = [], b"", len(tokens) // seg // 2
+    for i in progress_range(len(tokens) // seg, "stream demo input", enabled=True):
+        chunk = tokens[i * seg : (i + 1) * seg]
+        t0 = time.perf_counter()
+        s.step(chunk)
+        times.append(time.perf_counter() - t0)
+        if i + 1 == snap_at:
+            snap = s.snapshot()
+    return times, s.state, snap, snap_at
+
+
+def _resume(rt: runtimes.Runtime, snap: bytes, tokens: np.ndarray, seg: int, start: int) -> dict[str, np.ndarray]:
+    s = rt.stream()
+    s.restore(snap)
+    for i in range(start, len(tokens) // seg):
+        s.step(tokens[i * seg : (i + 1) * seg])
+    return s.state
+
+
+def _pool_throughput(rt: runtimes.Runtime, streams: int, seg: int, steps: int, rng: np.random.Generator) -> float:
+    pool = rt.pool(max_batch=streams)
+    ids = [pool.open() for _ in range(streams)]
+    t0, n_tokens = time.perf_counter(), 0
+    for _ in progress_range(steps, f"pool of {streams} streams", enabled=True):
+        feeds = {sid: rng.integers(0, rt.manifest.vocab_size, size=int(rng.integers(seg // 2, seg + 1))) for sid in ids}
+        n_tokens += sum(len(v) for v in feeds.values())
+        pool.step(feeds)
+    return n_tokens / (time.perf_counter() - t0)
+
+
+def run_quickstart(out_dir: Path, *, preset: str = "rmt-small", segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
+    con = console or Console()
+    t0 = time.perf_counter()
+    con.print(f"[bold]1/4[/] export [cyan]{preset}[/] -> {out_dir}")
+    pkg = export_preset(preset, out_dir, force=True, verify_segments=0, progress=lambda m: con.print(f"    [dim]{m}…[/]"))
+    t_export = time.perf_counter() - t0
+    m = pkg.manifest
+
+    con.print(f"[bold]2/4[/] validate ONNX Runtime against PyTorch over {segments} segments (outputs and states)")
+    parity = validate(pkg, segments=segments, batch=4)
+    m.validation = {"onnxruntime:cpu": parity.to_dict()}
+    update_manifest(pkg, m)
+
+    con.print(f"[bold]3/4[/] stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
+    rt = runtimes.open(pkg, backend="onnxruntime")
+    seg = m.segment["max"]
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, m.vocab_size, size=demo_segments * seg)
+    times, final_state, snap, snap_at = _demo_stream(rt, tokens, seg)
+    resumed = _resume(rt, snap, tokens, seg, snap_at)
+    exact = all(np.array_equal(final_state[k], resumed[k]) for k in final_state)
+
+    con.print("[bold]4/4[/] step a pool of 8 streams with ragged segments in batched calls")
+    pool_tps = _pool_throughput(rt, 8, seg, 16, rng)
+
+    ms = np.array(times) * 1e3
+    result = QuickstartResult(pkg.path, parity, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact)
+    _report(con, result, pkg, t_export, len(snap), time.perf_counter() - t0)
+    return result
+
+
+def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes: int, total: float) -> None:
+    m = pkg.manifest
+    table = Table(title="memx quickstart", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    state = ", ".join(f"{s.name}{s.shape} {s.dtype}" for s in m.state)
+    table.add_row("package", f"{r.package} ({human_bytes(pkg.size_bytes())}, exported in {t_export:.1f}s)")
+    table.add_row("model", f"{m.family} / {m.preset}, {m.provenance['parameters']:,} parameters, segment ≤ {m.segment['max']} tokens")
+    table.add_row("memory state", state)
+    style = "green" if r.parity.passed else "bold red"
+    table.add_row("parity", f"[{style}]{r.parity.summary()}[/]")
+    table.add_row("latency (B=1)", f"p50 {r.latency_ms_p50:.2f} ms, p90 {r.latency_ms_p90:.2f} ms per {m.segment['max']}-token segment, ONNX Runtime CPU")
+    table.add_row("throughput", f"{r.tokens_per_s:,.0f} tokens/s one stream; {r.pool_tokens_per_s:,.0f} tokens/s pool of 8")
+    table.add_row("snapshot", f"{snap_bytes:,} bytes; resume from snapshot {'reproduces the state exactly' if r.snapshot_roundtrip_exact else '[red]DIFFERS[/]'}")
+    table.add_row("total time", f"{total:.1f}s")
+    con.print(table)
+    con.print(f"next: [cyan]memx inspect {r.package}[/]   [cyan]memx validate {r.package} --segments 1024[/]   [cyan]memx zoo[/]")

@@ -1,0 +1,289 @@
+"""Runtime / Stream / StreamPool (DESIGN.md §5) over any registered backend.
+
+A backend only runs a graph on a dict of arrays. Everything the contract
+promises lives here, once, for every backend: input validation, the
+reset-on-first-step rule, transactional steps (state replaced only after a
+successful, finite step), snapshots, and batching many streams into one call.
+
+Threading: a Runtime may be shared by threads (backends serialise or are
+thread-safe in their run call); a Stream or StreamPool belongs to one thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+
+from memx.errors import BackendRunError, InputError, MemxError, NonFiniteStateError, StateError, expect_choice
+from memx.exporter.manifest import GraphInfo, Manifest
+from memx.exporter.package import Package
+from memx.runtimes import snapshot as snap
+from memx.runtimes.inputs import check_lengths, check_reset, check_tokens
+
+
+class Backend(ABC):
+    """Runs one graph of a package: feeds in, named outputs out (numpy on the host)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
+        self.package = package
+        self.device = device
+        self.options = options
+
+    @abstractmethod
+    def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run ``graph`` and return every graph output by name."""
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs (providers, device, threads) for reports and logs."""
+        return {"backend": self.name, "device": self.device}
+
+
+_BACKENDS: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def wrap(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> Callable[..., Backend]:
+    if name not in _BACKENDS:
+        raise expect_choice("backend", name, list(_BACKENDS))
+    return _BACKENDS[name]
+
+
+@dataclass
+class StreamState:
+    """What a stream owns: its state tensors (batch axis 0) and which rows start fresh."""
+
+    states: dict[str, np.ndarray]
+    pending_reset: np.ndarray  # bool (B,): row starts a new stream at its next step
+    segments: int = 0
+
+    @property
+    def batch(self) -> int:
+        return int(self.pending_reset.shape[0])
+
+
+class Runtime:
+    """An opened package with one backend. Create streams and pools from it."""
+
+    def __init__(self, package: Package, backend: Backend):
+        self.package = package
+        self.backend = backend
+        self.graph = package.manifest.graph("step")
+        self._model_id = package.manifest.model_id()
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.package.manifest
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def state_schema(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in self.manifest.state}
+
+    def fresh_state(self, batch: int) -> StreamState:
+        """Zero state with every row marked for reset: the graph substitutes the learned initial state."""
+        zeros = {name: np.zeros((batch, *shape), dtype=dtype) for name, (shape, dtype) in self.state_schema.items()}
+        return StreamState(zeros, np.ones(batch, dtype=bool))
+
+    def stream(self, batch_size: int = 1) -> "Stream":
+        if batch_size < 1:
+            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
+        return Stream(self, batch_size)
+
+    def pool(self, max_batch: int = 64) -> "StreamPool":
+        if max_batch < 1:
+            raise InputError("max_batch must be positive", expected=">= 1", actual=max_batch)
+        return StreamPool(self, max_batch)
+
+    def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One validated call of the step graph: returns (outputs, new states); touches nothing."""
+        feeds = {"tokens": tokens, "lengths": lengths, "reset": reset}
+        feeds.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
+        try:
+            result = self.backend.run(self.graph, feeds)
+        except MemxError:
+            raise
+        except Exception as e:  # backend libraries raise their own types; the stream stays untouched
+            raise BackendRunError(f"{self.backend.name} failed to run the step: {type(e).__name__}: {e}") from e
+        outputs = {o.name: result[o.name] for o in self.manifest.outputs}
+        new_state = {s.name: result[s.output] for s in self.manifest.state}
+        batch = tokens.shape[0]
+        for name, arr in new_state.items():
+            shape, dtype = self.state_schema[name]
+            if arr.shape != (batch, *shape):
+                raise StateError(f"backend returned state {name!r} with the wrong shape", expected=[batch, *shape], actual=list(arr.shape))
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
+                raise NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")
+        return outputs, new_state
+
+    def snapshot_of(self, st: StreamState) -> bytes:
+        return snap.encode(snap.SnapshotData(self.model_id, st.states, st.pending_reset, st.segments))
+
+    def restore_from(self, blob: bytes, *, batch: int | None) -> StreamState:
+        data = snap.decode(blob)
+        snap.check_compatible(data, model_id=self.model_id, batch=batch, schema=self.state_schema)
+        return StreamState(data.states, data.pending_reset.copy(), data.segments)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision}
+
+
+class Stream:
+    """One stream (or a fixed batch of ``batch_size`` streams) carrying memory across steps."""
+
+    def __init__(self, runtime: Runtime, batch_size: int):
+        self.runtime = runtime
+        self.batch_size = batch_size
+        self._st = runtime.fresh_state(batch_size)
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the current state tensors, (B, ...) each."""
+        return {k: v.copy() for k, v in self._st.states.items()}
+
+    @property
+    def segments(self) -> int:
+        return self._st.segments
+
+    def step(self, tokens: Any, lengths: Any = None, reset: Any = None) -> dict[str, np.ndarray]:
+        """Run one segment. tokens (B, S) int (or (S,) for batch 1); lengths (B,) real tokens
+        per row (default S); reset (B,) bool starts rows anew. Returns the outputs by name
+        (batch axis dropped when tokens were 1-D). On any error the state is unchanged."""
+        m = self.runtime.manifest
+        squeeze = getattr(tokens, "ndim", None) == 1 or (isinstance(tokens, list) and tokens and not isinstance(tokens[0], (list, tuple)))
+        tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
+        lens = check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
+        rst = check_reset(reset, batch=self.batch_size) | self._st.pending_reset
+        outputs, new_state = self.runtime.run_step(tok, lens, rst, self._st.states)
+        self._st = StreamState(new_state, np.zeros(self.batch_size, dtype=bool), self._st.segments + 1)
+        return {k: v[0] for k, v in outputs.items()} if squeeze and self.batch_size == 1 else outputs
+
+    def reset(self, rows: Any = None) -> None:
+        """Start rows (default: all) anew at the next step; their state is zeroed now."""
+        sel = np.ones(self.batch_size, dtype=bool) if rows is None else np.zeros(self.batch_size, dtype=bool)
+        if rows is not None:
+            idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < -self.batch_size or idx.max() >= self.batch_size):
+                raise InputError("reset row out of range", expected=f"0..{self.batch_size - 1}", actual=idx.tolist())
+            sel[idx] = True
+        states = {k: np.where(sel.reshape(-1, *([1] * (v.ndim - 1))), 0, v).astype(v.dtype) for k, v in self._st.states.items()}
+        self._st = StreamState(states, self._st.pending_reset | sel, 0 if rows is None else self._st.segments)
+
+    def snapshot(self) -> bytes:
+        return self.runtime.snapshot_of(self._st)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
+        self._st = self.runtime.restore_from(blob, batch=self.batch_size)
+
+
+@dataclass
+class StreamPool:
+    """Many independent streams, stepped together in batched calls of at most ``max_batch`` rows.
+
+    Streams may be at different depths and have segments of different lengths: rows are
+    padded to the longest segment of the call and masked by ``lengths``; new streams are
+    reset in-graph. The result for each stream equals stepping it alone.
+    """
+
+    runtime: Runtime
+    max_batch: int
+    _slots: dict[int, StreamState] = field(default_factory=dict)
+    _ids: Any = field(default_factory=lambda: itertools.count())
+
+    def open(self) -> int:
+        sid = next(self._ids)
+        self._slots[sid] = self.runtime.fresh_state(1)
+        return sid
+
+    def close(self, sid: int) -> None:
+        self._slot(sid)
+        del self._slots[sid]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._slots
+
+    def _slot(self, sid: int) -> StreamState:
+        if sid not in self._slots:
+            raise InputError("unknown stream id", expected=f"one of the {len(self._slots)} open streams", actual=sid)
+        return self._slots[sid]
+
+    def reset(self, sid: int) -> None:
+        self._slot(sid)
+        self._slots[sid] = self.runtime.fresh_state(1)
+
+    def snapshot(self, sid: int) -> bytes:
+        return self.runtime.snapshot_of(self._slot(sid))
+
+    def restore(self, sid: int, blob: bytes) -> None:
+        self._slot(sid)
+        self._slots[sid] = self.runtime.restore_from(blob, batch=1)
+
+    def state(self, sid: int) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._slot(sid).states.items()}
+
+    def step(self, inputs: Mapping[int, Any]) -> dict[int, dict[str, np.ndarray]]:
+        """Step each stream id in ``inputs`` by its 1-D token segment. Returns per stream its
+        outputs without batch axis, cut to its own segment length. All or nothing: if any
+        call fails, no stream's state changes."""
+        m = self.runtime.manifest
+        checked: dict[int, np.ndarray] = {}
+        for sid, tokens in inputs.items():
+            self._slot(sid)
+            checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
+        results: dict[int, dict[str, np.ndarray]] = {}
+        updates: dict[int, StreamState] = {}
+        order = list(checked)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            self._run_chunk(chunk, checked, results, updates)
+        for sid, st in updates.items():  # commit only after every chunk succeeded
+            self._slots[sid] = st
+        return results
+
+    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], results: dict, updates: dict) -> None:
+        seg = max(len(tokens[sid]) for sid in chunk)
+        batch = np.zeros((len(chunk), seg), dtype=np.int64)  # (B, S) padded with token 0
+        lengths = np.array([len(tokens[sid]) for sid in chunk], dtype=np.int64)
+        for row, sid in enumerate(chunk):
+            batch[row, : lengths[row]] = tokens[sid]
+        slots = [self._slots[sid] for sid in chunk]
+        reset = np.concatenate([s.pending_reset for s in slots])
+        stacked = {name: np.concatenate([s.states[name] for s in slots], axis=0) for name in self.runtime.state_schema}
+        outputs, new_state = self.runtime.run_step(batch, lengths, reset, stacked)
+        for row, sid in enumerate(chunk):
+            results[sid] = {o.name: _cut(outputs[o.name][row], o.segment_axis, int(lengths[row])) for o in self.runtime.manifest.outputs}
+            updates[sid] = StreamState({k: v[row : row + 1].copy() for k, v in new_state.items()}, np.zeros(1, dtype=bool), slots[row].segments + 1)
+
+
+def _cut(row_output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:
+    """Drop padding from one row's output (its batch axis already removed)."""
+    if segment_axis is None:
+        return row_output
+    index = [slice(None)] * row_output.ndim
+    index[segment_axis - 1] = slice(0, length)
+    return row_output[tuple(index)]

@@ -1,0 +1,74 @@
+"""ONNX Runtime backend. Execution providers and their options pass through, so the
+CUDA and TensorRT providers work wherever the installed onnxruntime has them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from memx.errors import BackendUnavailableError
+from memx.exporter.manifest import GraphInfo
+from memx.exporter.package import Package
+from memx.runtimes.base import Backend, register_backend
+
+_DEVICE_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    """Options: ``providers`` (list of names or (name, options) pairs), ``intra_op_threads``,
+    ``inter_op_threads``, ``graph_optimization`` ("all", "extended", "basic", "disable"),
+    ``session_options`` (an ``onnxruntime.SessionOptions`` used as is)."""
+
+    def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
+        super().__init__(package, device=device, **options)
+        import onnxruntime as ort
+
+        providers = options.get("providers") or _DEVICE_PROVIDERS.get(device)
+        if providers is None:
+            raise BackendUnavailableError("unknown device for onnxruntime", expected=f"one of {sorted(_DEVICE_PROVIDERS)}", actual=device)
+        available = ort.get_available_providers()
+        wanted = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+        if wanted[0] not in available:
+            raise BackendUnavailableError(
+                f"execution provider for device {device!r} is not in this onnxruntime build", expected=wanted[0], actual=f"available providers {available}",
+                hint="install onnxruntime-gpu (pip install 'memx[gpu]') for CUDA/TensorRT",
+            )
+        so = options.get("session_options") or self._session_options(ort, options)
+        self._sessions = {
+            g.name: ort.InferenceSession(str(package.file(g.file)), sess_options=so, providers=[p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available])
+            for g in package.manifest.graphs
+        }
+
+    @staticmethod
+    def _session_options(ort: Any, options: dict[str, Any]) -> Any:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if options.get("intra_op_threads"):
+            so.intra_op_num_threads = int(options["intra_op_threads"])
+        if options.get("inter_op_threads"):
+            so.inter_op_num_threads = int(options["inter_op_threads"])
+        level = options.get("graph_optimization", "all")
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[level]
+        return so
+
+    def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sess = self._sessions[graph.name]
+        names = [o.name for o in graph.outputs]
+        return dict(zip(names, sess.run(names, feeds)))
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        sess = next(iter(self._sessions.values()))
+        return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__}

@@ -1,0 +1,50 @@
+"""PyTorch reference backend: rebuilds the model from the manifest's family and config
+and the package's reference weights (safetensors), and runs it eagerly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from memx.errors import BackendUnavailableError, CheckpointError, PackageFileError
+from memx.exporter.manifest import GraphInfo
+from memx.exporter.package import Package
+from memx.exporter.step import StepModule
+from memx.models.registry import build_model
+from memx.runtimes.base import Backend, register_backend
+
+
+@register_backend("torch")
+class TorchBackend(Backend):
+    """Options: ``threads`` (torch intra-op threads; default torch's own)."""
+
+    def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
+        super().__init__(package, device=device, **options)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailableError("CUDA is not available to torch", expected="a CUDA device", actual="torch.cuda.is_available() == False")
+        m = package.manifest
+        weights = m.reference.get("weights")
+        if not weights:
+            raise PackageFileError("package has no reference weights for the torch backend", expected="reference.weights in memx.json", actual="none")
+        model = build_model(m.family, m.config)
+        tensors = load_file(str(package.file(weights)))
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"reference weights do not fit the {m.family} model: {e}") from None
+        if options.get("threads"):
+            torch.set_num_threads(int(options["threads"]))
+        self.module = StepModule(model).to(device).eval()
+        self._torch_device = torch.device(device)
+
+    def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self._torch_device) for t in graph.inputs]
+        with torch.inference_mode():
+            out = self.module(*args)
+        return {t.name: o.to("cpu").numpy() for t, o in zip(graph.outputs, out)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device, "torch": torch.__version__, "threads": torch.get_num_threads()}
