@@ -1,0 +1,133 @@
+"""The manifest schema and package checks: refuse what is not understood, with a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from memx.errors import ManifestError, ManifestVersionError, PackageFileError, UnsafePathError
+from memx.exporter import Manifest, Package
+from memx.exporter.package import check_external_data, file_info, safe_join
+
+
+def _rewrite(path: Path, edit) -> None:
+    data = json.loads((path / "memx.json").read_text())
+    edit(data)
+    (path / "memx.json").write_text(json.dumps(data))
+
+
+def test_manifest_round_trips(package_of):
+    m = package_of("rmt-tiny").manifest
+    again = Manifest.from_json(m.to_json())
+    assert again == m and again.model_id() == m.model_id()
+
+
+def test_unknown_format_version_is_refused(private_copy):
+    p = private_copy("rmt-tiny")
+    _rewrite(p, lambda d: d.update(format_version=2))
+    with pytest.raises(ManifestVersionError) as e:
+        Package.open(p)
+    assert e.value.expected == 1 and e.value.actual == 2 and "upgrade memx" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("state"), "state is missing"),
+        (lambda d: d.update(vocab_size="64"), "vocab_size has the wrong type"),
+        (lambda d: d.update(colour="blue"), "unknown fields"),
+        (lambda d: d.update(format="something-else"), "not a memx manifest"),
+        (lambda d: d["state"][0].update(shape=[4, 32]), "batch axis first"),
+        (lambda d: d["state"][0].update(output="state_in.memory"), "one tensor as input and output"),
+        (lambda d: d["state"][0].update(dtype="float31"), "unknown dtype"),
+        (lambda d: d.update(segment={"min": 5, "max": 2}), "segment limits"),
+        (lambda d: d.update(precision="int3"), "precision is unknown"),
+        (lambda d: d["state"][0].update(input="state_in.nothing"), "not wired"),
+    ],
+)
+def test_malformed_manifests_are_refused(private_copy, edit, message):
+    p = private_copy("rmt-tiny")
+    _rewrite(p, edit)
+    with pytest.raises(ManifestError, match=message):
+        Package.open(p)
+
+
+def test_manifest_that_is_not_json(private_copy):
+    p = private_copy("rmt-tiny")
+    (p / "memx.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Package.open(p)
+
+
+def test_missing_manifest_and_missing_directory(tmp_path, private_copy):
+    p = private_copy("rmt-tiny")
+    (p / "memx.json").unlink()
+    with pytest.raises(ManifestError, match="no memx.json"):
+        Package.open(p)
+    with pytest.raises(PackageFileError, match="not found"):
+        Package.open(tmp_path / "nowhere.memx")
+
+
+def test_missing_and_altered_files_are_refused(private_copy):
+    p = private_copy("rmt-tiny")
+    (p / "model.onnx").unlink()
+    with pytest.raises(PackageFileError, match="'model.onnx' is missing"):
+        Package.open(p)
+
+    p = private_copy("rmt-enc-tiny")
+    with open(p / "model.onnx", "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(PackageFileError, match="wrong size"):
+        Package.open(p)
+
+    p = private_copy("memtr-tiny")
+    raw = bytearray((p / "reference/weights.safetensors").read_bytes())
+    raw[-1] ^= 0xFF  # same size, other content
+    (p / "reference/weights.safetensors").write_bytes(bytes(raw))
+    Package.open(p)  # sizes only by default
+    with pytest.raises(PackageFileError, match="does not match its hash"):
+        Package.open(p, verify=True)
+
+
+def test_paths_that_leave_the_package_are_refused(tmp_path, private_copy):
+    with pytest.raises(UnsafePathError):
+        safe_join(tmp_path, "/etc/passwd")
+    with pytest.raises(UnsafePathError):
+        safe_join(tmp_path, "../outside.bin")
+    p = private_copy("rmt-tiny")
+    _rewrite(p, lambda d: d["files"].update({"../../etc/passwd": {"bytes": 1, "sha256": "0"}}))
+    with pytest.raises(UnsafePathError, match="leaves the package"):
+        Package.open(p)
+
+
+def _model_with_external_data(location: str) -> onnx.ModelProto:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], vals=[])
+    w.ClearField("float_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in {"location": location, "offset": "0", "length": "8"}.items():
+        entry = w.external_data.add()
+        entry.key, entry.value = k, v
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[w])
+    return helper.make_model(graph)
+
+
+def test_onnx_external_data_outside_the_package_is_refused(tmp_path, private_copy):
+    p = private_copy("rmt-tiny")
+    (tmp_path / "secret.bin").write_bytes(np.zeros(2, np.float32).tobytes())
+    onnx.save(_model_with_external_data("../secret.bin"), str(p / "model.onnx"))
+    _rewrite(p, lambda d: d["files"].update({"model.onnx": vars(file_info(p / "model.onnx"))}))
+    with pytest.raises(UnsafePathError, match="leaves the package"):
+        Package.open(p)
+
+    inside = tmp_path / "ok"
+    inside.mkdir()
+    (inside / "w.bin").write_bytes(np.zeros(2, np.float32).tobytes())
+    onnx.save(_model_with_external_data("w.bin"), str(inside / "m.onnx"))
+    assert check_external_data(inside / "m.onnx", inside) == ["w.bin"]

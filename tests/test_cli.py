@@ -1,0 +1,109 @@
+"""Every CLI command through Typer's runner, with its exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from memx.cli import app
+from memx.exporter import Package
+from memx.models import presets
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_lists_commands():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for cmd in ("export", "validate", "inspect", "zoo", "quickstart"):
+        assert cmd in r.output
+
+
+def test_zoo_lists_every_preset():
+    r = invoke("zoo")
+    assert r.exit_code == 0
+    data = json.loads(invoke("zoo", "--json").output)
+    assert {p["preset"] for p in data["presets"]} == {p.name for p in presets()}
+    assert {"rmt", "memtr"} <= set(data["families"])
+
+
+def test_export_then_refuse_overwrite_then_force(tmp_path):
+    out = tmp_path / "r.memx"
+    r = invoke("export", "rmt-tiny", "--out", out, "--verify-segments", "4")
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output and Package.open(out).manifest.family == "rmt"
+    r = invoke("export", "rmt-tiny", "--out", out)
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = invoke("export", "rmt-tiny", "--out", out, "--force", "--verify-segments", "0", "--seed", "3")
+    assert r.exit_code == 0
+
+
+def test_export_unknown_preset_and_bad_checkpoint(tmp_path):
+    r = invoke("export", "gpt-5", "--out", tmp_path / "x.memx")
+    assert r.exit_code == 2 and "unknown preset 'gpt-5'" in r.output and "rmt-tiny" in r.output
+    (tmp_path / "w.bin").write_bytes(b"x")
+    r = invoke("export", "rmt-tiny", "--out", tmp_path / "y.memx", "--checkpoint", tmp_path / "w.bin")
+    assert r.exit_code == 2 and "safetensors" in r.output
+    assert not (tmp_path / "x.memx").exists() and not (tmp_path / "y.memx").exists()
+
+
+def test_validate_passes_and_records(private_copy, tmp_path):
+    pkg = private_copy("rmt-tiny")
+    report = tmp_path / "parity.json"
+    r = invoke("validate", pkg, "--segments", "64", "--json", report)
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "state.memory" in r.output
+    assert json.loads(report.read_text())["passed"] is True
+    recorded = Package.open(pkg).manifest.validation["onnxruntime:cpu"]
+    assert recorded["segments"] == 64 and recorded["passed"] is True
+
+
+def test_validate_fails_with_exit_1_and_names_the_first_bad_segment(private_copy):
+    pkg = private_copy("memtr-tiny")
+    weights = pkg / "reference/weights.safetensors"
+    tensors = load_file(str(weights))
+    tensors["head.bias"] = tensors["head.bias"] + 0.5  # same size, different numbers: only hashes notice
+    save_file(tensors, str(weights))
+    r = invoke("validate", pkg, "--segments", "16", "--no-record")
+    assert r.exit_code == 1
+    assert "FAIL" in r.output and "first segment over tolerance: 0" in r.output
+
+
+def test_validate_unknown_backend_exits_2(private_copy):
+    r = invoke("validate", private_copy("rmt-tiny"), "--backend", "nope", "--segments", "2")
+    assert r.exit_code == 2 and "unknown backend 'nope'" in r.output
+
+
+def test_inspect_tables_and_json(package_of, tmp_path):
+    pkg = package_of("memctrl-tiny").path
+    r = invoke("inspect", pkg)
+    assert r.exit_code == 0
+    assert "state_in.memory" in r.output and "MatMul" in r.output and "fp32" in r.output
+    info = json.loads(invoke("inspect", pkg, "--json", "--verify").output)
+    assert info["state"][0]["shape"] == ["batch", 4, 32] and info["state_bytes_per_stream"] == 4 * 32 * 4
+    assert info["graphs"][0]["custom_ops"] == []
+    r = invoke("inspect", tmp_path / "missing.memx")
+    assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_quickstart_small_run(tmp_path):
+    out = tmp_path / "qs.memx"
+    r = invoke("quickstart", "--preset", "rmt-tiny", "--out", out, "--segments", "16", "--demo-segments", "8")
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "reproduces the state exactly" in r.output
+    assert Package.open(out).manifest.validation["onnxruntime:cpu"]["passed"]
+
+
+@pytest.mark.slow
+def test_default_quickstart(tmp_path):
+    """What `make quickstart` runs: the default model, 256 segments of validation."""
+    r = invoke("quickstart", "--out", tmp_path / "q.memx")
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output
