@@ -35,3 +35,30 @@ def private_copy(tmp_path: Path, package_of: Callable[[str], Package]) -> Callab
         return dst
 
     return copy
+
+
+def _missing(marker: str) -> str | None:
+    """Why tests with ``marker`` cannot run here, or None when they can."""
+    import importlib.util
+    import shutil as sh
+
+    if marker == "gpu":
+        import torch
+
+        return None if torch.cuda.is_available() else "needs a CUDA GPU (torch.cuda.is_available() is False)"
+    if marker == "tensorrt":
+        return None if importlib.util.find_spec("tensorrt") else "needs TensorRT (module 'tensorrt' not installed)"
+    if marker == "triton":
+        return None if sh.which("tritonserver") else "needs a Triton Inference Server ('tritonserver' not on PATH)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons: dict[str, str | None] = {}
+    for item in items:
+        for marker in ("gpu", "tensorrt", "triton"):
+            if item.get_closest_marker(marker):
+                if marker not in reasons:
+                    reasons[marker] = _missing(marker)
+                if reasons[marker]:
+                    item.add_marker(pytest.mark.skip(reason=reasons[marker]))

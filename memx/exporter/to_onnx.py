@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch.export import Dim
 
 import memx
-from memx.errors import CheckpointError, ExportError
+from memx.errors import CheckpointError, ContractError, ExportError
 from memx.exporter.manifest import (
     METADATA_KEY,
     GraphInfo,
@@ -176,6 +176,8 @@ def export(
     then renamed into place: a failed export leaves no package behind.
     """
     say = progress or (lambda _msg: None)
+    if not isinstance(model, SegmentModel):
+        raise ContractError("model does not implement the step contract", expected="a memx.models.SegmentModel", actual=type(model).__name__)
     model = model.eval()
     segment_max = segment_len or model.max_segment_len
     if not 1 <= segment_max <= model.max_segment_len:

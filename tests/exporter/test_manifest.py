@@ -106,8 +106,7 @@ def test_paths_that_leave_the_package_are_refused(tmp_path, private_copy):
 
 
 def _model_with_external_data(location: str) -> onnx.ModelProto:
-    w = helper.make_tensor("w", TensorProto.FLOAT, [2], vals=[])
-    w.ClearField("float_data")
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2])
     w.data_location = TensorProto.EXTERNAL
     for k, v in {"location": location, "offset": "0", "length": "8"}.items():
         entry = w.external_data.add()
