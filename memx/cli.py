@@ -30,6 +30,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _shape(shape: list) -> str:
+    """["batch", 16, 256] -> [batch, 16, 256]"""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Print memx errors as one clear line and exit 2 instead of a traceback."""
 
@@ -65,7 +70,7 @@ def export(
         verify_segments=verify_segments, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
     )
     m = pkg.manifest
-    states = ", ".join(f"{s.name}{s.shape}" for s in m.state) or "none (stateless step)"
+    states = ", ".join(f"{s.name}{_shape(s.shape)}" for s in m.state) or "none (stateless step)"
     out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
 
 
@@ -135,7 +140,7 @@ def inspect(
     for col in ("name", "shape", "dtype", "precision", "graph input → output"):
         st.add_column(col)
     for s in info["state"]:
-        st.add_row(s["name"], str(s["shape"]), s["dtype"], s["precision"], f"{s['input']} → {s['output']}")
+        st.add_row(s["name"], _shape(s["shape"]), s["dtype"], s["precision"], f"{s['input']} → {s['output']}")
     if not info["state"]:
         st.add_row("(none)", "", "", "", "stateless step")
     out.print(st)
@@ -144,9 +149,9 @@ def inspect(
         for col in ("direction", "name", "dtype", "shape"):
             io.add_column(col)
         for t in g["inputs"]:
-            io.add_row("in", t["name"], t["dtype"], str(t["shape"]))
+            io.add_row("in", t["name"], t["dtype"], _shape(t["shape"]))
         for t in g["outputs"]:
-            io.add_row("out", t["name"], t["dtype"], str(t["shape"]))
+            io.add_row("out", t["name"], t["dtype"], _shape(t["shape"]))
         out.print(io)
         out.print("ops: " + ", ".join(f"{k}×{v}" for k, v in g["ops"].items()), highlight=False)
         out.print("custom ops: " + (", ".join(f"{c['domain']}::{c['op']}" for c in g["custom_ops"]) or "none"))
@@ -173,11 +178,13 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
         out.print_json(json.dumps({"families": sorted(families()), "presets": rows}))
         return
     table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
-    for col in ("preset", "family", "size", "params", "state", "S max", "description"):
-        table.add_column(col)
+    for col in ("preset", "family", "params", "state", "S max"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
     for r in rows:
-        state = ", ".join(f"{k}{v}" for k, v in r["state"].items()) or "—"
-        table.add_row(r["preset"], r["family"], r["size"], f"{r['parameters']:,}", state, str(r["max_segment_len"]), r["description"])
+        state = ", ".join(f"{k}{_shape(v)}" for k, v in r["state"].items()) or "—"
+        params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
+        table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
     out.print(table)
 
 

@@ -32,7 +32,8 @@ class StepModule(nn.Module):
 
 
 def example_inputs(model: SegmentModel, batch: int, segment: int) -> tuple[torch.Tensor, ...]:
-    """Inputs for tracing: batch and segment >= 2 so torch.export does not specialise them."""
+    """Inputs for tracing. Use batch >= 2 and segment >= 2 where the axis is dynamic:
+    torch.export specialises dimensions of size 1."""
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.vocab_size, (batch, segment), generator=g)
     lengths = torch.full((batch,), segment, dtype=torch.int64)

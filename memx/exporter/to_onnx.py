@@ -60,13 +60,19 @@ def load_checkpoint(model: SegmentModel, path: str | os.PathLike) -> str:
 
 
 def _tensor_infos(model: SegmentModel, segment_max: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Graph I/O of the contract; a package limited to 1-token segments has a static segment axis."""
+    seg: int | str = 1 if segment_max == 1 else "segment"
+
+    def dims(shape: tuple[int | str, ...]) -> list[int | str]:
+        return [seg if d == "segment" else d for d in shape]
+
     specs = model.state_specs()
     inputs = [
-        TensorInfo("tokens", "int64", ["batch", "segment"]),
+        TensorInfo("tokens", "int64", ["batch", seg]),
         TensorInfo("lengths", "int64", ["batch"]),
         TensorInfo("reset", "bool", ["batch"]),
     ] + [TensorInfo(state_input_name(s.name), s.dtype, ["batch", *s.shape]) for s in specs]
-    outputs = [TensorInfo(o.name, o.dtype, list(o.shape)) for o in model.output_specs()]
+    outputs = [TensorInfo(o.name, o.dtype, dims(o.shape)) for o in model.output_specs()]
     outputs += [TensorInfo(state_output_name(s.name), s.dtype, ["batch", *s.shape]) for s in specs]
     return inputs, outputs
 
@@ -91,9 +97,9 @@ def _quiet_export() -> Any:
 def _export_onnx(model: SegmentModel, path: Path, segment_max: int, opset: int, input_names: list[str], output_names: list[str]) -> None:
     n_state = len(model.state_specs())
     batch = Dim("batch", min=1, max=1 << 16)
-    segment = Dim("segment", min=1, max=segment_max)
-    dynamic = (({0: batch, 1: segment}, {0: batch}, {0: batch}) + tuple({0: batch} for _ in range(n_state)),)
-    args = example_inputs(model, batch=2, segment=max(2, min(segment_max, 8)))
+    tokens_dims = {0: batch, 1: Dim("segment", min=1, max=segment_max)} if segment_max > 1 else {0: batch}
+    dynamic = ((tokens_dims, {0: batch}, {0: batch}) + tuple({0: batch} for _ in range(n_state)),)
+    args = example_inputs(model, batch=2, segment=min(segment_max, 8))
     with _quiet_export() as log:
         try:
             program = torch.onnx.export(
@@ -138,7 +144,7 @@ def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int,
             StateInfo(s.name, ["batch", *s.shape], s.dtype, "fp32" if s.dtype == "float32" else s.dtype, state_input_name(s.name), state_output_name(s.name), "step")
             for s in model.state_specs()
         ],
-        outputs=[OutputInfo(o.name, o.dtype, list(o.shape), o.segment_axis, "step") for o in model.output_specs()],
+        outputs=[OutputInfo(t.name, t.dtype, t.shape, o.segment_axis, "step") for o, t in zip(model.output_specs(), outputs)],
         precision="fp32",
         provenance={
             "memx_version": memx.__version__,

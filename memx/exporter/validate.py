@@ -122,8 +122,9 @@ def validate(
         padded += int((plan.lengths < plan.tokens.shape[1]).sum())
         out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset)
         out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset)
+        state_c = cand_s.state
         pairs = [(k, out_r[k], out_c[k]) for k in out_r]
-        pairs += [(f"state.{k}", v, cand_s.state[k]) for k, v in ref_s.state.items()]
+        pairs += [(f"state.{k}", v, state_c[k]) for k, v in ref_s.state.items()]
         seg_max = 0.0
         for name, r, c in pairs:
             err, index = _compare(r, c)

@@ -22,7 +22,7 @@ from memx.errors import BackendRunError, InputError, MemxError, NonFiniteStateEr
 from memx.exporter.manifest import GraphInfo, Manifest
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
-from memx.runtimes.inputs import check_lengths, check_reset, check_tokens
+from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
 
 
 class Backend(ABC):
@@ -171,13 +171,14 @@ class Stream:
         per row (default S); reset (B,) bool starts rows anew. Returns the outputs by name
         (batch axis dropped when tokens were 1-D). On any error the state is unchanged."""
         m = self.runtime.manifest
-        squeeze = getattr(tokens, "ndim", None) == 1 or (isinstance(tokens, list) and tokens and not isinstance(tokens[0], (list, tuple)))
+        tokens = as_array(tokens, "tokens")
+        squeeze = tokens.ndim == 1
         tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
         lens = check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
         rst = check_reset(reset, batch=self.batch_size) | self._st.pending_reset
         outputs, new_state = self.runtime.run_step(tok, lens, rst, self._st.states)
         self._st = StreamState(new_state, np.zeros(self.batch_size, dtype=bool), self._st.segments + 1)
-        return {k: v[0] for k, v in outputs.items()} if squeeze and self.batch_size == 1 else outputs
+        return {k: v[0] for k, v in outputs.items()} if squeeze else outputs
 
     def reset(self, rows: Any = None) -> None:
         """Start rows (default: all) anew at the next step; their state is zeroed now."""

@@ -129,3 +129,12 @@ def test_segment_len_limits_the_package(tmp_path):
 def test_non_contract_module_is_refused(tmp_path):
     with pytest.raises(ContractError, match="SegmentModel"):
         export(torch.nn.Linear(2, 2), tmp_path / "x.memx")
+
+
+@pytest.mark.parametrize("segment_len", [1, 2])
+def test_token_by_token_packages(tmp_path, segment_len):
+    """segment_len 1 (streaming one token at a time) has a static segment axis; 2 a dynamic one."""
+    pkg = export_preset("rmt-tiny", tmp_path / "t.memx", segment_len=segment_len, verify_segments=0)
+    assert pkg.manifest.graph("step").inputs[0].shape == ["batch", 1 if segment_len == 1 else "segment"]
+    report = validate(pkg, segments=256, progress=False)
+    assert report.passed, report.summary()
