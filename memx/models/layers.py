@@ -8,6 +8,7 @@ MatMul/Softmax so every runtime sees the same primitive ops.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -97,3 +98,43 @@ def token_valid(lengths: torch.Tensor, segment_len: int | torch.SymInt, like: to
     """Boolean (B, S): position s of row b is a real token (s < lengths[b])."""
     positions = torch.arange(segment_len, device=like.device)  # (S,)
     return positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
+
+
+@dataclass
+class BackboneConfig:
+    """Fields every memory-token family shares; family configs subclass it."""
+
+    vocab_size: int = 64
+    d_model: int = 32
+    n_heads: int = 2
+    n_layers: int = 2
+    d_ff: int = 64
+    num_memory: int = 4
+    max_segment_len: int = 32
+
+    def __post_init__(self) -> None:
+        if self.num_memory < 1:
+            raise ValueError(f"num_memory must be >= 1, got {self.num_memory}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+
+class SegmentEmbedding(nn.Module):
+    """Token embedding plus learned absolute positions within the segment."""
+
+    def __init__(self, c: BackboneConfig):
+        super().__init__()
+        self.tok = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos = nn.Parameter(torch.zeros(c.max_segment_len, c.d_model))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.tok(tokens) + self.pos[: tokens.shape[1]].unsqueeze(0)  # (B, S, d)
+
+
+def make_blocks(c: BackboneConfig) -> nn.ModuleList:
+    return nn.ModuleList(Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers))
+
+
+def init_params(*params: nn.Parameter, std: float = 0.02) -> None:
+    for p in params:
+        nn.init.normal_(p, std=std)

@@ -23,29 +23,21 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
-from memx.models.layers import Block, init_weights, token_valid
+from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
 from memx.models.registry import register_family, register_preset
 
 Variant = Literal["memtransformer", "memctrl", "membottleneck"]
 
 
 @dataclass
-class MemTrConfig:
-    vocab_size: int = 64
-    d_model: int = 32
-    n_heads: int = 2
-    n_layers: int = 2
-    d_ff: int = 64
-    num_memory: int = 4
-    max_segment_len: int = 32
+class MemTrConfig(BackboneConfig):
     variant: Variant = "memtransformer"
     recurrent: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.variant not in ("memtransformer", "memctrl", "membottleneck"):
             raise ValueError(f"variant must be memtransformer, memctrl or membottleneck, got {self.variant!r}")
-        if self.num_memory < 1:
-            raise ValueError(f"num_memory must be >= 1, got {self.num_memory}")
 
 
 @register_family("memtr")
@@ -55,18 +47,16 @@ class MemoryTransformer(SegmentModel):
     def __init__(self, config: MemTrConfig):
         super().__init__(config)
         c = config
-        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = nn.Parameter(torch.zeros(c.max_segment_len, c.d_model))
+        self.embed = SegmentEmbedding(c)
         self.mem_pos = nn.Parameter(torch.zeros(c.num_memory, c.d_model))
         self.init_memory = nn.Parameter(torch.zeros(c.num_memory, c.d_model))
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers))
+        self.blocks = make_blocks(c)
         if c.variant != "memtransformer":  # dedicated memory blocks
-            self.mem_blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers))
+            self.mem_blocks = make_blocks(c)
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size)
         init_weights(self)
-        for p in (self.pos_emb, self.mem_pos, self.init_memory):
-            nn.init.normal_(p, std=0.02)
+        init_params(self.embed.pos, self.mem_pos, self.init_memory)
 
     def state_specs(self) -> list[StateSpec]:
         if not self.config.recurrent:
@@ -99,7 +89,7 @@ class MemoryTransformer(SegmentModel):
         valid = token_valid(lengths, s, tokens)  # (B, S)
         ones = torch.ones(b, self.config.num_memory, dtype=torch.bool, device=tokens.device)
         key_mask = torch.cat([ones, valid], dim=1).unsqueeze(1).unsqueeze(1)  # (B, 1, 1, M+S)
-        x = self.tok_emb(tokens) + self.pos_emb[:s].unsqueeze(0)  # (B, S, d)
+        x = self.embed(tokens)  # (B, S, d)
         mem, x = self._layers(memory + self.mem_pos, x, key_mask)
         logits = self.head(self.ln_f(x)) * valid.unsqueeze(-1).to(x.dtype)  # (B, S, V)
         if not self.config.recurrent:

@@ -21,26 +21,18 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
-from memx.models.layers import Block, init_weights, token_valid
+from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
 from memx.models.registry import register_family, register_preset
 
 
 @dataclass
-class RMTConfig:
-    vocab_size: int = 64
-    d_model: int = 32
-    n_heads: int = 2
-    n_layers: int = 2
-    d_ff: int = 64
-    num_memory: int = 4
-    max_segment_len: int = 32
+class RMTConfig(BackboneConfig):
     form: Literal["decoder", "encoder"] = "decoder"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.form not in ("decoder", "encoder"):
             raise ValueError(f"form must be 'decoder' or 'encoder', got {self.form!r}")
-        if self.num_memory < 1:
-            raise ValueError(f"num_memory must be >= 1, got {self.num_memory}")
 
 
 @register_family("rmt")
@@ -50,17 +42,15 @@ class RMT(SegmentModel):
     def __init__(self, config: RMTConfig):
         super().__init__(config)
         c = config
-        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = nn.Parameter(torch.zeros(c.max_segment_len, c.d_model))
+        self.embed = SegmentEmbedding(c)
         self.read_pos = nn.Parameter(torch.zeros(c.num_memory, c.d_model))
         self.write_pos = nn.Parameter(torch.zeros(c.num_memory, c.d_model))
         self.init_memory = nn.Parameter(torch.zeros(c.num_memory, c.d_model))
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers))
+        self.blocks = make_blocks(c)
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size)
         init_weights(self)
-        for p in (self.pos_emb, self.read_pos, self.write_pos, self.init_memory):
-            nn.init.normal_(p, std=0.02)
+        init_params(self.embed.pos, self.read_pos, self.write_pos, self.init_memory)
 
     def state_specs(self) -> list[StateSpec]:
         return [StateSpec("memory", (self.config.num_memory, self.config.d_model))]
@@ -96,7 +86,7 @@ class RMT(SegmentModel):
         s = tokens.shape[1]
         memory = self.select_initial(reset, self.init_memory, memory)  # (B, M, d)
         valid = token_valid(lengths, s, tokens)  # (B, S)
-        x = self.tok_emb(tokens) + self.pos_emb[:s].unsqueeze(0)  # (B, S, d)
+        x = self.embed(tokens)  # (B, S, d)
         if self.config.form == "decoder":
             h = torch.cat([memory + self.read_pos, x, memory + self.write_pos], dim=1)  # (B, M+S+M, d)
             mask = self._decoder_mask(valid)
