@@ -12,9 +12,12 @@ from typing import Any
 from memx.exporter.package import Package
 from memx.runtimes.base import Backend, Runtime, Stream, StreamPool, StreamState, backends, get_backend, register_backend
 
-# Backends register themselves on import; each imports its library lazily or cheaply.
+# Backends register on import. The torch backend is registered lazily so that
+# ONNX Runtime deployments need no PyTorch.
 from memx.runtimes import onnxruntime_backend as _ort  # noqa: F401,E402
-from memx.runtimes import torch_backend as _torch  # noqa: F401,E402
+from memx.runtimes.base import register_lazy_backend  # noqa: E402
+
+register_lazy_backend("torch", "memx.runtimes.torch_backend")
 
 
 def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = False, **options: Any) -> Runtime:  # noqa: A001

@@ -11,6 +11,7 @@ thread-safe in their run call); a Stream or StreamPool belongs to one thread.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from memx.errors import BackendRunError, InputError, MemxError, NonFiniteStateError, StateError, expect_choice
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, NonFiniteStateError, StateError, expect_choice
 from memx.exporter.manifest import GraphInfo, Manifest
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
@@ -44,7 +45,7 @@ class Backend(ABC):
         return {"backend": self.name, "device": self.device}
 
 
-_BACKENDS: dict[str, Callable[..., Backend]] = {}
+_BACKENDS: dict[str, type[Backend] | str] = {}  # a class, or the module that registers it on import
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
@@ -56,14 +57,28 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     return wrap
 
 
+def register_lazy_backend(name: str, module: str) -> None:
+    """Register a backend whose module (and library) is imported on first use."""
+    _BACKENDS.setdefault(name, module)
+
+
 def backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(name: str) -> Callable[..., Backend]:
+def get_backend(name: str) -> type[Backend]:
     if name not in _BACKENDS:
         raise expect_choice("backend", name, list(_BACKENDS))
-    return _BACKENDS[name]
+    entry = _BACKENDS[name]
+    if isinstance(entry, str):
+        try:
+            importlib.import_module(entry)
+        except ImportError as e:
+            raise BackendUnavailableError(f"backend {name!r} cannot be imported: {e}", hint="install its library (e.g. pip install torch)") from None
+        entry = _BACKENDS[name]
+        if isinstance(entry, str):
+            raise InternalError(f"module {entry} did not register backend {name!r}")
+    return entry
 
 
 @dataclass

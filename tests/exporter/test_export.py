@@ -138,3 +138,11 @@ def test_token_by_token_packages(tmp_path, segment_len):
     assert pkg.manifest.graph("step").inputs[0].shape == ["batch", 1 if segment_len == 1 else "segment"]
     report = validate(pkg, segments=256, progress=False)
     assert report.passed, report.summary()
+
+
+def test_top_level_api(tmp_path):
+    import memx
+
+    pkg = memx.export(build_preset("memtr-static-tiny"), tmp_path / "a.memx", verify_segments=0)
+    assert memx.validate(pkg, segments=8, progress=False).passed
+    assert memx.runtimes.open(pkg).stream().step([1, 2, 3])["logits"].shape == (3, 64)

@@ -283,3 +283,21 @@ def test_unknown_backend_and_unavailable_device(package_of):
         pytest.skip("this onnxruntime has CUDA: nothing unavailable to test")
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
         runtimes.open(package_of("rmt-tiny"), backend="onnxruntime", device="cuda")
+
+
+def test_onnxruntime_deployment_needs_no_torch(package_of):
+    """A device with only ONNX Runtime: importing memx.runtimes and stepping must not import torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
+        "import numpy as np, memx.runtimes as r\n"
+        f"s = r.open({str(package_of('rmt-tiny').path)!r}).stream()\n"
+        "print(s.step(np.arange(5))['logits'].shape)\n"
+        "try:\n    r.open(" + repr(str(package_of('rmt-tiny').path)) + ", backend='torch')\n"
+        "except Exception as e:\n    print(type(e).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(5,", "64)", "BackendUnavailableError"]
