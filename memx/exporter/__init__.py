@@ -16,8 +16,8 @@ _LAZY = {
     "FORMAT_VERSION": "memx.exporter.manifest",
     "Manifest": "memx.exporter.manifest",
     "Package": "memx.exporter.package",
-    "ParityReport": "memx.exporter.validate",
-    "validate": "memx.exporter.validate",
+    "ParityReport": "memx.exporter.parity",
+    "validate": "memx.exporter.parity",
 }
 
 

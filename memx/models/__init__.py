@@ -1,6 +1,6 @@
 """Model families (one module each) and the registry of families and presets."""
 
-from memx.models import memtr, rmt  # noqa: F401  (register families and presets)
+from memx.models import gmat, memtr, rmt  # noqa: F401  (register families and presets)
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.registry import (
     Preset,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,23 +32,30 @@ class MultiHeadAttention(nn.Module):
         self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         return x.reshape(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, h, N, dh)
 
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = x.shape
+        return x.transpose(1, 2).reshape(b, n, self.n_heads * self.d_head)  # (B, N, d)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return self.split_heads(self.q_proj(x))  # (B, h, N, dh)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv_proj(x).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)  # (B, h, N, dh) each
+
     def forward(self, query: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """query (B, Lq, d), context (B, Lk, d), mask bool broadcastable to (B, h, Lq, Lk)."""
-        b, lq, d = query.shape
-        q = self._split_heads(self.q_proj(query))  # (B, h, Lq, dh)
-        k, v = self.kv_proj(context).chunk(2, dim=-1)
-        k, v = self._split_heads(k), self._split_heads(v)  # (B, h, Lk, dh)
+        q = self.queries(query)  # (B, h, Lq, dh)
+        k, v = self.keys_values(context)  # (B, h, Lk, dh)
         scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))  # (B, h, Lq, Lk)
         if mask is not None:
             scores = torch.where(mask, scores, torch.full_like(scores, MASKED_LOGIT))
-        weights = torch.softmax(scores, dim=-1)
-        out = torch.matmul(weights, v)  # (B, h, Lq, dh)
-        out = out.transpose(1, 2).reshape(b, lq, d)  # (B, Lq, d)
-        return self.out_proj(out)
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, h, Lq, dh)
+        return self.out_proj(self.merge_heads(out))
 
 
 class FeedForward(nn.Module):
@@ -104,6 +112,8 @@ def token_valid(lengths: torch.Tensor, segment_len: int | torch.SymInt, like: to
 class BackboneConfig:
     """Fields every memory-token family shares; family configs subclass it."""
 
+    min_memory: ClassVar[int] = 1  # families that work without memory set 0
+
     vocab_size: int = 64
     d_model: int = 32
     n_heads: int = 2
@@ -113,8 +123,8 @@ class BackboneConfig:
     max_segment_len: int = 32
 
     def __post_init__(self) -> None:
-        if self.num_memory < 1:
-            raise ValueError(f"num_memory must be >= 1, got {self.num_memory}")
+        if self.num_memory < self.min_memory:
+            raise ValueError(f"num_memory must be >= {self.min_memory}, got {self.num_memory}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
