@@ -28,7 +28,7 @@ from torch import nn
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import BackboneConfig, Block, SegmentEmbedding, init_params, init_weights, token_valid
 from memx.models.registry import register_family, register_preset
-from memx.ops import PATTERNS, local_global_attention
+from memx.ops import PATTERNS, dense_local_global_attention, local_global_attention
 
 
 @dataclass
@@ -40,9 +40,13 @@ class GMATConfig(BackboneConfig):
     causal: bool = False
     recurrent: bool = True
     compression: bool = False
+    # "dense" runs the same attention with a full S×S mask: the reference/baseline of benchmarks
+    attention: Literal["blocked", "dense"] = "blocked"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.attention not in ("blocked", "dense"):
+            raise ValueError(f"attention must be 'blocked' or 'dense', got {self.attention!r}")
         if self.pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
         if self.window < 1:
@@ -76,7 +80,8 @@ class GMATLayer(Block):
                 read = read + self.attn(rn, rn, None)  # memory-only update: nothing from this segment
             mem_k, mem_v = self.attn.keys_values(self.ln_attn(mem if read is None else read))  # (B, h, M, dh)
         k, v = self.attn.keys_values(xn)  # (B, h, S, dh)
-        local = local_global_attention(
+        attend = local_global_attention if self.c.attention == "blocked" else dense_local_global_attention
+        local = attend(
             self.attn.queries(xn), k, v, mem_k, mem_v, lengths, pattern=self.c.pattern, window=self.c.window, causal=self.c.causal
         )  # (B, h, S, dh)
         x = x + self.attn.out_proj(self.attn.merge_heads(local))

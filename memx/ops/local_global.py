@@ -91,8 +91,8 @@ def dense_local_global_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mem_k: torch.Tensor,
-    mem_v: torch.Tensor,
+    mem_k: torch.Tensor | None,
+    mem_v: torch.Tensor | None,
     lengths: torch.Tensor,
     *,
     pattern: str = "band",
@@ -100,6 +100,8 @@ def dense_local_global_attention(
     causal: bool = False,
 ) -> torch.Tensor:
     """The same attention with a full S×S mask: the reference the blocked form must equal."""
+    if mem_k is None or mem_v is None:  # M = 0
+        mem_k = mem_v = q[:, :, :0]
     s, m = q.shape[2], mem_k.shape[2]
     i = torch.arange(s, device=q.device).unsqueeze(1)  # (S, 1)
     j = torch.arange(s, device=q.device).unsqueeze(0)  # (1, S)

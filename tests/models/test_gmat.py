@@ -59,3 +59,17 @@ def test_compression_outputs_are_read_from_memory():
 def test_invalid_configs(bad):
     with pytest.raises(ValueError):
         build_preset("gmat-tiny", **bad)
+
+
+@pytest.mark.parametrize("name", ["gmat-tiny", "gmat-chunked-tiny", "gmat-nomem-tiny", "gmat-causal-tiny"])
+def test_blocked_model_equals_dense_masked_model(name):
+    blocked, dense = build_preset(name), build_preset(name, attention="dense")
+    dense.load_state_dict(blocked.state_dict())
+    tokens = torch.randint(0, 64, (3, 21), generator=torch.Generator().manual_seed(5))
+    lengths = torch.tensor([21, 13, 2])
+    states = tuple(torch.randn(3, *s.shape) for s in blocked.state_specs())
+    reset = torch.tensor([False, True, False])
+    with torch.no_grad():
+        a, b = blocked(tokens, lengths, reset, *states), dense(tokens, lengths, reset, *states)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=2e-5, rtol=1e-5)
