@@ -107,3 +107,14 @@ def test_default_quickstart(tmp_path):
     r = invoke("quickstart", "--out", tmp_path / "q.memx")
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output
+
+
+def test_train_then_export_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "ar.safetensors"
+    r = invoke("train", "associative-retrieval", "--preset", "rmt-tiny", "--steps", "4", "--batch", "8", "--eval-every", "2", "--out", ckpt)
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.output and ckpt.exists() and (tmp_path / "ar.train.json").exists()
+    r = invoke("export", "rmt-tiny", "--checkpoint", ckpt, "--out", tmp_path / "ar.memx", "--verify-segments", "4")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "sudoku", "--out", tmp_path / "x.safetensors")
+    assert r.exit_code == 2 and "unknown task 'sudoku'" in r.output

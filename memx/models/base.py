@@ -60,6 +60,11 @@ class SegmentModel(nn.Module):
     def max_segment_len(self) -> int:
         return int(self.config.max_segment_len)
 
+    @property
+    def is_causal(self) -> bool:
+        """True when no token output depends on later tokens of its segment (decoder-style)."""
+        return False
+
     def state_specs(self) -> list[StateSpec]:
         raise NotImplementedError
 

@@ -107,6 +107,10 @@ class GMAT(SegmentModel):
         init_weights(self)
         init_params(self.embed.pos, self.mem_pos, self.init_memory)
 
+    @property
+    def is_causal(self) -> bool:
+        return self.config.causal and not self.config.compression
+
     def state_specs(self) -> list[StateSpec]:
         return [StateSpec("memory", (self.config.num_memory, self.config.d_model))] if self.config.recurrent else []
 

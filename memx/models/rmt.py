@@ -52,6 +52,10 @@ class RMT(SegmentModel):
         init_weights(self)
         init_params(self.embed.pos, self.read_pos, self.write_pos, self.init_memory)
 
+    @property
+    def is_causal(self) -> bool:
+        return self.config.form == "decoder"
+
     def state_specs(self) -> list[StateSpec]:
         return [StateSpec("memory", (self.config.num_memory, self.config.d_model))]
 

@@ -1,0 +1,168 @@
+"""A compact trainer over segments: memory carried between segments, truncated BPTT.
+
+One optimisation step = one episode batch: the model runs segment by segment carrying its
+state; the loss sums over all scored targets; gradients flow back through the memory for
+``bptt_depth`` segments (``None``: through the whole episode). Data for step k comes from
+``rng([seed, k])``, so training is deterministic and a resumed run equals an uninterrupted one.
+
+Checkpoint files: ``CKPT.safetensors`` (weights: what `memx export --checkpoint` reads),
+``CKPT.optim.pt`` (optimizer state, loaded with ``weights_only=True``), ``CKPT.train.json``
+(step, settings, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from memx.errors import CheckpointError, MemxError
+from memx.models.base import SegmentModel
+from memx.progress import progress_range
+from memx.training.tasks import IGNORE, PAD, Episode, Task, get_task
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    steps: int = 2000
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    bptt_depth: int | None = None  # segments gradients flow back through; None = whole episode
+    segment_len: int = 8
+    seed: int = 0
+    clip: float = 1.0
+    eval_every: int = 250
+    eval_batches: int = 4
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float
+    accuracy: float  # items whose every scored target is right
+    token_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def model_inputs(model: SegmentModel, episode: Episode) -> np.ndarray:
+    """Non-causal models must not read the answer they predict: blank teacher-forced answers."""
+    if model.is_causal:
+        return episode.tokens
+    answer_input = np.zeros_like(episode.targets, dtype=bool)
+    answer_input[:, 1:] = episode.targets[:, :-1] != IGNORE  # token t is the answer scored at t-1
+    return np.where(answer_input, PAD, episode.tokens)
+
+
+def run_episode(model: SegmentModel, episode: Episode, *, bptt_depth: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Roll the model over an episode. Returns (summed loss, predictions (B, T), targets (B, T))."""
+    tokens = torch.from_numpy(model_inputs(model, episode))
+    targets = torch.from_numpy(episode.targets)
+    b, s = tokens.shape[0], episode.segment_len
+    state = tuple(torch.zeros(b, *spec.shape) for spec in model.state_specs())
+    n_out = len(model.output_specs())
+    loss, preds = torch.zeros(()), []
+    for i in range(episode.n_segments):
+        tok, tgt = tokens[:, i * s : (i + 1) * s], targets[:, i * s : (i + 1) * s]
+        out = model(tok, torch.full((b,), tok.shape[1]), torch.full((b,), i == 0), *state)
+        logits, state = out[0], tuple(out[n_out:])
+        loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        preds.append(logits.argmax(-1))
+        if bptt_depth and (i + 1) % bptt_depth == 0:
+            state = tuple(t.detach() for t in state)
+    return loss, torch.cat(preds, dim=1), targets
+
+
+def _accuracy(preds: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    scored = targets != IGNORE
+    right = (preds == targets) | ~scored
+    return float(right.all(dim=1).float().mean()), float(((preds == targets) & scored).sum() / scored.sum().clamp(min=1))
+
+
+def evaluate(model: SegmentModel, task: Task, *, batches: int, batch: int, segment_len: int, seed: int) -> tuple[float, float]:
+    """Accuracy on held-out episodes (seeded apart from training data)."""
+    items = tokens = 0.0
+    with torch.no_grad():
+        for k in range(batches):
+            ep = task.make(np.random.default_rng([seed, 1_000_003, k]), batch, segment_len)
+            _, preds, targets = run_episode(model, ep, bptt_depth=None)
+            a, t = _accuracy(preds, targets)
+            items, tokens = items + a / batches, tokens + t / batches
+    return items, tokens
+
+
+def _paths(out: Path) -> tuple[Path, Path, Path]:
+    stem = str(out)[: -len(".safetensors")] if str(out).endswith(".safetensors") else str(out)
+    return Path(stem + ".safetensors"), Path(stem + ".optim.pt"), Path(stem + ".train.json")
+
+
+def _save(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, meta: dict[str, Any]) -> None:
+    weights, optim, info = _paths(out)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    for path, write in ((weights, lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, p)),
+                        (optim, lambda p: torch.save(opt.state_dict(), p)),
+                        (info, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        write(str(tmp))
+        os.replace(tmp, path)  # each file whole or not at all
+
+
+def train(model: SegmentModel, cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+    task = get_task(cfg.task)
+    if model.vocab_size < task.vocab_size:
+        raise MemxError(f"model vocabulary too small for task {task.name!r}", expected=f">= {task.vocab_size}", actual=model.vocab_size)
+    if not 1 <= cfg.segment_len <= model.max_segment_len:
+        raise MemxError("segment length out of range for this model", expected=f"1..{model.max_segment_len}", actual=cfg.segment_len)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    if resume and out is not None and _paths(out)[2].exists():
+        start, history = _load(model, opt, out, cfg)
+    model.train()
+    loss_value = float("nan")
+    for step in progress_range(cfg.steps - start, f"train {task.name}", enabled=progress):
+        k = start + step
+        ep = task.make(np.random.default_rng([cfg.seed, k]), cfg.batch, cfg.segment_len)
+        loss, _, targets = run_episode(model, ep, bptt_depth=cfg.bptt_depth)
+        loss = loss / (targets != IGNORE).sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        loss_value = float(loss.detach())
+        if (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.steps:
+            model.eval()
+            acc, tok_acc = evaluate(model, task, batches=cfg.eval_batches, batch=cfg.batch, segment_len=cfg.segment_len, seed=cfg.seed)
+            model.train()
+            history.append({"step": k + 1, "loss": loss_value, "accuracy": acc, "token_accuracy": tok_acc})
+            if out is not None:
+                _save(model, opt, out, {"step": k + 1, "config": asdict(cfg), "family": model.family, "model_config": model.config_dict(), "history": history})
+    model.eval()
+    last = history[-1] if history else {"step": start, "loss": loss_value, "accuracy": float("nan"), "token_accuracy": float("nan")}
+    return TrainResult(int(last["step"]), float(last["loss"]), float(last["accuracy"]), float(last["token_accuracy"]), history)
+
+
+# Settings that do not change the weights' trajectory: a run may resume with other values.
+_RESUMABLE_CHANGES = ("steps", "eval_every", "eval_batches")
+
+
+def _trajectory(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in _RESUMABLE_CHANGES}
+
+
+def _load(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, cfg: TrainConfig) -> tuple[int, list]:
+    weights, optim, info = _paths(out)
+    meta = json.loads(info.read_text())
+    if _trajectory(meta["config"]) != _trajectory(asdict(cfg)) or meta["model_config"] != model.config_dict():
+        raise CheckpointError("cannot resume: the checkpoint was trained with other settings", expected=_trajectory(meta["config"]), actual=_trajectory(asdict(cfg)))
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    opt.load_state_dict(torch.load(optim, weights_only=True))
+    return int(meta["step"]), list(meta["history"])
