@@ -8,7 +8,6 @@ from torch import nn
 from memx.errors import ContractError
 from memx.models.base import SegmentModel
 
-FIXED_INPUTS = ("tokens", "lengths", "reset")
 
 
 def state_input_name(name: str) -> str:

@@ -28,7 +28,7 @@ from memx.exporter.manifest import (
     TensorInfo,
 )
 from memx.exporter.package import Package, file_info, sha256_file, staged_directory, write_text_atomic
-from memx.exporter.step import FIXED_INPUTS, StepModule, check_contract, example_inputs, state_input_name, state_output_name
+from memx.exporter.step import StepModule, check_contract, example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
 
 DEFAULT_OPSET = 18

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from memx.errors import CheckpointError, MemxError
 from memx.models import build_preset
