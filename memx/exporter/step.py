@@ -9,7 +9,6 @@ from memx.errors import ContractError
 from memx.models.base import SegmentModel
 
 
-
 def state_input_name(name: str) -> str:
     return f"state_in.{name}"
 
