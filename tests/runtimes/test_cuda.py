@@ -11,7 +11,7 @@ from memx.exporter import validate
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("name", ["rmt-tiny", "memctrl-tiny", "membottleneck-tiny", "rmt-enc-tiny"])
+@pytest.mark.parametrize("name", ["rmt-tiny", "memctrl-tiny", "membottleneck-tiny", "rmt-enc-tiny", "gmat-tiny", "gmat-causal-tiny", "gmat-nomem-tiny", "gmat-compress-tiny"])
 def test_torch_cuda_matches_cpu_reference_over_256_segments(name, package_of):
     report = validate(package_of(name), backend="torch", device="cuda", segments=256, atol=1e-4, progress=False)
     assert report.passed, report.summary()
