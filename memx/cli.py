@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memx.errors import MemxError
+from memx.inspection import format_shape as _shape
 
 app = typer.Typer(
     name="memx",
@@ -28,11 +29,6 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-
-
-def _shape(shape: list) -> str:
-    """["batch", 16, 256] -> [batch, 16, 256]"""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,7 +48,7 @@ def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.command()
 @_errors_to_exit
 def export(
-    target: str = typer.Argument(..., help="A preset name (see `memx zoo`)."),
+    target: str = typer.Argument(..., help="A trained zoo model or a preset name (see `memx zoo`)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Package directory to write (NAME.memx)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to load (.safetensors, names/shapes checked strictly)."),
     segment_len: Optional[int] = typer.Option(None, help="Longest segment the package accepts (default: the model's maximum)."),
@@ -174,8 +170,12 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
         rows.append({"preset": p.name, "family": p.family, "size": p.size, "parameters": model.num_parameters(),
                      "state": {s.name: list(s.shape) for s in model.state_specs()}, "max_segment_len": model.max_segment_len,
                      "description": p.description})
+    from memx.zoo import zoo_entries
+
+    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "chance": e.chance,
+                "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description} for e in zoo_entries()]
     if json_out:
-        out.print_json(json.dumps({"families": sorted(families()), "presets": rows}))
+        out.print_json(json.dumps({"families": sorted(families()), "presets": rows, "zoo": trained}))
         return
     table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
     for col in ("preset", "family", "params", "state", "S max"):
@@ -186,6 +186,12 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
         params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
         table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
     out.print(table)
+    z = Table(title="trained zoo models (memx export NAME --out DIR)")
+    for col in ("name", "family", "task", "segment", "chance", "description"):
+        z.add_column(col)
+    for e in trained:
+        z.add_row(e["name"], e["family"], e["task"], str(e["segment_len"]), f"{e['chance']:.0%}", e["description"] + ("" if e["available"] else " [red](checkpoint missing)[/]"))
+    out.print(z)
 
 
 @app.command("train")
@@ -224,8 +230,8 @@ def train_command(
 @app.command()
 @_errors_to_exit
 def quickstart(
-    out_dir: Path = typer.Option(Path("quickstart/rmt-small.memx"), "--out", "-o", help="Where to write the package (replaced if present)."),
-    preset: str = typer.Option("rmt-small", help="Model to build (see `memx zoo`)."),
+    out_dir: Path = typer.Option(Path("quickstart/model.memx"), "--out", "-o", help="Where to write the package (replaced if present)."),
+    preset: str = typer.Option("rmt-ar", help="Zoo model or preset to build (see `memx zoo`)."),
     segments: int = typer.Option(256, help="Segments of parity validation."),
     demo_segments: int = typer.Option(64, help="Segments streamed in the demo."),
 ) -> None:

@@ -1,7 +1,8 @@
 """`memx quickstart`: the whole path on the default model in about a minute on a 2-core CPU.
 
-build -> export -> validate over long streams -> stream a demo input through ONNX Runtime
-(one stream, a snapshot/restore round trip, and a pool of streams in batched calls).
+build -> export -> validate over long streams -> solve the model's task through ONNX Runtime
+and PyTorch (zoo models) -> stream a demo input (one stream, a snapshot/restore round trip,
+and a pool of streams in batched calls).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.table import Table
 from memx import runtimes
 from memx.exporter import ParityReport, export_preset, validate
 from memx.exporter.package import update_manifest
-from memx.inspection import human_bytes
+from memx.inspection import format_shape, human_bytes
 from memx.progress import progress_range
 
 
@@ -25,6 +26,7 @@ from memx.progress import progress_range
 class QuickstartResult:
     package: Path
     parity: ParityReport
+    task: dict | None  # zoo models: accuracy through ONNX Runtime and PyTorch, agreement
     latency_ms_p50: float
     latency_ms_p90: float
     tokens_per_s: float
@@ -65,20 +67,41 @@ def _pool_throughput(rt: runtimes.Runtime, streams: int, seg: int, steps: int, r
     return n_tokens / (time.perf_counter() - t0)
 
 
-def run_quickstart(out_dir: Path, *, preset: str = "rmt-small", segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
+def _task_accuracy(pkg, task: str, segment_len: int, items: int) -> dict:
+    """The zoo model's task solved through both runtimes on the same held-out episodes."""
+    from memx.training.accuracy import runtime_task_accuracy
+
+    ort = runtime_task_accuracy(runtimes.open(pkg, backend="onnxruntime"), task, items=items, segment_len=segment_len)
+    ref = runtime_task_accuracy(runtimes.open(pkg, backend="torch"), task, items=items, segment_len=segment_len)
+    same = float((ort.predictions == ref.predictions).all(axis=1).mean())
+    return {"task": task, "items": items, "onnxruntime": ort.accuracy, "torch": ref.accuracy, "same_predictions": same}
+
+
+def run_quickstart(out_dir: Path, *, preset: str = "rmt-ar", segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
+    from memx.zoo import is_zoo
+
     con = console or Console()
+    total = 5 if is_zoo(preset) else 4
+    label = iter(f"[bold]{i}/{total}[/]" for i in range(1, total + 1))
     t0 = time.perf_counter()
-    con.print(f"[bold]1/4[/] export [cyan]{preset}[/] -> {out_dir}")
+    con.print(f"{next(label)} export [cyan]{preset}[/] -> {out_dir}")
     pkg = export_preset(preset, out_dir, force=True, verify_segments=0, progress=lambda m: con.print(f"    [dim]{m}…[/]"))
     t_export = time.perf_counter() - t0
     m = pkg.manifest
 
-    con.print(f"[bold]2/4[/] validate ONNX Runtime against PyTorch over {segments} segments (outputs and states)")
+    con.print(f"{next(label)} validate ONNX Runtime against PyTorch over {segments} segments (outputs and states)")
     parity = validate(pkg, segments=segments, batch=4)
     m.validation = {"onnxruntime:cpu": parity.to_dict()}
     update_manifest(pkg, m)
 
-    con.print(f"[bold]3/4[/] stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
+    task = None
+    if m.task:
+        from memx.zoo import get_zoo
+
+        entry = get_zoo(preset)
+        con.print(f"{next(label)} solve [cyan]{m.task}[/] on 1000 held-out episodes through ONNX Runtime and PyTorch")
+        task = {**_task_accuracy(pkg, m.task, entry.segment_len, 1000), "chance": entry.chance}
+    con.print(f"{next(label)} stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
     rt = runtimes.open(pkg, backend="onnxruntime")
     seg = m.segment["max"]
     rng = np.random.default_rng(0)
@@ -87,11 +110,11 @@ def run_quickstart(out_dir: Path, *, preset: str = "rmt-small", segments: int = 
     resumed = _resume(rt, snap, tokens, seg, snap_at)
     exact = all(np.array_equal(final_state[k], resumed[k]) for k in final_state)
 
-    con.print("[bold]4/4[/] step a pool of 8 streams with ragged segments in batched calls")
+    con.print(f"{next(label)} step a pool of 8 streams with ragged segments in batched calls")
     pool_tps = _pool_throughput(rt, 8, seg, 16, rng)
 
     ms = np.array(times) * 1e3
-    result = QuickstartResult(pkg.path, parity, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact)
+    result = QuickstartResult(pkg.path, parity, task, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact)
     _report(con, result, pkg, t_export, len(snap), time.perf_counter() - t0)
     return result
 
@@ -101,12 +124,16 @@ def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes:
     table = Table(title="memx quickstart", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    state = ", ".join(f"{s.name}{s.shape} {s.dtype}" for s in m.state)
+    state = ", ".join(f"{s.name}{format_shape(s.shape)} {s.dtype}" for s in m.state)
     table.add_row("package", f"{r.package} ({human_bytes(pkg.size_bytes())}, exported in {t_export:.1f}s)")
     table.add_row("model", f"{m.family} / {m.preset}, {m.provenance['parameters']:,} parameters, segment ≤ {m.segment['max']} tokens")
     table.add_row("memory state", state)
     style = "green" if r.parity.passed else "bold red"
     table.add_row("parity", f"[{style}]{r.parity.summary()}[/]")
+    if r.task:
+        t = r.task
+        table.add_row("task", f"{t['task']}: {t['onnxruntime']:.1%} of {t['items']} episodes solved through ONNX Runtime, "
+                              f"{t['torch']:.1%} through PyTorch (chance {t['chance']:.0%}); identical predictions on {t['same_predictions']:.1%}")
     table.add_row("latency (B=1)", f"p50 {r.latency_ms_p50:.2f} ms, p90 {r.latency_ms_p90:.2f} ms per {m.segment['max']}-token segment, ONNX Runtime CPU")
     table.add_row("throughput", f"{r.tokens_per_s:,.0f} tokens/s one stream; {r.pool_tokens_per_s:,.0f} tokens/s pool of 8")
     table.add_row("snapshot", f"{snap_bytes:,} bytes; resume from snapshot {'reproduces the state exactly' if r.snapshot_roundtrip_exact else '[red]DIFFERS[/]'}")

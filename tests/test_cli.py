@@ -31,7 +31,8 @@ def test_zoo_lists_every_preset():
     assert r.exit_code == 0
     data = json.loads(invoke("zoo", "--json").output)
     assert {p["preset"] for p in data["presets"]} == {p.name for p in presets()}
-    assert {"rmt", "memtr"} <= set(data["families"])
+    assert {"rmt", "memtr", "gmat"} <= set(data["families"])
+    assert {z["name"] for z in data["zoo"]} >= {"rmt-ar"} and all(z["available"] for z in data["zoo"])
 
 
 def test_export_then_refuse_overwrite_then_force(tmp_path):

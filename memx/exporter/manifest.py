@@ -82,6 +82,8 @@ class Manifest:
     reference: dict[str, str] = field(default_factory=dict)  # {"weights": "reference/weights.safetensors"}
     custom_ops: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
+    causal: bool = False  # no token output depends on later tokens of its segment
+    task: str | None = None  # the synthetic task a zoo model was trained on
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -243,7 +245,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
-    "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation",
+    "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
 }
 
 
@@ -282,6 +284,8 @@ def _parse_manifest(data: Any) -> Manifest:
         reference=_field(data, "reference", "dict", "", optional=True) or {},
         custom_ops=_field(data, "custom_ops", "list", "", optional=True) or [],
         validation=_field(data, "validation", "dict", "", optional=True),
+        causal=bool(_field(data, "causal", "bool", "", optional=True)),
+        task=_field(data, "task", "str", "", optional=True),
     )
     _check_consistency(m)
     return m

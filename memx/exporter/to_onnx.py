@@ -131,7 +131,7 @@ def _mirror_manifest(path: Path, proto: onnx.ModelProto, manifest: Manifest) -> 
     onnx.save(proto, str(path))
 
 
-def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int, opset: int, checkpoint_sha256: str | None) -> Manifest:
+def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int, opset: int, checkpoint_sha256: str | None, task: str | None = None) -> Manifest:
     inputs, outputs = _tensor_infos(model, segment_max)
     return Manifest(
         family=model.family,
@@ -160,6 +160,8 @@ def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int,
         },
         files={},
         reference={"weights": WEIGHTS_FILE},
+        causal=model.is_causal,
+        task=task,
     )
 
 
@@ -171,6 +173,7 @@ def export(
     segment_len: int | None = None,
     opset: int = DEFAULT_OPSET,
     checkpoint: str | os.PathLike | None = None,
+    task: str | None = None,
     force: bool = False,
     verify_segments: int = 32,
     progress: Callable[[str], None] | None = None,
@@ -192,7 +195,7 @@ def export(
         raise ExportError("opset too old (LayerNormalization needs 17)", expected=">= 17", actual=opset)
     checkpoint_sha = load_checkpoint(model, checkpoint) if checkpoint else None
     check_contract(model, max(1, min(segment_max, 8)))
-    manifest = build_manifest(model, preset=preset, segment_max=segment_max, opset=opset, checkpoint_sha256=checkpoint_sha)
+    manifest = build_manifest(model, preset=preset, segment_max=segment_max, opset=opset, checkpoint_sha256=checkpoint_sha, task=task)
     graph = manifest.graph("step")
     with staged_directory(out_dir, force=force) as stage:
         say("exporting the step graph with torch.onnx (dynamo)")
@@ -217,8 +220,14 @@ def export(
 
 
 def export_preset(name: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwargs: Any) -> Package:
-    """Build a registered preset (weights from ``seed`` unless a checkpoint is given) and export it."""
-    from memx.models import build_preset
+    """Export a zoo model (trained weights) or a preset (weights from ``seed`` unless a
+    checkpoint is given)."""
+    from memx.models import build_model, build_preset
+    from memx.zoo import get_zoo, is_zoo
 
+    if is_zoo(name):  # the zoo checkpoint unless the caller brings weights of the same config
+        entry = get_zoo(name)
+        checkpoint = kwargs.pop("checkpoint", None) or entry.checkpoint
+        return export(build_model(entry.family, entry.config), out_dir, preset=name, task=entry.task, checkpoint=checkpoint, **kwargs)
     model = build_preset(name, seed=seed)
     return export(model, out_dir, preset=name, **kwargs)

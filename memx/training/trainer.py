@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from memx.errors import CheckpointError, MemxError
 from memx.models.base import SegmentModel
 from memx.progress import progress_range
-from memx.training.tasks import IGNORE, PAD, Episode, Task, get_task
+from memx.training.accuracy import blank_answers
+from memx.training.tasks import IGNORE, Episode, Task, get_task
 
 
 @dataclass
@@ -55,11 +57,7 @@ class TrainResult:
 
 def model_inputs(model: SegmentModel, episode: Episode) -> np.ndarray:
     """Non-causal models must not read the answer they predict: blank teacher-forced answers."""
-    if model.is_causal:
-        return episode.tokens
-    answer_input = np.zeros_like(episode.targets, dtype=bool)
-    answer_input[:, 1:] = episode.targets[:, :-1] != IGNORE  # token t is the answer scored at t-1
-    return np.where(answer_input, PAD, episode.tokens)
+    return episode.tokens if model.is_causal else blank_answers(episode.tokens, episode.targets)
 
 
 def run_episode(model: SegmentModel, episode: Episode, *, bptt_depth: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +105,8 @@ def _paths(out: Path) -> tuple[Path, Path, Path]:
 def _save(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, meta: dict[str, Any]) -> None:
     weights, optim, info = _paths(out)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    for path, write in ((weights, lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, p)),
+    step = {"step": str(meta["step"])}  # checked on resume: the three files must be of one step
+    for path, write in ((weights, lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, p, metadata=step)),
                         (optim, lambda p: torch.save(opt.state_dict(), p)),
                         (info, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))):
         tmp = path.with_name(f".{path.name}.tmp")
@@ -163,6 +162,10 @@ def _load(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, cfg: Train
     meta = json.loads(info.read_text())
     if _trajectory(meta["config"]) != _trajectory(asdict(cfg)) or meta["model_config"] != model.config_dict():
         raise CheckpointError("cannot resume: the checkpoint was trained with other settings", expected=_trajectory(meta["config"]), actual=_trajectory(asdict(cfg)))
+    with safe_open(str(weights), "pt") as f:
+        weights_step = (f.metadata() or {}).get("step")
+    if weights_step != str(meta["step"]):
+        raise CheckpointError("cannot resume: weights and training record are of different steps (interrupted save?)", expected=meta["step"], actual=weights_step)
     model.load_state_dict(load_file(str(weights)), strict=True)
     opt.load_state_dict(torch.load(optim, weights_only=True))
     return int(meta["step"]), list(meta["history"])

@@ -41,6 +41,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [h["step"] for h in result.history] == [2, 4]
     with pytest.raises(CheckpointError, match="other settings"):
         train(build_preset("rmt-tiny"), TrainConfig(steps=6, **{**AR, "lr": 1e-2}), out=ckpt, resume=True, progress=False)
+    record = json.loads((tmp_path / "run.train.json").read_text())
+    record["step"] = 2  # as if the save stopped after the weights (step 4) but before this file
+    (tmp_path / "run.train.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="different steps"):
+        train(build_preset("rmt-tiny"), TrainConfig(steps=6, eval_every=2, **AR), out=ckpt, resume=True, progress=False)
 
 
 def test_bptt_depth_cuts_gradients_through_memory():

@@ -1,0 +1,17 @@
+"""The shipped zoo models (checkpoints in memx/zoo/checkpoints/, made by memx/zoo/make.py)."""
+
+from memx.zoo import ZooEntry, register_zoo
+
+_RMT_AR = dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=8, max_segment_len=32)
+
+register_zoo(ZooEntry(
+    name="rmt-ar",
+    family="rmt",
+    config=_RMT_AR,
+    task="associative-retrieval",
+    segment_len=8,
+    train=dict(steps=2000, batch=32, lr=5e-4, seed=0),
+    description="RMT decoder, 8 memory tokens: 4 key->value pairs in segment 1, the query in segment 2 "
+    "(guessing one of the prompt's 4 values would score 25%; not yet trained to solve the task)",
+    chance=0.1,
+))

@@ -1,0 +1,69 @@
+"""Every shipped zoo model: checkpoint fits, task clearly above chance, and ONNX Runtime
+solves it exactly as PyTorch does (same predictions on >= 99.9% of items)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.errors import RegistryError
+from memx.exporter import export_preset
+from memx.training.accuracy import runtime_task_accuracy
+from memx.zoo import build_zoo_model, get_zoo, zoo_entries
+
+ZOO = [e.name for e in zoo_entries()]
+ITEMS = 1000
+
+
+def test_zoo_is_not_empty_and_checkpoints_are_small():
+    assert ZOO
+    for e in zoo_entries():
+        assert e.checkpoint.is_file(), f"{e.name}: checkpoint missing, rebuild with {e.reproduce()}"
+        assert e.checkpoint.stat().st_size <= 5 * 2**20
+        assert build_zoo_model(e.name).weights_sha256()
+
+
+@pytest.fixture(scope="module")
+def zoo_package(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = export_preset(name, tmp_path_factory.mktemp(name) / f"{name}.memx", verify_segments=16)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_onnxruntime_solves_the_task_like_pytorch(name, zoo_package):
+    entry, pkg = get_zoo(name), zoo_package(name)
+    assert pkg.manifest.task == entry.task and pkg.manifest.causal == build_zoo_model(name).is_causal
+    ort = runtime_task_accuracy(runtimes.open(pkg, backend="onnxruntime"), entry.task, items=ITEMS, segment_len=entry.segment_len)
+    ref = runtime_task_accuracy(runtimes.open(pkg, backend="torch"), entry.task, items=ITEMS, segment_len=entry.segment_len)
+    same = (ort.predictions == ref.predictions).all(axis=1).mean()
+    assert same >= 0.999, f"only {same:.2%} of items predicted identically"
+    assert abs(ort.accuracy - ref.accuracy) <= 0.001
+    assert ref.accuracy >= 2 * entry.chance, f"{name}: accuracy {ref.accuracy:.3f} is not clearly above chance {entry.chance}"
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_package_passes_long_parity(name, zoo_package):
+    from memx.exporter import validate
+
+    report = validate(zoo_package(name), segments=256, progress=False)
+    assert report.passed, report.summary()
+
+
+def test_unknown_zoo_model():
+    with pytest.raises(RegistryError, match="rmt-ar"):
+        get_zoo("gpt-zoo")
+
+
+def test_accuracy_uses_held_out_episodes():
+    from memx.training.tasks import get_task
+
+    train_first = get_task("associative-retrieval").make(np.random.default_rng([0, 0]), 4, 8)
+    held_out = get_task("associative-retrieval").make(np.random.default_rng([12345, 0]), 4, 8)
+    assert not np.array_equal(train_first.tokens, held_out.tokens)
