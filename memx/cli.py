@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memx.errors import MemxError
-from memx.inspection import format_shape as _shape
+from memx.formatting import format_shape as _shape
 
 app = typer.Typer(
     name="memx",
@@ -122,7 +122,8 @@ def inspect(
 ) -> None:
     """Show a package: state tensors, graph inputs/outputs, ops, precision, size, validation."""
     from memx.exporter import Package
-    from memx.inspection import describe_package, human_bytes
+    from memx.formatting import human_bytes
+    from memx.inspection import describe_package
 
     info = describe_package(Package.open(package, verify=verify))
     if json_out:

@@ -137,10 +137,6 @@ class CheckpointError(MemxError, ValueError):
     """A checkpoint that does not fit the model (missing/unexpected/mis-shaped tensors)."""
 
 
-class ParityError(MemxError, AssertionError):
-    """Validation found outputs or states beyond tolerance."""
-
-
 def expect_choice(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> RegistryError:
     """Build the error for an unknown name, listing what exists."""
     return RegistryError(f"unknown {kind} {name!r}", expected=f"one of {sorted(choices)}", actual=repr(name))

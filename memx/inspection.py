@@ -72,16 +72,3 @@ def _numel(shape: list[int | str]) -> int:
 
 def _itemsize(dtype: str) -> int:
     return {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}[dtype]
-
-
-def format_shape(shape: list) -> str:
-    """["batch", 16, 256] -> [batch, 16, 256]"""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

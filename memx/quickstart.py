@@ -18,7 +18,7 @@ from rich.table import Table
 from memx import runtimes
 from memx.exporter import ParityReport, export_preset, validate
 from memx.exporter.package import update_manifest
-from memx.inspection import format_shape, human_bytes
+from memx.formatting import format_shape, human_bytes
 from memx.progress import progress_range
 
 
@@ -67,21 +67,22 @@ def _pool_throughput(rt: runtimes.Runtime, streams: int, seg: int, steps: int, r
     return n_tokens / (time.perf_counter() - t0)
 
 
-def _task_accuracy(pkg, task: str, segment_len: int, items: int) -> dict:
-    """The zoo model's task solved through both runtimes on the same held-out episodes."""
+def _task_accuracy(rt: runtimes.Runtime, task: str, segment_len: int, items: int) -> dict:
+    """The zoo model's task solved through ONNX Runtime and PyTorch on the same held-out episodes."""
     from memx.training.accuracy import runtime_task_accuracy
 
-    ort = runtime_task_accuracy(runtimes.open(pkg, backend="onnxruntime"), task, items=items, segment_len=segment_len)
-    ref = runtime_task_accuracy(runtimes.open(pkg, backend="torch"), task, items=items, segment_len=segment_len)
+    ort = runtime_task_accuracy(rt, task, items=items, segment_len=segment_len)
+    ref = runtime_task_accuracy(runtimes.open(rt.package, backend="torch"), task, items=items, segment_len=segment_len)
     same = float((ort.predictions == ref.predictions).all(axis=1).mean())
     return {"task": task, "items": items, "onnxruntime": ort.accuracy, "torch": ref.accuracy, "same_predictions": same}
 
 
 def run_quickstart(out_dir: Path, *, preset: str = "rmt-ar", segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
-    from memx.zoo import is_zoo
+    from memx.zoo import get_zoo, is_zoo
 
     con = console or Console()
-    total = 5 if is_zoo(preset) else 4
+    zoo_entry = get_zoo(preset) if is_zoo(preset) else None  # trained: its task is solved too
+    total = 5 if zoo_entry else 4
     label = iter(f"[bold]{i}/{total}[/]" for i in range(1, total + 1))
     t0 = time.perf_counter()
     con.print(f"{next(label)} export [cyan]{preset}[/] -> {out_dir}")
@@ -94,15 +95,12 @@ def run_quickstart(out_dir: Path, *, preset: str = "rmt-ar", segments: int = 256
     m.validation = {"onnxruntime:cpu": parity.to_dict()}
     update_manifest(pkg, m)
 
-    task = None
-    if m.task:
-        from memx.zoo import get_zoo
-
-        entry = get_zoo(preset)
-        con.print(f"{next(label)} solve [cyan]{m.task}[/] on 1000 held-out episodes through ONNX Runtime and PyTorch")
-        task = {**_task_accuracy(pkg, m.task, entry.segment_len, 1000), "chance": entry.chance}
-    con.print(f"{next(label)} stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
     rt = runtimes.open(pkg, backend="onnxruntime")
+    task = None
+    if zoo_entry:
+        con.print(f"{next(label)} solve [cyan]{zoo_entry.task}[/] on 1000 held-out episodes through ONNX Runtime and PyTorch")
+        task = {**_task_accuracy(rt, zoo_entry.task, zoo_entry.segment_len, 1000), "chance": zoo_entry.chance}
+    con.print(f"{next(label)} stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
     seg = m.segment["max"]
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, m.vocab_size, size=demo_segments * seg)

@@ -26,6 +26,13 @@ def blank_answers(tokens: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(answer_input, PAD, tokens)
 
 
+def count_correct(preds: np.ndarray, targets: np.ndarray) -> tuple[int, int, int]:
+    """(items with every scored token right, scored tokens right, scored tokens) for (B, T) arrays."""
+    scored = targets != IGNORE
+    hit = preds == targets
+    return int((hit | ~scored).all(axis=1).sum()), int((hit & scored).sum()), int(scored.sum())
+
+
 def runtime_task_accuracy(rt, task_name: str, *, items: int = 1000, batch: int = 50, segment_len: int = 8, seed: int = 12345) -> TaskScore:
     """Stream ``items`` held-out episodes (seeded apart from training) through ``rt``."""
     task = get_task(task_name)
@@ -36,10 +43,7 @@ def runtime_task_accuracy(rt, task_name: str, *, items: int = 1000, batch: int =
         stream = rt.stream(tokens.shape[0])
         out = [stream.step(tokens[:, i * segment_len : (i + 1) * segment_len])["logits"].argmax(-1) for i in range(ep.n_segments)]
         pred = np.concatenate(out, axis=1)  # (B, T)
-        scored = ep.targets != IGNORE
-        right = (pred == ep.targets) | ~scored
-        right_items += int(right.all(axis=1).sum())
-        right_tokens += int(((pred == ep.targets) & scored).sum())
-        scored_tokens += int(scored.sum())
-        preds.append(pred[scored].reshape(pred.shape[0], -1))
+        items_ok, tokens_ok, tokens_scored = count_correct(pred, ep.targets)
+        right_items, right_tokens, scored_tokens = right_items + items_ok, right_tokens + tokens_ok, scored_tokens + tokens_scored
+        preds.append(pred[ep.targets != IGNORE].reshape(pred.shape[0], -1))
     return TaskScore(task_name, items, right_items / items, right_tokens / max(scored_tokens, 1), np.concatenate(preds))

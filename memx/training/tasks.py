@@ -33,10 +33,6 @@ class Episode:
     def n_segments(self) -> int:
         return -(-self.tokens.shape[1] // self.segment_len)
 
-    def segment(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        s = slice(i * self.segment_len, (i + 1) * self.segment_len)
-        return self.tokens[:, s], self.targets[:, s]
-
 
 @dataclass(frozen=True)
 class Task:

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from memx.errors import CheckpointError, MemxError
 from memx.models.base import SegmentModel
 from memx.progress import progress_range
-from memx.training.accuracy import blank_answers
+from memx.training.accuracy import blank_answers, count_correct
 from memx.training.tasks import IGNORE, Episode, Task, get_task
 
 
@@ -79,22 +79,17 @@ def run_episode(model: SegmentModel, episode: Episode, *, bptt_depth: int | None
     return loss, torch.cat(preds, dim=1), targets
 
 
-def _accuracy(preds: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    scored = targets != IGNORE
-    right = (preds == targets) | ~scored
-    return float(right.all(dim=1).float().mean()), float(((preds == targets) & scored).sum() / scored.sum().clamp(min=1))
-
-
 def evaluate(model: SegmentModel, task: Task, *, batches: int, batch: int, segment_len: int, seed: int) -> tuple[float, float]:
     """Accuracy on held-out episodes (seeded apart from training data)."""
-    items = tokens = 0.0
+    items_ok = tokens_ok = tokens_scored = n_items = 0
     with torch.no_grad():
         for k in range(batches):
             ep = task.make(np.random.default_rng([seed, 1_000_003, k]), batch, segment_len)
-            _, preds, targets = run_episode(model, ep, bptt_depth=None)
-            a, t = _accuracy(preds, targets)
-            items, tokens = items + a / batches, tokens + t / batches
-    return items, tokens
+            _, preds, _ = run_episode(model, ep, bptt_depth=None)
+            counts = count_correct(preds.numpy(), ep.targets)
+            items_ok, tokens_ok, tokens_scored = items_ok + counts[0], tokens_ok + counts[1], tokens_scored + counts[2]
+            n_items += ep.tokens.shape[0]
+    return items_ok / n_items, tokens_ok / max(tokens_scored, 1)
 
 
 def _paths(out: Path) -> tuple[Path, Path, Path]:
