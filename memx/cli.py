@@ -14,10 +14,11 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memx.errors import MemxError
-from memx.formatting import format_shape as _shape
+from memx.formatting import format_shape
 
 app = typer.Typer(
     name="memx",
@@ -29,6 +30,11 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def _shape(shape: list) -> str:
+    """A shape for rich output: "[batch, 16]" would otherwise be read as a markup tag."""
+    return escape(format_shape(shape))
 
 
 def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from memx import runtimes
@@ -122,7 +123,7 @@ def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes:
     table = Table(title="memx quickstart", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    state = ", ".join(f"{s.name}{format_shape(s.shape)} {s.dtype}" for s in m.state)
+    state = ", ".join(f"{s.name}{escape(format_shape(s.shape))} {s.dtype}" for s in m.state)
     table.add_row("package", f"{r.package} ({human_bytes(pkg.size_bytes())}, exported in {t_export:.1f}s)")
     table.add_row("model", f"{m.family} / {m.preset}, {m.provenance['parameters']:,} parameters, segment ≤ {m.segment['max']} tokens")
     table.add_row("memory state", state)

@@ -87,6 +87,7 @@ def test_inspect_tables_and_json(package_of, tmp_path):
     r = invoke("inspect", pkg)
     assert r.exit_code == 0
     assert "state_in.memory" in r.output and "MatMul" in r.output and "fp32" in r.output
+    assert "[batch, 4, 32]" in r.output, "shapes must not be eaten as rich markup"
     info = json.loads(invoke("inspect", pkg, "--json", "--verify").output)
     assert info["state"][0]["shape"] == ["batch", 4, 32] and info["state_bytes_per_stream"] == 4 * 32 * 4
     assert info["graphs"][0]["custom_ops"] == []
@@ -99,6 +100,7 @@ def test_quickstart_small_run(tmp_path):
     r = invoke("quickstart", "--preset", "rmt-tiny", "--out", out, "--segments", "16", "--demo-segments", "8")
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "reproduces the state exactly" in r.output
+    assert "memory[batch, 4, 32] float32" in r.output
     assert Package.open(out).manifest.validation["onnxruntime:cpu"]["passed"]
 
 
