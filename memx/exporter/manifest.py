@@ -35,9 +35,11 @@ class TensorInfo:
 class GraphInfo:
     name: str
     file: str
-    role: str  # "step" for single-graph packages
+    role: str  # "step" for single-graph packages; e.g. "encoder"/"decoder" for Memformer
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    # inputs that are outputs of an earlier graph of the same step: {input name: producing graph}
+    consumes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class StateInfo:
     precision: str
     input: str  # graph input name, "state_in.<name>"
     output: str  # graph output name, "state_out.<name>"
-    graph: str
+    graph: str  # the graph that produces the next state
 
 
 @dataclass
@@ -103,6 +105,17 @@ class Manifest:
             if g.role == role:
                 return g
         raise ManifestError(f"package has no graph with role {role!r}", expected=role, actual=[g.role for g in self.graphs])
+
+    def graph_named(self, name: str) -> GraphInfo:
+        for g in self.graphs:
+            if g.name == name:
+                return g
+        raise ManifestError(f"package has no graph named {name!r}", expected=[g.name for g in self.graphs], actual=name)
+
+    @property
+    def step_inputs(self) -> list[str]:
+        """Names a step feeds from outside the graphs: tokens, lengths, reset, state inputs."""
+        return ["tokens", "lengths", "reset", *(s.input for s in self.state)]
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -191,14 +204,23 @@ def _objects(data: dict, key: str, where: str = "") -> list[dict]:
     return items
 
 
+def _parse_consumes(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ManifestError(f"manifest field {where} is not a map of input name to graph name", expected="{str: str}", actual=value)
+    return dict(value)
+
+
 def _parse_graph(g: dict, where: str) -> GraphInfo:
-    _no_unknown(g, {"name", "file", "role", "inputs", "outputs"}, where)
+    _no_unknown(g, {"name", "file", "role", "inputs", "outputs", "consumes"}, where)
     return GraphInfo(
         name=_field(g, "name", "str", where + "."),
         file=_field(g, "file", "str", where + "."),
         role=_field(g, "role", "str", where + "."),
         inputs=[_tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(_objects(g, "inputs", where + "."))],
         outputs=[_tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(_objects(g, "outputs", where + "."))],
+        consumes=_parse_consumes(g.get("consumes"), where + ".consumes"),
     )
 
 
@@ -297,12 +319,39 @@ def _check_consistency(m: Manifest) -> None:
     if not m.graphs:
         raise ManifestError("manifest lists no graphs", expected="at least one graph", actual=0)
     graphs = {g.name: g for g in m.graphs}
+    if len(graphs) != len(m.graphs):
+        raise ManifestError("manifest graph names are not unique", expected="unique names", actual=[g.name for g in m.graphs])
     for s in m.state:
         g = graphs.get(s.graph)
         if g is None:
             raise ManifestError(f"state {s.name!r} names an unknown graph", expected=sorted(graphs), actual=s.graph)
-        if s.input not in {t.name for t in g.inputs} or s.output not in {t.name for t in g.outputs}:
+        fed = any(s.input in {t.name for t in h.inputs} for h in m.graphs)
+        if not fed or s.output not in {t.name for t in g.outputs}:
             raise ManifestError(f"state {s.name!r} is not wired to graph {g.name!r}", expected=f"inputs/outputs {s.input!r}/{s.output!r}", actual=[t.name for t in g.inputs + g.outputs])
+    _check_pipeline(m)
+    for o in m.outputs:
+        g = graphs.get(o.graph)
+        if g is None or o.name not in {t.name for t in g.outputs}:
+            raise ManifestError(f"output {o.name!r} is not an output of graph {o.graph!r}", expected=sorted(graphs), actual=o.graph)
     for g in m.graphs:
         if g.file not in m.files:
             raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))
+
+
+def _check_pipeline(m: Manifest) -> None:
+    """Graphs run in the listed order: each input is a step input or consumed from an
+    earlier graph that has it as an output."""
+    outside = set(m.step_inputs)
+    produced: dict[str, set[str]] = {}
+    for g in m.graphs:
+        for t in g.inputs:
+            source = g.consumes.get(t.name)
+            if source is None:
+                if t.name not in outside:
+                    raise ManifestError(f"graph {g.name!r} input {t.name!r} has no source", expected=f"a step input {sorted(outside)} or an entry in consumes", actual=t.name)
+            elif t.name not in produced.get(source, set()):
+                raise ManifestError(f"graph {g.name!r} consumes {t.name!r} from {source!r}, which does not produce it earlier", expected=f"an output of an earlier graph ({sorted(produced)})", actual=source)
+        unknown = set(g.consumes) - {t.name for t in g.inputs}
+        if unknown:
+            raise ManifestError(f"graph {g.name!r} consumes names that are not its inputs", expected=[t.name for t in g.inputs], actual=sorted(unknown))
+        produced[g.name] = {t.name for t in g.outputs}

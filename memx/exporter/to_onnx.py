@@ -28,7 +28,7 @@ from memx.exporter.manifest import (
     TensorInfo,
 )
 from memx.exporter.package import Package, file_info, sha256_file, staged_directory, write_text_atomic
-from memx.exporter.step import StepModule, check_contract, example_inputs, state_input_name, state_output_name
+from memx.exporter.step import check_contract, example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
 
 DEFAULT_OPSET = 18
@@ -59,22 +59,51 @@ def load_checkpoint(model: SegmentModel, path: str | os.PathLike) -> str:
     return sha256_file(p)
 
 
-def _tensor_infos(model: SegmentModel, segment_max: int) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    """Graph I/O of the contract; a package limited to 1-token segments has a static segment axis."""
-    seg: int | str = 1 if segment_max == 1 else "segment"
+def _segment_dim(model: SegmentModel, segment_max: int) -> int | str:
+    """The segment axis of the graphs: symbolic, or fixed where the model needs whole
+    segments (the runtimes pad up to it) or the package allows only 1-token segments."""
+    return segment_max if segment_max == 1 or model.static_segment else "segment"
+
+
+def _tensor_catalog(model: SegmentModel, segment_max: int) -> dict[str, TensorInfo]:
+    """Every tensor a graph of the step may take or give, by name."""
+    seg = _segment_dim(model, segment_max)
 
     def dims(shape: tuple[int | str, ...]) -> list[int | str]:
         return [seg if d == "segment" else d for d in shape]
 
-    specs = model.state_specs()
-    inputs = [
-        TensorInfo("tokens", "int64", ["batch", seg]),
-        TensorInfo("lengths", "int64", ["batch"]),
-        TensorInfo("reset", "bool", ["batch"]),
-    ] + [TensorInfo(state_input_name(s.name), s.dtype, ["batch", *s.shape]) for s in specs]
-    outputs = [TensorInfo(o.name, o.dtype, dims(o.shape)) for o in model.output_specs()]
-    outputs += [TensorInfo(state_output_name(s.name), s.dtype, ["batch", *s.shape]) for s in specs]
-    return inputs, outputs
+    infos = [TensorInfo("tokens", "int64", ["batch", seg]), TensorInfo("lengths", "int64", ["batch"]), TensorInfo("reset", "bool", ["batch"])]
+    for s in model.state_specs():
+        infos += [TensorInfo(state_input_name(s.name), s.dtype, ["batch", *s.shape]), TensorInfo(state_output_name(s.name), s.dtype, ["batch", *s.shape])]
+    infos += [TensorInfo(o.name, o.dtype, dims(o.shape)) for o in model.output_specs() + model.intermediate_specs()]
+    return {t.name: t for t in infos}
+
+
+def _graph_infos(model: SegmentModel, segment_max: int) -> list[GraphInfo]:
+    catalog = _tensor_catalog(model, segment_max)
+    intermediates = {o.name for o in model.intermediate_specs()}
+    producer: dict[str, str] = {}
+    specs = model.graph_specs()
+    graphs = []
+    for g in specs:
+        unknown = [n for n in g.inputs + g.outputs if n not in catalog]
+        if unknown:
+            raise ContractError(f"graph {g.name!r} names tensors the model does not declare", expected=sorted(catalog), actual=unknown)
+        consumes = {n: producer[n] for n in g.inputs if n in intermediates and n in producer}
+        missing = [n for n in g.inputs if n in intermediates and n not in producer]
+        if missing:
+            raise ContractError(f"graph {g.name!r} consumes tensors no earlier graph produces", expected="producer listed first", actual=missing)
+        file = GRAPH_FILE if len(specs) == 1 else f"{g.name}.onnx"
+        graphs.append(GraphInfo(g.name, file, g.role, [catalog[n] for n in g.inputs], [catalog[n] for n in g.outputs], consumes))
+        producer.update({n: g.name for n in g.outputs})
+    return graphs
+
+
+def _producer(graphs: list[GraphInfo], name: str) -> str:
+    for g in graphs:
+        if name in {t.name for t in g.outputs}:
+            return g.name
+    raise ContractError(f"no graph produces {name!r}", expected="an output of some graph", actual=[g.name for g in graphs])
 
 
 @contextlib.contextmanager
@@ -94,20 +123,43 @@ def _quiet_export() -> Any:
             lg.setLevel(lvl)
 
 
-def _export_onnx(model: SegmentModel, path: Path, segment_max: int, opset: int, input_names: list[str], output_names: list[str]) -> None:
-    n_state = len(model.state_specs())
+def _example_feeds(model: SegmentModel, graphs: list[GraphInfo], segment_max: int) -> dict[str, torch.Tensor]:
+    """Example values of every graph input: the step's example inputs, then intermediates
+    computed by running the earlier graphs on them."""
+    segment = segment_max if model.static_segment else min(segment_max, 8)
+    args = example_inputs(model, batch=2, segment=segment)
+    names = ["tokens", "lengths", "reset", *(state_input_name(s.name) for s in model.state_specs())]
+    feeds = dict(zip(names, args))
+    with torch.no_grad():
+        for g in graphs:
+            out = model.graph_module(g.name)(*(feeds[t.name] for t in g.inputs))
+            feeds.update({t.name: o for t, o in zip(g.outputs, out)})
+    return feeds
+
+
+def _dynamic_shapes(graph: GraphInfo, batch: Dim, segment: Dim | None) -> tuple:
+    """torch.export dynamic_shapes for a graph's inputs: batch on axis 0, "segment" axes."""
+    specs = []
+    for t in graph.inputs:
+        dims = {0: batch}
+        if segment is not None:
+            dims.update({axis: segment for axis, d in enumerate(t.shape) if d == "segment"})
+        specs.append(dims)
+    return (tuple(specs),)  # the modules take *args
+
+
+def _export_onnx(model: SegmentModel, graph: GraphInfo, path: Path, feeds: dict[str, torch.Tensor], segment_max: int, opset: int) -> None:
     batch = Dim("batch", min=1, max=1 << 16)
-    tokens_dims = {0: batch, 1: Dim("segment", min=1, max=segment_max)} if segment_max > 1 else {0: batch}
-    dynamic = ((tokens_dims, {0: batch}, {0: batch}) + tuple({0: batch} for _ in range(n_state)),)
-    args = example_inputs(model, batch=2, segment=min(segment_max, 8))
+    segment = Dim("segment", min=1, max=segment_max) if _segment_dim(model, segment_max) == "segment" else None
+    args = tuple(feeds[t.name] for t in graph.inputs)
     with _quiet_export() as log:
         try:
             program = torch.onnx.export(
-                StepModule(model), args, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
-                input_names=input_names, output_names=output_names, verbose=False,
+                model.graph_module(graph.name), args, dynamo=True, dynamic_shapes=_dynamic_shapes(graph, batch, segment), opset_version=opset,
+                input_names=[t.name for t in graph.inputs], output_names=[t.name for t in graph.outputs], verbose=False,
             )
         except Exception as e:
-            raise ExportError(f"torch.onnx could not export the {model.family} step: {type(e).__name__}: {str(e)[:2000]}\n{log.getvalue()[-2000:]}") from e
+            raise ExportError(f"torch.onnx could not export the {model.family} graph {graph.name!r}: {type(e).__name__}: {str(e)[:2000]}\n{log.getvalue()[-2000:]}") from e
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     program.save(str(path), external_data=nbytes > EXTERNAL_DATA_THRESHOLD)
 
@@ -132,19 +184,20 @@ def _mirror_manifest(path: Path, proto: onnx.ModelProto, manifest: Manifest) -> 
 
 
 def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int, opset: int, checkpoint_sha256: str | None, task: str | None = None) -> Manifest:
-    inputs, outputs = _tensor_infos(model, segment_max)
+    graphs = _graph_infos(model, segment_max)
+    catalog = _tensor_catalog(model, segment_max)
     return Manifest(
         family=model.family,
         preset=preset,
         config=model.config_dict(),
         vocab_size=model.vocab_size,
         segment={"min": 1, "max": segment_max},
-        graphs=[GraphInfo(name="step", file=GRAPH_FILE, role="step", inputs=inputs, outputs=outputs)],
+        graphs=graphs,
         state=[
-            StateInfo(s.name, ["batch", *s.shape], s.dtype, "fp32" if s.dtype == "float32" else s.dtype, state_input_name(s.name), state_output_name(s.name), "step")
+            StateInfo(s.name, ["batch", *s.shape], s.dtype, "fp32" if s.dtype == "float32" else s.dtype, state_input_name(s.name), state_output_name(s.name), _producer(graphs, state_output_name(s.name)))
             for s in model.state_specs()
         ],
-        outputs=[OutputInfo(t.name, t.dtype, t.shape, o.segment_axis, "step") for o, t in zip(model.output_specs(), outputs)],
+        outputs=[OutputInfo(o.name, o.dtype, catalog[o.name].shape, o.segment_axis, _producer(graphs, o.name)) for o in model.output_specs()],
         precision="fp32",
         provenance={
             "memx_version": memx.__version__,
@@ -196,13 +249,14 @@ def export(
     checkpoint_sha = load_checkpoint(model, checkpoint) if checkpoint else None
     check_contract(model, max(1, min(segment_max, 8)))
     manifest = build_manifest(model, preset=preset, segment_max=segment_max, opset=opset, checkpoint_sha256=checkpoint_sha, task=task)
-    graph = manifest.graph("step")
+    feeds = _example_feeds(model, manifest.graphs, segment_max)
     with staged_directory(out_dir, force=force) as stage:
-        say("exporting the step graph with torch.onnx (dynamo)")
-        onnx_path = stage / GRAPH_FILE
-        _export_onnx(model, onnx_path, segment_max, opset, [t.name for t in graph.inputs], [t.name for t in graph.outputs])
-        proto = _check_graph_io(onnx_path, graph.inputs, graph.outputs)
-        _mirror_manifest(onnx_path, proto, manifest)
+        for graph in manifest.graphs:
+            say(f"exporting the {graph.name} graph with torch.onnx (dynamo)")
+            onnx_path = stage / graph.file
+            _export_onnx(model, graph, onnx_path, feeds, segment_max, opset)
+            proto = _check_graph_io(onnx_path, graph.inputs, graph.outputs)
+            _mirror_manifest(onnx_path, proto, manifest)
         (stage / WEIGHTS_FILE).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS_FILE))
         for p in sorted(stage.rglob("*")):

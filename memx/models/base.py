@@ -37,6 +37,18 @@ class OutputSpec:
     segment_axis: int | None = 1
 
 
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exported graph of a model's step. Graphs run in the listed order; an input is a
+    step input ("tokens", "lengths", "reset", "state_in.<s>") or an intermediate produced
+    by an earlier graph; outputs are step outputs, intermediates and "state_out.<s>"."""
+
+    name: str
+    role: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
 class SegmentModel(nn.Module):
     """Base class of every exportable memory model.
 
@@ -65,6 +77,12 @@ class SegmentModel(nn.Module):
         """True when no token output depends on later tokens of its segment (decoder-style)."""
         return False
 
+    @property
+    def static_segment(self) -> bool:
+        """True when the graphs take whole segments of ``max_segment_len`` tokens only (the
+        runtimes pad shorter segments and mask them with ``lengths``)."""
+        return False
+
     def state_specs(self) -> list[StateSpec]:
         raise NotImplementedError
 
@@ -73,6 +91,26 @@ class SegmentModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
         raise NotImplementedError
+
+    # --- multi-graph models (Memformer: encoder + decoder) ---------------------------------
+    def graph_specs(self) -> list[GraphSpec]:
+        """The graphs of one step; by default a single graph "step" with the contract's I/O."""
+        states = [s.name for s in self.state_specs()]
+        return [GraphSpec(
+            "step", "step",
+            ("tokens", "lengths", "reset", *(f"state_in.{n}" for n in states)),
+            (*(o.name for o in self.output_specs()), *(f"state_out.{n}" for n in states)),
+        )]
+
+    def intermediate_specs(self) -> list[OutputSpec]:
+        """Tensors one graph hands to a later one (none for single-graph models)."""
+        return []
+
+    def graph_module(self, name: str) -> nn.Module:
+        """A module whose forward(*inputs) returns the graph's outputs, in spec order."""
+        if name != "step":
+            raise KeyError(name)
+        return _WholeStep(self)
 
     # --- helpers for subclasses -------------------------------------------------------
     @staticmethod
@@ -102,3 +140,15 @@ class SegmentModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class _WholeStep(nn.Module):
+    """The single-graph step: forward(tokens, lengths, reset, *state) as one flat tuple."""
+
+    def __init__(self, model: SegmentModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(*args)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)

@@ -100,7 +100,10 @@ class Runtime:
     def __init__(self, package: Package, backend: Backend):
         self.package = package
         self.backend = backend
-        self.graph = package.manifest.graph("step")
+        self.graphs = list(package.manifest.graphs)  # run in this order each step
+        # graphs with a fixed segment axis take whole segments: shorter ones are padded (and masked by lengths)
+        seg_dim = package.manifest.graphs[0].inputs[0].shape[1] if package.manifest.graphs[0].inputs else None
+        self._fixed_segment = seg_dim if isinstance(seg_dim, int) else None
         self._model_id = package.manifest.model_id()
 
     @property
@@ -132,15 +135,21 @@ class Runtime:
 
     def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One validated call of the step graph: returns (outputs, new states); touches nothing."""
-        feeds = {"tokens": tokens, "lengths": lengths, "reset": reset}
-        feeds.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
-        try:
-            result = self.backend.run(self.graph, feeds)
-        except MemxError:
-            raise
-        except Exception as e:  # backend libraries raise their own types; the stream stays untouched
-            raise BackendRunError(f"{self.backend.name} failed to run the step: {type(e).__name__}: {e}") from e
-        outputs = {o.name: result[o.name] for o in self.manifest.outputs}
+        given = tokens.shape[1]
+        if self._fixed_segment and given < self._fixed_segment:
+            tokens = np.pad(tokens, ((0, 0), (0, self._fixed_segment - given)))  # (B, S_fixed), masked by lengths
+        values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset}
+        values.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
+        for graph in self.graphs:  # a later graph may consume an earlier one's outputs
+            feeds = {t.name: values[t.name] for t in graph.inputs}
+            try:
+                values.update(self.backend.run(graph, feeds))
+            except MemxError:
+                raise
+            except Exception as e:  # backend libraries raise their own types; the stream stays untouched
+                raise BackendRunError(f"{self.backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
+        result = values
+        outputs = {o.name: _cut(result[o.name], o.segment_axis, given) for o in self.manifest.outputs}
         new_state = {s.name: result[s.output] for s in self.manifest.state}
         batch = tokens.shape[0]
         for name, arr in new_state.items():
@@ -292,14 +301,14 @@ class StreamPool:
         stacked = {name: np.concatenate([s.states[name] for s in slots], axis=0) for name in self.runtime.state_schema}
         outputs, new_state = self.runtime.run_step(batch, lengths, reset, stacked)
         for row, sid in enumerate(chunk):
-            results[sid] = {o.name: _cut(outputs[o.name][row], o.segment_axis, int(lengths[row])) for o in self.runtime.manifest.outputs}
+            results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
             updates[sid] = StreamState({k: v[row : row + 1].copy() for k, v in new_state.items()}, np.zeros(1, dtype=bool), slots[row].segments + 1)
 
 
-def _cut(row_output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:
-    """Drop padding from one row's output (its batch axis already removed)."""
-    if segment_axis is None:
-        return row_output
-    index = [slice(None)] * row_output.ndim
-    index[segment_axis - 1] = slice(0, length)
-    return row_output[tuple(index)]
+def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:
+    """Keep the first ``length`` positions along the segment axis (batch axis included)."""
+    if segment_axis is None or output.shape[segment_axis] == length:
+        return output
+    index = [slice(None)] * output.ndim
+    index[segment_axis] = slice(0, length)
+    return output[tuple(index)]

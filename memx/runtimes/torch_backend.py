@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 from memx.errors import BackendUnavailableError, CheckpointError, PackageFileError
 from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
-from memx.exporter.step import StepModule
 from memx.models.registry import build_model
 from memx.runtimes.base import Backend, register_backend
 
@@ -37,13 +36,14 @@ class TorchBackend(Backend):
             raise CheckpointError(f"reference weights do not fit the {m.family} model: {e}") from None
         if options.get("threads"):
             torch.set_num_threads(int(options["threads"]))
-        self.module = StepModule(model).to(device).eval()
+        model = model.to(device).eval()
+        self.modules = {g.name: model.graph_module(g.name) for g in m.graphs}  # each graph as the exporter saw it
         self._torch_device = torch.device(device)
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self._torch_device) for t in graph.inputs]
         with torch.inference_mode():
-            out = self.module(*args)
+            out = self.modules[graph.name](*args)
         return {t.name: o.to("cpu").numpy() for t, o in zip(graph.outputs, out)}
 
     def describe(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Checkpoint files: ``CKPT.safetensors`` (weights: what `memx export --checkpoint`
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,18 @@ class TrainConfig:
     clip: float = 1.0
     eval_every: int = 250
     eval_batches: int = 4
+    warmup: int = 0  # steps of linear learning-rate warmup
+    schedule: str = "constant"  # "constant" or "cosine" (decay to lr/10 by the last step)
+    mrbp: bool = False  # memory replay back-propagation: same gradients as BPTT, less memory
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimisation step ``step`` (0-based)."""
+    scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.schedule == "cosine":
+        progress = min(1.0, step / max(1, cfg.steps - 1))
+        scale *= 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr * scale
 
 
 @dataclass
@@ -60,23 +73,85 @@ def model_inputs(model: SegmentModel, episode: Episode) -> np.ndarray:
     return episode.tokens if model.is_causal else blank_answers(episode.tokens, episode.targets)
 
 
+def _segment_inputs(model: SegmentModel, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(model_inputs(model, episode)), torch.from_numpy(episode.targets)
+
+
+def _initial_state(model: SegmentModel, batch: int) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(batch, *spec.shape, dtype=getattr(torch, spec.dtype)) for spec in model.state_specs())
+
+
+def _segment_loss(model: SegmentModel, tokens: torch.Tensor, targets: torch.Tensor, i: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One segment: (summed cross-entropy, logits, new state)."""
+    b, s = tokens.shape[0], targets.shape[1]
+    out = model(tokens, torch.full((b,), tokens.shape[1]), torch.full((b,), i == 0), *state)
+    n_out = len(model.output_specs())
+    logits = out[0]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    return loss, logits, tuple(out[n_out:])
+
+
 def run_episode(model: SegmentModel, episode: Episode, *, bptt_depth: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the model over an episode. Returns (summed loss, predictions (B, T), targets (B, T))."""
-    tokens = torch.from_numpy(model_inputs(model, episode))
-    targets = torch.from_numpy(episode.targets)
-    b, s = tokens.shape[0], episode.segment_len
-    state = tuple(torch.zeros(b, *spec.shape) for spec in model.state_specs())
-    n_out = len(model.output_specs())
+    tokens, targets = _segment_inputs(model, episode)
+    s = episode.segment_len
+    state = _initial_state(model, tokens.shape[0])
     loss, preds = torch.zeros(()), []
     for i in range(episode.n_segments):
-        tok, tgt = tokens[:, i * s : (i + 1) * s], targets[:, i * s : (i + 1) * s]
-        out = model(tok, torch.full((b,), tok.shape[1]), torch.full((b,), i == 0), *state)
-        logits, state = out[0], tuple(out[n_out:])
-        loss = loss + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        seg_loss, logits, state = _segment_loss(model, tokens[:, i * s : (i + 1) * s], targets[:, i * s : (i + 1) * s], i, state)
+        loss = loss + seg_loss
         preds.append(logits.argmax(-1))
         if bptt_depth and (i + 1) % bptt_depth == 0:
             state = tuple(t.detach() for t in state)
     return loss, torch.cat(preds, dim=1), targets
+
+
+def mrbp_backward(model: SegmentModel, episode: Episode, *, bptt_depth: int | None, scale: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Memory replay back-propagation (Memformer): the gradients of ``run_episode``'s loss times
+    ``scale``, accumulated into the parameters' ``.grad``, while holding only one segment's
+    activations at a time.
+
+    Per window of ``bptt_depth`` segments: a no-grad forward pass keeps the (detached) state
+    entering each segment; then segments are replayed last to first, each back-propagating
+    its own loss plus <state_out, dL/dstate_out> from the segment after it, which yields
+    dL/dstate_in for the segment before. Returns (loss value, predictions, targets)."""
+    tokens, targets = _segment_inputs(model, episode)
+    s, n = episode.segment_len, episode.n_segments
+    depth = bptt_depth or n
+    state = _initial_state(model, tokens.shape[0])
+    total, preds = 0.0, []
+    seg = lambda t, i: t[:, i * s : (i + 1) * s]  # noqa: E731
+    for start in range(0, n, depth):
+        window = range(start, min(start + depth, n))
+        entering = []
+        with torch.no_grad():  # forward: remember the state entering each segment
+            for i in window:
+                entering.append(state)
+                seg_loss, logits, state = _segment_loss(model, seg(tokens, i), seg(targets, i), i, state)
+                total += float(seg_loss)
+                preds.append(logits.argmax(-1))
+        grads: tuple[torch.Tensor | None, ...] = tuple(None for _ in state)
+        for i, state_in in zip(reversed(window), reversed(entering)):  # replay, last segment first
+            state_in = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in state_in)
+            seg_loss, _, state_out = _segment_loss(model, seg(tokens, i), seg(targets, i), i, state_in)
+            objective = seg_loss * scale
+            for out_t, g in zip(state_out, grads):
+                if g is not None and out_t.requires_grad:
+                    objective = objective + (out_t * g).sum()
+            objective.backward()
+            grads = tuple(t.grad if t.requires_grad else None for t in state_in)
+    return total, torch.cat(preds, dim=1), targets
+
+
+def episode_backward(model: SegmentModel, episode: Episode, *, bptt_depth: int | None, mrbp: bool = False) -> float:
+    """Accumulate the gradients of the mean loss over scored targets; returns that loss."""
+    scored = max(int((episode.targets != IGNORE).sum()), 1)
+    if mrbp:
+        total, _, _ = mrbp_backward(model, episode, bptt_depth=bptt_depth, scale=1.0 / scored)
+        return total / scored
+    loss, _, _ = run_episode(model, episode, bptt_depth=bptt_depth)
+    (loss / scored).backward()
+    return float(loss.detach()) / scored
 
 
 def evaluate(model: SegmentModel, task: Task, *, batches: int, batch: int, segment_len: int, seed: int) -> tuple[float, float]:
@@ -125,13 +200,12 @@ def train(model: SegmentModel, cfg: TrainConfig, *, out: Path | None = None, res
     for step in progress_range(cfg.steps - start, f"train {task.name}", enabled=progress):
         k = start + step
         ep = task.make(np.random.default_rng([cfg.seed, k]), cfg.batch, cfg.segment_len)
-        loss, _, targets = run_episode(model, ep, bptt_depth=cfg.bptt_depth)
-        loss = loss / (targets != IGNORE).sum().clamp(min=1)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, k)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value = episode_backward(model, ep, bptt_depth=cfg.bptt_depth, mrbp=cfg.mrbp)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        loss_value = float(loss.detach())
         if (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.steps:
             model.eval()
             acc, tok_acc = evaluate(model, task, batches=cfg.eval_batches, batch=cfg.batch, segment_len=cfg.segment_len, seed=cfg.seed)

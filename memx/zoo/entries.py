@@ -15,3 +15,15 @@ register_zoo(ZooEntry(
     "(guessing one of the prompt's 4 values would score 25%; not yet trained to solve the task)",
     chance=0.1,
 ))
+
+register_zoo(ZooEntry(
+    name="gmat-majority",
+    family="gmat",
+    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=8, max_segment_len=32, pattern="band", window=4, recurrent=True),
+    task="majority",
+    segment_len=16,
+    train=dict(steps=1500, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
+    description="GMAT, band attention (window 4) + 8 recurrent global memory slots: 64 symbols over 4 segments, "
+    "the answer asked in a 5th segment that holds only SEP (without memory: 1 in 5)",
+    chance=0.2,
+))
