@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 
+from _bench import current_rss_mb, peak_rss_mb, run_worker
+
 IMPLS = ("blocked", "dense")
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
 
 
 def worker(impl: str, length: int, repeats: int, window: int, memory: int) -> dict:
@@ -45,7 +39,7 @@ def worker(impl: str, length: int, repeats: int, window: int, memory: int) -> di
             t0 = time.perf_counter()
             model(*args)
             times.append((time.perf_counter() - t0) * 1e3)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = peak_rss_mb()
     times = sorted(times[1:])
     return {"impl": impl, "L": length, "median_ms": times[len(times) // 2], "peak_rss_mb": peak, "step_extra_mb": peak - before}
 
@@ -66,9 +60,7 @@ def main() -> None:
     for length in (int(x) for x in a.lengths.split(",")):
         res = {}
         for impl in IMPLS:
-            cmd = [sys.executable, __file__, "--worker", impl, str(length), "--repeats", str(a.repeats), "--window", str(a.window), "--memory", str(a.memory)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            res[impl] = run_worker(__file__, [impl, str(length), "--repeats", str(a.repeats), "--window", str(a.window), "--memory", str(a.memory)])
         rows.append(res)
         print(f"L={length} done", file=sys.stderr)
     print(f"\nGMAT step (2 layers, d=256, 4 heads, band window {a.window}, M={a.memory}, B=1), PyTorch eager CPU, median of {a.repeats}")

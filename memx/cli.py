@@ -215,6 +215,9 @@ def train_command(
     segment_len: int = typer.Option(8, help="Tokens per segment."),
     seed: int = typer.Option(0, help="Seed of weights and data (training is deterministic)."),
     eval_every: int = typer.Option(250, help="Evaluate and checkpoint every N steps."),
+    warmup: int = typer.Option(0, help="Steps of linear learning-rate warmup."),
+    schedule: str = typer.Option("constant", help="Learning-rate schedule: constant, or cosine (decays to lr/10)."),
+    mrbp: bool = typer.Option(False, "--mrbp", help="Memory replay back-propagation: BPTT's gradients, one segment's activations in memory at a time."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out (same settings)."),
 ) -> None:
     """Train a model on a synthetic long-input task, segment by segment with memory (BPTT)."""
@@ -223,7 +226,8 @@ def train_command(
 
     name = preset or f"{family}-tiny"
     model = build_preset(name, seed=seed)
-    cfg = TrainConfig(task=task, steps=steps, batch=batch, lr=lr, bptt_depth=bptt_depth, segment_len=segment_len, seed=seed, eval_every=eval_every)
+    cfg = TrainConfig(task=task, steps=steps, batch=batch, lr=lr, bptt_depth=bptt_depth, segment_len=segment_len, seed=seed, eval_every=eval_every,
+                      warmup=warmup, schedule=schedule, mrbp=mrbp)
     result = train(model, cfg, out=checkpoint, resume=resume)
     table = Table(title=f"train {task} on {name}")
     for col in ("step", "loss", "accuracy (items)", "accuracy (tokens)"):

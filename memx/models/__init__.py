@@ -1,7 +1,7 @@
 """Model families (one module each) and the registry of families and presets."""
 
-from memx.models import gmat, memtr, rmt  # noqa: F401  (register families and presets)
-from memx.models.base import OutputSpec, SegmentModel, StateSpec
+from memx.models import gmat, infformer, memformer, memtr, rmt  # noqa: F401  (register families and presets)
+from memx.models.base import GraphSpec, OutputSpec, SegmentModel, StateSpec
 from memx.models.registry import (
     Preset,
     build_model,
@@ -15,6 +15,6 @@ from memx.models.registry import (
 )
 
 __all__ = [
-    "OutputSpec", "Preset", "SegmentModel", "StateSpec", "build_model", "build_preset", "families",
+    "GraphSpec", "OutputSpec", "Preset", "SegmentModel", "StateSpec", "build_model", "build_preset", "families",
     "get_family", "get_preset", "presets", "register_family", "register_preset",
 ]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from memx.errors import CheckpointError, MemxError
+from memx.errors import CheckpointError, MemxError, expect_choice
 from memx.models.base import SegmentModel
 from memx.progress import progress_range
 from memx.training.accuracy import blank_answers, count_correct
@@ -48,6 +48,15 @@ class TrainConfig:
     warmup: int = 0  # steps of linear learning-rate warmup
     schedule: str = "constant"  # "constant" or "cosine" (decay to lr/10 by the last step)
     mrbp: bool = False  # memory replay back-propagation: same gradients as BPTT, less memory
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise expect_choice("learning-rate schedule", self.schedule, SCHEDULES)
+        if self.warmup < 0 or self.steps < 1 or self.batch < 1:
+            raise MemxError("steps and batch must be >= 1 and warmup >= 0", expected="steps >= 1, batch >= 1, warmup >= 0", actual=f"steps {self.steps}, batch {self.batch}, warmup {self.warmup}")
+
+
+SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

@@ -26,7 +26,12 @@ class ZooEntry:
     train: dict[str, Any]  # TrainConfig values used (besides task and segment_len)
     description: str
     chance: float  # accuracy of guessing, for the reader of reports
+    metric: str = "items"  # what `chance` and the reported accuracy count: "items" (whole answers) or "tokens"
     metrics: dict[str, float] = field(default_factory=dict)  # measured when the checkpoint was made
+
+    def score(self, task_score: Any) -> float:
+        """The entry's headline accuracy from a :class:`~memx.training.accuracy.TaskScore`."""
+        return task_score.accuracy if self.metric == "items" else task_score.token_accuracy
 
     @property
     def checkpoint(self) -> Path:

@@ -27,3 +27,28 @@ register_zoo(ZooEntry(
     "the answer asked in a 5th segment that holds only SEP (without memory: 1 in 5)",
     chance=0.2,
 ))
+
+register_zoo(ZooEntry(
+    name="memformer-majority",
+    family="memformer",
+    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, n_decoder_layers=1, d_ff=128, num_memory=8, max_segment_len=32, temperature=0.5),
+    task="majority",
+    segment_len=16,
+    train=dict(steps=2000, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
+    description="Memformer, 8 slots (reader in each encoder layer, slot writer, BMN) + 1 decoder layer: "
+    "64 symbols over 4 segments, the answer asked in a 5th segment that holds only SEP (without memory: 1 in 5)",
+    chance=0.2,
+))
+
+register_zoo(ZooEntry(
+    name="infformer-sort",
+    family="infformer",
+    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=16, max_segment_len=16, stm_len=16, sticky=True),
+    task="frequency-sort",
+    segment_len=16,
+    train=dict(steps=1500, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
+    description="∞-former, 16-token STM + continuous LTM (16 RBFs, sticky): 96 symbols with a drifting distribution, "
+    "then the 8 symbols by descending count; scored per answer token (a guess: 1 in 8)",
+    chance=0.125,
+    metric="tokens",
+))

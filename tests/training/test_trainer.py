@@ -75,3 +75,38 @@ def test_vocabulary_and_segment_checks():
         train(build_preset("rmt-tiny", vocab_size=20), TrainConfig(steps=1, **AR), progress=False)
     with pytest.raises(MemxError, match="segment length"):
         train(build_preset("rmt-tiny"), TrainConfig(steps=1, **{**AR, "segment_len": 64}), progress=False)
+
+
+def _grads(model):
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("preset", ["memformer-tiny", "rmt-tiny", "gmat-tiny", "infformer-tiny"])
+@pytest.mark.parametrize("depth", [None, 2])
+def test_mrbp_gives_the_gradients_of_full_bptt(preset, depth):
+    from memx.training.trainer import episode_backward
+
+    model = build_preset(preset, seed=1).train()
+    ep = get_task("copy").make(np.random.default_rng(3), 3, 8)  # 7 segments
+    model.zero_grad(set_to_none=True)
+    loss_bptt = episode_backward(model, ep, bptt_depth=depth, mrbp=False)
+    bptt = _grads(model)
+    model.zero_grad(set_to_none=True)
+    loss_mrbp = episode_backward(model, ep, bptt_depth=depth, mrbp=True)
+    mrbp = _grads(model)
+    assert loss_mrbp == pytest.approx(loss_bptt, rel=1e-6)
+    assert set(mrbp) == set(bptt) and len(bptt) == len(list(model.parameters()))
+    for name, g in bptt.items():
+        rel = float((mrbp[name] - g).norm() / g.norm().clamp(min=1e-12))
+        assert rel <= 1e-5, f"{name}: relative gradient difference {rel:.2e}"
+
+
+def test_learning_rate_schedule_warms_up_and_decays():
+    from memx.training.trainer import learning_rate
+
+    cfg = TrainConfig(task="copy", steps=100, lr=1e-3, warmup=10, schedule="cosine")
+    lrs = [learning_rate(cfg, k) for k in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and max(lrs) <= 1e-3 + 1e-12
+    assert lrs[-1] == pytest.approx(1e-4, rel=1e-6)  # decays to lr / 10
+    assert all(b <= a + 1e-15 for a, b in zip(lrs[10:], lrs[11:]))
+    assert learning_rate(TrainConfig(task="copy"), 500) == TrainConfig(task="copy").lr
