@@ -147,12 +147,15 @@ def inspect(
     if not info["state"]:
         st.add_row("(none)", "", "", "", "stateless step")
     out.print(st)
+    if len(info["graphs"]) > 1:
+        out.print("graphs run in this order each step: " + " → ".join(g["name"] for g in info["graphs"]), highlight=False)
     for g in info["graphs"]:
         io = Table(title=f"graph {g['name']} ({g['file']}, {g['nodes']} nodes, opset {g['opset']})")
         for col in ("direction", "name", "dtype", "shape"):
             io.add_column(col)
         for t in g["inputs"]:
-            io.add_row("in", t["name"], t["dtype"], _shape(t["shape"]))
+            source = g["consumes"].get(t["name"])
+            io.add_row("in", t["name"] + (f" (from {source})" if source else ""), t["dtype"], _shape(t["shape"]))
         for t in g["outputs"]:
             io.add_row("out", t["name"], t["dtype"], _shape(t["shape"]))
         out.print(io)

@@ -34,7 +34,7 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         proto = onnx.load(str(pkg.file(g.file)), load_external_data=False)
         ops, custom = op_histogram(proto)
         graphs.append({
-            "name": g.name, "file": g.file, "role": g.role,
+            "name": g.name, "file": g.file, "role": g.role, "consumes": dict(g.consumes),
             "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
             "nodes": sum(ops.values()), "ops": dict(ops.most_common()), "custom_ops": custom,
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.inputs],

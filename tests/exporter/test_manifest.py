@@ -130,3 +130,60 @@ def test_onnx_external_data_outside_the_package_is_refused(tmp_path, private_cop
     (inside / "w.bin").write_bytes(np.zeros(2, np.float32).tobytes())
     onnx.save(_model_with_external_data("w.bin"), str(inside / "m.onnx"))
     assert check_external_data(inside / "m.onnx", inside) == ["w.bin"]
+
+
+def test_multi_graph_manifest_says_which_graph_feeds_which(package_of):
+    m = package_of("memformer-tiny").manifest
+    assert [g.name for g in m.graphs] == ["encoder", "decoder"]
+    assert m.graph_named("decoder").consumes == {"encoder_hidden": "encoder"}
+    assert [s.graph for s in m.state] == ["encoder"] and [o.graph for o in m.outputs] == ["decoder"]
+    assert Manifest.from_json(m.to_json()) == m
+
+
+def _swap_graphs(d):
+    d["graphs"].reverse()
+
+
+def _unwire_consumes(d):
+    d["graphs"][1]["consumes"] = {}
+
+
+def _consume_unknown(d):
+    d["graphs"][1]["consumes"]["lengths"] = "encoder"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_swap_graphs, "does not produce it earlier"),
+        (_unwire_consumes, "has no source"),
+        (_consume_unknown, "does not produce it earlier"),
+    ],
+)
+def test_broken_graph_pipeline_is_refused(private_copy, edit, message):
+    p = private_copy("memformer-tiny")
+    _rewrite(p, edit)
+    with pytest.raises(ManifestError, match=message):
+        Package.open(p, verify=False)
+
+
+def test_multi_graph_stream_runs_both_graphs_and_is_transactional(package_of):
+    from memx import runtimes
+    from memx.errors import BackendRunError
+
+    rt = runtimes.open(package_of("memformer-tiny"), backend="onnxruntime")
+    s = rt.stream(2)
+    s.step(np.arange(12).reshape(2, 6) % 64)
+    before = s.state
+
+    def broken_decoder(graph, feeds, _run=rt.backend.run):
+        if graph.name == "decoder":
+            raise RuntimeError("decoder failed")
+        return _run(graph, feeds)
+
+    rt.backend.run = broken_decoder  # the encoder ran and produced a new memory; the step must still not commit it
+    with pytest.raises(BackendRunError, match="decoder"):
+        s.step(np.ones((2, 6), dtype=np.int64))
+    for k, v in before.items():
+        np.testing.assert_array_equal(s.state[k], v)
+    assert s.segments == 1
