@@ -30,6 +30,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_latency.py
+	$(PY) benchmarks/gmat_attention.py
+	$(PY) benchmarks/mrbp_vs_bptt.py
 
 clean:
 	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info

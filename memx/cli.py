@@ -19,6 +19,7 @@ from rich.table import Table
 
 from memx.errors import MemxError
 from memx.formatting import format_shape
+from memx.zoo import DEFAULT_MODEL
 
 app = typer.Typer(
     name="memx",
@@ -245,7 +246,7 @@ def train_command(
 @_errors_to_exit
 def quickstart(
     out_dir: Path = typer.Option(Path("quickstart/model.memx"), "--out", "-o", help="Where to write the package (replaced if present)."),
-    preset: str = typer.Option("rmt-ar", help="Zoo model or preset to build (see `memx zoo`)."),
+    preset: str = typer.Option(DEFAULT_MODEL, help="Zoo model or preset to build (see `memx zoo`)."),
     segments: int = typer.Option(256, help="Segments of parity validation."),
     demo_segments: int = typer.Option(64, help="Segments streamed in the demo."),
 ) -> None:

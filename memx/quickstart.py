@@ -21,6 +21,7 @@ from memx.exporter import ParityReport, export_preset, validate
 from memx.exporter.package import update_manifest
 from memx.formatting import format_shape, human_bytes
 from memx.progress import progress_range
+from memx.zoo import DEFAULT_MODEL
 
 
 @dataclass
@@ -68,17 +69,18 @@ def _pool_throughput(rt: runtimes.Runtime, streams: int, seg: int, steps: int, r
     return n_tokens / (time.perf_counter() - t0)
 
 
-def _task_accuracy(rt: runtimes.Runtime, task: str, segment_len: int, items: int) -> dict:
+def _task_accuracy(rt: runtimes.Runtime, entry, items: int) -> dict:
     """The zoo model's task solved through ONNX Runtime and PyTorch on the same held-out episodes."""
     from memx.training.accuracy import runtime_task_accuracy
 
-    ort = runtime_task_accuracy(rt, task, items=items, segment_len=segment_len)
-    ref = runtime_task_accuracy(runtimes.open(rt.package, backend="torch"), task, items=items, segment_len=segment_len)
+    ort = runtime_task_accuracy(rt, entry.task, items=items, segment_len=entry.segment_len)
+    ref = runtime_task_accuracy(runtimes.open(rt.package, backend="torch"), entry.task, items=items, segment_len=entry.segment_len)
     same = float((ort.predictions == ref.predictions).all(axis=1).mean())
-    return {"task": task, "items": items, "onnxruntime": ort.accuracy, "torch": ref.accuracy, "same_predictions": same}
+    return {"task": entry.task, "items": items, "metric": entry.metric, "onnxruntime": entry.score(ort), "torch": entry.score(ref),
+            "same_predictions": same, "chance": entry.chance}
 
 
-def run_quickstart(out_dir: Path, *, preset: str = "rmt-ar", segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
+def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
     from memx.zoo import get_zoo, is_zoo
 
     con = console or Console()
@@ -100,7 +102,7 @@ def run_quickstart(out_dir: Path, *, preset: str = "rmt-ar", segments: int = 256
     task = None
     if zoo_entry:
         con.print(f"{next(label)} solve [cyan]{zoo_entry.task}[/] on 1000 held-out episodes through ONNX Runtime and PyTorch")
-        task = {**_task_accuracy(rt, zoo_entry.task, zoo_entry.segment_len, 1000), "chance": zoo_entry.chance}
+        task = _task_accuracy(rt, zoo_entry, 1000)
     con.print(f"{next(label)} stream {demo_segments} segments through ONNX Runtime, snapshot half way, resume from the snapshot")
     seg = m.segment["max"]
     rng = np.random.default_rng(0)
@@ -131,8 +133,9 @@ def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes:
     table.add_row("parity", f"[{style}]{r.parity.summary()}[/]")
     if r.task:
         t = r.task
-        table.add_row("task", f"{t['task']}: {t['onnxruntime']:.1%} of {t['items']} episodes solved through ONNX Runtime, "
-                              f"{t['torch']:.1%} through PyTorch (chance {t['chance']:.0%}); identical predictions on {t['same_predictions']:.1%}")
+        unit = "episodes solved" if t["metric"] == "items" else "answer tokens right"
+        table.add_row("task", f"{t['task']} over {t['items']} held-out episodes: {t['onnxruntime']:.1%} {unit} through ONNX Runtime, "
+                              f"{t['torch']:.1%} through PyTorch (chance {t['chance']:.0%}); identical predictions on {t['same_predictions']:.1%} of episodes")
     table.add_row("latency (B=1)", f"p50 {r.latency_ms_p50:.2f} ms, p90 {r.latency_ms_p90:.2f} ms per {m.segment['max']}-token segment, ONNX Runtime CPU")
     table.add_row("throughput", f"{r.tokens_per_s:,.0f} tokens/s one stream; {r.pool_tokens_per_s:,.0f} tokens/s pool of 8")
     table.add_row("snapshot", f"{snap_bytes:,} bytes; resume from snapshot {'reproduces the state exactly' if r.snapshot_roundtrip_exact else '[red]DIFFERS[/]'}")

@@ -121,3 +121,19 @@ def test_train_then_export_the_checkpoint(tmp_path):
     assert r.exit_code == 0, r.output
     r = invoke("train", "sudoku", "--out", tmp_path / "x.safetensors")
     assert r.exit_code == 2 and "unknown task 'sudoku'" in r.output
+
+
+def test_train_memformer_with_mrbp_equals_bptt_and_exports_both_graphs(tmp_path):
+    common = ["majority", "--family", "memformer", "--steps", "3", "--batch", "4", "--segment-len", "16", "--eval-every", "3", "--warmup", "2", "--schedule", "cosine"]
+    r = invoke("train", *common, "--mrbp", "--out", tmp_path / "m.safetensors")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", *common, "--out", tmp_path / "b.safetensors")
+    assert r.exit_code == 0, r.output
+    loss = lambda n: json.loads((tmp_path / f"{n}.train.json").read_text())["history"][-1]["loss"]  # noqa: E731
+    assert loss("m") == pytest.approx(loss("b"), rel=1e-4)  # same gradients, same trajectory
+    assert json.loads((tmp_path / "m.train.json").read_text())["config"]["mrbp"] is True
+    r = invoke("export", "memformer-tiny", "--checkpoint", tmp_path / "m.safetensors", "--out", tmp_path / "m.memx", "--verify-segments", "8")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.memx" / "encoder.onnx").is_file() and (tmp_path / "m.memx" / "decoder.onnx").is_file()
+    r = invoke("train", "majority", "--schedule", "linear", "--out", tmp_path / "x.safetensors")
+    assert r.exit_code == 2 and "unknown learning-rate schedule 'linear'" in r.output

@@ -60,9 +60,9 @@ def load_checkpoint(model: SegmentModel, path: str | os.PathLike) -> str:
 
 
 def _segment_dim(model: SegmentModel, segment_max: int) -> int | str:
-    """The segment axis of the graphs: symbolic, or fixed where the model needs whole
-    segments (the runtimes pad up to it) or the package allows only 1-token segments."""
-    return segment_max if segment_max == 1 or model.static_segment else "segment"
+    """The segment axis of the graphs: symbolic, or 1 in a package of 1-token segments
+    (torch.export cannot make a dimension dynamic with min == max)."""
+    return 1 if segment_max == 1 else "segment"
 
 
 def _tensor_catalog(model: SegmentModel, segment_max: int) -> dict[str, TensorInfo]:
@@ -126,8 +126,7 @@ def _quiet_export() -> Any:
 def _example_feeds(model: SegmentModel, graphs: list[GraphInfo], segment_max: int) -> dict[str, torch.Tensor]:
     """Example values of every graph input: the step's example inputs, then intermediates
     computed by running the earlier graphs on them."""
-    segment = segment_max if model.static_segment else min(segment_max, 8)
-    args = example_inputs(model, batch=2, segment=segment)
+    args = example_inputs(model, batch=2, segment=min(segment_max, 8))
     names = ["tokens", "lengths", "reset", *(state_input_name(s.name) for s in model.state_specs())]
     feeds = dict(zip(names, args))
     with torch.no_grad():

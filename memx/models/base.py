@@ -77,12 +77,6 @@ class SegmentModel(nn.Module):
         """True when no token output depends on later tokens of its segment (decoder-style)."""
         return False
 
-    @property
-    def static_segment(self) -> bool:
-        """True when the graphs take whole segments of ``max_segment_len`` tokens only (the
-        runtimes pad shorter segments and mask them with ``lengths``)."""
-        return False
-
     def state_specs(self) -> list[StateSpec]:
         raise NotImplementedError
 

@@ -101,9 +101,6 @@ class Runtime:
         self.package = package
         self.backend = backend
         self.graphs = list(package.manifest.graphs)  # run in this order each step
-        # graphs with a fixed segment axis take whole segments: shorter ones are padded (and masked by lengths)
-        seg_dim = package.manifest.graphs[0].inputs[0].shape[1] if package.manifest.graphs[0].inputs else None
-        self._fixed_segment = seg_dim if isinstance(seg_dim, int) else None
         self._model_id = package.manifest.model_id()
 
     @property
@@ -135,9 +132,6 @@ class Runtime:
 
     def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One validated call of the step graph: returns (outputs, new states); touches nothing."""
-        given = tokens.shape[1]
-        if self._fixed_segment and given < self._fixed_segment:
-            tokens = np.pad(tokens, ((0, 0), (0, self._fixed_segment - given)))  # (B, S_fixed), masked by lengths
         values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset}
         values.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
         for graph in self.graphs:  # a later graph may consume an earlier one's outputs
@@ -149,7 +143,7 @@ class Runtime:
             except Exception as e:  # backend libraries raise their own types; the stream stays untouched
                 raise BackendRunError(f"{self.backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
         result = values
-        outputs = {o.name: _cut(result[o.name], o.segment_axis, given) for o in self.manifest.outputs}
+        outputs = {o.name: result[o.name] for o in self.manifest.outputs}
         new_state = {s.name: result[s.output] for s in self.manifest.state}
         batch = tokens.shape[0]
         for name, arr in new_state.items():

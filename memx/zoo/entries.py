@@ -52,3 +52,16 @@ register_zoo(ZooEntry(
     chance=0.125,
     metric="tokens",
 ))
+
+register_zoo(ZooEntry(
+    name="memtr-copy",
+    family="memtr",
+    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=16, max_segment_len=32, variant="memtransformer", recurrent=True),
+    task="copy",
+    segment_len=8,
+    train=dict(steps=2000, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
+    description="Memory Transformer, 16 recurrent memory tokens, bidirectional: 24 symbols over 3 segments, then "
+    "reproduce them twice from memory alone (answers blanked in the input); scored per answer token (a guess: 1 in 10)",
+    chance=0.1,
+    metric="tokens",
+))
