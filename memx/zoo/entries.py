@@ -48,20 +48,20 @@ register_zoo(ZooEntry(
     segment_len=16,
     train=dict(steps=1500, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
     description="∞-former, 16-token STM + continuous LTM (16 RBFs, sticky): 96 symbols with a drifting distribution, "
-    "then the 8 symbols by descending count; scored per answer token (a guess: 1 in 8)",
+    "then the 8 symbols by descending count; scored per answer token (a guess: 1 in 8; sorting only the last 16 "
+    "symbols, what the short-term memory alone holds at the answer, scores 21.8%)",
     chance=0.125,
     metric="tokens",
 ))
 
 register_zoo(ZooEntry(
-    name="memtr-copy",
+    name="memtr-majority",
     family="memtr",
-    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=16, max_segment_len=32, variant="memtransformer", recurrent=True),
-    task="copy",
-    segment_len=8,
-    train=dict(steps=2000, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
-    description="Memory Transformer, 16 recurrent memory tokens, bidirectional: 24 symbols over 3 segments, then "
-    "reproduce them twice from memory alone (answers blanked in the input); scored per answer token (a guess: 1 in 10)",
-    chance=0.1,
-    metric="tokens",
+    config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=8, max_segment_len=32, variant="memtransformer", recurrent=True),
+    task="majority",
+    segment_len=16,
+    train=dict(steps=1500, batch=32, lr=1e-3, warmup=100, schedule="cosine", seed=0),
+    description="Memory Transformer, 8 recurrent memory tokens: 64 symbols over 4 segments, the answer asked in a 5th "
+    "segment that holds only SEP (without memory: 1 in 5)",
+    chance=0.2,
 ))
