@@ -14,7 +14,7 @@ from typing import Any
 from memx.errors import PackageFileError, expect_choice
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
-DEFAULT_MODEL = "rmt-ar"  # what `memx quickstart` and `make quickstart` run
+DEFAULT_MODEL = "gmat-majority"  # what `memx quickstart` and `make quickstart` run
 
 
 @dataclass(frozen=True)
