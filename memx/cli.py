@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -183,26 +184,42 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
                      "description": p.description})
     from memx.zoo import zoo_entries
 
-    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "chance": e.chance,
-                "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description} for e in zoo_entries()]
+    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "metric": e.metric, "chance": e.chance,
+                "accuracy": e.trained_accuracy(), "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
+               for e in zoo_entries()]
     if json_out:
         out.print_json(json.dumps({"families": sorted(families()), "presets": rows, "zoo": trained}))
         return
     table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
-    for col in ("preset", "family", "params", "state", "S max"):
+    for col in ("preset", "family", "params"):
         table.add_column(col, no_wrap=True)
+    table.add_column("state per stream")
+    table.add_column("S max", no_wrap=True)
     table.add_column("description")
     for r in rows:
-        state = ", ".join(f"{k}{_shape(v)}" for k, v in r["state"].items()) or "—"
+        state = _state_summary(r["state"])
         params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
         table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
     out.print(table)
-    z = Table(title="trained zoo models (memx export NAME --out DIR)")
-    for col in ("name", "family", "task", "segment", "chance", "description"):
-        z.add_column(col)
+    z = Table(title="trained zoo models (memx export NAME --out DIR; accuracy on held-out episodes, docs/zoo.md)")
+    for col in ("name", "family", "task", "segment", "metric", "accuracy", "chance"):
+        z.add_column(col, no_wrap=True)
     for e in trained:
-        z.add_row(e["name"], e["family"], e["task"], str(e["segment_len"]), f"{e['chance']:.0%}", e["description"] + ("" if e["available"] else " [red](checkpoint missing)[/]"))
+        acc = f"{e['accuracy']:.1%}" if e["accuracy"] is not None else "—"
+        z.add_row(e["name"], e["family"], e["task"], str(e["segment_len"]), e["metric"], acc if e["available"] else "[red]checkpoint missing[/]", f"{e['chance']:.1%}")
     out.print(z)
+    for e in trained:
+        out.print(f"[bold]{e['name']}[/]: {escape(e['description'])}")
+
+
+def _state_summary(state: dict[str, list[int]]) -> str:
+    """memory[4, 32] for one or two tensors; "6 tensors, 12.1 KiB" (fp32) for more."""
+    if len(state) <= 2:
+        return ", ".join(f"{k}{_shape(v)}" for k, v in state.items()) or "—"
+    from memx.formatting import human_bytes
+
+    floats = sum(math.prod(v) for v in state.values())
+    return f"{len(state)} tensors, {human_bytes(4 * floats)}"
 
 
 @app.command("train")

@@ -7,6 +7,7 @@ so ``memx train`` reproduces it. ``memx export NAME`` accepts zoo names.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ class ZooEntry:
     @property
     def checkpoint(self) -> Path:
         return CHECKPOINTS / f"{self.name}.safetensors"
+
+    def trained_accuracy(self) -> float | None:
+        """The held-out accuracy (by ``metric``) of the last evaluation in training, if recorded."""
+        record = self.checkpoint.with_suffix(".train.json")
+        if not record.is_file():
+            return None
+        history = json.loads(record.read_text()).get("history") or []
+        return float(history[-1]["accuracy" if self.metric == "items" else "token_accuracy"]) if history else None
 
     def reproduce(self) -> str:
         opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.train.items())
