@@ -30,6 +30,10 @@ from memx.exporter.manifest import (
 from memx.exporter.package import Package, file_info, sha256_file, staged_directory, write_text_atomic
 from memx.exporter.step import check_contract, example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
+from memx.ops.registry import DOMAIN as OPS_DOMAIN
+from memx.ops.registry import DOMAIN_VERSION as OPS_VERSION
+from memx.ops.registry import custom_ops as registered_custom_ops
+from memx.ops.registry import exporting_custom_ops, get_custom_op
 
 DEFAULT_OPSET = 18
 GRAPH_FILE = "model.onnx"
@@ -147,20 +151,56 @@ def _dynamic_shapes(graph: GraphInfo, batch: Dim, segment: Dim | None) -> tuple:
     return (tuple(specs),)  # the modules take *args
 
 
-def _export_onnx(model: SegmentModel, graph: GraphInfo, path: Path, feeds: dict[str, torch.Tensor], segment_max: int, opset: int) -> None:
+def _export_onnx(model: SegmentModel, graph: GraphInfo, path: Path, feeds: dict[str, torch.Tensor], segment_max: int, opset: int, custom_ops: bool) -> None:
     batch = Dim("batch", min=1, max=1 << 16)
     segment = Dim("segment", min=1, max=segment_max) if _segment_dim(model, segment_max) == "segment" else None
     args = tuple(feeds[t.name] for t in graph.inputs)
-    with _quiet_export() as log:
+    table = {op.torch_op(): op.translate for op in registered_custom_ops()} if custom_ops else None
+    with _quiet_export() as log, exporting_custom_ops(custom_ops):
         try:
             program = torch.onnx.export(
                 model.graph_module(graph.name), args, dynamo=True, dynamic_shapes=_dynamic_shapes(graph, batch, segment), opset_version=opset,
                 input_names=[t.name for t in graph.inputs], output_names=[t.name for t in graph.outputs], verbose=False,
+                custom_translation_table=table,
             )
         except Exception as e:
             raise ExportError(f"torch.onnx could not export the {model.family} graph {graph.name!r}: {type(e).__name__}: {str(e)[:2000]}\n{log.getvalue()[-2000:]}") from e
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     program.save(str(path), external_data=nbytes > EXTERNAL_DATA_THRESHOLD)
+
+
+def _last_dim(proto: onnx.ModelProto, name: str) -> int:
+    """The static size of the last axis of value ``name`` (from the exporter's value_info)."""
+    for vi in list(proto.graph.value_info) + list(proto.graph.input):
+        if vi.name == name:
+            dim = vi.type.tensor_type.shape.dim[-1]
+            if dim.HasField("dim_value"):
+                return int(dim.dim_value)
+    raise ExportError(f"cannot tell the head size of custom-op input {name!r}", expected="a static last axis in value_info", actual="unknown")
+
+
+def _attach_reference_bodies(proto: onnx.ModelProto, opset: int) -> list[dict[str, Any]]:
+    """Give every memx custom node its model-local FunctionProto (the portable reference
+    body) and the domain its opset import. Returns the manifest's custom_ops entries."""
+    by_type: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        if node.domain == OPS_DOMAIN:
+            by_type.setdefault(node.op_type, []).append(node)
+    entries = []
+    for op_type, nodes in sorted(by_type.items()):
+        op = get_custom_op(op_type)
+        signature = {(tuple(sorted((a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute)), sum(1 for i in n.input if i)) for n in nodes}
+        if len(signature) > 1:
+            raise ExportError(f"the graph uses {op_type} with {len(signature)} different attribute sets; one reference body per op type is supported",
+                              expected="one configuration", actual=len(signature), hint="export with --inline-custom-ops")
+        body = op.reference_body(nodes[0], head_dim=_last_dim(proto, nodes[0].input[0]), opset=opset)
+        kept = [f for f in proto.functions if (f.domain, f.name) != (op.domain, op.name)]
+        del proto.functions[:]
+        proto.functions.extend(kept + [body])
+        entries.append({"domain": op.domain, "op": op.name, "version": op.version, "nodes": len(nodes), "reference_body": "model-local function"})
+    if entries and not any(o.domain == OPS_DOMAIN for o in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid(OPS_DOMAIN, OPS_VERSION))
+    return entries
 
 
 def _check_graph_io(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> onnx.ModelProto:
@@ -228,6 +268,7 @@ def export(
     task: str | None = None,
     force: bool = False,
     verify_segments: int = 32,
+    inline_custom_ops: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Package:
     """Export ``model``'s segment step to the package ``out_dir``.
@@ -235,6 +276,9 @@ def export(
     The package is built in a staging directory, checked (graph I/O names, and
     parity against PyTorch over ``verify_segments`` segments unless 0), and only
     then renamed into place: a failed export leaves no package behind.
+
+    Sparse attention is exported as memx custom ops (one node each, with a model-local
+    reference body) unless ``inline_custom_ops``, which exports the plain decomposition.
     """
     say = progress or (lambda _msg: None)
     if not isinstance(model, SegmentModel):
@@ -253,9 +297,13 @@ def export(
         for graph in manifest.graphs:
             say(f"exporting the {graph.name} graph with torch.onnx (dynamo)")
             onnx_path = stage / graph.file
-            _export_onnx(model, graph, onnx_path, feeds, segment_max, opset)
+            _export_onnx(model, graph, onnx_path, feeds, segment_max, opset, custom_ops=not inline_custom_ops)
             proto = _check_graph_io(onnx_path, graph.inputs, graph.outputs)
-            _mirror_manifest(onnx_path, proto, manifest)
+            manifest.custom_ops += [{**e, "graph": graph.name} for e in _attach_reference_bodies(proto, opset)]
+            onnx.save(proto, str(onnx_path))
+        for graph in manifest.graphs:  # the manifest is complete only now (custom ops of every graph)
+            onnx_path = stage / graph.file
+            _mirror_manifest(onnx_path, onnx.load(str(onnx_path), load_external_data=False), manifest)
         (stage / WEIGHTS_FILE).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS_FILE))
         for p in sorted(stage.rglob("*")):

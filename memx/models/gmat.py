@@ -10,7 +10,8 @@ With ``causal`` tokens read a second memory stream that is updated from memory a
 no token sees later tokens of its segment through memory; the write stream (step 1)
 becomes the next state, as RMT's read/write memory blocks do.
 
-The sparse part is :func:`memx.ops.local_global_attention` (blocked, O(S·(w+M))).
+The sparse part is :func:`memx.ops.sparse_attention`: the blocked reference (O(S·(w+M)))
+in PyTorch, the custom op ``memx.LocalGlobalAttention`` in exported graphs.
 Options: ``pattern`` band/chunked with ``window``; ``causal``; ``num_memory`` may be 0
 (pure sparse baseline); ``recurrent`` carries the final memory to the next segment
 (RMT-style extension; the paper's GMAT re-initialises memory per input);
@@ -28,7 +29,7 @@ from torch import nn
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import BackboneConfig, Block, SegmentEmbedding, init_params, init_weights, token_valid
 from memx.models.registry import register_family, register_preset
-from memx.ops import PATTERNS, dense_local_global_attention, local_global_attention
+from memx.ops import PATTERNS, dense_local_global_attention, sparse_attention
 
 
 @dataclass
@@ -80,7 +81,7 @@ class GMATLayer(Block):
                 read = read + self.attn(rn, rn, None)  # memory-only update: nothing from this segment
             mem_k, mem_v = self.attn.keys_values(self.ln_attn(mem if read is None else read))  # (B, h, M, dh)
         k, v = self.attn.keys_values(xn)  # (B, h, S, dh)
-        attend = local_global_attention if self.c.attention == "blocked" else dense_local_global_attention
+        attend = sparse_attention if self.c.attention == "blocked" else dense_local_global_attention
         local = attend(
             self.attn.queries(xn), k, v, mem_k, mem_v, lengths, pattern=self.c.pattern, window=self.c.window, causal=self.c.causal
         )  # (B, h, S, dh)

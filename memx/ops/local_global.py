@@ -6,7 +6,9 @@ neighbourhood:
 - ``chunked``: the same chunk of ``window`` tokens (j // window == i // window);
 - ``band``: a sliding window, |i - j| <= window;
 
-and, when ``causal``, only to j <= i. Tokens at j >= lengths[b] are never keys.
+and, when ``causal``, only to j <= i. Tokens at j >= lengths[b] are never keys, and the
+outputs of padding queries (i >= lengths[b]) are zero, so every real query sees at least
+itself and no row is ever fully masked.
 
 The blocked form splits the (padded) segment into blocks of ``window`` tokens and
 scores each query block against the memory and its own (chunked) or its own and both
@@ -84,7 +86,14 @@ def local_global_attention(
         glob = torch.matmul(qb, mem_k.unsqueeze(2).transpose(-1, -2)) * scale  # (B, h, n, w, M)
         weights = torch.softmax(torch.cat([glob, local], dim=-1), dim=-1)  # (B, h, n, w, M + K)
         out = torch.matmul(weights[..., m:], vb) + torch.matmul(weights[..., :m], mem_v.unsqueeze(2))  # (B, h, n, w, dh)
-    return out.reshape(b, h, n_blocks * window, dh)[:, :, :s]  # (B, h, S, dh)
+    out = out.reshape(b, h, n_blocks * window, dh)[:, :, :s]  # (B, h, S, dh)
+    return out * _real_queries(lengths, s, out)
+
+
+def _real_queries(lengths: torch.Tensor, s: int | torch.SymInt, like: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, 1) 1.0 for real query positions, 0.0 for padding."""
+    real = torch.arange(s, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
+    return real.to(like.dtype)[:, None, :, None]
 
 
 def dense_local_global_attention(
@@ -113,4 +122,4 @@ def dense_local_global_attention(
     keys, values = torch.cat([mem_k, k], dim=2), torch.cat([mem_v, v], dim=2)  # (B, h, M+S, dh)
     scores = torch.matmul(q, keys.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, h, S, M+S)
     scores = torch.where(mask, scores, torch.full_like(scores, MASKED_LOGIT))
-    return torch.matmul(torch.softmax(scores, dim=-1), values)
+    return torch.matmul(torch.softmax(scores, dim=-1), values) * _real_queries(lengths, s, q)
