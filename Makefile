@@ -8,7 +8,10 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.memx-installed
 
-.PHONY: quickstart test test-fast bench clean install
+OPS_LIB := memx/ops/lib/libmemx_ops.so
+ORT_HEADERS := .deps/onnxruntime
+
+.PHONY: quickstart test test-fast bench clean install ops ops-optional
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,15 +20,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) ops-optional
 
-quickstart: $(STAMP)
+# The C++ kernels for memx custom ops (ONNX Runtime custom-op library). Without them the
+# ops run their portable reference bodies; tests that need the kernels skip with a reason.
+ops: $(OPS_LIB)
+
+$(OPS_LIB): cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h)
+	bash cpp/fetch_onnxruntime_headers.sh $(ORT_HEADERS)
+	cmake -S cpp/ops -B build/ops -DONNXRUNTIME_INCLUDE_DIR=$(CURDIR)/$(ORT_HEADERS)/include -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build build/ops -j 2
+
+ops-optional:
+	@$(MAKE) --no-print-directory ops || echo "WARNING: libmemx_ops was not built (see above); memx ops will run their reference bodies"
+
+quickstart: $(STAMP) ops-optional
 	$(VENV)/bin/memx quickstart
 
-test: $(STAMP)
+test: $(STAMP) ops-optional
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) ops-optional
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
@@ -34,4 +49,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/mrbp_vs_bptt.py
 
 clean:
-	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info
+	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info memx/ops/lib

@@ -3,6 +3,8 @@ CUDA and TensorRT providers work wherever the installed onnxruntime has them."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,8 @@ from memx.errors import BackendUnavailableError
 from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
 from memx.runtimes.base import Backend, register_backend
+
+log = logging.getLogger("memx.runtimes.onnxruntime")
 
 _DEVICE_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -23,7 +27,9 @@ _DEVICE_PROVIDERS = {
 class OnnxRuntimeBackend(Backend):
     """Options: ``providers`` (list of names or (name, options) pairs), ``intra_op_threads``,
     ``inter_op_threads``, ``graph_optimization`` ("all", "extended", "basic", "disable"),
-    ``session_options`` (an ``onnxruntime.SessionOptions`` used as is)."""
+    ``session_options`` (an ``onnxruntime.SessionOptions`` used as is), ``custom_op_library``
+    (None: libmemx_ops when the package uses memx ops and the library is built; False: never,
+    run the ops' reference bodies; a path: that library)."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
         super().__init__(package, device=device, **options)
@@ -40,10 +46,32 @@ class OnnxRuntimeBackend(Backend):
                 hint="install onnxruntime-gpu (pip install 'memx[gpu]') for CUDA/TensorRT",
             )
         so = options.get("session_options") or self._session_options(ort, options)
+        self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))
         self._sessions = {
             g.name: ort.InferenceSession(str(package.file(g.file)), sess_options=so, providers=[p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available])
             for g in package.manifest.graphs
         }
+
+    @staticmethod
+    def _register_custom_ops(so: Any, package: Package, choice: Any) -> str:
+        """Register the memx kernel library when the package uses memx ops; returns what runs them."""
+        if not package.manifest.custom_ops:
+            return "none used"
+        if choice is False:
+            return "reference body (kernel library disabled)"
+        from memx.ops.library import find_library, library_status
+
+        path = find_library() if choice in (None, True) else Path(choice)
+        if path is None or not path.is_file():
+            if choice not in (None, True):
+                raise BackendUnavailableError("custom-op library not found", expected="an existing libmemx_ops.so", actual=str(choice))
+            if choice is True:
+                raise BackendUnavailableError("custom-op library requested but not available", expected="libmemx_ops.so", actual=library_status()[1])
+            log.debug("memx ops run their reference bodies: %s", library_status()[1])
+            return "reference body (no kernel library)"
+        so.register_custom_ops_library(str(path))
+        log.debug("memx ops run the kernels of %s", path)
+        return f"kernel ({path.name})"
 
     @staticmethod
     def _session_options(ort: Any, options: dict[str, Any]) -> Any:
@@ -71,4 +99,5 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         sess = next(iter(self._sessions.values()))
-        return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__}
+        return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__,
+                "custom_ops": self.custom_op_kernels}

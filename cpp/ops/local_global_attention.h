@@ -1,0 +1,34 @@
+// memx.LocalGlobalAttention: CPU fp32 kernel (blocked, no S x S buffer).
+//
+// out[b,h,i,:] = softmax over {memory slots m} U {local keys j} of q_i . k / sqrt(dh), applied to
+// the matching values, where local keys are the real tokens (j < lengths[b]) of the band
+// |i - j| <= window or of the chunk of i, and j <= i when causal. Padding queries
+// (i >= lengths[b]) give zeros. Same semantics as memx/ops/local_global.py.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace memx {
+
+enum class Pattern { kBand, kChunked };
+
+struct LocalGlobalParams {
+  Pattern pattern = Pattern::kBand;
+  int64_t window = 1;
+  bool causal = false;
+};
+
+struct AttentionShape {
+  int64_t batch = 0, heads = 0, seq = 0, head_dim = 0, memory = 0;
+};
+
+// q, k, v: [B, H, S, D]; lengths: [B]; mem_k, mem_v: [B, H, M, D] or nullptr when M == 0;
+// out: [B, H, S, D]. Parallel over B x H.
+void LocalGlobalAttentionForward(const LocalGlobalParams& params, const AttentionShape& shape, const float* q, const float* k,
+                                 const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out);
+
+// Parses "band" / "chunked"; returns false for anything else.
+bool ParsePattern(const std::string& text, Pattern* pattern);
+
+}  // namespace memx
