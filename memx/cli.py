@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from memx.errors import MemxError
+from memx.errors import MemxError, expect_choice
 from memx.formatting import format_shape
 from memx.zoo import DEFAULT_MODEL
 
@@ -64,14 +64,19 @@ def export(
     seed: int = typer.Option(0, help="Seed for the initial weights when no checkpoint is given."),
     verify_segments: int = typer.Option(32, help="Segments of parity check before the package is written (0: skip)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
+    inline_custom_ops: bool = typer.Option(False, "--inline-custom-ops", help="Export sparse attention as plain ONNX ops instead of memx custom ops (each with a reference body)."),
 ) -> None:
-    """Export one segment step of a model to a memx package (ONNX + manifest)."""
+    """Export one segment step of a model to a memx package (ONNX + manifest).
+
+    GMAT's sparse attention becomes one memx.LocalGlobalAttention node per layer with a
+    model-local reference body: ONNX Runtime runs the C++ kernel when libmemx_ops is built
+    (`make ops`), the body otherwise; TensorRT parses the body unless a plugin claims the node."""
     from memx.exporter import export_preset
 
     t0 = time.perf_counter()
     pkg = export_preset(
         target, out_dir, seed=seed, checkpoint=checkpoint, segment_len=segment_len, opset=opset, force=force,
-        verify_segments=verify_segments, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
+        verify_segments=verify_segments, inline_custom_ops=inline_custom_ops, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
     )
     m = pkg.manifest
     states = ", ".join(f"{s.name}{_shape(s.shape)}" for s in m.state) or "none (stateless step)"
@@ -90,13 +95,18 @@ def validate(
     seed: int = typer.Option(0, help="Seed of the random streams."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
+    kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
 ) -> None:
     """Compare a backend with the PyTorch reference over long random streams (outputs and states)."""
     from memx.exporter import Package, validate as run_validation
     from memx.exporter.package import update_manifest
 
     pkg = Package.open(package)
-    report = run_validation(pkg, backend=backend, device=device, segments=segments, batch=batch, atol=atol, seed=seed)
+    choices = {"auto": None, "on": True, "off": False}
+    if kernels not in choices:
+        raise expect_choice("--kernels value", kernels, list(choices))
+    options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
+    report = run_validation(pkg, backend=backend, device=device, segments=segments, batch=batch, atol=atol, seed=seed, backend_options=options)
     _print_parity(report)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -119,6 +129,8 @@ def _print_parity(report: Any) -> None:
     style = "green" if report.passed else "bold red"
     out.print(f"[{style}]{report.summary()}[/]", highlight=False)
     out.print(f"streams: {report.batch}, resets mid-stream: {report.resets}, padded rows: {report.padded_rows}, seed {report.seed}")
+    if report.runtime.get("custom_ops", "none used") != "none used":
+        out.print(f"memx custom ops ran as: {report.runtime['custom_ops']}", highlight=False)
 
 
 @app.command()
@@ -162,7 +174,14 @@ def inspect(
             io.add_row("out", t["name"], t["dtype"], _shape(t["shape"]))
         out.print(io)
         out.print("ops: " + ", ".join(f"{k}×{v}" for k, v in g["ops"].items()), highlight=False)
-        out.print("custom ops: " + (", ".join(f"{c['domain']}::{c['op']}" for c in g["custom_ops"]) or "none"))
+        out.print("custom ops: " + (", ".join(f"{c['domain']}.{c['op']}×{c['count']}" for c in g["custom_ops"]) or "none"), highlight=False)
+    for op in info["custom_op_kernels"]:
+        kt = Table(title=f"custom op {op['domain']}.{op['op']} v{op['version']}: what runs it")
+        kt.add_column("backend", no_wrap=True)
+        kt.add_column("runs")
+        for backend_name, how in op["backends"].items():
+            kt.add_row(backend_name, escape(how))
+        out.print(kt)
     if info["validation"]:
         for key, v in info["validation"].items():
             out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")

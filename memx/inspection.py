@@ -10,6 +10,7 @@ import onnx
 from memx.exporter.package import Package
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+OPS_DOMAIN = "memx"  # memx custom ops carry a local function (their reference body) and are still custom ops
 
 
 def op_histogram(model: onnx.ModelProto) -> tuple[Counter, list[dict[str, Any]]]:
@@ -21,7 +22,7 @@ def op_histogram(model: onnx.ModelProto) -> tuple[Counter, list[dict[str, Any]]]
     for node in nodes:
         key = f"{node.domain}::{node.op_type}" if node.domain not in STANDARD_DOMAINS else node.op_type
         ops[key] += 1
-        if node.domain not in STANDARD_DOMAINS and (node.domain, node.op_type) not in local:
+        if node.domain not in STANDARD_DOMAINS and ((node.domain, node.op_type) not in local or node.domain == OPS_DOMAIN):
             custom[(node.domain, node.op_type)] = custom.get((node.domain, node.op_type), 0) + 1
     custom_list = [{"domain": d, "op": o, "count": c} for (d, o), c in sorted(custom.items())]
     return ops, custom_list
@@ -55,12 +56,31 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         "outputs": [{"name": o.name, "shape": o.shape, "dtype": o.dtype} for o in m.outputs],
         "graphs": graphs,
         "custom_ops": m.custom_ops,
+        "custom_op_kernels": custom_op_kernels(m.custom_ops),
         "files": {k: v.bytes for k, v in m.files.items()},
         "size_bytes": pkg.size_bytes(),
         "model_id": m.model_id(),
         "provenance": m.provenance,
         "validation": m.validation,
     }
+
+
+def custom_op_kernels(used: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each custom op a package uses: what each backend would run for it here."""
+    from memx.ops.library import library_status
+
+    path, why = library_status()
+    result = []
+    for op in used:
+        result.append({
+            "domain": op["domain"], "op": op["op"], "version": op["version"],
+            "backends": {
+                "onnxruntime": f"C++ kernel ({path})" if path else f"reference body (model-local function); no kernel: {why}",
+                "torch": "blocked PyTorch reference (memx.ops.local_global_attention)",
+                "tensorrt": "reference body via the ONNX parser (no memx TensorRT plugin is shipped yet)",
+            },
+        })
+    return result
 
 
 def _numel(shape: list[int | str]) -> int:

@@ -48,6 +48,11 @@ def _missing(marker: str) -> str | None:
         return None if torch.cuda.is_available() else "needs a CUDA GPU (torch.cuda.is_available() is False)"
     if marker == "tensorrt":
         return None if importlib.util.find_spec("tensorrt") else "needs TensorRT (module 'tensorrt' not installed)"
+    if marker == "kernels":
+        from memx.ops.library import library_status
+
+        path, why = library_status()
+        return None if path else f"needs libmemx_ops: {why}"
     if marker == "triton":
         return None if sh.which("tritonserver") else "needs a Triton Inference Server ('tritonserver' not on PATH)"
     return None
@@ -56,7 +61,7 @@ def _missing(marker: str) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons: dict[str, str | None] = {}
     for item in items:
-        for marker in ("gpu", "tensorrt", "triton"):
+        for marker in ("gpu", "tensorrt", "triton", "kernels"):
             if item.get_closest_marker(marker):
                 if marker not in reasons:
                     reasons[marker] = _missing(marker)

@@ -40,6 +40,7 @@ class ParityReport:
     per_segment_max: list[float]  # max over all tensors at each segment
     resets: int
     padded_rows: int
+    runtime: dict[str, Any] = field(default_factory=dict)  # what ran: the candidate runtime's describe()
 
     def summary(self) -> str:
         w = self.worst
@@ -138,5 +139,5 @@ def validate(
     return ParityReport(
         backend=backend, reference=reference, segments=segments, batch=batch, atol=atol, seed=seed,
         passed=first is None, max_error=worst.error, worst=worst, first_failure=first,
-        per_tensor_max=per_tensor, per_segment_max=per_segment, resets=resets, padded_rows=padded,
+        per_tensor_max=per_tensor, per_segment_max=per_segment, resets=resets, padded_rows=padded, runtime=cand_rt.describe(),
     )
