@@ -48,6 +48,9 @@ def _missing(marker: str) -> str | None:
         return None if torch.cuda.is_available() else "needs a CUDA GPU (torch.cuda.is_available() is False)"
     if marker == "tensorrt":
         return None if importlib.util.find_spec("tensorrt") else "needs TensorRT (module 'tensorrt' not installed)"
+    if marker == "trt_parser":
+        found = importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_rtx_bindings")
+        return None if found else "needs a TensorRT ONNX parser (neither 'tensorrt' nor 'tensorrt_rtx_bindings' is installed)"
     if marker == "kernels":
         from memx.ops.library import library_status
 
@@ -61,7 +64,7 @@ def _missing(marker: str) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons: dict[str, str | None] = {}
     for item in items:
-        for marker in ("gpu", "tensorrt", "triton", "kernels"):
+        for marker in ("gpu", "tensorrt", "triton", "kernels", "trt_parser"):
             if item.get_closest_marker(marker):
                 if marker not in reasons:
                     reasons[marker] = _missing(marker)

@@ -162,9 +162,12 @@ def reference_body(node: Any, *, head_dim: int, opset: int = 18) -> Any:
     model = program.model_proto
     graph = model.graph
     constants = [onnx.helper.make_node("Constant", [], [t.name], value=t) for t in graph.initializer]
+    nodes = constants + list(graph.node)
+    for n in nodes:  # one body serves every call: node names would repeat once inlined
+        n.name = ""
     return onnx.helper.make_function(
         DOMAIN, OP_NAME, inputs=[i.name for i in graph.input], outputs=[o.name for o in graph.output],
-        nodes=constants + list(graph.node), opset_imports=list(model.opset_import),
+        nodes=nodes, opset_imports=list(model.opset_import),
         attributes=[], doc_string=f"memx.{OP_NAME} reference body: blocked {pattern} window {window}{' causal' if causal else ''}"
         f"{', with memory' if with_memory else ', no memory'}; O(S*(w+M)) memory",
     )
