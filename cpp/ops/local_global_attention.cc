@@ -27,15 +27,32 @@ KeyRange LocalKeys(const LocalGlobalParams& p, int64_t i, int64_t length) {
   return {std::max<int64_t>(lo, 0), std::min(hi, length)};
 }
 
+constexpr int kGroup = 4;  // queries scored together: each key/value row loaded once feeds 4 queries
+
+// Softmax over the memory scores and the query's own local range [a, b) of the union row;
+// everything outside the range gets weight 0. Returns 1 / sum.
+float SoftmaxInPlace(float* mem_scores, int64_t mem, float* local, int64_t width, int64_t a, int64_t b, float scale) {
+  float top = -INFINITY;
+  for (int64_t m = 0; m < mem; ++m) top = std::max(top, mem_scores[m] * scale);
+  for (int64_t j = a; j < b; ++j) top = std::max(top, local[j] * scale);
+  float total = 0.0f;
+  for (int64_t m = 0; m < mem; ++m) total += (mem_scores[m] = std::exp(mem_scores[m] * scale - top));
+  for (int64_t j = 0; j < a; ++j) local[j] = 0.0f;
+  for (int64_t j = a; j < b; ++j) total += (local[j] = std::exp(local[j] * scale - top));
+  for (int64_t j = b; j < width; ++j) local[j] = 0.0f;
+  return 1.0f / total;
+}
+
 // One (batch, head): queries in tiles; each tile transposes the union of its queries' key
-// ranges once (Kt[d][j]) so score and output loops are unit-stride multiply-adds.
+// ranges once (Kt[d][j]); queries go through in groups of kGroup that share every key and
+// value row load; score and output loops are unit-stride multiply-adds.
 void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t mem, int64_t length, const float* q,
                    const float* k, const float* v, const float* mem_k, const float* mem_v, float* out) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   std::vector<float> mem_t(static_cast<size_t>(dim * mem));  // [D][M]
   for (int64_t m = 0; m < mem; ++m)
     for (int64_t d = 0; d < dim; ++d) mem_t[d * mem + m] = mem_k[m * dim + d];
-  std::vector<float> key_t, scores, acc(static_cast<size_t>(dim));
+  std::vector<float> key_t, scores, acc(static_cast<size_t>(kGroup * dim)), qg(static_cast<size_t>(kGroup * dim));
   std::fill(out, out + seq * dim, 0.0f);
   for (int64_t t0 = 0; t0 < length; t0 += kQueryTile) {
     const int64_t t1 = std::min(t0 + kQueryTile, length);
@@ -46,45 +63,58 @@ void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t
     key_t.assign(static_cast<size_t>(dim * width), 0.0f);  // [D][width]
     for (int64_t j = 0; j < width; ++j)
       for (int64_t d = 0; d < dim; ++d) key_t[d * width + j] = k[(lo + j) * dim + d];
-    scores.resize(static_cast<size_t>(mem + width));
-    for (int64_t i = t0; i < t1; ++i) {
-      const KeyRange r = LocalKeys(p, i, length);
-      const int64_t a = r.lo - lo, n = r.hi - r.lo;
-      float* s_mem = scores.data();
-      float* s_loc = scores.data() + mem;
-      std::fill(scores.begin(), scores.begin() + mem + n, 0.0f);
-      const float* qi = q + i * dim;
+    for (int64_t i0 = t0; i0 < t1; i0 += kGroup) {
+      const int g = static_cast<int>(std::min<int64_t>(kGroup, t1 - i0));
+      KeyRange own[kGroup];
+      int64_t ulo = seq, uhi = 0;
+      for (int r = 0; r < g; ++r) {
+        own[r] = LocalKeys(p, i0 + r, length);
+        ulo = std::min(ulo, own[r].lo);
+        uhi = std::max(uhi, own[r].hi);
+      }
+      for (int r = g; r < kGroup; ++r) own[r] = {ulo, ulo};  // absent queries: zero rows, results dropped
+      const int64_t un = uhi - ulo, row = mem + un;
+      std::fill(qg.begin(), qg.end(), 0.0f);
+      for (int r = 0; r < g; ++r) std::copy(q + (i0 + r) * dim, q + (i0 + r + 1) * dim, qg.begin() + r * dim);
+      scores.assign(static_cast<size_t>(kGroup * row), 0.0f);  // [G][M + un]
+      float* s0 = scores.data();
+      float* s1 = s0 + row;
+      float* s2 = s1 + row;
+      float* s3 = s2 + row;
       for (int64_t d = 0; d < dim; ++d) {
-        const float qd = qi[d];
+        const float q0 = qg[d], q1 = qg[dim + d], q2 = qg[2 * dim + d], q3 = qg[3 * dim + d];
         const float* mrow = mem_t.data() + d * mem;
-        for (int64_t m = 0; m < mem; ++m) s_mem[m] += qd * mrow[m];
-        const float* krow = key_t.data() + d * width + a;
-        for (int64_t j = 0; j < n; ++j) s_loc[j] += qd * krow[j];
+        for (int64_t m = 0; m < mem; ++m) {
+          const float x = mrow[m];
+          s0[m] += q0 * x; s1[m] += q1 * x; s2[m] += q2 * x; s3[m] += q3 * x;
+        }
+        const float* krow = key_t.data() + d * width + (ulo - lo);
+        float *l0 = s0 + mem, *l1 = s1 + mem, *l2 = s2 + mem, *l3 = s3 + mem;
+        for (int64_t j = 0; j < un; ++j) {
+          const float x = krow[j];
+          l0[j] += q0 * x; l1[j] += q1 * x; l2[j] += q2 * x; l3[j] += q3 * x;
+        }
       }
-      float top = -INFINITY;
-      for (int64_t e = 0; e < mem + n; ++e) {
-        s_mem[e] *= scale;
-        top = std::max(top, s_mem[e]);
-      }
-      float total = 0.0f;
-      for (int64_t e = 0; e < mem + n; ++e) {
-        s_mem[e] = std::exp(s_mem[e] - top);
-        total += s_mem[e];
+      float inv[kGroup];
+      for (int r = 0; r < kGroup; ++r) {
+        float* sr = scores.data() + r * row;
+        inv[r] = r < g ? SoftmaxInPlace(sr, mem, sr + mem, un, own[r].lo - ulo, own[r].hi - ulo, scale) : 0.0f;
+        if (r >= g) std::fill(sr, sr + row, 0.0f);
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t m = 0; m < mem; ++m) {
-        const float w = s_mem[m];
-        const float* vrow = mem_v + m * dim;
-        for (int64_t d = 0; d < dim; ++d) acc[d] += w * vrow[d];
+      float *a0 = acc.data(), *a1 = a0 + dim, *a2 = a1 + dim, *a3 = a2 + dim;
+      for (int64_t e = 0; e < row; ++e) {
+        const float w0 = s0[e], w1 = s1[e], w2 = s2[e], w3 = s3[e];
+        const float* vrow = e < mem ? mem_v + e * dim : v + (ulo + e - mem) * dim;
+        for (int64_t d = 0; d < dim; ++d) {
+          const float x = vrow[d];
+          a0[d] += w0 * x; a1[d] += w1 * x; a2[d] += w2 * x; a3[d] += w3 * x;
+        }
       }
-      for (int64_t j = 0; j < n; ++j) {
-        const float w = s_loc[j];
-        const float* vrow = v + (r.lo + j) * dim;
-        for (int64_t d = 0; d < dim; ++d) acc[d] += w * vrow[d];
+      for (int r = 0; r < g; ++r) {
+        float* oi = out + (i0 + r) * dim;
+        for (int64_t d = 0; d < dim; ++d) oi[d] = acc[r * dim + d] * inv[r];
       }
-      const float inv = 1.0f / total;
-      float* oi = out + i * dim;
-      for (int64_t d = 0; d < dim; ++d) oi[d] = acc[d] * inv;
     }
   }
 }
