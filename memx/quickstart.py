@@ -116,11 +116,11 @@ def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int 
 
     ms = np.array(times) * 1e3
     result = QuickstartResult(pkg.path, parity, task, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact)
-    _report(con, result, pkg, t_export, len(snap), time.perf_counter() - t0)
+    _report(con, result, pkg, t_export, len(snap), time.perf_counter() - t0, rt.describe().get("custom_ops", "none used"))
     return result
 
 
-def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes: int, total: float) -> None:
+def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes: int, total: float, custom_ops: str) -> None:
     m = pkg.manifest
     table = Table(title="memx quickstart", show_header=False)
     table.add_column(style="bold")
@@ -129,6 +129,9 @@ def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes:
     table.add_row("package", f"{r.package} ({human_bytes(pkg.size_bytes())}, exported in {t_export:.1f}s)")
     table.add_row("model", f"{m.family} / {m.preset}, {m.provenance['parameters']:,} parameters, segment ≤ {m.segment['max']} tokens")
     table.add_row("memory state", state)
+    if m.custom_ops:
+        ops = ", ".join(f"{c['domain']}.{c['op']}×{c['nodes']}" for c in m.custom_ops)
+        table.add_row("custom ops", f"{ops}; ONNX Runtime runs them with the {custom_ops}")
     style = "green" if r.parity.passed else "bold red"
     table.add_row("parity", f"[{style}]{r.parity.summary()}[/]")
     if r.task:

@@ -4,6 +4,11 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define MEMX_AVX2 1  // register-blocked AVX2/FMA loops; portable scalar loops otherwise
+#endif
+
 namespace memx {
 namespace {
 
@@ -27,25 +32,127 @@ KeyRange LocalKeys(const LocalGlobalParams& p, int64_t i, int64_t length) {
   return {std::max<int64_t>(lo, 0), std::min(hi, length)};
 }
 
-constexpr int kGroup = 4;  // queries scored together: each key/value row loaded once feeds 4 queries
+constexpr int kGroup = 4;        // queries scored together
+constexpr int64_t kColumnPad = 16;  // score columns per register block
+
+// s[r * ld_s + c] = sum_d qg[r * dim + d] * kt[d * ld_k + c] for c in [0, n): register blocks of
+// 4 queries x 16 columns accumulate over d, so every key vector loaded feeds 4 queries.
+void ScoreBlock(const float* qg, int64_t dim, const float* kt, int64_t ld_k, int64_t n, float* s, int64_t ld_s) {
+  int64_t c = 0;
+#ifdef MEMX_AVX2
+  for (; c + 16 <= n; c += 16) {
+    __m256 a[kGroup][2];
+    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < dim; ++d) {
+      const __m256 k0 = _mm256_loadu_ps(kt + d * ld_k + c), k1 = _mm256_loadu_ps(kt + d * ld_k + c + 8);
+      for (int r = 0; r < kGroup; ++r) {
+        const __m256 qv = _mm256_set1_ps(qg[r * dim + d]);
+        a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
+        a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
+      }
+    }
+    for (int r = 0; r < kGroup; ++r) {
+      _mm256_storeu_ps(s + r * ld_s + c, a[r][0]);
+      _mm256_storeu_ps(s + r * ld_s + c + 8, a[r][1]);
+    }
+  }
+#endif
+  for (; c < n; ++c)
+    for (int r = 0; r < kGroup; ++r) {
+      float a = 0.0f;
+      for (int64_t d = 0; d < dim; ++d) a += qg[r * dim + d] * kt[d * ld_k + c];
+      s[r * ld_s + c] = a;
+    }
+}
+
+// acc[r * dim + d] += sum_j w[r * ld_w + j] * values[j * dim + d] for j in [0, n): register blocks
+// of 4 queries x 16 features accumulate over j, so every value vector loaded feeds 4 queries.
+void AccumulateBlock(const float* w, int64_t ld_w, const float* values, int64_t n, int64_t dim, float* acc) {
+  int64_t d0 = 0;
+#ifdef MEMX_AVX2
+  for (; d0 + 16 <= dim; d0 += 16) {
+    __m256 a[kGroup][2];
+    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < n; ++j) {
+      const float* vr = values + j * dim + d0;
+      const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+      for (int r = 0; r < kGroup; ++r) {
+        const __m256 wv = _mm256_set1_ps(w[r * ld_w + j]);
+        a[r][0] = _mm256_fmadd_ps(wv, v0, a[r][0]);
+        a[r][1] = _mm256_fmadd_ps(wv, v1, a[r][1]);
+      }
+    }
+    for (int r = 0; r < kGroup; ++r) {
+      float* out = acc + r * dim + d0;
+      _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), a[r][0]));
+      _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_loadu_ps(out + 8), a[r][1]));
+    }
+  }
+#endif
+  for (; d0 < dim; ++d0)
+    for (int r = 0; r < kGroup; ++r) {
+      float a = 0.0f;
+      for (int64_t j = 0; j < n; ++j) a += w[r * ld_w + j] * values[j * dim + d0];
+      acc[r * dim + d0] += a;
+    }
+}
+
+#ifdef MEMX_AVX2
+// exp(x) for 8 floats: Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial
+// (relative error ~1e-7), then 2^n through the exponent bits.
+inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+#endif
+
+// x[i] <- exp(x[i] * scale - top) for i in [0, n); returns the sum.
+float ExpShifted(float* x, int64_t n, float scale, float top) {
+  int64_t i = 0;
+  float total = 0.0f;
+#ifdef MEMX_AVX2
+  __m256 sum = _mm256_setzero_ps();
+  const __m256 vs = _mm256_set1_ps(scale), vt = _mm256_set1_ps(top);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = Exp8(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), vs, vt));
+    _mm256_storeu_ps(x + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  for (float l : lanes) total += l;
+#endif
+  for (; i < n; ++i) total += (x[i] = std::exp(x[i] * scale - top));
+  return total;
+}
 
 // Softmax over the memory scores and the query's own local range [a, b) of the union row;
 // everything outside the range gets weight 0. Returns 1 / sum.
 float SoftmaxInPlace(float* mem_scores, int64_t mem, float* local, int64_t width, int64_t a, int64_t b, float scale) {
   float top = -INFINITY;
-  for (int64_t m = 0; m < mem; ++m) top = std::max(top, mem_scores[m] * scale);
-  for (int64_t j = a; j < b; ++j) top = std::max(top, local[j] * scale);
-  float total = 0.0f;
-  for (int64_t m = 0; m < mem; ++m) total += (mem_scores[m] = std::exp(mem_scores[m] * scale - top));
-  for (int64_t j = 0; j < a; ++j) local[j] = 0.0f;
-  for (int64_t j = a; j < b; ++j) total += (local[j] = std::exp(local[j] * scale - top));
-  for (int64_t j = b; j < width; ++j) local[j] = 0.0f;
+  for (int64_t m = 0; m < mem; ++m) top = std::max(top, mem_scores[m]);
+  for (int64_t j = a; j < b; ++j) top = std::max(top, local[j]);
+  top *= scale;  // scale > 0: max of scaled scores
+  const float total = ExpShifted(mem_scores, mem, scale, top) + ExpShifted(local + a, b - a, scale, top);
+  std::fill(local, local + a, 0.0f);
+  std::fill(local + b, local + width, 0.0f);
   return 1.0f / total;
 }
 
 // One (batch, head): queries in tiles; each tile transposes the union of its queries' key
-// ranges once (Kt[d][j]); queries go through in groups of kGroup that share every key and
-// value row load; score and output loops are unit-stride multiply-adds.
+// ranges once (Kt[d][j]); queries go through in groups of kGroup over the union of their
+// ranges (weights outside a query's own range are zero), with register-blocked loops.
 void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t mem, int64_t length, const float* q,
                    const float* k, const float* v, const float* mem_k, const float* mem_v, float* out) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
@@ -60,9 +167,10 @@ void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t
     int64_t hi = lo;
     for (int64_t i = t0; i < t1; ++i) hi = std::max(hi, LocalKeys(p, i, length).hi);
     const int64_t width = hi - lo;
-    key_t.assign(static_cast<size_t>(dim * width), 0.0f);  // [D][width]
+    const int64_t ld = width + kColumnPad;  // zero columns after the keys: score blocks never need a scalar tail
+    key_t.assign(static_cast<size_t>(dim * ld), 0.0f);  // [D][ld]
     for (int64_t j = 0; j < width; ++j)
-      for (int64_t d = 0; d < dim; ++d) key_t[d * width + j] = k[(lo + j) * dim + d];
+      for (int64_t d = 0; d < dim; ++d) key_t[d * ld + j] = k[(lo + j) * dim + d];
     for (int64_t i0 = t0; i0 < t1; i0 += kGroup) {
       const int g = static_cast<int>(std::min<int64_t>(kGroup, t1 - i0));
       KeyRange own[kGroup];
@@ -72,45 +180,25 @@ void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t
         ulo = std::min(ulo, own[r].lo);
         uhi = std::max(uhi, own[r].hi);
       }
-      for (int r = g; r < kGroup; ++r) own[r] = {ulo, ulo};  // absent queries: zero rows, results dropped
-      const int64_t un = uhi - ulo, row = mem + un;
-      std::fill(qg.begin(), qg.end(), 0.0f);
+      const int64_t un = uhi - ulo;
+      const int64_t un_padded = (un + kColumnPad - 1) / kColumnPad * kColumnPad;  // <= width - (ulo - lo) + kColumnPad
+      const int64_t row = mem + un_padded;
+      std::fill(qg.begin(), qg.end(), 0.0f);  // absent queries (g < kGroup) score zeros, dropped below
       for (int r = 0; r < g; ++r) std::copy(q + (i0 + r) * dim, q + (i0 + r + 1) * dim, qg.begin() + r * dim);
       scores.assign(static_cast<size_t>(kGroup * row), 0.0f);  // [G][M + un]
-      float* s0 = scores.data();
-      float* s1 = s0 + row;
-      float* s2 = s1 + row;
-      float* s3 = s2 + row;
-      for (int64_t d = 0; d < dim; ++d) {
-        const float q0 = qg[d], q1 = qg[dim + d], q2 = qg[2 * dim + d], q3 = qg[3 * dim + d];
-        const float* mrow = mem_t.data() + d * mem;
-        for (int64_t m = 0; m < mem; ++m) {
-          const float x = mrow[m];
-          s0[m] += q0 * x; s1[m] += q1 * x; s2[m] += q2 * x; s3[m] += q3 * x;
-        }
-        const float* krow = key_t.data() + d * width + (ulo - lo);
-        float *l0 = s0 + mem, *l1 = s1 + mem, *l2 = s2 + mem, *l3 = s3 + mem;
-        for (int64_t j = 0; j < un; ++j) {
-          const float x = krow[j];
-          l0[j] += q0 * x; l1[j] += q1 * x; l2[j] += q2 * x; l3[j] += q3 * x;
-        }
-      }
-      float inv[kGroup];
+      ScoreBlock(qg.data(), dim, mem_t.data(), mem, mem, scores.data(), row);
+      ScoreBlock(qg.data(), dim, key_t.data() + (ulo - lo), ld, un_padded, scores.data() + mem, row);
+      float inv[kGroup] = {};
       for (int r = 0; r < kGroup; ++r) {
         float* sr = scores.data() + r * row;
-        inv[r] = r < g ? SoftmaxInPlace(sr, mem, sr + mem, un, own[r].lo - ulo, own[r].hi - ulo, scale) : 0.0f;
-        if (r >= g) std::fill(sr, sr + row, 0.0f);
+        if (r < g)
+          inv[r] = SoftmaxInPlace(sr, mem, sr + mem, un_padded, own[r].lo - ulo, own[r].hi - ulo, scale);
+        else
+          std::fill(sr, sr + row, 0.0f);
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
-      float *a0 = acc.data(), *a1 = a0 + dim, *a2 = a1 + dim, *a3 = a2 + dim;
-      for (int64_t e = 0; e < row; ++e) {
-        const float w0 = s0[e], w1 = s1[e], w2 = s2[e], w3 = s3[e];
-        const float* vrow = e < mem ? mem_v + e * dim : v + (ulo + e - mem) * dim;
-        for (int64_t d = 0; d < dim; ++d) {
-          const float x = vrow[d];
-          a0[d] += w0 * x; a1[d] += w1 * x; a2[d] += w2 * x; a3[d] += w3 * x;
-        }
-      }
+      if (mem) AccumulateBlock(scores.data(), row, mem_v, mem, dim, acc.data());
+      AccumulateBlock(scores.data() + mem, row, v + ulo * dim, un, dim, acc.data());
       for (int r = 0; r < g; ++r) {
         float* oi = out + (i0 + r) * dim;
         for (int64_t d = 0; d < dim; ++d) oi[d] = acc[r * dim + d] * inv[r];
