@@ -33,6 +33,7 @@ KeyRange LocalKeys(const LocalGlobalParams& p, int64_t i, int64_t length) {
 }
 
 constexpr int kGroup = 4;        // queries scored together
+constexpr int64_t kParallelWork = int64_t{1} << 22;  // multiply-adds below which one thread does the call
 constexpr int64_t kColumnPad = 16;  // score columns per register block
 
 // s[r * ld_s + c] = sum_d qg[r * dim + d] * kt[d * ld_k + c] for c in [0, n): register blocks of
@@ -225,7 +226,10 @@ void LocalGlobalAttentionForward(const LocalGlobalParams& params, const Attentio
                                  const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out) {
   const int64_t heads = shape.heads, seq = shape.seq, dim = shape.head_dim, mem = shape.memory;
   const int64_t units = shape.batch * heads;
-#pragma omp parallel for schedule(dynamic, 1)
+  // Small calls run on the calling thread: waking a thread team costs more than the work.
+  const int64_t keys = (params.pattern == Pattern::kBand ? 2 * params.window + 1 : params.window) + mem;
+  const bool parallel = units > 1 && units * seq * keys * dim >= kParallelWork;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int64_t u = 0; u < units; ++u) {
     const int64_t b = u / heads;
     const int64_t length = std::clamp<int64_t>(lengths[b], 0, seq);
