@@ -137,6 +137,15 @@ class CheckpointError(MemxError, ValueError):
     """A checkpoint that does not fit the model (missing/unexpected/mis-shaped tensors)."""
 
 
+# --- calibration and quantization ----------------------------------------------------------
+class CalibrationError(MemxError, ValueError):
+    """Calibration data that cannot be used (wrong file, dtype, token range, too short)."""
+
+
+class QuantizationError(MemxError, RuntimeError):
+    """A package that cannot be quantized as asked (already quantized, method failed)."""
+
+
 def expect_choice(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> RegistryError:
     """Build the error for an unknown name, listing what exists."""
     return RegistryError(f"unknown {kind} {name!r}", expected=f"one of {sorted(choices)}", actual=repr(name))

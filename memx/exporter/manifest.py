@@ -86,6 +86,7 @@ class Manifest:
     validation: dict[str, Any] | None = None
     causal: bool = False  # no token output depends on later tokens of its segment
     task: str | None = None  # the synthetic task a zoo model was trained on
+    quantization: dict[str, Any] | None = None  # method, calibration, precision policy (memx quantize)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -268,6 +269,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
+    "quantization",
 }
 
 
@@ -308,6 +310,7 @@ def _parse_manifest(data: Any) -> Manifest:
         validation=_field(data, "validation", "dict", "", optional=True),
         causal=bool(_field(data, "causal", "bool", "", optional=True)),
         task=_field(data, "task", "str", "", optional=True),
+        quantization=_field(data, "quantization", "dict", "", optional=True),
     )
     _check_consistency(m)
     return m

@@ -21,7 +21,7 @@ from typing import Iterator
 import onnx
 
 from memx.errors import ManifestError, PackageError, PackageExistsError, PackageFileError, UnsafePathError
-from memx.exporter.manifest import MANIFEST_FILE, FileInfo, Manifest
+from memx.exporter.manifest import MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -148,3 +148,15 @@ def staged_directory(out_dir: str | os.PathLike, *, force: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def mirror_manifest(path: Path, proto: onnx.ModelProto, manifest: Manifest) -> None:
+    """Write the manifest into metadata_props so a bare .onnx is self-describing."""
+    import memx
+
+    kept = [p for p in proto.metadata_props if p.key not in (METADATA_KEY, "memx.format_version")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in kept}, METADATA_KEY: manifest.mirror_json(), "memx.format_version": str(manifest.format_version)})
+    proto.producer_name, proto.producer_version = "memx", memx.__version__
+    onnx.save(proto, str(path))

@@ -20,14 +20,13 @@ from torch.export import Dim
 import memx
 from memx.errors import CheckpointError, ContractError, ExportError
 from memx.exporter.manifest import (
-    METADATA_KEY,
     GraphInfo,
     Manifest,
     OutputInfo,
     StateInfo,
     TensorInfo,
 )
-from memx.exporter.package import Package, file_info, sha256_file, staged_directory, write_text_atomic
+from memx.exporter.package import Package, file_info, mirror_manifest, sha256_file, staged_directory, write_text_atomic
 from memx.exporter.step import check_contract, example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
@@ -212,16 +211,6 @@ def _check_graph_io(path: Path, inputs: list[TensorInfo], outputs: list[TensorIn
     return proto
 
 
-def _mirror_manifest(path: Path, proto: onnx.ModelProto, manifest: Manifest) -> None:
-    """Write the manifest into metadata_props so a bare .onnx is self-describing."""
-    kept = [p for p in proto.metadata_props if p.key not in (METADATA_KEY, "memx.format_version")]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in kept}, METADATA_KEY: manifest.mirror_json(), "memx.format_version": str(manifest.format_version)})
-    proto.producer_name, proto.producer_version = "memx", memx.__version__
-    onnx.save(proto, str(path))
-
-
 def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int, opset: int, checkpoint_sha256: str | None, task: str | None = None) -> Manifest:
     graphs = _graph_infos(model, segment_max)
     catalog = _tensor_catalog(model, segment_max)
@@ -303,7 +292,7 @@ def export(
             onnx.save(proto, str(onnx_path))
         for graph in manifest.graphs:  # the manifest is complete only now (custom ops of every graph)
             onnx_path = stage / graph.file
-            _mirror_manifest(onnx_path, onnx.load(str(onnx_path), load_external_data=False), manifest)
+            mirror_manifest(onnx_path, onnx.load(str(onnx_path), load_external_data=False), manifest)
         (stage / WEIGHTS_FILE).parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS_FILE))
         for p in sorted(stage.rglob("*")):

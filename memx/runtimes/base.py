@@ -102,6 +102,8 @@ class Runtime:
         self.backend = backend
         self.graphs = list(package.manifest.graphs)  # run in this order each step
         self._model_id = package.manifest.model_id()
+        # called as observer(graph, feeds) before each graph runs (calibration records feeds this way)
+        self.graph_observer: Callable[[GraphInfo, dict[str, np.ndarray]], None] | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -136,6 +138,8 @@ class Runtime:
         values.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
         for graph in self.graphs:  # a later graph may consume an earlier one's outputs
             feeds = {t.name: values[t.name] for t in graph.inputs}
+            if self.graph_observer is not None:
+                self.graph_observer(graph, feeds)
             try:
                 values.update(self.backend.run(graph, feeds))
             except MemxError:

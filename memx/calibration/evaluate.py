@@ -1,0 +1,255 @@
+"""Accuracy and drift of a quantized package against its reference, over long streams.
+
+Two measurements, both on the same inputs for candidate and reference:
+
+- **drift**: ``batch`` continuous streams of ``segments`` segments (the package's task
+  episodes back to back, else random tokens), never reset: per segment the largest output
+  error, the top-1 agreement and the mean KL(reference || candidate) of the logits, and the
+  relative error of every state tensor; the first segment where a state's relative error
+  passes ``drift_tol`` is the first divergence;
+- **task accuracy** (packages of zoo models): enough held-out episodes for at least
+  ``segments`` segments, through both runtimes.
+
+The report is saved into the package (``reports/precision-vs-REF.json`` and a PNG plot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memx.calibration.feeds import RandomSource, TaskSource
+from memx.errors import ManifestError
+from memx.exporter.package import Package, write_text_atomic
+
+REPORTS_DIR = "reports"
+
+
+@dataclass
+class TaskAccuracy:
+    task: str
+    metric: str
+    items: int
+    segments: int
+    reference: float
+    candidate: float
+    agreement: float  # scored answers predicted identically by both
+
+    @property
+    def drop_points(self) -> float:
+        return 100.0 * (self.reference - self.candidate)
+
+
+@dataclass
+class DriftReport:
+    package: str
+    precision: str
+    reference: str
+    segments: int
+    batch: int
+    stream_source: str
+    drift_tol: float
+    output_max_error: list[float]  # per segment
+    top1_agreement: list[float]  # per segment, over real token positions
+    kl: list[float]  # per segment, mean over real positions
+    state_rel_error: dict[str, list[float]]  # per state tensor, per segment
+    first_divergence: dict[str, Any] | None
+    task_accuracy: TaskAccuracy | None = None
+    max_accuracy_drop: float = 1.0  # points
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        if self.task_accuracy is not None:
+            return self.task_accuracy.drop_points <= self.max_accuracy_drop
+        return True
+
+    def summary_numbers(self) -> dict[str, Any]:
+        agree = np.asarray(self.top1_agreement)
+        last = slice(max(0, len(agree) - max(1, len(agree) // 10)), None)
+        states = {k: float(np.max(v)) for k, v in self.state_rel_error.items()}
+        return {
+            "top1_agreement_mean": float(agree.mean()) if agree.size else 1.0,
+            "top1_agreement_last10pct": float(agree[last].mean()) if agree.size else 1.0,
+            "kl_mean": float(np.mean(self.kl)) if self.kl else 0.0,
+            "output_max_error": float(np.max(self.output_max_error)) if self.output_max_error else 0.0,
+            "state_rel_error_max": states,
+            "state_rel_error_final": {k: float(v[-1]) for k, v in self.state_rel_error.items() if v},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        d["summary"] = self.summary_numbers()
+        if self.task_accuracy is not None:
+            d["task_accuracy"]["drop_points"] = self.task_accuracy.drop_points
+        return d
+
+    def record(self) -> dict[str, Any]:
+        """What goes into the manifest's validation entry (no per-segment curves)."""
+        d = self.to_dict()
+        for k in ("output_max_error", "top1_agreement", "kl", "state_rel_error"):
+            d.pop(k)
+        return d
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _logit_metrics(ref: np.ndarray, cand: np.ndarray, lengths: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement, mean KL) over real positions of (B, S, V) logits."""
+    mask = np.arange(ref.shape[1])[None, :] < lengths[:, None]  # (B, S)
+    if not mask.any():
+        return 1.0, 0.0
+    agree = (ref.argmax(-1) == cand.argmax(-1))[mask].mean()
+    lp, lq = _log_softmax(ref), _log_softmax(cand)
+    kl = (np.exp(lp) * (lp - lq)).sum(-1)[mask].mean()
+    return float(agree), float(max(kl, 0.0))
+
+
+def _rel_error(ref: np.ndarray, cand: np.ndarray) -> float:
+    ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+    return float(np.linalg.norm(cand64 - ref64) / max(np.linalg.norm(ref64), 1e-12))
+
+
+def open_reference(pkg: Package, against: str | os.PathLike) -> tuple[Any, str]:
+    """The reference runtime: ``"torch"`` (the package's fp32 reference weights in PyTorch)
+    or another package of the same model (run with ONNX Runtime)."""
+    from memx import runtimes
+
+    if str(against) == "torch":
+        return runtimes.open(pkg, backend="torch"), "torch"
+    ref = Package.open(against)
+    if ref.manifest.model_id() != pkg.manifest.model_id():
+        raise ManifestError("the reference package is a different model", expected=f"model id {pkg.manifest.model_id()[:16]}", actual=ref.manifest.model_id()[:16])
+    return runtimes.open(ref, backend="onnxruntime"), f"{ref.path} ({ref.manifest.precision}, onnxruntime)"
+
+
+def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> TaskAccuracy | None:
+    """Held-out task accuracy through both runtimes over >= ``segments`` segments."""
+    from memx.training.accuracy import runtime_task_accuracy
+    from memx.training.tasks import get_task
+    from memx.zoo import get_zoo, is_zoo
+
+    m = pkg.manifest
+    if not m.task:
+        return None
+    entry = get_zoo(m.preset) if m.preset and is_zoo(m.preset) else None
+    seg_len = entry.segment_len if entry else m.segment["max"]
+    per_item = get_task(m.task).make(np.random.default_rng(0), 1, seg_len).n_segments
+    items = max(200, -(-segments // per_item))
+    ref = runtime_task_accuracy(ref_rt, m.task, items=items, segment_len=seg_len)
+    cand = runtime_task_accuracy(cand_rt, m.task, items=items, segment_len=seg_len)
+    metric = entry.metric if entry else "items"
+    pick = (lambda s: s.accuracy) if metric == "items" else (lambda s: s.token_accuracy)
+    return TaskAccuracy(m.task, metric, items, items * per_item, pick(ref), pick(cand), float((ref.predictions == cand.predictions).mean()))
+
+
+def compare_precision(
+    package: str | os.PathLike | Package,
+    *,
+    against: str | os.PathLike = "torch",
+    segments: int = 1024,
+    batch: int = 4,
+    seed: int = 0,
+    drift_tol: float = 0.05,
+    max_accuracy_drop: float = 1.0,
+    with_task: bool = True,
+    progress: bool = True,
+    backend_options: dict[str, Any] | None = None,
+) -> DriftReport:
+    """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``."""
+    from memx import runtimes
+    from memx.progress import progress_range
+
+    pkg = package if isinstance(package, Package) else Package.open(package)
+    m = pkg.manifest
+    ref_rt, ref_name = open_reference(pkg, against)
+    cand_rt = runtimes.open(pkg, backend="onnxruntime", **(backend_options or {}))
+    seg = m.segment["max"]
+    source = TaskSource(m.task, seg, causal=m.causal, vocab_size=m.vocab_size) if m.task else RandomSource(m.vocab_size)
+    tokens = source.streams(batch, segments * seg, np.random.default_rng(seed))  # (B, segments * S)
+    lengths = np.full(batch, seg, dtype=np.int64)
+    ref_s, cand_s = ref_rt.stream(batch), cand_rt.stream(batch)
+    logits = next((o.name for o in m.outputs if o.name == "logits"), None)
+    out_err: list[float] = []
+    agreement: list[float] = []
+    kls: list[float] = []
+    state_err: dict[str, list[float]] = {s.name: [] for s in m.state if s.dtype.startswith("float")}
+    first = None
+    for d in progress_range(segments, f"drift vs {ref_name}", enabled=progress):
+        chunk = tokens[:, d * seg : (d + 1) * seg]
+        out_r, out_c = ref_s.step(chunk), cand_s.step(chunk)
+        out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
+        if logits is not None:
+            a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)
+            agreement.append(a)
+            kls.append(kl)
+        sr, sc = ref_s.state, cand_s.state
+        for name in state_err:
+            e = _rel_error(sr[name], sc[name])
+            state_err[name].append(e)
+            if first is None and e > drift_tol:
+                first = {"segment": d, "state": name, "relative_error": e}
+    acc = task_accuracy(pkg, ref_rt, cand_rt, segments=segments) if with_task else None
+    return DriftReport(
+        package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
+        drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
+        first_divergence=first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
+    )
+
+
+def report_name(against: str) -> str:
+    return "precision-vs-torch" if against == "torch" else f"precision-vs-{Path(against).name.replace('.', '_')}"
+
+
+def save_report(pkg: Package, report: DriftReport, name: str) -> dict[str, str]:
+    """Write reports/NAME.json (and NAME.png when matplotlib is installed) into the package."""
+    folder = pkg.path / REPORTS_DIR
+    folder.mkdir(exist_ok=True)
+    paths = {"json": f"{REPORTS_DIR}/{name}.json"}
+    write_text_atomic(pkg.path / paths["json"], json.dumps(report.to_dict(), indent=1) + "\n")
+    png = plot_drift(report, pkg.path / REPORTS_DIR / f"{name}.png")
+    if png is not None:
+        paths["png"] = f"{REPORTS_DIR}/{name}.png"
+    return paths
+
+
+def plot_drift(report: DriftReport, path: Path) -> Path | None:
+    """State relative error and top-1 agreement per segment (PNG); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(1, report.segments + 1)
+    for name, curve in report.state_rel_error.items():
+        axes[0].plot(x, np.maximum(curve, 1e-9), label=name, linewidth=1)
+    axes[0].axhline(report.drift_tol, color="red", linestyle="--", linewidth=0.8, label=f"drift tol {report.drift_tol:g}")
+    axes[0].set(xlabel="segment", ylabel="state relative error", yscale="log", title="memory drift")
+    axes[0].legend(fontsize=7, ncol=2)
+    if report.top1_agreement:
+        axes[1].plot(x, report.top1_agreement, linewidth=1)
+        axes[1].set(xlabel="segment", ylabel="top-1 agreement", ylim=(min(0.9, min(report.top1_agreement) - 0.01), 1.001), title="logits: top-1 agreement")
+    acc = report.task_accuracy
+    title = f"{report.precision} vs {report.reference}"
+    if acc is not None:
+        title += f" — {acc.task}: {acc.candidate:.1%} vs {acc.reference:.1%} ({acc.metric})"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,111 @@
+"""int8-qdq: static int8 with explicit QuantizeLinear/DequantizeLinear pairs (ONNX Runtime
+``quantize_static``, QDQ format): symmetric scales (zero point 0), per-channel weights, Q/DQ
+only on the inputs of MatMul/Gemm: the form TensorRT's explicit quantization accepts. The
+memory path is excluded under the default policy; custom memx ops stay float (their
+reference bodies make ONNX Runtime's calibrator work without the kernel library)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from memx.calibration.methods import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method
+from memx.errors import QuantizationError
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over recorded feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._feeds = feeds
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime_quantization() -> Iterator[None]:
+    """onnxruntime.quantization logs advice through the root logger and prints; keep it out of the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+@register_method
+class Int8QDQ(QuantMethod):
+    name = "int8-qdq"
+    precision = "int8-qdq"
+    needs_calibration = True
+    description = "static int8, symmetric, per-channel weights, Q/DQ on MatMul/Gemm inputs (TensorRT explicit quantization)"
+
+    def quantize(self, job: GraphJob) -> dict[str, Any]:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        if job.calibration not in CALIBRATION_METHODS:
+            raise QuantizationError("unknown calibration method", expected=list(CALIBRATION_METHODS), actual=job.calibration)
+        if not job.feeds:
+            raise QuantizationError(f"no calibration inputs were recorded for graph {job.graph.name!r}", expected="at least one feed", actual=0)
+        cache = job.target.with_suffix(".calibration.json")
+        ranges = self.calibrate(job, cache)
+        try:
+            with quiet_onnxruntime_quantization():
+                quantize_static(
+                    str(job.source), str(job.target), None, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=job.excluded_nodes,
+                    calibrate_method=_ort_method(job.calibration), calibration_cache_path=str(cache),
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                )
+        except Exception as e:  # onnxruntime raises its own types
+            raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
+        return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+                "op_types": ["MatMul", "Gemm"], "calibration": job.calibration, "calibrated_tensors": ranges,
+                "excluded_nodes": len(job.excluded_nodes), "calibration_cache": str(cache)}
+
+    @staticmethod
+    def calibrate(job: GraphJob, cache: Path) -> int:
+        """Activation ranges over the rollout feeds, written as ONNX Runtime's calibration
+        cache (quantize_static does not pass histogram settings to its entropy calibrator,
+        so it runs here with 2048 bins, as TensorRT's entropy calibration does)."""
+        try:
+            from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        except ImportError as e:
+            raise QuantizationError("this onnxruntime has no calibration cache support", expected="onnxruntime >= 1.22", actual=str(e)) from None
+        options: dict[str, Any] = {"symmetric": True}
+        if job.calibration == "entropy":
+            options.update(num_bins=2048, num_quantized_bins=128)
+        elif job.calibration == "percentile":
+            options.update(num_bins=2048, percentile=float(job.options.get("percentile", 99.999)))
+        try:
+            with tempfile.TemporaryDirectory(prefix="memx-calib-") as tmp, quiet_onnxruntime_quantization():
+                calibrator = create_calibrator(Path(job.source), ["MatMul", "Gemm"], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                               calibrate_method=_ort_method(job.calibration), extra_options=options)
+                calibrator.collect_data(_Reader(job.feeds))
+                ranges = calibrator.compute_data()
+                save_tensors_data(ranges, cache)
+        except QuantizationError:
+            raise
+        except Exception as e:
+            raise QuantizationError(f"calibration ({job.calibration}) failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
+        return len(ranges.data)
+
+
+def _ort_method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[name]
