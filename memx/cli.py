@@ -87,17 +87,22 @@ def export(
 @_errors_to_exit
 def validate(
     package: Path = typer.Argument(..., help="Package directory."),
-    segments: int = typer.Option(256, help="Segments to run (long streams catch drift one step cannot)."),
+    segments: Optional[int] = typer.Option(None, help="Segments to run (default 256 for parity, 1024 for quantized packages; long streams catch drift one step cannot)."),
     backend: str = typer.Option("onnxruntime", help="Backend to check against the PyTorch reference."),
     device: str = typer.Option("cpu", help="Device for the backend (cpu, cuda, tensorrt)."),
     batch: int = typer.Option(4, help="Streams run side by side."),
-    atol: float = typer.Option(1e-4, help="Absolute tolerance for outputs and states."),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance for outputs and states (fp32 parity)."),
     seed: int = typer.Option(0, help="Seed of the random streams."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
     kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
+    against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
+                                          "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
+    max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
+    drift_tol: float = typer.Option(0.05, help="Precision check: state relative error that counts as divergence."),
 ) -> None:
-    """Compare a backend with the PyTorch reference over long random streams (outputs and states)."""
+    """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
+    --atol), or, for quantized packages (or with --against), drift and task accuracy."""
     from memx.exporter import Package, validate as run_validation
     from memx.exporter.package import update_manifest
 
@@ -106,7 +111,12 @@ def validate(
     if kernels not in choices:
         raise expect_choice("--kernels value", kernels, list(choices))
     options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
-    report = run_validation(pkg, backend=backend, device=device, segments=segments, batch=batch, atol=atol, seed=seed, backend_options=options)
+    if against is None and pkg.manifest.precision != "fp32":
+        against = "torch"
+    if against is not None:
+        _validate_precision(pkg, against, segments or 1024, batch, seed, drift_tol, max_accuracy_drop, json_out, record, options)
+        return
+    report = run_validation(pkg, backend=backend, device=device, segments=segments or 256, batch=batch, atol=atol, seed=seed, backend_options=options)
     _print_parity(report)
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -116,6 +126,75 @@ def validate(
         update_manifest(pkg, m)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed: int, drift_tol: float, max_drop: float,
+                        json_out: Optional[Path], record: bool, options: dict[str, Any]) -> None:
+    from memx.calibration.evaluate import compare_precision, report_name, save_report
+    from memx.exporter.package import update_manifest
+
+    report = compare_precision(pkg, against=against, segments=segments, batch=batch, seed=seed, drift_tol=drift_tol,
+                               max_accuracy_drop=max_drop, backend_options=options)
+    saved = save_report(pkg, report, report_name(against))
+    _print_drift(report)
+    out.print("report: " + ", ".join(str(pkg.path / p) for p in saved.values()), highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    if record:
+        m = pkg.manifest
+        m.validation = {**(m.validation or {}), f"precision:{report_name(against)}": {**report.record(), "reports": saved}}
+        update_manifest(pkg, m)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_drift(report: Any) -> None:
+    n = report.summary_numbers()
+    table = Table(title=f"{report.precision} vs {report.reference}: {report.segments} segments x {report.batch} streams, never reset ({escape(report.stream_source)})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    if report.top1_agreement:
+        table.add_row("logits top-1 agreement (all / last 10%)", f"{n['top1_agreement_mean']:.2%} / {n['top1_agreement_last10pct']:.2%}")
+        table.add_row("logits KL(ref || quantized), mean", f"{n['kl_mean']:.3g}")
+    table.add_row("largest output error", f"{n['output_max_error']:.3g}")
+    for name, e in n["state_rel_error_max"].items():
+        table.add_row(f"state {name}: relative error max / final", f"{e:.3g} / {n['state_rel_error_final'][name]:.3g}")
+    f = report.first_divergence
+    table.add_row(f"first divergence (state error > {report.drift_tol:g})", f"segment {f['segment']} ({f['state']})" if f else "none")
+    acc = report.task_accuracy
+    if acc is not None:
+        table.add_row(f"task {acc.task} ({acc.metric}, {acc.items} episodes, {acc.segments} segments)",
+                      f"{acc.candidate:.2%} vs {acc.reference:.2%} ({-acc.drop_points:+.2f} points)")
+        table.add_row("same answers as the reference", f"{acc.agreement:.2%}")
+    out.print(table)
+    if acc is None:
+        out.print("no task accuracy: the package names no task (zoo models do); the drift above is the measure", highlight=False)
+    style = "green" if report.passed else "bold red"
+    verdict = "PASS" if report.passed else "FAIL"
+    gate = f"accuracy drop {acc.drop_points:.2f} points (allowed {report.max_accuracy_drop:g})" if acc is not None else "report only"
+    out.print(f"[{style}]{verdict}[/]: {gate}", highlight=False)
+
+
+def _print_quantization(q: dict[str, Any]) -> None:
+    table = Table(title=f"quantization: {q['method']} — {escape(q['policy']['description'])}")
+    for col in ("graph", "MatMuls in low precision", "Q / DQ / Cast", "memory read / write projections", "values of the state rounded by"):
+        table.add_column(col)
+    for name, g in q["graphs"].items():
+        mp = g["memory_path"]
+        low = mp["low_precision_projections"]
+        table.add_row(name, f"{g['low_precision_matmuls']} of {g['matmuls']}", f"{g['quantize_linear']} / {g['dequantize_linear']} / {g['casts']}",
+                      f"{len(mp['read'])} / {len(mp['write'])}" + (f" ({len(low)} in low precision)" if low else " (float)"),
+                      ", ".join(mp["rounding_nodes"]) or "nothing")
+    out.print(table)
+    verdict = "[green]memory path intact[/] (no Q/DQ or 16-bit cast on the state, projections in float)" if q["memory_path_intact"] else \
+        "[yellow]memory path quantized or rounded[/] (as the policy asks)"
+    out.print(verdict)
+    c = q.get("calibration")
+    if c:
+        out.print(f"calibration: {escape(c['source'])}, {c['segments']} segment steps x {c['streams']} streams, depths {c['depths']['min']}..{c['depths']['max']} "
+                  f"({c['mode']}, {c['method']})", highlight=False)
+    for w in q.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def _print_parity(report: Any) -> None:
@@ -131,6 +210,67 @@ def _print_parity(report: Any) -> None:
     out.print(f"streams: {report.batch}, resets mid-stream: {report.resets}, padded rows: {report.padded_rows}, seed {report.seed}")
     if report.runtime.get("custom_ops", "none used") != "none used":
         out.print(f"memx custom ops ran as: {report.runtime['custom_ops']}", highlight=False)
+
+
+@app.command()
+@_errors_to_exit
+def quantize(
+    package: Path = typer.Argument(..., help="An fp32 package directory (memx export)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Quantized package to write (a new directory)."),
+    method: str = typer.Option("int8-qdq", help="int8-qdq (static, Q/DQ on MatMul/Gemm, for TensorRT and ORT), int8-dynamic (CPU, no calibration), fp16."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration tokens: .npy (1-D text or 2-D streams) or .npz (array 'tokens')."),
+    task: Optional[str] = typer.Option(None, help="Calibrate on a synthetic task's episodes (see memx train). Default: the package's task, else random tokens (warned)."),
+    calib_segments: int = typer.Option(128, help="Segment steps recorded for calibration (stratified over the rollout: early, middle, late)."),
+    calib_horizon: Optional[int] = typer.Option(None, help="Length of the calibration rollout in segments (default max(2 x --calib-segments, 64))."),
+    calib_streams: int = typer.Option(8, help="Streams rolled side by side."),
+    calib_method: str = typer.Option("minmax", help="Activation range method: minmax, entropy, percentile."),
+    calib_depths: str = typer.Option("rollout", help="rollout (states at many depths) or first (zero-state first segments only, what snapshot calibration sees; for comparison)."),
+    state_precision: str = typer.Option("fp32", help="Memory path: fp32 (excluded from quantization, default), fp16 or int8 (rounded every step; experiments)."),
+    seed: int = typer.Option(0, help="Seed of the calibration streams."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output package (atomically)."),
+) -> None:
+    """Quantize a package: calibrate on rollouts of the fp32 model over real streams (states at
+    many depths), keep the memory path in fp32 unless told otherwise, write a new package."""
+    from memx.calibration import quantize_package
+    from memx.calibration.feeds import TaskSource, load_token_file
+    from memx.exporter import Package
+    from memx.formatting import human_bytes
+
+    src = Package.open(package)
+    m = src.manifest
+    if calib is not None and task is not None:
+        raise MemxError("give --calib or --task, not both", expected="one calibration source", actual="--calib and --task")
+    source = None
+    if calib is not None:
+        source = load_token_file(calib, m.vocab_size)
+    elif task is not None:
+        source = TaskSource(task, m.segment["max"], causal=m.causal, vocab_size=m.vocab_size)
+    t0 = time.perf_counter()
+    result = quantize_package(src, out_dir, method=method, source=source, calib_segments=calib_segments, calib_horizon=calib_horizon,
+                              calib_streams=calib_streams, calib_mode=calib_depths, calibration=calib_method, state_precision=state_precision,
+                              seed=seed, force=force)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    q = result.package.manifest.quantization or {}
+    table = Table(title=f"{method}: {result.package.path}")
+    for col in ("graph", "memory path kept in float (read / write / other nodes)", "Q / DQ / Cast in the graph", "size"):
+        table.add_column(col)
+    from memx.calibration.inspect import precision_facts
+
+    facts = precision_facts(result.package)
+    for g in result.package.manifest.graphs:
+        mp = q["graphs"][g.name]["memory_path"]
+        kept = f"{len(mp['read'])} / {len(mp['write'])} / {len(mp['other'])}" if q["policy"]["memory_path"] == "excluded" else "none (quantized by policy)"
+        f = facts["graphs"][g.name]
+        table.add_row(g.name, kept, f"{f['quantize_linear']} Q, {f['dequantize_linear']} DQ, {f['casts']} Cast",
+                      f"{human_bytes(src.manifest.files[g.file].bytes)} -> {human_bytes(result.package.manifest.files[g.file].bytes)}")
+    out.print(table)
+    c = q.get("calibration")
+    if c:
+        out.print(f"calibration: {escape(c['source'])}, {c['segments']} segment steps x {c['streams']} streams at depths {c['depths']['min']}..{c['depths']['max']} "
+                  f"of a {c['horizon']}-segment rollout ({c['mode']}, {c['method']})", highlight=False)
+    out.print(f"state: {q['policy']['description']}", highlight=False)
+    out.print(f"wrote [bold]{result.package.path}[/] in {time.perf_counter() - t0:.1f}s; check it: memx validate {result.package.path}")
 
 
 @app.command()
@@ -182,9 +322,17 @@ def inspect(
         for backend_name, how in op["backends"].items():
             kt.add_row(backend_name, escape(how))
         out.print(kt)
+    if info["quantization"]:
+        _print_quantization(info["quantization"])
     if info["validation"]:
         for key, v in info["validation"].items():
-            out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")
+            if key.startswith("precision:"):
+                acc = v.get("task_accuracy")
+                what = f"task {acc['candidate']:.2%} vs {acc['reference']:.2%} ({-acc['drop_points']:+.2f} points)" if acc else \
+                    f"top-1 agreement {v['summary']['top1_agreement_mean']:.2%}"
+                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, {what} over {v['segments']} segments", highlight=False)
+            else:
+                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")
     else:
         out.print("validation: not run (memx validate records it)")
 

@@ -62,7 +62,21 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         "model_id": m.model_id(),
         "provenance": m.provenance,
         "validation": m.validation,
+        "quantization": _quantization(pkg),
     }
+
+
+def _quantization(pkg: Package) -> dict[str, Any] | None:
+    """The quantization record with what the graphs actually hold (Q/DQ, casts, memory path)."""
+    q = pkg.manifest.quantization
+    if q is None:
+        return None
+    from memx.calibration.inspect import precision_facts
+
+    facts = precision_facts(pkg)
+    return {"method": q["method"], "policy": q["policy"], "calibration": q.get("calibration"), "warnings": q.get("warnings", []),
+            "memory_path_intact": facts["memory_path_intact"],
+            "graphs": {name: {k: v for k, v in f.items()} for name, f in facts["graphs"].items()}}
 
 
 def custom_op_kernels(used: list[dict[str, Any]]) -> list[dict[str, Any]]:

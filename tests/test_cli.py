@@ -22,7 +22,7 @@ def invoke(*args: str):
 def test_help_lists_commands():
     r = invoke("--help")
     assert r.exit_code == 0
-    for cmd in ("export", "validate", "inspect", "zoo", "quickstart"):
+    for cmd in ("export", "validate", "inspect", "zoo", "quickstart", "quantize", "train"):
         assert cmd in r.output
 
 
@@ -137,3 +137,51 @@ def test_train_memformer_with_mrbp_equals_bptt_and_exports_both_graphs(tmp_path)
     assert (tmp_path / "m.memx" / "encoder.onnx").is_file() and (tmp_path / "m.memx" / "decoder.onnx").is_file()
     r = invoke("train", "majority", "--schedule", "linear", "--out", tmp_path / "x.safetensors")
     assert r.exit_code == 2 and "unknown learning-rate schedule 'linear'" in r.output
+
+
+def test_quantize_inspect_validate(package_of, tmp_path):
+    out = tmp_path / "q.memx"
+    r = invoke("quantize", package_of("memtr-majority").path, "--out", out, "--method", "int8-qdq", "--calib-segments", "16", "--calib-method", "entropy")
+    assert r.exit_code == 0, r.output
+    assert "int8-qdq" in r.output and "task majority" in r.output
+    info = json.loads(invoke("inspect", out, "--json").output)
+    assert info["precision"] == "int8-qdq" and info["quantization"]["memory_path_intact"] is True
+    assert info["quantization"]["calibration"]["method"] == "entropy"
+    assert "memory path intact" in invoke("inspect", out).output
+    r = invoke("validate", out, "--segments", "30", "--json", tmp_path / "r.json")  # quantized: precision check against torch
+    assert r.exit_code == 0, r.output
+    assert "top-1 agreement" in r.output and "PASS" in r.output
+    assert (out / "reports" / "precision-vs-torch.png").is_file()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["state_rel_error"]["memory"]) == 30 and report["task_accuracy"]["segments"] >= 30
+    assert "precision:precision-vs-torch" in Package.open(out).manifest.validation
+    r = invoke("validate", out, "--segments", "30", "--max-accuracy-drop", "-200")  # an impossible gate fails with exit 1
+    assert r.exit_code == 1 and "FAIL" in r.output
+
+
+def test_quantize_errors_exit_2(package_of, tmp_path):
+    src = package_of("memtr-majority").path
+    bad = tmp_path / "bad.npy"
+    import numpy as np
+
+    np.save(bad, np.array([0, 1, 5000]))
+    r = invoke("quantize", src, "--out", tmp_path / "q.memx", "--calib", bad)
+    assert r.exit_code == 2 and "expected ids in 0..63, got ids in 0..5000" in r.output.replace("\n", " ")
+    r = invoke("quantize", src, "--out", tmp_path / "q.memx", "--method", "int2")
+    assert r.exit_code == 2 and "int8-qdq" in r.output
+    r = invoke("quantize", src, "--out", tmp_path / "q.memx", "--calib", bad, "--task", "majority")
+    assert r.exit_code == 2 and "not both" in r.output
+    assert not (tmp_path / "q.memx").exists()
+
+
+def test_quantize_from_a_token_file_with_fp16_state(package_of, tmp_path):
+    import numpy as np
+
+    tokens = tmp_path / "t.npz"
+    np.savez(tokens, tokens=np.random.default_rng(0).integers(0, 64, (4, 2000)))
+    out = tmp_path / "q.memx"
+    r = invoke("quantize", package_of("memtr-majority").path, "--out", out, "--method", "fp16", "--state-precision", "fp16", "--calib", tokens)
+    assert r.exit_code == 0, r.output
+    m = Package.open(out).manifest
+    assert m.precision == "fp16" and m.state[0].precision == "fp16" and m.quantization["calibration"] is None  # fp16 needs no calibration
+    assert "rounded" in invoke("inspect", out).output

@@ -240,7 +240,12 @@ def plot_drift(report: DriftReport, path: Path) -> Path | None:
     axes[0].set(xlabel="segment", ylabel="state relative error", yscale="log", title="memory drift")
     axes[0].legend(fontsize=7, ncol=2)
     if report.top1_agreement:
-        axes[1].plot(x, report.top1_agreement, linewidth=1)
+        agree = np.asarray(report.top1_agreement)
+        window = max(1, min(25, len(agree) // 10))
+        smooth = np.convolve(agree, np.ones(window) / window, mode="valid")  # rolling mean
+        axes[1].plot(x, agree, linewidth=0.5, alpha=0.3, label="per segment")
+        axes[1].plot(x[window - 1 :], smooth, linewidth=1.5, label=f"mean of {window}")
+        axes[1].legend(fontsize=7, loc="lower left")
         axes[1].set(xlabel="segment", ylabel="top-1 agreement", ylim=(min(0.9, min(report.top1_agreement) - 0.01), 1.001), title="logits: top-1 agreement")
     acc = report.task_accuracy
     title = f"{report.precision} vs {report.reference}"

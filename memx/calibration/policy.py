@@ -49,6 +49,7 @@ class MemoryPath:
     that read (first projections of) or write the state."""
 
     tensors: set[str] = field(default_factory=set)  # state values and their rearrangements
+    written: set[str] = field(default_factory=set)  # the part of ``tensors`` the state outputs are made of (write side)
     read_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes fed by the path
     write_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes that compute written values
     path_nodes: list[str] = field(default_factory=list)  # every other node on the path (normalisations, moves)
@@ -106,8 +107,11 @@ def _constants(model: onnx.ModelProto) -> set[str]:
     return const
 
 
-def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outputs: list[str]) -> MemoryPath:
-    """The memory path of ``model`` between its state inputs and outputs (see module doc)."""
+def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outputs: list[str], *, through: frozenset[str] = frozenset()) -> MemoryPath:
+    """The memory path of ``model`` between its state inputs and outputs (see module doc).
+    ``through``: more op types to walk through as if they moved data (inspection walks
+    through QuantizeLinear/DequantizeLinear to find them on the path)."""
+    moves = DATA_MOVEMENT | through
     nodes = list(model.graph.node)
     const = _constants(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -145,7 +149,7 @@ def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outp
             if node.op_type in NON_VALUE:
                 continue
             others = [i for i in node.input if i and i not in path.tensors and i not in const]
-            if node.op_type not in DATA_MOVEMENT and any(i in segment_dependent for i in others):
+            if node.op_type not in moves and any(i in segment_dependent for i in others):
                 continue  # mixes the state with the segment (a residual merge): the read side ends here
             on_path.add(node.name)
             path.path_nodes.append(node.name)
@@ -157,6 +161,7 @@ def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outp
     # write side: backward from the state outputs
     frontier = list(state_outputs)
     path.tensors.update(frontier)
+    path.written.update(frontier)
     seen_back: set[str] = set()
     reached = set(frontier)
     while frontier:
@@ -182,6 +187,7 @@ def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outp
             if i and i not in const and i not in reached:
                 reached.add(i)
                 path.tensors.add(i)
+                path.written.add(i)
                 frontier.append(i)
     path.path_nodes = [n for n in path.path_nodes if n not in path.read_nodes and n not in path.write_nodes]
     return path

@@ -114,6 +114,8 @@ def quantize_package(
     policy = PrecisionPolicy(state_precision)
     warnings: list[str] = []
     calib = None
+    if source is not None and not (quant.needs_calibration or policy.state == "int8"):
+        warnings.append(f"calibration data not used: {method} with state precision {policy.state} needs no calibration")
     if quant.needs_calibration or policy.state == "int8":
         if source is None:
             source, warning = default_source(pkg, m.segment["max"])

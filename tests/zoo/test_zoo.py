@@ -8,7 +8,6 @@ import pytest
 
 from memx import runtimes
 from memx.errors import RegistryError
-from memx.exporter import export_preset
 from memx.training.accuracy import runtime_task_accuracy
 from memx.zoo import build_zoo_model, get_zoo, zoo_entries
 
@@ -25,15 +24,8 @@ def test_zoo_is_not_empty_and_checkpoints_are_small():
 
 
 @pytest.fixture(scope="module")
-def zoo_package(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = export_preset(name, tmp_path_factory.mktemp(name) / f"{name}.memx", verify_segments=16)
-        return cache[name]
-
-    return get
+def zoo_package(package_of):
+    return package_of  # zoo names export with their trained weights; shared with the quantization tests
 
 
 @pytest.mark.parametrize("name", ZOO)

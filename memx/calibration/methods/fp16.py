@@ -29,5 +29,45 @@ class Float16(QuantMethod):
             converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=job.excluded_nodes, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(custom)))
         except Exception as e:
             raise QuantizationError(f"fp16 conversion failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
+        elided = elide_round_trips(converted)
         onnx.save(converted, str(job.target))
-        return {"weights": "fp16", "activations": "fp16", "io": "fp32", "float32_ops": custom, "excluded_nodes": len(job.excluded_nodes)}
+        return {"weights": "fp16", "activations": "fp16", "io": "fp32", "float32_ops": custom, "excluded_nodes": len(job.excluded_nodes),
+                "round_trips_removed": elided}
+
+
+def elide_round_trips(model: onnx.ModelProto) -> int:
+    """Remove float32 -> float16 -> float32 Cast pairs: the converter puts them between two
+    float32 nodes (a graph input and a kept-float32 node, or two kept nodes), where they
+    would round the memory to fp16 although the policy keeps it in fp32. Consumers of the
+    back-cast read the original float32 tensor instead. Returns how many were removed."""
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    graph_outputs = {o.name for o in model.graph.output}
+    rename: dict[str, str] = {}
+    dead: set[str] = set()
+    for node in nodes:
+        if node.op_type != "Cast" or _cast_to(node) != onnx.TensorProto.FLOAT:
+            continue
+        first = producer.get(node.input[0])
+        if first is None or first.op_type != "Cast" or _cast_to(first) != onnx.TensorProto.FLOAT16:
+            continue
+        if node.output[0] in graph_outputs:  # the output keeps its name: make the back-cast an Identity of the source
+            node.op_type = "Identity"
+            del node.attribute[:]
+            node.input[0] = first.input[0]
+        else:
+            rename[node.output[0]] = first.input[0]
+            dead.add(node.name)
+    for node in nodes:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    kept = [n for n in nodes if n.name not in dead]
+    used = {i for n in kept for i in n.input} | graph_outputs
+    kept = [n for n in kept if not (n.op_type == "Cast" and _cast_to(n) == onnx.TensorProto.FLOAT16 and n.output[0] not in used)]
+    removed = len(nodes) - len(kept)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return removed
+
+
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "to"), -1)

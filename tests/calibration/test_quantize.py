@@ -1,0 +1,185 @@
+"""Quantized zoo packages keep their task accuracy (every registered method, >= 1,000
+segments), the default policy leaves the memory path untouched (checked on the ONNX
+files), rollout calibration beats first-segment calibration where the state is quantized,
+and failures leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.calibration import methods, quantize_package
+from memx.calibration.evaluate import compare_precision, save_report
+from memx.calibration.inspect import precision_facts
+from memx.calibration.methods import GraphJob, QuantMethod, _METHODS
+from memx.errors import ManifestError, QuantizationError, RegistryError
+from memx.exporter import Package
+from memx.training.accuracy import runtime_task_accuracy
+from memx.training.tasks import get_task
+from memx.zoo import get_zoo, zoo_entries
+
+ZOO = [e.name for e in zoo_entries()]
+MIN_SEGMENTS = 1000
+
+
+@pytest.fixture(scope="module")
+def quantized(package_of, tmp_path_factory):
+    """quantized(zoo name, method, state precision) -> package, made once per module."""
+    cache = {}
+
+    def get(name, method, state="fp32", **kwargs):
+        key = (name, method, state, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("q") / f"{name}-{method}-{state}.memx"
+            cache[key] = quantize_package(package_of(name), out, method=method, state_precision=state, calib_segments=48, progress=False, **kwargs).package
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def fp32_score(package_of):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            entry = get_zoo(name)
+            cache[name] = _score(runtimes.open(package_of(name)), entry)
+        return cache[name]
+
+    return get
+
+
+def _items(entry) -> int:
+    per_item = get_task(entry.task).make(np.random.default_rng(0), 1, entry.segment_len).n_segments
+    return max(200, -(-MIN_SEGMENTS // per_item))
+
+
+def _score(rt, entry):
+    return runtime_task_accuracy(rt, entry.task, items=_items(entry), segment_len=entry.segment_len)
+
+
+def test_methods_are_registered():
+    assert {"int8-qdq", "int8-dynamic", "fp16"} <= set(methods())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", methods())
+@pytest.mark.parametrize("name", ZOO)
+def test_quantized_zoo_model_keeps_its_accuracy(name, method, quantized, fp32_score):
+    entry = get_zoo(name)
+    pkg = quantized(name, method)
+    m = pkg.manifest
+    assert m.precision == _METHODS[method].precision and m.quantization["method"] == method
+    assert all(s.precision == "fp32" for s in m.state)
+    ref, got = fp32_score(name), _score(runtimes.open(pkg), entry)
+    assert got.items * get_task(entry.task).make(np.random.default_rng(0), 1, entry.segment_len).n_segments >= MIN_SEGMENTS
+    drop = 100 * (entry.score(ref) - entry.score(got))
+    assert drop <= 1.0, f"{name} {method}: {entry.score(got):.2%} vs fp32 {entry.score(ref):.2%}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", methods())
+@pytest.mark.parametrize("name", ZOO)
+def test_default_policy_leaves_the_memory_path_untouched(name, method, quantized):
+    facts = precision_facts(quantized(name, method))
+    assert facts["memory_path_intact"], json.dumps(facts["graphs"], indent=1)[:2000]
+    assert sum(g["low_precision_matmuls"] for g in facts["graphs"].values()) > 0  # and the rest was quantized
+    if method == "int8-qdq":
+        assert sum(g["quantize_linear"] for g in facts["graphs"].values()) > 0
+    state_graph = facts["graphs"][quantized(name, method).manifest.state[0].graph]
+    assert state_graph["memory_path"]["read"] or state_graph["memory_path"]["write"]
+
+
+@pytest.mark.parametrize("state", ["fp16", "int8"])
+def test_state_policies_round_the_state_and_inspection_sees_it(state, quantized):
+    pkg = quantized("memtr-majority", "int8-qdq", state)
+    facts = precision_facts(pkg)
+    assert not facts["memory_path_intact"]
+    assert facts["graphs"]["step"]["memory_path"]["rounding_nodes"]
+    assert all(s.precision == state for s in pkg.manifest.state)
+    assert pkg.manifest.quantization["policy"]["state_precision"] == state
+    s = runtimes.open(pkg).stream(2)
+    for _ in range(3):
+        s.step(np.random.default_rng(0).integers(0, 64, (2, 16)))
+    mem = s.state["memory"]
+    if state == "fp16":
+        np.testing.assert_array_equal(mem, mem.astype(np.float16).astype(np.float32))
+    else:
+        scale = pkg.manifest.quantization["policy"]["state_scales"]["memory"]
+        np.testing.assert_allclose(mem / scale, np.round(mem / scale), atol=1e-3)
+
+
+def test_rollout_calibration_beats_first_segment_calibration(quantized):
+    """With the state stored in int8, calibrating on first segments (zero state) alone sees a
+    narrower state range, clips later memories, and drifts further late in the stream."""
+    first = quantized("memtr-majority", "int8-qdq", "int8", calib_mode="first")
+    rollout = quantized("memtr-majority", "int8-qdq", "int8", calib_mode="rollout")
+    cf, cr = first.manifest.quantization, rollout.manifest.quantization
+    assert cf["calibration"]["state_absmax"]["memory"] < cr["calibration"]["state_absmax"]["memory"]
+    assert cf["policy"]["state_scales"]["memory"] < cr["policy"]["state_scales"]["memory"]
+    late = {}
+    for name, pkg in (("first", first), ("rollout", rollout)):
+        report = compare_precision(pkg, segments=200, with_task=False, progress=False)
+        late[name] = float(np.mean(report.state_rel_error["memory"][-50:]))
+    assert late["first"] > 2 * late["rollout"], late
+
+
+def test_drift_report_is_saved_with_plot(quantized):
+    pkg = quantized("gmat-majority", "int8-qdq")
+    report = compare_precision(pkg, segments=40, progress=False)
+    assert len(report.state_rel_error["memory"]) == 40 == len(report.top1_agreement)
+    assert report.task_accuracy is not None and report.task_accuracy.segments >= 40
+    saved = save_report(pkg, report, "precision-vs-torch")
+    data = json.loads((pkg.path / saved["json"]).read_text())
+    assert data["summary"]["top1_agreement_mean"] > 0.9 and data["passed"] is True
+    assert (pkg.path / saved["png"]).read_bytes()[:4] == b"\x89PNG"
+    Package.open(pkg.path, verify=True)  # reports do not disturb the package's listed files
+
+
+def test_reference_package_must_be_the_same_model(quantized, package_of):
+    with pytest.raises(ManifestError, match="different model"):
+        compare_precision(quantized("gmat-majority", "int8-qdq"), against=package_of("memtr-majority").path, segments=2, progress=False)
+    report = compare_precision(quantized("gmat-majority", "fp16"), against=package_of("gmat-majority").path, segments=8, with_task=False, progress=False)
+    assert "onnxruntime" in report.reference and max(report.summary_numbers()["state_rel_error_max"].values()) < 0.05
+
+
+def test_quantize_refusals(quantized, package_of, tmp_path):
+    with pytest.raises(QuantizationError, match="only fp32"):
+        quantize_package(quantized("memtr-majority", "fp16"), tmp_path / "again.memx", method="fp16", progress=False)
+    src = package_of("memtr-majority")
+    with pytest.raises(QuantizationError, match="must not replace"):
+        quantize_package(src, src.path, method="fp16", progress=False)
+    with pytest.raises(RegistryError, match="int8-qdq"):
+        quantize_package(src, tmp_path / "x.memx", method="int3", progress=False)
+    with pytest.raises(RegistryError, match="fp32"):
+        quantize_package(src, tmp_path / "x.memx", method="fp16", state_precision="fp8", progress=False)
+    assert not (tmp_path / "x.memx").exists()
+
+
+def test_a_failing_method_leaves_nothing_behind(package_of, tmp_path, monkeypatch):
+    class Broken(QuantMethod):
+        name, precision, needs_calibration, description = "broken", "int8-qdq", False, "fails"
+
+        def quantize(self, job: GraphJob):
+            raise QuantizationError("broken on purpose")
+
+    monkeypatch.setitem(_METHODS, "broken", Broken)
+    out = tmp_path / "q.memx"
+    with pytest.raises(QuantizationError, match="on purpose"):
+        quantize_package(package_of("memformer-majority"), out, method="broken", progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_random_calibration_warns(package_of, tmp_path):
+    result = quantize_package(package_of("rmt-tiny"), tmp_path / "q.memx", method="int8-qdq", calib_segments=8, progress=False)
+    assert result.warnings and "random" in result.warnings[0]
+    assert result.package.manifest.quantization["warnings"] == result.warnings
+    assert result.package.manifest.quantization["calibration"]["source"] == "random tokens"
+    cache = result.package.manifest.quantization["graphs"]["step"]["calibration_cache"]
+    assert cache in result.package.manifest.files
