@@ -226,6 +226,7 @@ def quantize(
     calib_method: str = typer.Option("minmax", help="Activation range method: minmax, entropy, percentile."),
     calib_depths: str = typer.Option("rollout", help="rollout (states at many depths) or first (zero-state first segments only, what snapshot calibration sees; for comparison)."),
     state_precision: str = typer.Option("fp32", help="Memory path: fp32 (excluded from quantization, default), fp16 or int8 (rounded every step; experiments)."),
+    attention_qdq: bool = typer.Option(False, "--attention-qdq", help="int8-qdq: also quantize attention's activation-by-activation MatMuls (off: they stay float, as TensorRT's MHA fusion prefers)."),
     seed: int = typer.Option(0, help="Seed of the calibration streams."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output package (atomically)."),
 ) -> None:
@@ -248,7 +249,7 @@ def quantize(
     t0 = time.perf_counter()
     result = quantize_package(src, out_dir, method=method, source=source, calib_segments=calib_segments, calib_horizon=calib_horizon,
                               calib_streams=calib_streams, calib_mode=calib_depths, calibration=calib_method, state_precision=state_precision,
-                              seed=seed, force=force)
+                              attention_qdq=attention_qdq, seed=seed, force=force)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     q = result.package.manifest.quantization or {}

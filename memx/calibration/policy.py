@@ -98,6 +98,76 @@ def name_nodes(model: onnx.ModelProto, prefix: str = "memx_node") -> None:
             used.add(name)
 
 
+FOLDABLE = {"Transpose", "Reshape", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def fold_constant_weights(model: onnx.ModelProto) -> int:
+    """Replace layout ops applied to initializers (a weight transposed at run time, as
+    torch.onnx leaves large weights) by the resulting initializer, so quantizers see
+    MatMul(x, W) with W a weight (per-channel int8) rather than an activation. Exact; returns
+    how many nodes were folded."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {t.name: t for t in model.graph.initializer}
+    folded, kept = 0, []
+    for node in model.graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type in FOLDABLE and node.domain in ("", "ai.onnx") and inputs and all(i in inits for i in inputs) and len(node.output) == 1:
+            feeds = {i: numpy_helper.to_array(inits[i]) for i in inputs}
+            (value,) = ReferenceEvaluator(node).run(None, feeds)
+            tensor = numpy_helper.from_array(value, node.output[0])
+            model.graph.initializer.append(tensor)
+            inits[node.output[0]] = tensor
+            folded += 1
+        else:
+            kept.append(node)
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        used = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
+        used |= {i for f in model.functions for n in f.node for i in n.input}
+        unused = [t for t in model.graph.initializer if t.name not in used]
+        for t in unused:
+            model.graph.initializer.remove(t)
+    return folded
+
+
+def unshare_initializers(model: onnx.ModelProto, nodes: list[str]) -> int:
+    """Give ``nodes`` their own copy of every initializer they share with other nodes (a
+    projection applied to the memory and to the tokens with one weight), so quantizing the
+    other users' weight cannot reach the protected node. Returns how many copies were made."""
+    protected = set(nodes)
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            users.setdefault(i, set()).add(node.name)
+    inits = {t.name: t for t in model.graph.initializer}
+    copies = 0
+    for node in model.graph.node:
+        if node.name not in protected:
+            continue
+        for k, i in enumerate(node.input):
+            if i in inits and users[i] - protected:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[i])
+                copy.name = f"{i}.memx_float"
+                if copy.name not in inits:
+                    model.graph.initializer.append(copy)
+                    inits[copy.name] = copy
+                    copies += 1
+                node.input[k] = copy.name
+    return copies
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMul/Gemm nodes with no constant operand (attention scores Q·Kᵀ and P·V): left in
+    float by default, as TensorRT's attention fusion and ModelOpt's ``disable_mha_qdq`` do;
+    on CPU their activation Q/DQ costs more than the int8 product saves."""
+    const = _constants(model)
+    return [n.name for n in model.graph.node if n.op_type in MATMULS and not any(i in const for i in n.input if i)]
+
+
 def _constants(model: onnx.ModelProto) -> set[str]:
     """Tensors that do not depend on any graph input (initializers and constant subgraphs)."""
     const = {t.name for t in model.graph.initializer}

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from memx.calibration.feeds import CalibrationSet, TokenSource, collect_feeds, default_source
 from memx.calibration.methods import GraphJob, get_method
-from memx.calibration.policy import MemoryPath, PrecisionPolicy, find_memory_path, name_nodes
+from memx.calibration.policy import MemoryPath, PrecisionPolicy, find_memory_path, fold_constant_weights, name_nodes, unshare_initializers
 from memx.errors import QuantizationError
 from memx.exporter.manifest import Manifest
 from memx.exporter.package import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
@@ -98,12 +98,14 @@ def quantize_package(
     calib_mode: str = "rollout",
     calibration: str = "minmax",
     state_precision: str = "fp32",
+    attention_qdq: bool = False,
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
 ) -> QuantizeResult:
     """Quantize ``package`` into ``out_dir`` (see module doc). ``source`` defaults to the
-    package's task, else random tokens (with a warning in the result)."""
+    package's task, else random tokens (with a warning in the result). ``attention_qdq``
+    also quantizes the activation-by-activation MatMuls (attention scores) in int8-qdq."""
     pkg = package if isinstance(package, Package) else Package.open(package)
     m = pkg.manifest
     if m.precision != "fp32":
@@ -134,14 +136,18 @@ def quantize_package(
                 shutil.copy2(pkg.file(rel), target)
         for graph in m.graphs:
             proto = onnx.load(str(pkg.file(graph.file)))
+            fold_constant_weights(proto)
             name_nodes(proto)
             inputs = {t.name for t in graph.inputs}
             outputs = {t.name for t in graph.outputs}
             path = find_memory_path(proto, [s.input for s in m.state if s.input in inputs], [s.output for s in m.state if s.output in outputs])
             paths[graph.name] = path
+            if policy.protects_memory_path:
+                unshare_initializers(proto, path.protected_nodes)
             named = Path(tmp) / f"{graph.name}.fp32.onnx"
             onnx.save(proto, str(named))
-            job = GraphJob(graph, named, Path(tmp) / f"{graph.name}.q.onnx", calib.feeds[graph.name] if calib else [], path, policy, calibration)
+            job = GraphJob(graph, named, Path(tmp) / f"{graph.name}.q.onnx", calib.feeds[graph.name] if calib else [], path, policy, calibration,
+                           options={"attention_qdq": attention_qdq})
             record = quant.quantize(job)
             cache = record.pop("calibration_cache", None)
             if cache:  # ONNX Runtime's calibration cache: re-quantize without re-running calibration

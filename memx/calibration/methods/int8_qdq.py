@@ -60,6 +60,14 @@ class Int8QDQ(QuantMethod):
             raise QuantizationError("unknown calibration method", expected=list(CALIBRATION_METHODS), actual=job.calibration)
         if not job.feeds:
             raise QuantizationError(f"no calibration inputs were recorded for graph {job.graph.name!r}", expected="at least one feed", actual=0)
+        excluded = list(job.excluded_nodes)
+        attention = bool(job.options.get("attention_qdq", False))
+        if not attention:
+            import onnx
+
+            from memx.calibration.policy import activation_matmuls
+
+            excluded += [n for n in activation_matmuls(onnx.load(str(job.source), load_external_data=False)) if n not in excluded]
         cache = job.target.with_suffix(".calibration.json")
         ranges = self.calibrate(job, cache)
         try:
@@ -67,7 +75,7 @@ class Int8QDQ(QuantMethod):
                 quantize_static(
                     str(job.source), str(job.target), None, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=job.excluded_nodes,
+                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=excluded,
                     calibrate_method=_ort_method(job.calibration), calibration_cache_path=str(cache),
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
                 )
@@ -75,7 +83,8 @@ class Int8QDQ(QuantMethod):
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
         return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
                 "op_types": ["MatMul", "Gemm"], "calibration": job.calibration, "calibrated_tensors": ranges,
-                "excluded_nodes": len(job.excluded_nodes), "calibration_cache": str(cache)}
+                "excluded_nodes": len(job.excluded_nodes), "attention_matmuls": "int8" if attention else "float",
+                "calibration_cache": str(cache)}
 
     @staticmethod
     def calibrate(job: GraphJob, cache: Path) -> int:
