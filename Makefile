@@ -47,6 +47,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_latency.py
 	$(PY) benchmarks/gmat_attention.py
 	$(PY) benchmarks/mrbp_vs_bptt.py
+	$(PY) benchmarks/sparse_attention.py
+	$(PY) benchmarks/quantized_latency.py
+	$(PY) benchmarks/state_precision_ablation.py
 
 clean:
 	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info memx/ops/lib

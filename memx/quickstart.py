@@ -2,7 +2,7 @@
 
 build -> export -> validate over long streams -> solve the model's task through ONNX Runtime
 and PyTorch (zoo models) -> stream a demo input (one stream, a snapshot/restore round trip,
-and a pool of streams in batched calls).
+and a pool of streams in batched calls) -> quantize to int8 and solve the task again (zoo models).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class QuickstartResult:
     tokens_per_s: float
     pool_tokens_per_s: float
     snapshot_roundtrip_exact: bool
+    int8: dict | None = None  # zoo models: the int8-qdq package's accuracy and memory-path check
 
 
 def _demo_stream(rt: runtimes.Runtime, tokens: np.ndarray, seg: int) -> tuple[list[float], dict[str, np.ndarray], bytes, int]:
@@ -80,12 +81,26 @@ def _task_accuracy(rt: runtimes.Runtime, entry, items: int) -> dict:
             "same_predictions": same, "chance": entry.chance}
 
 
+def _quantized(pkg, out_dir: Path, entry, items: int) -> dict:
+    """int8-qdq package of the zoo model: its task accuracy and whether the memory path is intact."""
+    from memx.calibration import quantize_package
+    from memx.calibration.inspect import precision_facts
+    from memx.training.accuracy import runtime_task_accuracy
+
+    q = quantize_package(pkg, out_dir, method="int8-qdq", force=True).package
+    score = runtime_task_accuracy(runtimes.open(q, backend="onnxruntime"), entry.task, items=items, segment_len=entry.segment_len)
+    facts = precision_facts(q)
+    graphs = facts["graphs"].values()
+    return {"path": str(q.path), "accuracy": entry.score(score), "bytes": q.size_bytes(), "intact": facts["memory_path_intact"],
+            "int8_matmuls": sum(g["low_precision_matmuls"] for g in graphs), "matmuls": sum(g["matmuls"] for g in graphs)}
+
+
 def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int = 256, demo_segments: int = 64, console: Console | None = None) -> QuickstartResult:
     from memx.zoo import get_zoo, is_zoo
 
     con = console or Console()
     zoo_entry = get_zoo(preset) if is_zoo(preset) else None  # trained: its task is solved too
-    total = 5 if zoo_entry else 4
+    total = 6 if zoo_entry else 4
     label = iter(f"[bold]{i}/{total}[/]" for i in range(1, total + 1))
     t0 = time.perf_counter()
     con.print(f"{next(label)} export [cyan]{preset}[/] -> {out_dir}")
@@ -114,8 +129,14 @@ def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int 
     con.print(f"{next(label)} step a pool of 8 streams with ragged segments in batched calls")
     pool_tps = _pool_throughput(rt, 8, seg, 16, rng)
 
+    int8 = None
+    if zoo_entry:
+        int8_dir = out_dir.with_name(out_dir.name.replace(".memx", "") + "-int8.memx")
+        con.print(f"{next(label)} quantize to int8 (Q/DQ, calibrated on rollouts, memory path kept fp32) -> {int8_dir}; solve the task again")
+        int8 = _quantized(pkg, int8_dir, zoo_entry, 1000)
+
     ms = np.array(times) * 1e3
-    result = QuickstartResult(pkg.path, parity, task, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact)
+    result = QuickstartResult(pkg.path, parity, task, float(np.median(ms)), float(np.percentile(ms, 90)), seg / (np.median(ms) / 1e3), pool_tps, exact, int8)
     _report(con, result, pkg, t_export, len(snap), time.perf_counter() - t0, rt.describe().get("custom_ops", "none used"))
     return result
 
@@ -139,9 +160,17 @@ def _report(con: Console, r: QuickstartResult, pkg, t_export: float, snap_bytes:
         unit = "episodes solved" if t["metric"] == "items" else "answer tokens right"
         table.add_row("task", f"{t['task']} over {t['items']} held-out episodes: {t['onnxruntime']:.1%} {unit} through ONNX Runtime, "
                               f"{t['torch']:.1%} through PyTorch (chance {t['chance']:.0%}); identical predictions on {t['same_predictions']:.1%} of episodes")
+    if r.int8 and r.task:
+        q = r.int8
+        table.add_row("int8", f"{q['path']}: {q['int8_matmuls']} of {q['matmuls']} MatMuls int8, memory path "
+                              f"{'[green]intact (fp32)[/]' if q['intact'] else '[red]touched[/]'}; {r.task['task']}: {q['accuracy']:.1%} "
+                              f"vs {r.task['onnxruntime']:.1%} fp32 ({human_bytes(q['bytes'])})")
     table.add_row("latency (B=1)", f"p50 {r.latency_ms_p50:.2f} ms, p90 {r.latency_ms_p90:.2f} ms per {m.segment['max']}-token segment, ONNX Runtime CPU")
     table.add_row("throughput", f"{r.tokens_per_s:,.0f} tokens/s one stream; {r.pool_tokens_per_s:,.0f} tokens/s pool of 8")
     table.add_row("snapshot", f"{snap_bytes:,} bytes; resume from snapshot {'reproduces the state exactly' if r.snapshot_roundtrip_exact else '[red]DIFFERS[/]'}")
     table.add_row("total time", f"{total:.1f}s")
     con.print(table)
-    con.print(f"next: [cyan]memx inspect {r.package}[/]   [cyan]memx validate {r.package} --segments 1024[/]   [cyan]memx zoo[/]")
+    nxt = f"next: [cyan]memx inspect {r.package}[/]   [cyan]memx validate {r.package} --segments 1024[/]   [cyan]memx zoo[/]"
+    if r.int8:
+        nxt += f"   [cyan]memx validate {r.int8['path']} --segments 1000[/]"
+    con.print(nxt)

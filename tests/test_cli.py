@@ -110,6 +110,9 @@ def test_default_quickstart(tmp_path):
     r = invoke("quickstart", "--out", tmp_path / "q.memx")
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output
+    assert "memory path intact (fp32)" in r.output.replace("\n", " ").replace("│", " ").replace("  ", " ")
+    q = Package.open(tmp_path / "q-int8.memx").manifest
+    assert q.precision == "int8-qdq" and q.quantization["calibration"]["source"].startswith("task")
 
 
 def test_train_then_export_the_checkpoint(tmp_path):

@@ -183,3 +183,30 @@ def test_random_calibration_warns(package_of, tmp_path):
     assert result.package.manifest.quantization["calibration"]["source"] == "random tokens"
     cache = result.package.manifest.quantization["graphs"]["step"]["calibration_cache"]
     assert cache in result.package.manifest.files
+
+
+def test_a_stream_moves_from_fp32_to_its_quantized_package(package_of, quantized):
+    """Same model, same state schema: a snapshot taken on the fp32 package continues on the
+    int8 one (e.g. moving a stream to a cheaper server), and the record survives a re-read."""
+    fp32, q = package_of("gmat-majority"), quantized("gmat-majority", "int8-qdq")
+    assert fp32.manifest.model_id() == q.manifest.model_id()
+    s = runtimes.open(fp32).stream(2)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        s.step(rng.integers(0, 64, (2, 16)))
+    moved = runtimes.open(q).stream(2)
+    moved.restore(s.snapshot())
+    tokens = rng.integers(0, 64, (2, 16))
+    a, b = s.step(tokens)["logits"], moved.step(tokens)["logits"]
+    assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
+    again = Package.open(q.path, verify=True).manifest
+    assert again.quantization == q.manifest.quantization
+
+
+def test_manifest_refuses_a_mistyped_quantization_record(package_of):
+    from memx.exporter.manifest import Manifest
+
+    d = package_of("rmt-tiny").manifest.to_dict()
+    d["quantization"] = "int8"
+    with pytest.raises(ManifestError, match="quantization"):
+        Manifest.from_dict(d)
