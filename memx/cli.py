@@ -276,6 +276,63 @@ def quantize(
 
 @app.command()
 @_errors_to_exit
+def profile(
+    package: Path = typer.Argument(..., help="Package directory."),
+    backend: str = typer.Option("onnxruntime", help="What to time: backend[:precision][@device], e.g. onnxruntime, onnxruntime:int8-dynamic, torch@cuda."),
+    compare: Optional[str] = typer.Option(None, help="Several contenders, comma-separated, timed in interleaved rounds; ratios against the first (overrides --backend)."),
+    batch: int = typer.Option(1, help="Streams stepped together (the batch of each call)."),
+    segment_len: Optional[int] = typer.Option(None, help="Tokens per segment (default: the package's maximum)."),
+    segments: int = typer.Option(200, help="Timed segments per contender."),
+    warmup: int = typer.Option(10, help="Untimed segments first."),
+    seed: int = typer.Option(0, help="Seed of the token stream."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (per contender p50/p90/p99/max ms, throughput, samples) as JSON."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per contender."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
+    tegrastats: bool = typer.Option(True, help="On Jetson, sample tegrastats during the run and add power, load and temperatures to the report."),
+) -> None:
+    """Time a package over a stream, per segment: latency percentiles, throughput, memory,
+    state bytes per step; compare backends and precisions side by side."""
+    from memx.profiling import profile as run_profile
+    from memx.profiling.report import write_csv, write_html, write_json
+    from memx.profiling.tegrastats import TegrastatsSampler, jetson_clocks
+
+    sampler = TegrastatsSampler() if tegrastats else None
+    if sampler is not None and sampler.available:
+        with sampler:
+            report = run_profile(package, compare or backend, batch=batch, segment_len=segment_len, segments=segments, warmup=warmup, seed=seed)
+        report.extra = {"tegrastats": sampler.summary(), **jetson_clocks()}
+    else:
+        report = run_profile(package, compare or backend, batch=batch, segment_len=segment_len, segments=segments, warmup=warmup, seed=seed)
+    _print_profile(report)
+    for path, writer in ((json_out, write_json), (csv_out, write_csv), (html_out, write_html)):
+        if path is not None:
+            writer(report, path)
+            out.print(f"wrote {path}", highlight=False)
+
+
+def _print_profile(report: Any) -> None:
+    from memx.formatting import human_bytes
+
+    table = Table(title=f"{report.family}: B={report.batch}, S={report.segment_len}, {report.segments} segments after {report.warmup} warm-up (interleaved)")
+    for col in ("contender", "precision", "p50 ms", "p90 ms", "p99 ms", "max ms", "tokens/s", "speed-up", "state/step"):
+        table.add_column(col, justify="left" if col in ("contender", "precision") else "right", no_wrap=col not in ("contender", "precision"), overflow="fold")
+    ratios = report.ratios()
+    for c in report.contenders:
+        table.add_row(c.name, c.precision, f"{c.latency.p50_ms:.2f}", f"{c.latency.p90_ms:.2f}", f"{c.latency.p99_ms:.2f}", f"{c.latency.max_ms:.2f}",
+                      f"{c.throughput.tokens_per_s:,.0f}", f"{ratios[c.name]['p50']:.2f}x", human_bytes(c.state_bytes_per_step))
+    out.print(table)
+    out.print(f"speed-up: p50 of {report.baseline.name} / p50 of the row (higher is faster)", highlight=False)
+    mach = report.machine
+    out.print(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores{', ' + mach['board'] if 'board' in mach else ''}; peak RSS {report.peak_rss_mb:.0f} MiB", highlight=False)
+    teg = report.extra.get("tegrastats") if report.extra else None
+    if teg and teg.get("samples"):
+        power = ", ".join(f"{k} {v['mean']:.0f} mW" for k, v in teg["power_mw"].items())
+        gpu = teg.get("gpu_load_pct") or {}
+        out.print(f"tegrastats: {teg['samples']} samples; GPU load mean {gpu.get('mean', float('nan')):.0f}%; {power}", highlight=False)
+
+
+@app.command()
+@_errors_to_exit
 def inspect(
     package: Path = typer.Argument(..., help="Package directory."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),

@@ -188,3 +188,16 @@ def test_quantize_from_a_token_file_with_fp16_state(package_of, tmp_path):
     m = Package.open(out).manifest
     assert m.precision == "fp16" and m.state[0].precision == "fp16" and m.quantization["calibration"] is None  # fp16 needs no calibration
     assert "rounded" in invoke("inspect", out).output
+
+
+def test_profile_compare_writes_json_csv_html(package_of, tmp_path):
+    r = invoke("profile", package_of("rmt-tiny").path, "--compare", "onnxruntime,onnxruntime:int8-dynamic", "--segments", "10", "--warmup", "2",
+               "--batch", "2", "--json", tmp_path / "p.json", "--csv", tmp_path / "p.csv", "--html", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    assert "int8-dyn" in r.output and "speed-up" in r.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [c["name"] for c in data["contenders"]] == ["onnxruntime", "onnxruntime:int8-dynamic"]
+    assert data["contenders"][1]["precision"] == "int8-dynamic" and data["config"]["batch"] == 2
+    assert (tmp_path / "p.csv").read_text().count("\n") == 3 and (tmp_path / "p.html").stat().st_size > 1000
+    r = invoke("profile", package_of("rmt-tiny").path, "--backend", "onnx runtime")
+    assert r.exit_code == 2 and "backend[:precision][@device]" in r.output

@@ -1,0 +1,107 @@
+"""Profile reports: JSON (for dashboards), CSV (one row per contender), and a
+self-contained HTML page with plots (latency histogram, per-segment latency over the
+stream) and the machine description."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memx.exporter.package import write_text_atomic
+from memx.profiling.runner import ProfileReport
+
+CSV_FIELDS = ["name", "backend", "precision", "device", "batch", "segment_len", "segments", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
+              "tokens_per_s", "segments_per_s", "speedup_p50", "state_bytes_per_step", "rss_mb_after_open", "device_memory_mb"]
+
+
+def csv_rows(report: ProfileReport) -> list[dict[str, Any]]:
+    ratios = report.ratios()
+    rows = []
+    for c in report.contenders:
+        rows.append({"name": c.name, "backend": c.backend, "precision": c.precision, "device": c.device, "batch": report.batch,
+                     "segment_len": report.segment_len, "segments": report.segments, "p50_ms": c.latency.p50_ms, "p90_ms": c.latency.p90_ms,
+                     "p99_ms": c.latency.p99_ms, "max_ms": c.latency.max_ms, "mean_ms": c.latency.mean_ms, "tokens_per_s": c.throughput.tokens_per_s,
+                     "segments_per_s": c.throughput.segments_per_s, "speedup_p50": ratios[c.name]["p50"], "state_bytes_per_step": c.state_bytes_per_step,
+                     "rss_mb_after_open": c.rss_mb_after_open, "device_memory_mb": c.device_memory_mb})
+    return rows
+
+
+def write_json(report: ProfileReport, path: str | os.PathLike) -> None:
+    write_text_atomic(Path(path), json.dumps(report.to_dict(), indent=1) + "\n")
+
+
+def write_csv(report: ProfileReport, path: str | os.PathLike) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    write_text_atomic(Path(path), buf.getvalue())
+
+
+def _figure_png(report: ProfileReport) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for c in report.contenders:
+        x = np.asarray(c.samples_ms)
+        axes[0].hist(x, bins=min(60, max(10, x.size // 5)), alpha=0.5, label=f"{c.name} (p50 {c.latency.p50_ms:.2f} ms)")
+        axes[1].plot(np.arange(x.size), x, linewidth=0.8, label=c.name)
+    axes[0].set(xlabel="ms per segment", ylabel="segments", title="latency histogram")
+    axes[1].set(xlabel="segment", ylabel="ms", title="latency over the stream")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{report.family}: B={report.batch}, S={report.segment_len}, {report.segments} segments", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(report: ProfileReport) -> str:
+    esc = html.escape
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(_fmt(r[k]))}</td>" for k in ("name", "precision", "device", "p50_ms", "p90_ms", "p99_ms", "max_ms", "tokens_per_s", "speedup_p50", "state_bytes_per_step")) + "</tr>"
+        for r in csv_rows(report)
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("contender", "precision", "device", "p50 ms", "p90 ms", "p99 ms", "max ms", "tokens/s", f"speed-up vs {esc(report.baseline.name)}", "state bytes/step"))
+    png = _figure_png(report)
+    plot = f'<img alt="latency plots" src="data:image/png;base64,{png}">' if png else "<p>(install matplotlib for plots)</p>"
+    machine = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in report.machine.items())
+    extra = f"<h2>device monitor</h2><pre>{esc(json.dumps(report.extra, indent=1))}</pre>" if report.extra else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>memx profile: {esc(report.package)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
+<body><h1>memx profile</h1>
+<p>{esc(report.package)} ({esc(report.family)}): batch {report.batch}, segment {report.segment_len} tokens, {report.segments} timed segments
+after {report.warmup} warm-up, interleaved rounds; peak RSS {report.peak_rss_mb:.0f} MiB.</p>
+<table><tr>{head}</tr>{rows}</table>
+{plot}
+<h2>machine</h2><table>{machine}</table>
+{extra}
+</body></html>
+"""
+
+
+def write_html(report: ProfileReport, path: str | os.PathLike) -> None:
+    write_text_atomic(Path(path), render_html(report))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}" if v < 1e5 else f"{v:,.0f}"
+    return "—" if v is None else str(v)

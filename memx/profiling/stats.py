@@ -1,0 +1,76 @@
+"""Latency statistics: percentiles (linear interpolation between order statistics, as
+numpy's default), throughput, and the machine a measurement was taken on."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memx.errors import InputError
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    min_ms: float
+
+    @classmethod
+    def of(cls, samples_ms: Any) -> "LatencyStats":
+        x = np.asarray(samples_ms, dtype=np.float64).reshape(-1)
+        if x.size == 0:
+            raise InputError("no latency samples to summarise", expected="at least one sample", actual=0)
+        if not np.isfinite(x).all() or (x < 0).any():
+            raise InputError("latency samples must be finite and non-negative", expected=">= 0", actual=float(x[~np.isfinite(x) | (x < 0)][0]))
+        p50, p90, p99 = np.percentile(x, [50, 90, 99])
+        return cls(int(x.size), float(x.mean()), float(p50), float(p90), float(p99), float(x.max()), float(x.min()))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    tokens_per_s: float
+    segments_per_s: float  # stream-segments per second: batch x steps / time
+
+    @classmethod
+    def of(cls, samples_ms: Any, *, batch: int, tokens_per_step: int) -> "Throughput":
+        """From per-step wall times: total work over total time (not 1/mean of rates)."""
+        total_s = float(np.sum(samples_ms)) / 1e3
+        steps = len(samples_ms)
+        if total_s <= 0:
+            return cls(float("inf"), float("inf"))
+        return cls(tokens_per_step * steps / total_s, batch * steps / total_s)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    model = Path("/proc/device-tree/model")
+    if model.is_file():  # Jetson and other device-tree boards
+        info["board"] = model.read_text(errors="replace").strip("\x00\n ")
+    return info
