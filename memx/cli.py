@@ -314,13 +314,16 @@ def _print_profile(report: Any) -> None:
     from memx.formatting import human_bytes
 
     table = Table(title=f"{report.family}: B={report.batch}, S={report.segment_len}, {report.segments} segments after {report.warmup} warm-up (interleaved)")
-    for col in ("contender", "precision", "p50 ms", "p90 ms", "p99 ms", "max ms", "tokens/s", "speed-up", "state/step"):
-        table.add_column(col, justify="left" if col in ("contender", "precision") else "right", no_wrap=col not in ("contender", "precision"), overflow="fold")
+    table.add_column("contender (precision)", min_width=14, overflow="fold")
+    for col in ("p50 ms", "p90 ms", "p99 ms", "max ms", "tokens/s", "speed-up"):
+        table.add_column(col, justify="right", no_wrap=True)
     ratios = report.ratios()
     for c in report.contenders:
-        table.add_row(c.name, c.precision, f"{c.latency.p50_ms:.2f}", f"{c.latency.p90_ms:.2f}", f"{c.latency.p99_ms:.2f}", f"{c.latency.max_ms:.2f}",
-                      f"{c.throughput.tokens_per_s:,.0f}", f"{ratios[c.name]['p50']:.2f}x", human_bytes(c.state_bytes_per_step))
+        name = c.name if c.name.partition("@")[0].count(":") else f"{c.name} ({c.precision})"
+        table.add_row(name, f"{c.latency.p50_ms:.2f}", f"{c.latency.p90_ms:.2f}", f"{c.latency.p99_ms:.2f}", f"{c.latency.max_ms:.2f}",
+                      f"{c.throughput.tokens_per_s:,.0f}", f"{ratios[c.name]['p50']:.2f}x")
     out.print(table)
+    out.print(f"state moved per step (read + written): {human_bytes(report.baseline.state_bytes_per_step)}", highlight=False)
     out.print(f"speed-up: p50 of {report.baseline.name} / p50 of the row (higher is faster)", highlight=False)
     mach = report.machine
     out.print(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores{', ' + mach['board'] if 'board' in mach else ''}; peak RSS {report.peak_rss_mb:.0f} MiB", highlight=False)
