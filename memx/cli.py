@@ -47,7 +47,7 @@ def _errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MemxError as e:
-            err.print(f"[bold red]error[/] ({type(e).__name__}): {e}", highlight=False)
+            err.print(f"[bold red]error[/] ({type(e).__name__}): {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
