@@ -289,9 +289,16 @@ def profile(
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per contender."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
     tegrastats: bool = typer.Option(True, help="On Jetson, sample tegrastats during the run and add power, load and temperatures to the report."),
+    history: Optional[str] = typer.Option(None, help="Scaling: history lengths, e.g. 1k,4k,16k,64k. The memory model consumes each history; a plain "
+                                          "Transformer of the same size keeping that history in a KV cache is timed beside it."),
+    baseline: bool = typer.Option(True, help="With --history: also time the full-history Transformer."),
 ) -> None:
     """Time a package over a stream, per segment: latency percentiles, throughput, memory,
-    state bytes per step; compare backends and precisions side by side."""
+    state bytes per step; compare backends and precisions side by side; with --history,
+    per-segment cost versus history length against a full-history Transformer."""
+    if history is not None:
+        _profile_scaling(package, history, batch, segment_len, segments, warmup, seed, baseline, json_out, html_out)
+        return
     from memx.profiling import profile as run_profile
     from memx.profiling.report import write_csv, write_html, write_json
     from memx.profiling.tegrastats import TegrastatsSampler, jetson_clocks
@@ -308,6 +315,32 @@ def profile(
         if path is not None:
             writer(report, path)
             out.print(f"wrote {path}", highlight=False)
+
+
+def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optional[int], segments: int, warmup: int, seed: int,
+                     baseline: bool, json_out: Optional[Path], html_out: Optional[Path]) -> None:
+    from memx.exporter.package import write_text_atomic
+    from memx.formatting import human_bytes
+    from memx.profiling.report import render_scaling_html
+    from memx.profiling.scaling import scaling
+
+    report = scaling(package, history, batch=batch, segment_len=segment_len, segments=min(segments, 50), warmup=min(warmup, 5), seed=seed, with_baseline=baseline)
+    table = Table(title=f"{report.family}: per-segment latency vs history (B={report.batch}, S={report.segment_len}, {report.segments} timed segments per point)")
+    for col in ("history", "mem p50 ms", "growth", "full p50 ms", "full/mem", "KV/stream"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for p, g in zip(report.points, report.memory_growth()):
+        table.add_row(f"{p.history:,}", f"{p.memory.p50_ms:.2f}", f"{g:.2f}x", f"{p.baseline.p50_ms:.2f}" if p.baseline else "—",
+                      f"{p.baseline.p50_ms / p.memory.p50_ms:.1f}x" if p.baseline else "—", human_bytes(p.baseline_state_bytes) if p.baseline_state_bytes else "—")
+    out.print(table)
+    out.print("mem: the memory model after consuming the history; growth: its p50 over the first point's; full: a plain Transformer of the "
+              "same size keeping the whole history in a KV cache (KV/stream: its cache per stream)", highlight=False)
+    out.print(f"memory model state per stream: {human_bytes(report.points[0].memory_state_bytes)} at every history length", highlight=False)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
+        out.print(f"wrote {json_out}", highlight=False)
+    if html_out is not None:
+        write_text_atomic(html_out, render_scaling_html(report))
+        out.print(f"wrote {html_out}", highlight=False)
 
 
 def _print_profile(report: Any) -> None:

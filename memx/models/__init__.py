@@ -1,6 +1,6 @@
 """Model families (one module each) and the registry of families and presets."""
 
-from memx.models import gmat, infformer, memformer, memtr, rmt  # noqa: F401  (register families and presets)
+from memx.models import gmat, infformer, kvcache, memformer, memtr, rmt  # noqa: F401  (register families and presets)
 from memx.models.base import GraphSpec, OutputSpec, SegmentModel, StateSpec
 from memx.models.registry import (
     Preset,

@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
-from memx.models.layers import BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, init_params, init_weights, token_valid
+from memx.models.layers import (
+    BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, token_valid,
+)
 from memx.models.registry import register_family, register_preset
 
 SIGMA2_MIN = 1e-6
@@ -211,20 +213,11 @@ class InfFormer(SegmentModel):
     # --- pieces -------------------------------------------------------------------------------
     def _stm_mask(self, valid: torch.Tensor, cache_valid: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, L+S): the cache's real entries, then causal real tokens."""
-        s = valid.shape[1]
-        pos = torch.arange(s, device=valid.device)
-        causal = pos[None, :] <= pos[:, None]  # (S, S)
-        tok = causal[None] & valid[:, None, :]  # (B, S, S)
-        cache = cache_valid[:, None, :].expand(-1, s, -1)  # (B, S, L)
-        return torch.cat([cache, tok], dim=2).unsqueeze(1)  # (B, 1, S, L+S)
+        return cache_then_causal_mask(valid, cache_valid)
 
     def _last_real(self, cache: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The last L real entries of [cache (B, L, ...); new (B, S, ...)] (new has lengths[b] real)."""
-        L = cache.shape[1]
-        both = torch.cat([cache, new], dim=1)  # (B, L+S, ...)
-        index = lengths[:, None] + torch.arange(L, device=lengths.device)[None, :]  # (B, L)
-        index = index.reshape(*index.shape, *([1] * (both.dim() - 2))).expand(-1, -1, *both.shape[2:])
-        return torch.gather(both, 1, index)
+        return last_real(cache, new, lengths)
 
     def _sample_points(self, mu: torch.Tensor, sigma2: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Where to sample the old signal (B, M_s): sticky = by this step's attention density."""

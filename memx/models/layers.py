@@ -148,3 +148,24 @@ def make_blocks(c: BackboneConfig) -> nn.ModuleList:
 def init_params(*params: nn.Parameter, std: float = 0.02) -> None:
     for p in params:
         nn.init.normal_(p, std=std)
+
+
+def last_real(cache: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The last L real entries of [cache (B, L, ...); new (B, S, ...)], where row b of
+    ``new`` has lengths[b] real entries first: a sliding cache without in-place writes."""
+    L = cache.shape[1]
+    both = torch.cat([cache, new], dim=1)  # (B, L+S, ...)
+    index = lengths[:, None] + torch.arange(L, device=lengths.device)[None, :]  # (B, L)
+    index = index.reshape(*index.shape, *([1] * (both.dim() - 2))).expand(-1, -1, *both.shape[2:])
+    return torch.gather(both, 1, index)
+
+
+def cache_then_causal_mask(valid: torch.Tensor, cache_valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, L+S) attention mask: every query sees the cache's real entries, then the
+    real tokens of the segment up to itself."""
+    s = valid.shape[1]
+    pos = torch.arange(s, device=valid.device)
+    causal = pos[None, :] <= pos[:, None]  # (S, S)
+    tok = causal[None] & valid[:, None, :]  # (B, S, S)
+    cache = cache_valid[:, None, :].expand(-1, s, -1)  # (B, S, L)
+    return torch.cat([cache, tok], dim=2).unsqueeze(1)  # (B, 1, S, L+S)

@@ -105,3 +105,52 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}" if v < 1e5 else f"{v:,.0f}"
     return "—" if v is None else str(v)
+
+
+def _scaling_png(report: Any) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    hs = [p.history for p in report.points]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    axes[0].plot(hs, [p.memory.p50_ms for p in report.points], "o-", label=f"{report.family} (memory model)")
+    if report.points[0].baseline is not None:
+        axes[0].plot(hs, [p.baseline.p50_ms for p in report.points], "s-", label="full-history Transformer (KV cache)")
+    axes[0].set(xscale="log", yscale="log", xlabel="history (tokens)", ylabel="p50 ms per segment", title="latency vs history")
+    axes[1].plot(hs, [p.memory_state_bytes / 2**20 for p in report.points], "o-", label="memory model state")
+    if report.points[0].baseline_state_bytes is not None:
+        axes[1].plot(hs, [p.baseline_state_bytes / 2**20 for p in report.points], "s-", label="KV cache")
+    axes[1].set(xscale="log", yscale="log", xlabel="history (tokens)", ylabel="MiB per stream", title="state carried per stream")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_scaling_html(report: Any) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{p.history:,}</td><td>{p.memory.p50_ms:.2f}</td><td>{p.memory.p99_ms:.2f}</td><td>{g:.2f}×</td>"
+        + (f"<td>{p.baseline.p50_ms:.2f}</td><td>{p.baseline.p99_ms:.2f}</td><td>{p.baseline.p50_ms / p.memory.p50_ms:.1f}×</td>" if p.baseline else "<td colspan=3>—</td>")
+        + "</tr>"
+        for p, g in zip(report.points, report.memory_growth())
+    )
+    png = _scaling_png(report)
+    plot = f'<img alt="scaling plots" src="data:image/png;base64,{png}">' if png else ""
+    machine = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in report.machine.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>memx profile --history: {esc(report.package)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
+<body><h1>per-segment cost vs history</h1>
+<p>{esc(report.package)} ({esc(report.family)}), batch {report.batch}, segments of {report.segment_len} tokens, {report.segments} timed per point.</p>
+<table><tr><th>history</th><th>memory p50 ms</th><th>memory p99 ms</th><th>vs first</th><th>full-history p50 ms</th><th>full-history p99 ms</th><th>full / memory</th></tr>{rows}</table>
+{plot}<h2>machine</h2><table>{machine}</table></body></html>
+"""
