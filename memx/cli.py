@@ -292,6 +292,8 @@ def profile(
     history: Optional[str] = typer.Option(None, help="Scaling: history lengths, e.g. 1k,4k,16k,64k. The memory model consumes each history; a plain "
                                           "Transformer of the same size keeping that history in a KV cache is timed beside it."),
     baseline: bool = typer.Option(True, help="With --history: also time the full-history Transformer."),
+    floor: bool = typer.Option(False, "--floor", help="Count FLOPs and bytes per step from the ONNX graph, measure this machine's GEMM peak and copy "
+                                "bandwidth, and report the fraction each contender achieves."),
 ) -> None:
     """Time a package over a stream, per segment: latency percentiles, throughput, memory,
     state bytes per step; compare backends and precisions side by side; with --history,
@@ -310,6 +312,8 @@ def profile(
         report.extra = {"tegrastats": sampler.summary(), **jetson_clocks()}
     else:
         report = run_profile(package, compare or backend, batch=batch, segment_len=segment_len, segments=segments, warmup=warmup, seed=seed)
+    if floor:
+        report.extra["floor"] = _floor(report)
     _print_profile(report)
     for path, writer in ((json_out, write_json), (csv_out, write_csv), (html_out, write_html)):
         if path is not None:
@@ -343,6 +347,26 @@ def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optio
         out.print(f"wrote {html_out}", highlight=False)
 
 
+def _floor(report: Any) -> dict[str, Any]:
+    from memx.exporter import Package
+    from memx.profiling.floor import floor_report, measure_peak, package_cost
+
+    cost = package_cost(Package.open(report.package), batch=report.batch, segment_len=report.segment_len)
+    peak = measure_peak()
+    return {c.name: floor_report(cost, peak, c.latency.p50_ms) for c in report.contenders}
+
+
+def _print_floor(floors: dict[str, Any]) -> None:
+    first = next(iter(floors.values()))
+    peak = first["peak"]
+    out.print(f"floor: {first['flops'] / 1e6:.1f} MFLOP and {first['bytes'] / 2**20:.2f} MiB per step (weights {first['weight_bytes'] / 2**20:.2f} MiB); "
+              f"this machine: {peak['gemm_gflops']:.1f} GFLOP/s fp32 GEMM, {peak['copy_gbps']:.1f} GB/s copy; floor {first['floor_ms']:.3f} ms ({first['bound']}-bound)",
+              highlight=False)
+    for name, f in floors.items():
+        out.print(f"  {name}: {f['achieved_gflops']:.2f} GFLOP/s = {f['fraction_of_gemm_peak']:.1%} of the GEMM peak, "
+                  f"{f['fraction_of_copy_bandwidth']:.1%} of copy bandwidth; {f['measured_over_floor']:.1f}x the floor", highlight=False)
+
+
 def _print_profile(report: Any) -> None:
     from memx.formatting import human_bytes
 
@@ -360,6 +384,8 @@ def _print_profile(report: Any) -> None:
     out.print(f"speed-up: p50 of {report.baseline.name} / p50 of the row (higher is faster)", highlight=False)
     mach = report.machine
     out.print(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores{', ' + mach['board'] if 'board' in mach else ''}; peak RSS {report.peak_rss_mb:.0f} MiB", highlight=False)
+    if report.extra and "floor" in report.extra:
+        _print_floor(report.extra["floor"])
     teg = report.extra.get("tegrastats") if report.extra else None
     if teg and teg.get("samples"):
         power = ", ".join(f"{k} {v['mean']:.0f} mW" for k, v in teg["power_mw"].items())
