@@ -43,13 +43,8 @@ test: $(STAMP) ops-optional
 test-fast: $(STAMP) ops-optional
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
-	$(PY) benchmarks/step_latency.py
-	$(PY) benchmarks/gmat_attention.py
-	$(PY) benchmarks/mrbp_vs_bptt.py
-	$(PY) benchmarks/sparse_attention.py
-	$(PY) benchmarks/quantized_latency.py
-	$(PY) benchmarks/state_precision_ablation.py
+bench: $(STAMP) ops-optional
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info memx/ops/lib
