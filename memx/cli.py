@@ -292,6 +292,7 @@ def profile(
     history: Optional[str] = typer.Option(None, help="Scaling: history lengths, e.g. 1k,4k,16k,64k. The memory model consumes each history; a plain "
                                           "Transformer of the same size keeping that history in a KV cache is timed beside it."),
     baseline: bool = typer.Option(True, help="With --history: also time the full-history Transformer."),
+    trtexec: Optional[str] = typer.Option(None, help="ENGINE.plan[:GRAPH]: also run TensorRT's trtexec on a built engine with this run's shapes and add its figures."),
     floor: bool = typer.Option(False, "--floor", help="Count FLOPs and bytes per step from the ONNX graph, measure this machine's GEMM peak and copy "
                                 "bandwidth, and report the fraction each contender achieves."),
 ) -> None:
@@ -314,6 +315,12 @@ def profile(
         report = run_profile(package, compare or backend, batch=batch, segment_len=segment_len, segments=segments, warmup=warmup, seed=seed)
     if floor:
         report.extra["floor"] = _floor(report)
+    if trtexec:
+        from memx.exporter import Package
+        from memx.profiling.trtexec import run_trtexec
+
+        engine, _, graph = trtexec.partition(":")
+        report.extra["trtexec"] = run_trtexec(engine, Package.open(package).manifest, graph=graph or None, batch=batch, segment_len=report.segment_len)
     _print_profile(report)
     for path, writer in ((json_out, write_json), (csv_out, write_csv), (html_out, write_html)):
         if path is not None:
@@ -386,6 +393,11 @@ def _print_profile(report: Any) -> None:
     out.print(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores{', ' + mach['board'] if 'board' in mach else ''}; peak RSS {report.peak_rss_mb:.0f} MiB", highlight=False)
     if report.extra and "floor" in report.extra:
         _print_floor(report.extra["floor"])
+    trt = report.extra.get("trtexec") if report.extra else None
+    if trt:
+        lat = trt.get("gpu_compute_ms") or trt.get("latency_ms") or {}
+        out.print(f"trtexec ({trt['graph']}, one static call, random inputs, no carried state): GPU compute median {lat.get('median', float('nan')):.3f} ms, "
+                  f"p99 {lat.get('p99', float('nan')):.3f} ms, {trt.get('throughput_qps', float('nan')):.0f} qps", highlight=False)
     teg = report.extra.get("tegrastats") if report.extra else None
     if teg and teg.get("samples"):
         power = ", ".join(f"{k} {v['mean']:.0f} mW" for k, v in teg["power_mw"].items())
