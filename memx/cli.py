@@ -388,6 +388,10 @@ def _print_profile(report: Any) -> None:
                       f"{c.throughput.tokens_per_s:,.0f}", f"{ratios[c.name]['p50']:.2f}x")
     out.print(table)
     out.print(f"state moved per step (read + written): {human_bytes(report.baseline.state_bytes_per_step)}", highlight=False)
+    for c in report.contenders:
+        if c.gpu_latency is not None:
+            out.print(f"{c.name}: CUDA events p50 {c.gpu_latency.p50_ms:.3f} ms, p99 {c.gpu_latency.p99_ms:.3f} ms on the device; "
+                      f"peak device memory {c.device_memory_mb:.0f} MiB", highlight=False)
     out.print(f"speed-up: p50 of {report.baseline.name} / p50 of the row (higher is faster)", highlight=False)
     mach = report.machine
     out.print(f"machine: {mach.get('cpu')}, {mach.get('cores')} cores{', ' + mach['board'] if 'board' in mach else ''}; peak RSS {report.peak_rss_mb:.0f} MiB", highlight=False)

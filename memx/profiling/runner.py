@@ -73,6 +73,7 @@ class ContenderResult:
     rss_mb_after_open: float
     device_memory_mb: float | None = None
     runtime: dict[str, Any] = field(default_factory=dict)
+    gpu_latency: LatencyStats | None = None  # CUDA-event time between the step's start and end on the device
 
     def to_dict(self, *, samples: bool = True) -> dict[str, Any]:
         d = {"name": self.name, "backend": self.backend, "precision": self.precision, "device": self.device,
@@ -80,7 +81,9 @@ class ContenderResult:
                             "mean": self.latency.mean_ms, "min": self.latency.min_ms, "n": self.latency.n},
              "throughput": {"tokens_per_s": self.throughput.tokens_per_s, "segments_per_s": self.throughput.segments_per_s},
              "state_bytes_per_step": self.state_bytes_per_step, "rss_mb_after_open": self.rss_mb_after_open,
-             "device_memory_mb": self.device_memory_mb, "runtime": self.runtime}
+             "device_memory_mb": self.device_memory_mb, "runtime": self.runtime,
+             "gpu_latency_ms": None if self.gpu_latency is None else {"p50": self.gpu_latency.p50_ms, "p90": self.gpu_latency.p90_ms,
+                                                                      "p99": self.gpu_latency.p99_ms, "max": self.gpu_latency.max_ms}}
         if samples:
             d["samples_ms"] = self.samples_ms
         return d
@@ -182,20 +185,67 @@ def profile(
         rng = np.random.default_rng(seed)
         names = [c.name for c in specs]
         samples: dict[str, list[float]] = {n: [] for n in names}
+        events = {c.name: CudaEvents() for c in specs if c.device.startswith("cuda") and CudaEvents.available()}
         for r in progress_range(warmup + segments, f"profile {', '.join(names)}", enabled=progress):
             tokens = rng.integers(0, m.vocab_size, size=(batch, seg))
             for name in round_order(names, r):
+                ev = events.get(name)
+                if ev is not None:
+                    ev.start()
                 t0 = timer()
                 streams[name].step(tokens)
                 dt = timer() - t0
+                if ev is not None:
+                    ev.stop(keep=r >= warmup)
                 if r >= warmup:
                     samples[name].append(dt * 1e3)
     results = []
     for c in specs:
         x = samples[c.name]
         results.append(ContenderResult(c.name, c.backend, precision[c.name], c.device, LatencyStats.of(x), Throughput.of(x, batch=batch, tokens_per_step=batch * seg),
-                                       x, _state_bytes(pkg, batch), rss[c.name], _device_memory_mb(c), described[c.name]))
+                                       x, _state_bytes(pkg, batch), rss[c.name], _device_memory_mb(c), described[c.name],
+                                       events[c.name].stats() if c.name in events else None))
     return ProfileReport(str(pkg.path), m.family, batch, seg, segments, warmup, seed, results, _peak_rss_mb(), machine())
+
+
+class CudaEvents:
+    """CUDA events recorded on the current stream around each step (torch's CUDA runtime):
+    device-side time of the step, read after the run so timing adds no synchronisation."""
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import torch
+
+            return torch.cuda.is_available()
+        except ImportError:
+            return False
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[Any, Any]] = []
+        self._open: Any = None
+
+    def start(self) -> None:
+        import torch
+
+        self._open = torch.cuda.Event(enable_timing=True)
+        self._open.record()
+
+    def stop(self, *, keep: bool) -> None:
+        import torch
+
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        if keep:
+            self.pairs.append((self._open, end))
+
+    def stats(self) -> LatencyStats | None:
+        import torch
+
+        if not self.pairs:
+            return None
+        torch.cuda.synchronize()
+        return LatencyStats.of([a.elapsed_time(b) for a, b in self.pairs])
 
 
 def _device_memory_mb(c: Contender) -> float | None:

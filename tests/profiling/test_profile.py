@@ -120,3 +120,11 @@ def test_profile_refuses_bad_settings(package_of):
         profile(pkg, segments=0, progress=False)
     with pytest.raises(RegistryError, match="onnxruntime"):
         profile(pkg, "tensorflow", segments=2, progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_contender_gets_event_timing(package_of):
+    report = profile(package_of("rmt-tiny"), "torch,torch@cuda", segments=10, warmup=2, progress=False)
+    cuda = report.contenders[1]
+    assert cuda.gpu_latency is not None and cuda.gpu_latency.n == 10 and cuda.device_memory_mb > 0
+    assert report.contenders[0].gpu_latency is None
