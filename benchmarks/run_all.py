@@ -32,7 +32,8 @@ def main() -> None:
         sys.exit(f"unknown benchmarks {unknown}; choose from {BENCHMARKS}")
     m = machine()
     parts = [f"# memx benchmark results\n\nMeasured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {m['cpu']}, {m['cores']} cores, "
-             f"{m['platform']}, Python {m['python']}, ONNX Runtime {m.get('onnxruntime', '?')}. Regenerate with `make bench`.\n"]
+             f"{m['platform']}, Python {m['python']}, ONNX Runtime {m.get('onnxruntime', '?')}. Regenerate with `make bench`.\n\n"
+             f"Benchmarks in this run: {', '.join(names)}" + (f" (not run: {', '.join(b for b in BENCHMARKS if b not in names)})" if len(names) < len(BENCHMARKS) else "") + ".\n"]
     for name in names:
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
