@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+from memx.profiling.stats import current_rss_mb, peak_rss_mb  # noqa: F401  (used by the benchmark scripts)
 
 
 def run_worker(script: str, args: list[str]) -> dict:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +22,14 @@ import torch
 
 from memx import runtimes
 from memx.exporter import export_preset
+from memx.profiling.stats import machine as stats_machine
 
 DEFAULT_CONTENDERS = "torch,onnxruntime"  # backend[:device]; the first is the baseline of the ratios
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    m = stats_machine()
+    return f"{m['cpu']}, {m['cores']} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def open_stream(pkg, contender: str, batch: int) -> runtimes.Stream:

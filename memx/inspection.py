@@ -41,7 +41,7 @@ def describe_package(pkg: Package) -> dict[str, Any]:
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.inputs],
             "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.outputs],
         })
-    state_bytes = sum(_numel(s.shape[1:]) * _itemsize(s.dtype) for s in m.state)
+    state_bytes = state_bytes_per_stream(m)
     return {
         "path": str(pkg.path),
         "format_version": m.format_version,
@@ -76,7 +76,7 @@ def _quantization(pkg: Package) -> dict[str, Any] | None:
     facts = precision_facts(pkg)
     return {"method": q["method"], "policy": q["policy"], "calibration": q.get("calibration"), "warnings": q.get("warnings", []),
             "memory_path_intact": facts["memory_path_intact"],
-            "graphs": {name: {k: v for k, v in f.items()} for name, f in facts["graphs"].items()}}
+            "graphs": facts["graphs"]}
 
 
 def custom_op_kernels(used: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,6 +95,11 @@ def custom_op_kernels(used: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
         })
     return result
+
+
+def state_bytes_per_stream(m: Any) -> int:
+    """Bytes of one stream's state (every state tensor of the manifest, batch axis excluded)."""
+    return sum(_numel(s.shape[1:]) * _itemsize(s.dtype) for s in m.state)
 
 
 def _numel(shape: list[int | str]) -> int:

@@ -225,12 +225,10 @@ def save_report(pkg: Package, report: DriftReport, name: str) -> dict[str, str]:
 
 def plot_drift(report: DriftReport, path: Path) -> Path | None:
     """State relative error and top-1 agreement per segment (PNG); None without matplotlib."""
-    try:
-        import matplotlib
+    from memx.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     x = np.arange(1, report.segments + 1)

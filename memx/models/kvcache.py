@@ -65,7 +65,6 @@ class KVCacheTransformer(SegmentModel):
         return [OutputSpec("logits", ("batch", "segment", self.config.vocab_size))]
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
-        c = self.config
         keep = (~reset).to(torch.float32)  # reset rows start with an empty cache
         state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
         valid_cache = state[-1]  # (B, H)

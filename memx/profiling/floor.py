@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,9 +75,10 @@ def _shapes(model: onnx.ModelProto, dims: dict[str, int]) -> dict[str, tuple[lis
     so.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, _feeds(model, dims))
+    feeds = _feeds(model, dims)
+    values = sess.run(names, feeds)
     out = {n: (list(v.shape), v.dtype.itemsize) for n, v in zip(names, values) if hasattr(v, "shape")}
-    out.update({k: (list(v.shape), v.dtype.itemsize) for k, v in _feeds(model, dims).items()})
+    out.update({k: (list(v.shape), v.dtype.itemsize) for k, v in feeds.items()})
     for init in model.graph.initializer:
         out[init.name] = (list(init.dims), _ITEMSIZE.get(init.data_type, 4))
     return out

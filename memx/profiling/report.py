@@ -4,7 +4,6 @@ stream) and the machine description."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from memx.exporter.package import write_text_atomic
+from memx.plotting import png_base64, pyplot
 from memx.profiling.runner import ProfileReport
 
 CSV_FIELDS = ["name", "backend", "precision", "device", "batch", "segment_len", "segments", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
@@ -47,12 +47,8 @@ def write_csv(report: ProfileReport, path: str | os.PathLike) -> None:
 
 
 def _figure_png(report: ProfileReport) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for c in report.contenders:
@@ -65,10 +61,7 @@ def _figure_png(report: ProfileReport) -> str | None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{report.family}: B={report.batch}, S={report.segment_len}, {report.segments} segments", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_base64(fig)
 
 
 def render_html(report: ProfileReport) -> str:
@@ -108,12 +101,8 @@ def _fmt(v: Any) -> str:
 
 
 def _scaling_png(report: Any) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     hs = [p.history for p in report.points]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -128,10 +117,7 @@ def _scaling_png(report: Any) -> str | None:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_base64(fig)
 
 
 def render_scaling_html(report: Any) -> str:

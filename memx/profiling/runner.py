@@ -9,7 +9,6 @@ than the package's own is made on the fly with ``memx quantize`` into a scratch 
 from __future__ import annotations
 
 import re
-import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ import numpy as np
 
 from memx.errors import InputError
 from memx.exporter.package import Package
-from memx.profiling.stats import LatencyStats, Throughput, machine
+from memx.inspection import state_bytes_per_stream
+from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machine, peak_rss_mb
 
 _SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?$")
 REPORT_FORMAT = "memx.profile"
@@ -121,19 +121,8 @@ class ProfileReport:
                 "contenders": [c.to_dict(samples=samples) for c in self.contenders], **({"extra": self.extra} if self.extra else {})}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _state_bytes(pkg: Package, batch: int) -> int:
-    item = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
-    per_stream = sum(int(np.prod([int(d) for d in s.shape[1:]])) * item[s.dtype] for s in pkg.manifest.state)
-    return 2 * batch * per_stream  # read and written
+    return 2 * batch * state_bytes_per_stream(pkg.manifest)  # read and written
 
 
 def _package_for(pkg: Package, c: Contender, scratch: Path, progress: bool) -> Package:
@@ -181,7 +170,7 @@ def profile(
             p = _package_for(pkg, c, work, progress)
             rt = runtimes.open(p, backend=c.backend, device=c.device, **(backend_options or {}).get(c.name, {}))
             streams[c.name] = rt.stream(batch)
-            rss[c.name], described[c.name], precision[c.name] = _rss_mb(), rt.describe(), p.manifest.precision
+            rss[c.name], described[c.name], precision[c.name] = current_rss_mb(), rt.describe(), p.manifest.precision
         rng = np.random.default_rng(seed)
         names = [c.name for c in specs]
         samples: dict[str, list[float]] = {n: [] for n in names}
@@ -205,7 +194,7 @@ def profile(
         results.append(ContenderResult(c.name, c.backend, precision[c.name], c.device, LatencyStats.of(x), Throughput.of(x, batch=batch, tokens_per_step=batch * seg),
                                        x, _state_bytes(pkg, batch), rss[c.name], _device_memory_mb(c), described[c.name],
                                        events[c.name].stats() if c.name in events else None))
-    return ProfileReport(str(pkg.path), m.family, batch, seg, segments, warmup, seed, results, _peak_rss_mb(), machine())
+    return ProfileReport(str(pkg.path), m.family, batch, seg, segments, warmup, seed, results, peak_rss_mb(), machine())
 
 
 class CudaEvents:

@@ -22,8 +22,9 @@ import numpy as np
 
 from memx.errors import InputError
 from memx.exporter.package import Package
-from memx.profiling.runner import _peak_rss_mb, _state_bytes, round_order
-from memx.profiling.stats import LatencyStats, machine
+from memx.inspection import state_bytes_per_stream
+from memx.profiling.runner import round_order
+from memx.profiling.stats import LatencyStats, machine, peak_rss_mb
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kKmM]?)$")
 
@@ -141,7 +142,7 @@ def scaling(
                 base_pkg = export(build_model("kvcache", cfg), Path(tmp) / f"kv{h}.memx", preset=f"kvcache@{h}", verify_segments=0)
                 base_rt = runtimes.open(base_pkg, backend="onnxruntime")
                 contenders["baseline"] = _full_cache_stream(base_rt, batch, rng)
-                base_bytes = _state_bytes(base_pkg, 1) // 2
+                base_bytes = state_bytes_per_stream(base_pkg.manifest)
             samples: dict[str, list[float]] = {k: [] for k in contenders}
             for r in progress_range(warmup + segments, f"time at history {h:,}", enabled=progress):
                 tokens = rng.integers(0, m.vocab_size, size=(batch, seg))
@@ -153,6 +154,6 @@ def scaling(
                         samples[name].append(dt * 1e3)
             consumed += (warmup + segments) * seg
             points.append(ScalingPoint(h, LatencyStats.of(samples["memory"]), LatencyStats.of(samples["baseline"]) if with_baseline else None,
-                                       _state_bytes(pkg, 1) // 2, base_bytes))
+                                       state_bytes_per_stream(m), base_bytes))
     return ScalingReport(str(pkg.path), m.family, batch, seg, segments, points, baseline_config(pkg, 0, seg) if with_baseline else None,
-                         _peak_rss_mb(), machine())
+                         peak_rss_mb(), machine())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,14 @@ def machine() -> dict[str, Any]:
     if model.is_file():  # Jetson and other device-tree boards
         info["board"] = model.read_text(errors="replace").strip("\x00\n ")
     return info
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
