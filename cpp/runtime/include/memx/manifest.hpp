@@ -1,0 +1,83 @@
+// The package manifest (memx.json), read and validated like memx/exporter/manifest.py:
+// unknown format versions, missing or mistyped fields, unknown keys and inconsistent wiring
+// are refused with a ManifestError naming the field, the expected and the actual value.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "memx/tensor.hpp"
+
+namespace memx {
+
+constexpr const char* kManifestFormat = "memx.package";
+constexpr int kManifestFormatVersion = 1;
+constexpr const char* kManifestFile = "memx.json";
+
+// One dimension of a manifest shape: a fixed size or a symbolic name ("batch", "segment").
+struct Dim {
+  int64_t size = -1;  // -1 when symbolic
+  std::string name;   // empty when fixed
+  bool fixed() const { return name.empty(); }
+};
+
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::Float32;
+  std::vector<Dim> shape;
+};
+
+struct GraphSpec {
+  std::string name, file, role;
+  std::vector<TensorSpec> inputs, outputs;
+  std::map<std::string, std::string> consumes;  // input name -> graph that produced it earlier
+};
+
+struct StateSpec {
+  std::string name;
+  Shape dims;  // the fixed dims after the batch axis
+  DType dtype = DType::Float32;
+  std::string precision, input, output, graph;
+};
+
+struct OutputSpec {
+  std::string name;
+  DType dtype = DType::Float32;
+  std::vector<Dim> shape;
+  std::optional<int> segment_axis;  // positions past lengths[b] along this axis are zero
+  std::string graph;
+};
+
+struct FileEntry {
+  int64_t bytes = 0;
+  std::string sha256;
+};
+
+struct Manifest {
+  std::string family;
+  std::optional<std::string> preset;
+  std::string config_json;  // the config, serialised exactly like Python's json.dumps(sort_keys=True)
+  int64_t vocab_size = 0;
+  int64_t segment_min = 1, segment_max = 1;
+  std::vector<GraphSpec> graphs;  // run in this order each step
+  std::vector<StateSpec> state;
+  std::vector<OutputSpec> outputs;
+  std::string precision;
+  std::map<std::string, FileEntry> files;
+  std::vector<std::string> custom_op_domains;
+  std::optional<std::string> weights_sha256;  // provenance.weights_sha256
+  bool causal = false;
+  std::optional<std::string> task;
+  std::string model_id;  // what snapshots are bound to; equal to Python's Manifest.model_id()
+
+  // Parse and validate manifest text; `source` names the file in error messages.
+  static Manifest parse(const std::string& json_text, const std::string& source = kManifestFile);
+  static Manifest load(const std::string& package_dir);
+
+  const StateSpec* find_state(const std::string& name) const;
+  std::vector<std::string> step_inputs() const;  // tokens, lengths, reset, state inputs
+};
+
+}  // namespace memx

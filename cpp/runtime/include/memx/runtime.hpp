@@ -1,0 +1,143 @@
+// memx::Runtime / Stream / StreamPool: the C++ twin of memx/runtimes/base.py (DESIGN.md §5).
+//
+//   memx::Runtime rt("pkg.memx");                 // CPU; RuntimeOptions for threads, providers, kernels
+//   memx::Stream s = rt.stream();                // zero state, reset on the first step
+//   auto out = s.step(memx::make_tokens(ids, 1, 16));
+//   std::vector<uint8_t> snap = s.snapshot();    // same bytes as Python's Stream.snapshot()
+//   memx::StreamPool pool = rt.pool(64);          // many streams, one batched call per step
+//
+// Contract, as in Python: a step is transactional (on any error the stream's state is
+// unchanged); bad input throws a typed memx::Error naming the expected and the actual value;
+// nothing calls exit().
+//
+// Threading: one Runtime may be shared by any number of threads (its ONNX Runtime sessions
+// are, and it holds no per-call state); a Stream or StreamPool belongs to one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memx/errors.hpp"
+#include "memx/manifest.hpp"
+#include "memx/snapshot.hpp"
+#include "memx/tensor.hpp"
+
+namespace memx {
+
+struct RuntimeOptions {
+  // "cpu" (default), "cuda" or "tensorrt": the ONNX Runtime execution provider. CUDA and
+  // TensorRT need an ONNX Runtime build that has them (else BackendUnavailableError); with
+  // them a Stream keeps its state on the device between steps (I/O binding).
+  std::string device = "cpu";
+  int device_id = 0;
+  int intra_op_threads = 0;  // 0: ONNX Runtime's default
+  int inter_op_threads = 0;
+  std::string graph_optimization = "all";  // all | extended | basic | disable
+  // libmemx_ops.so for the memx custom ops; empty: the ops run their ONNX reference bodies
+  std::string custom_op_library;
+  bool verify_hashes = false;  // check each listed file's sha256, not only its size
+  int log_severity = 3;        // ONNX Runtime log level (3: errors only)
+};
+
+struct StepOutputs {
+  std::map<std::string, Tensor> outputs;  // by output name, batch axis first
+};
+
+class Runtime;
+
+class Stream {
+ public:
+  Stream(Stream&&) noexcept;
+  Stream& operator=(Stream&&) noexcept;
+  ~Stream();
+
+  // tokens int64 [B, S]; lengths int64 [B] (empty tensor: all S); reset bool [B] (empty: none).
+  StepOutputs step(const Tensor& tokens, const Tensor& lengths = Tensor(), const Tensor& reset = Tensor());
+  // rows start anew at the next step (their state is zeroed now); no rows: all
+  void reset(const std::vector<int64_t>& rows = {});
+  std::vector<uint8_t> snapshot() const;
+  void restore(const std::vector<uint8_t>& blob);  // refuses (state unchanged) on any mismatch
+  std::map<std::string, Tensor> state() const;     // host copies, (B, ...) each
+  int64_t batch_size() const;
+  int64_t segments() const;
+  bool state_on_device() const;  // true once a step ran on a CUDA/TensorRT provider
+
+ private:
+  friend class Runtime;
+  struct Impl;
+  explicit Stream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class StreamPool {
+ public:
+  StreamPool(StreamPool&&) noexcept;
+  StreamPool& operator=(StreamPool&&) noexcept;
+  ~StreamPool();
+
+  int64_t open();
+  void close(int64_t id);
+  void reset(int64_t id);
+  bool contains(int64_t id) const;
+  std::size_t size() const;
+  std::vector<uint8_t> snapshot(int64_t id) const;
+  void restore(int64_t id, const std::vector<uint8_t>& blob);
+  std::map<std::string, Tensor> state(int64_t id) const;
+  // Step each stream by its own 1-D segment (lengths may differ). Rows are padded to the
+  // longest segment and masked by lengths; at most max_batch rows per call. Returns per stream
+  // its outputs without the batch axis, cut to its own length. All or nothing.
+  std::map<int64_t, std::map<std::string, Tensor>> step(const std::map<int64_t, std::vector<int64_t>>& inputs);
+
+ private:
+  friend class Runtime;
+  struct Impl;
+  explicit StreamPool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class Runtime {
+ public:
+  explicit Runtime(const std::string& package_dir, RuntimeOptions options = {});
+  Runtime(Runtime&&) noexcept;
+  Runtime& operator=(Runtime&&) noexcept;
+  ~Runtime();
+
+  const Manifest& manifest() const;
+  const std::string& package_dir() const;
+  const RuntimeOptions& options() const;
+  // what runs: device, providers of the sessions, what runs the memx ops
+  std::map<std::string, std::string> describe() const;
+
+  Stream stream(int64_t batch_size = 1) const;
+  StreamPool pool(int64_t max_batch = 64) const;
+
+  // One validated call of the step graphs on host tensors: returns outputs and new states
+  // by state name; touches nothing. tokens int64 [B, S], lengths int64 [B], reset bool [B].
+  struct StepResult {
+    std::map<std::string, Tensor> outputs;
+    std::map<std::string, Tensor> states;
+  };
+  StepResult run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) const;
+
+  // Zero state with every row pending reset (the graph substitutes the learned initial state).
+  SnapshotData fresh_state(int64_t batch) const;
+  std::vector<uint8_t> snapshot_of(const SnapshotData& st) const;
+  // decode + check model, batch (-1: any), state layout and finiteness
+  SnapshotData restore_from(const std::vector<uint8_t>& blob, int64_t batch) const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// Input checks shared by Stream and StreamPool (memx/runtimes/inputs.py).
+void check_tokens(const Tensor& tokens, int64_t batch, const Manifest& manifest);
+Tensor checked_lengths(const Tensor& lengths, int64_t batch, int64_t segment_len);
+Tensor checked_reset(const Tensor& reset, int64_t batch);
+
+}  // namespace memx

@@ -1,0 +1,308 @@
+// memx.json reader: the checks of memx/exporter/manifest.py, in C++.
+#include "memx/manifest.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "memx/errors.hpp"
+#include "memx/snapshot.hpp"
+#include "pyjson.hpp"
+
+namespace memx {
+
+using nlohmann::json;
+
+namespace {
+
+const char* kind_of(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "NoneType";
+    case json::value_t::boolean: return "bool";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned: return "int";
+    case json::value_t::number_float: return "float";
+    case json::value_t::string: return "str";
+    case json::value_t::array: return "list";
+    case json::value_t::object: return "dict";
+    default: return "unknown";
+  }
+}
+
+bool is_kind(const json& v, const std::string& kind) {
+  if (kind == "str") return v.is_string();
+  if (kind == "int") return v.is_number_integer();  // bools are not numbers in nlohmann
+  if (kind == "dict") return v.is_object();
+  if (kind == "list") return v.is_array();
+  if (kind == "bool") return v.is_boolean();
+  return false;
+}
+
+// obj[key] checked to be of `kind`; nullptr when optional and missing/null.
+const json* field(const json& obj, const std::string& key, const std::string& kind, const std::string& where, bool optional = false) {
+  auto it = obj.find(key);
+  if (it == obj.end() || (optional && it->is_null())) {
+    if (optional) return nullptr;
+    throw ManifestError("manifest field " + where + key + " is missing", "a " + kind, "nothing");
+  }
+  if (!is_kind(*it, kind)) throw ManifestError("manifest field " + where + key + " has the wrong type", kind, kind_of(*it));
+  return &*it;
+}
+
+std::string str_field(const json& obj, const std::string& key, const std::string& where) {
+  return field(obj, key, "str", where)->get<std::string>();
+}
+
+void no_unknown(const json& obj, const std::set<std::string>& allowed, const std::string& where) {
+  std::vector<std::string> unknown;
+  for (auto it = obj.begin(); it != obj.end(); ++it)
+    if (!allowed.count(it.key())) unknown.push_back(it.key());
+  if (!unknown.empty()) {
+    json a = allowed, u = unknown;
+    throw ManifestError("manifest " + (where.empty() ? std::string("top level") : where) + " has unknown fields", "only " + a.dump(), u.dump());
+  }
+}
+
+std::vector<Dim> parse_shape(const json& value, const std::string& where) {
+  std::vector<Dim> dims;
+  for (const auto& d : value) {
+    if (d.is_number_integer() && d.get<int64_t>() >= 0) {
+      dims.push_back({d.get<int64_t>(), ""});
+    } else if (d.is_string() && !d.get<std::string>().empty()) {
+      dims.push_back({-1, d.get<std::string>()});
+    } else {
+      throw ManifestError("manifest field " + where + " is not a shape", "a list of non-negative ints or dim names", value.dump());
+    }
+  }
+  return dims;
+}
+
+DType parse_dtype(const json& obj, const std::string& where) {
+  const std::string name = str_field(obj, "dtype", where + ".");
+  try {
+    return dtype_from_name(name);
+  } catch (const ManifestError& e) {
+    throw ManifestError("manifest field " + where + ".dtype has an unknown dtype", e.expected(), name);
+  }
+}
+
+const json& objects(const json& data, const std::string& key, const std::string& where = "") {
+  const json& items = *field(data, key, "list", where);
+  for (std::size_t i = 0; i < items.size(); ++i)
+    if (!items[i].is_object())
+      throw ManifestError("manifest field " + where + key + "[" + std::to_string(i) + "] is not an object", "object", kind_of(items[i]));
+  return items;
+}
+
+TensorSpec parse_tensor(const json& obj, const std::string& where) {
+  if (!obj.is_object()) throw ManifestError("manifest field " + where + " is not an object", "object", kind_of(obj));
+  no_unknown(obj, {"name", "dtype", "shape"}, where);
+  TensorSpec t;
+  t.name = str_field(obj, "name", where + ".");
+  t.dtype = parse_dtype(obj, where);
+  t.shape = parse_shape(*field(obj, "shape", "list", where + "."), where + ".shape");
+  return t;
+}
+
+GraphSpec parse_graph(const json& g, const std::string& where) {
+  no_unknown(g, {"name", "file", "role", "inputs", "outputs", "consumes"}, where);
+  GraphSpec spec;
+  spec.name = str_field(g, "name", where + ".");
+  spec.file = str_field(g, "file", where + ".");
+  spec.role = str_field(g, "role", where + ".");
+  const json& inputs = objects(g, "inputs", where + ".");
+  for (std::size_t i = 0; i < inputs.size(); ++i) spec.inputs.push_back(parse_tensor(inputs[i], where + ".inputs[" + std::to_string(i) + "]"));
+  const json& outputs = objects(g, "outputs", where + ".");
+  for (std::size_t i = 0; i < outputs.size(); ++i) spec.outputs.push_back(parse_tensor(outputs[i], where + ".outputs[" + std::to_string(i) + "]"));
+  auto it = g.find("consumes");
+  if (it != g.end() && !it->is_null()) {
+    bool ok = it->is_object();
+    if (ok)
+      for (auto c = it->begin(); c != it->end(); ++c) ok = ok && c.value().is_string();
+    if (!ok) throw ManifestError("manifest field " + where + ".consumes is not a map of input name to graph name", "{str: str}", it->dump());
+    for (auto c = it->begin(); c != it->end(); ++c) spec.consumes[c.key()] = c.value().get<std::string>();
+  }
+  return spec;
+}
+
+StateSpec parse_state(const json& s, const std::string& where) {
+  no_unknown(s, {"name", "shape", "dtype", "precision", "input", "output", "graph"}, where);
+  StateSpec spec;
+  spec.name = str_field(s, "name", where + ".");
+  const json& shape = *field(s, "shape", "list", where + ".");
+  std::vector<Dim> dims = parse_shape(shape, where + ".shape");
+  spec.dtype = parse_dtype(s, where);
+  spec.precision = str_field(s, "precision", where + ".");
+  spec.input = str_field(s, "input", where + ".");
+  spec.output = str_field(s, "output", where + ".");
+  spec.graph = str_field(s, "graph", where + ".");
+  bool ok = !dims.empty() && dims[0].name == "batch";
+  for (std::size_t i = 1; ok && i < dims.size(); ++i) ok = dims[i].fixed();
+  if (!ok) throw ManifestError("manifest field " + where + ".shape must have the batch axis first and fixed dims after", "[\"batch\", int, ...]", shape.dump());
+  for (std::size_t i = 1; i < dims.size(); ++i) spec.dims.push_back(dims[i].size);
+  if (spec.input == spec.output) throw ManifestError("state '" + spec.name + "' uses one tensor as input and output", "distinct names", spec.input);
+  return spec;
+}
+
+OutputSpec parse_output(const json& o, const std::string& where) {
+  no_unknown(o, {"name", "dtype", "shape", "segment_axis", "graph"}, where);
+  OutputSpec spec;
+  spec.name = str_field(o, "name", where + ".");
+  spec.dtype = parse_dtype(o, where);
+  spec.shape = parse_shape(*field(o, "shape", "list", where + "."), where + ".shape");
+  if (const json* axis = field(o, "segment_axis", "int", where + ".", true)) spec.segment_axis = axis->get<int>();
+  spec.graph = str_field(o, "graph", where + ".");
+  return spec;
+}
+
+// Python's model_id(): sha256 of json.dumps({family, config, state: [[name, shape, dtype]], weights}, sort_keys=True)
+std::string compute_model_id(const std::string& family, const json& config, const json& state, const json& provenance) {
+  json ident = json::object();
+  ident["family"] = family;
+  ident["config"] = config;
+  json st = json::array();
+  for (const auto& s : state) st.push_back(json::array({s.at("name"), s.at("shape"), s.at("dtype")}));
+  ident["state"] = st;
+  auto w = provenance.find("weights_sha256");
+  ident["weights"] = w == provenance.end() ? json(nullptr) : *w;
+  const std::string text = detail::python_dumps(ident);
+  return sha256_hex(text.data(), text.size());
+}
+
+const std::set<std::string> kPrecisions = {"fp32", "fp16", "bf16", "int8-qdq", "int8-dynamic"};
+
+void check_pipeline(const Manifest& m) {
+  std::vector<std::string> outside_list = m.step_inputs();
+  std::set<std::string> outside(outside_list.begin(), outside_list.end());
+  std::map<std::string, std::set<std::string>> produced;
+  for (const auto& g : m.graphs) {
+    std::set<std::string> input_names;
+    for (const auto& t : g.inputs) {
+      input_names.insert(t.name);
+      auto source = g.consumes.find(t.name);
+      if (source == g.consumes.end()) {
+        if (!outside.count(t.name))
+          throw ManifestError("graph '" + g.name + "' input '" + t.name + "' has no source", "a step input " + json(outside).dump() + " or an entry in consumes", t.name);
+      } else if (!produced[source->second].count(t.name)) {
+        throw ManifestError("graph '" + g.name + "' consumes '" + t.name + "' from '" + source->second + "', which does not produce it earlier",
+                            "an output of an earlier graph", source->second);
+      }
+    }
+    for (const auto& [name, _] : g.consumes)
+      if (!input_names.count(name)) throw ManifestError("graph '" + g.name + "' consumes names that are not its inputs", json(input_names).dump(), name);
+    for (const auto& t : g.outputs) produced[g.name].insert(t.name);
+  }
+}
+
+void check_consistency(const Manifest& m) {
+  if (!kPrecisions.count(m.precision)) throw ManifestError("manifest precision is unknown", json(kPrecisions).dump(), m.precision);
+  if (m.graphs.empty()) throw ManifestError("manifest lists no graphs", "at least one graph", "0");
+  std::map<std::string, const GraphSpec*> graphs;
+  for (const auto& g : m.graphs) graphs[g.name] = &g;
+  if (graphs.size() != m.graphs.size()) throw ManifestError("manifest graph names are not unique", "unique names", std::to_string(m.graphs.size()) + " graphs with " + std::to_string(graphs.size()) + " names");
+  auto has = [](const std::vector<TensorSpec>& ts, const std::string& name) {
+    return std::any_of(ts.begin(), ts.end(), [&](const TensorSpec& t) { return t.name == name; });
+  };
+  for (const auto& s : m.state) {
+    auto g = graphs.find(s.graph);
+    if (g == graphs.end()) throw ManifestError("state '" + s.name + "' names an unknown graph", "a graph of the package", s.graph);
+    bool fed = std::any_of(m.graphs.begin(), m.graphs.end(), [&](const GraphSpec& h) { return has(h.inputs, s.input); });
+    if (!fed || !has(g->second->outputs, s.output))
+      throw ManifestError("state '" + s.name + "' is not wired to graph '" + s.graph + "'", "inputs/outputs '" + s.input + "'/'" + s.output + "'", "not found");
+  }
+  check_pipeline(m);
+  for (const auto& o : m.outputs) {
+    auto g = graphs.find(o.graph);
+    if (g == graphs.end() || !has(g->second->outputs, o.name)) throw ManifestError("output '" + o.name + "' is not an output of graph '" + o.graph + "'", "an output of that graph", o.graph);
+  }
+  for (const auto& g : m.graphs)
+    if (!m.files.count(g.file)) throw ManifestError("graph '" + g.name + "' file is not listed in files", g.file, "not listed");
+}
+
+const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
+                                         "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
+                                         "custom_ops", "validation",     "causal",     "task",       "quantization"};
+
+}  // namespace
+
+Manifest Manifest::parse(const std::string& json_text, const std::string& source) {
+  json data;
+  try {
+    data = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    throw ManifestError(source + " is not valid JSON (byte " + std::to_string(e.byte) + ")");
+  }
+  if (!data.is_object()) throw ManifestError("manifest is not a JSON object", "object", kind_of(data));
+  auto fmt = data.find("format");
+  if (fmt == data.end() || !fmt->is_string() || fmt->get<std::string>() != kManifestFormat)
+    throw ManifestError("not a memx manifest", std::string("format '") + kManifestFormat + "'", fmt == data.end() ? "None" : fmt->dump());
+  int64_t version = field(data, "format_version", "int", "")->get<int64_t>();
+  if (version != kManifestFormatVersion)
+    throw ManifestVersionError("unsupported manifest format_version", std::to_string(kManifestFormatVersion), std::to_string(version),
+                               version > kManifestFormatVersion ? "re-export the package with this memx, or upgrade memx" : "re-export the package");
+  no_unknown(data, kTopLevel, "");
+  const json& segment = *field(data, "segment", "dict", "");
+  Manifest m;
+  m.segment_min = field(segment, "min", "int", "segment.")->get<int64_t>();
+  m.segment_max = field(segment, "max", "int", "segment.")->get<int64_t>();
+  if (!(1 <= m.segment_min && m.segment_min <= m.segment_max)) throw ManifestError("manifest segment limits are inconsistent", "1 <= min <= max", segment.dump());
+  m.vocab_size = field(data, "vocab_size", "int", "")->get<int64_t>();
+  if (m.vocab_size < 1) throw ManifestError("manifest vocab_size must be positive", ">= 1", std::to_string(m.vocab_size));
+  m.family = str_field(data, "family", "");
+  if (const json* p = field(data, "preset", "str", "", true)) m.preset = p->get<std::string>();
+  const json& config = *field(data, "config", "dict", "");
+  m.config_json = detail::python_dumps(config);
+  const json& graphs = objects(data, "graphs");
+  for (std::size_t i = 0; i < graphs.size(); ++i) m.graphs.push_back(parse_graph(graphs[i], "graphs[" + std::to_string(i) + "]"));
+  const json& state = objects(data, "state");
+  for (std::size_t i = 0; i < state.size(); ++i) m.state.push_back(parse_state(state[i], "state[" + std::to_string(i) + "]"));
+  const json& outputs = objects(data, "outputs");
+  for (std::size_t i = 0; i < outputs.size(); ++i) m.outputs.push_back(parse_output(outputs[i], "outputs[" + std::to_string(i) + "]"));
+  m.precision = str_field(data, "precision", "");
+  const json& provenance = *field(data, "provenance", "dict", "");
+  auto w = provenance.find("weights_sha256");
+  if (w != provenance.end() && w->is_string()) m.weights_sha256 = w->get<std::string>();
+  for (auto it = field(data, "files", "dict", "")->begin(); it != data["files"].end(); ++it) {
+    const std::string where = "files['" + it.key() + "']";
+    if (!it->is_object()) throw ManifestError("manifest field " + where + " is not an object", "object", kind_of(*it));
+    no_unknown(*it, {"bytes", "sha256"}, where);
+    m.files[it.key()] = FileEntry{field(*it, "bytes", "int", where + ".")->get<int64_t>(), str_field(*it, "sha256", where + ".")};
+  }
+  field(data, "reference", "dict", "", true);
+  field(data, "validation", "dict", "", true);
+  field(data, "quantization", "dict", "", true);
+  if (const json* ops = field(data, "custom_ops", "list", "", true))
+    for (const auto& op : *ops)
+      if (op.is_object() && op.contains("domain") && op["domain"].is_string()) m.custom_op_domains.push_back(op["domain"].get<std::string>());
+  if (const json* c = field(data, "causal", "bool", "", true)) m.causal = c->get<bool>();
+  if (const json* t = field(data, "task", "str", "", true)) m.task = t->get<std::string>();
+  check_consistency(m);
+  m.model_id = compute_model_id(m.family, config, state, provenance);
+  return m;
+}
+
+Manifest Manifest::load(const std::string& package_dir) {
+  const std::string path = package_dir + "/" + kManifestFile;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ManifestError(std::string("package has no ") + kManifestFile, path, "missing file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+const StateSpec* Manifest::find_state(const std::string& name) const {
+  for (const auto& s : state)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+std::vector<std::string> Manifest::step_inputs() const {
+  std::vector<std::string> names = {"tokens", "lengths", "reset"};
+  for (const auto& s : state) names.push_back(s.input);
+  return names;
+}
+
+}  // namespace memx

@@ -1,0 +1,313 @@
+// Runtime: opens a package (manifest, file checks, sessions, custom-op library) and runs the
+// graph pipeline of one step. Stream and StreamPool (stream.cc, pool.cc) build on run_graphs.
+#include "memx/runtime.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <mutex>
+
+#include "device_copy.hpp"
+#include "package.hpp"
+#include "runtime_impl.hpp"
+
+namespace memx {
+
+namespace {
+
+Ort::Env& ort_env(int severity) {
+  static std::once_flag once;
+  static std::unique_ptr<Ort::Env> env;
+  std::call_once(once, [&] { env = std::make_unique<Ort::Env>(static_cast<OrtLoggingLevel>(std::clamp(severity, 0, 4)), "memx"); });
+  return *env;
+}
+
+ONNXTensorElementDataType onnx_type(DType dtype) {
+  switch (dtype) {
+    case DType::Float32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case DType::Float16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    case DType::BFloat16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+    case DType::Int64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    case DType::Int32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case DType::Int8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+    case DType::UInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case DType::Bool: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
+  }
+  throw InternalError("unknown DType");
+}
+
+DType memx_type(ONNXTensorElementDataType type) {
+  for (DType d : {DType::Float32, DType::Float16, DType::BFloat16, DType::Int64, DType::Int32, DType::Int8, DType::UInt8, DType::Bool})
+    if (onnx_type(d) == type) return d;
+  throw BackendRunError("graph produced a tensor of an unsupported element type", "float32/float16/bfloat16/int64/int32/int8/uint8/bool", "ONNX type " + std::to_string(type));
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", '" : "'") + items[i] + "'";
+  return s + "]";
+}
+
+void append_provider(Ort::SessionOptions& so, const RuntimeOptions& options, std::vector<std::string>& providers) {
+  const std::vector<std::string> available = Ort::GetAvailableProviders();
+  auto need = [&](const std::string& name) {
+    if (std::find(available.begin(), available.end(), name) == available.end())
+      throw BackendUnavailableError("execution provider for device '" + options.device + "' is not in this ONNX Runtime build", name, "available providers " + join(available),
+                                    "link libmemx against an ONNX Runtime built with CUDA/TensorRT (onnxruntime-gpu, JetPack)");
+  };
+  const std::string id = std::to_string(options.device_id);
+  const OrtApi& api = Ort::GetApi();
+  if (options.device == "tensorrt") {
+    need("TensorrtExecutionProvider");
+    OrtTensorRTProviderOptionsV2* trt = nullptr;
+    Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&trt));
+    std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(api.ReleaseTensorRTProviderOptions)> guard(trt, api.ReleaseTensorRTProviderOptions);
+    const char* keys[] = {"device_id"};
+    const char* values[] = {id.c_str()};
+    Ort::ThrowOnError(api.UpdateTensorRTProviderOptions(trt, keys, values, 1));
+    so.AppendExecutionProvider_TensorRT_V2(*trt);
+    providers.push_back("TensorrtExecutionProvider");
+  }
+  if (options.device == "cuda" || options.device == "tensorrt") {
+    need("CUDAExecutionProvider");
+    OrtCUDAProviderOptionsV2* cuda = nullptr;
+    Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+    std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> guard(cuda, api.ReleaseCUDAProviderOptions);
+    const char* keys[] = {"device_id"};
+    const char* values[] = {id.c_str()};
+    Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys, values, 1));
+    so.AppendExecutionProvider_CUDA_V2(*cuda);
+    providers.push_back("CUDAExecutionProvider");
+  }
+  providers.push_back("CPUExecutionProvider");
+}
+
+GraphOptimizationLevel optimization_level(const std::string& level) {
+  if (level == "all") return GraphOptimizationLevel::ORT_ENABLE_ALL;
+  if (level == "extended") return GraphOptimizationLevel::ORT_ENABLE_EXTENDED;
+  if (level == "basic") return GraphOptimizationLevel::ORT_ENABLE_BASIC;
+  if (level == "disable") return GraphOptimizationLevel::ORT_DISABLE_ALL;
+  throw InputError("unknown graph optimization level", "one of ['all', 'extended', 'basic', 'disable']", level);
+}
+
+}  // namespace
+
+namespace detail {
+
+Ort::Value wrap(const Ort::MemoryInfo& cpu, const Tensor& tensor) {
+  return Ort::Value::CreateTensor(cpu, const_cast<uint8_t*>(tensor.bytes.data()), tensor.nbytes(), tensor.shape.data(), tensor.shape.size(), onnx_type(tensor.dtype));
+}
+
+Ort::Value owned_copy(const Tensor& tensor) {
+  Ort::AllocatorWithDefaultOptions allocator;
+  Ort::Value value = Ort::Value::CreateTensor(allocator, tensor.shape.data(), tensor.shape.size(), onnx_type(tensor.dtype));
+  if (tensor.nbytes()) std::memcpy(value.GetTensorMutableRawData(), tensor.bytes.data(), tensor.nbytes());
+  return value;
+}
+
+Tensor to_host(const Ort::Value& value) {
+  auto info = value.GetTensorTypeAndShapeInfo();
+  Tensor out(memx_type(info.GetElementType()), info.GetShape());
+  if (!out.nbytes()) return out;
+  const void* src = value.GetTensorRawData();
+  if (value.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU) {
+    std::memcpy(out.bytes.data(), src, out.nbytes());
+  } else {
+    copy_device_to_host(out.bytes.data(), src, out.nbytes());
+  }
+  return out;
+}
+
+}  // namespace detail
+
+Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(dir), options(std::move(opts)) {
+  manifest = Manifest::load(dir);
+  detail::check_package_files(dir, manifest, options.verify_hashes);
+  for (const auto& s : manifest.state) state_by_output[s.output] = &s;
+  Ort::Env& env = ort_env(options.log_severity);
+  if (options.device != "cpu" && options.device != "cuda" && options.device != "tensorrt")
+    throw BackendUnavailableError("unknown device for onnxruntime", "one of ['cpu', 'cuda', 'tensorrt']", options.device);
+  session_options = std::make_unique<Ort::SessionOptions>();
+  session_options->SetLogSeverityLevel(options.log_severity);
+  if (options.intra_op_threads > 0) session_options->SetIntraOpNumThreads(options.intra_op_threads);
+  if (options.inter_op_threads > 0) session_options->SetInterOpNumThreads(options.inter_op_threads);
+  session_options->SetGraphOptimizationLevel(optimization_level(options.graph_optimization));
+  append_provider(*session_options, options, providers);
+  if (manifest.custom_op_domains.empty()) {
+    custom_ops = "none used";
+  } else if (options.custom_op_library.empty()) {
+    custom_ops = "reference body (no kernel library)";
+  } else {
+    if (!std::filesystem::is_regular_file(options.custom_op_library))
+      throw BackendUnavailableError("custom-op library not found", "an existing libmemx_ops.so", options.custom_op_library);
+    try {
+      session_options->RegisterCustomOpsLibrary(options.custom_op_library.c_str());
+    } catch (const Ort::Exception& e) {
+      throw BackendUnavailableError(std::string("custom-op library cannot be registered: ") + e.what(), "a memx custom-op library", options.custom_op_library);
+    }
+    custom_ops = "kernel (" + std::filesystem::path(options.custom_op_library).filename().string() + ")";
+  }
+  cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, options.device_id, OrtMemTypeDefault);
+  for (const auto& g : manifest.graphs) {
+    const std::string path = detail::safe_join(dir, g.file);
+    try {
+      sessions.push_back(std::make_unique<Ort::Session>(env, path.c_str(), *session_options));
+    } catch (const Ort::Exception& e) {
+      throw BackendRunError("ONNX Runtime cannot load graph '" + g.name + "': " + e.what(), "a loadable ONNX model", path);
+    }
+  }
+}
+
+std::map<std::string, Ort::Value> Runtime::Impl::run_graphs(const std::map<std::string, const Ort::Value*>& feeds, bool states_on_device) const {
+  std::map<std::string, Ort::Value> produced;
+  for (std::size_t i = 0; i < manifest.graphs.size(); ++i) {
+    const GraphSpec& g = manifest.graphs[i];
+    Ort::IoBinding binding(*sessions[i]);
+    for (const auto& t : g.inputs) {
+      auto made = produced.find(t.name);
+      if (made != produced.end()) {
+        binding.BindInput(t.name.c_str(), made->second);
+        continue;
+      }
+      auto fed = feeds.find(t.name);
+      if (fed == feeds.end()) throw InternalError("graph input has no value", t.name, "nothing fed");
+      binding.BindInput(t.name.c_str(), *fed->second);
+    }
+    for (const auto& t : g.outputs) {
+      const bool keep_on_device = states_on_device && on_device() && state_by_output.count(t.name);
+      binding.BindOutput(t.name.c_str(), keep_on_device ? device_memory : cpu_memory);
+    }
+    try {
+      sessions[i]->Run(Ort::RunOptions{nullptr}, binding);
+      binding.SynchronizeOutputs();
+    } catch (const Ort::Exception& e) {
+      throw BackendRunError("onnxruntime failed to run graph '" + g.name + "': " + e.what());
+    }
+    std::vector<std::string> names = binding.GetOutputNames();
+    std::vector<Ort::Value> values = binding.GetOutputValues();
+    for (std::size_t k = 0; k < names.size(); ++k) produced.insert_or_assign(names[k], std::move(values[k]));
+  }
+  return produced;
+}
+
+void Runtime::Impl::check_new_states(const std::map<std::string, Ort::Value>& produced, int64_t batch) const {
+  for (const auto& s : manifest.state) {
+    auto it = produced.find(s.output);
+    if (it == produced.end()) throw BackendRunError("graph did not produce state output", s.output, "missing");
+    const auto info = it->second.GetTensorTypeAndShapeInfo();
+    Shape want = {batch};
+    want.insert(want.end(), s.dims.begin(), s.dims.end());
+    if (info.GetShape() != want) throw StateError("backend returned state '" + s.name + "' with the wrong shape", shape_str(want), shape_str(info.GetShape()));
+    if (!is_floating(s.dtype)) continue;
+    const bool on_cpu = it->second.GetTensorMemoryInfo().GetDeviceType() == OrtMemoryInfoDeviceType_CPU;
+    const Tensor host = on_cpu ? Tensor() : detail::to_host(it->second);
+    const int64_t bad = first_non_finite(s.dtype, on_cpu ? it->second.GetTensorRawData() : host.bytes.data(), numel(want));
+    if (bad >= 0) {
+      const int64_t row_size = numel(want) / std::max<int64_t>(batch, 1);
+      throw NonFiniteStateError("step produced NaN/Inf in state '" + s.name + "'; state left unchanged", "finite values", "non-finite in rows [" + std::to_string(bad / row_size) + "]");
+    }
+  }
+}
+
+Runtime::Runtime(const std::string& package_dir, RuntimeOptions options) : impl_(std::make_shared<Impl>(package_dir, std::move(options))) {}
+Runtime::Runtime(Runtime&&) noexcept = default;
+Runtime& Runtime::operator=(Runtime&&) noexcept = default;
+Runtime::~Runtime() = default;
+
+const Manifest& Runtime::manifest() const { return impl_->manifest; }
+const std::string& Runtime::package_dir() const { return impl_->package_dir; }
+const RuntimeOptions& Runtime::options() const { return impl_->options; }
+
+std::map<std::string, std::string> Runtime::describe() const {
+  std::string providers;
+  for (const auto& p : impl_->providers) providers += (providers.empty() ? "" : ",") + p;
+  return {{"backend", "onnxruntime"}, {"device", impl_->options.device}, {"providers", providers}, {"custom_ops", impl_->custom_ops},
+          {"package", impl_->package_dir}, {"family", impl_->manifest.family}, {"precision", impl_->manifest.precision},
+          {"onnxruntime", Ort::GetVersionString()}};
+}
+
+Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) const {
+  return detail::run_step_host(*impl_, tokens, lengths, reset, states);
+}
+SnapshotData Runtime::fresh_state(int64_t batch) const { return detail::fresh_state(*impl_, batch); }
+std::vector<uint8_t> Runtime::snapshot_of(const SnapshotData& st) const { return detail::snapshot_of(*impl_, st); }
+SnapshotData Runtime::restore_from(const std::vector<uint8_t>& blob, int64_t batch) const { return detail::restore_from(*impl_, blob, batch); }
+
+namespace detail {
+
+Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) {
+  const int64_t batch = tokens.shape.empty() ? 0 : tokens.shape[0];
+  std::vector<Ort::Value> owned;
+  owned.reserve(3 + rt.manifest.state.size());
+  std::map<std::string, const Ort::Value*> feeds;
+  auto feed = [&](const std::string& name, const Tensor& t) {
+    owned.push_back(detail::wrap(rt.cpu_memory, t));
+    feeds[name] = &owned.back();
+  };
+  feed("tokens", tokens);
+  feed("lengths", lengths);
+  feed("reset", reset);
+  for (const auto& s : rt.manifest.state) {
+    auto it = states.find(s.name);
+    if (it == states.end()) throw StateError("state tensor missing", s.name, "not given");
+    Shape want = {batch};
+    want.insert(want.end(), s.dims.begin(), s.dims.end());
+    if (it->second.shape != want || it->second.dtype != s.dtype)
+      throw StateError("state '" + s.name + "' has the wrong layout", std::string(dtype_name(s.dtype)) + shape_str(want), it->second.describe());
+    feed(s.input, it->second);
+  }
+  std::map<std::string, Ort::Value> produced = rt.run_graphs(feeds, false);
+  rt.check_new_states(produced, batch);
+  Runtime::StepResult result;
+  for (const auto& o : rt.manifest.outputs) result.outputs.emplace(o.name, detail::to_host(produced.at(o.name)));
+  for (const auto& s : rt.manifest.state) result.states.emplace(s.name, detail::to_host(produced.at(s.output)));
+  return result;
+}
+
+SnapshotData fresh_state(const Runtime::Impl& rt, int64_t batch) {
+  SnapshotData st;
+  st.model_id = rt.manifest.model_id;
+  for (const auto& s : rt.manifest.state) {
+    Shape shape = {batch};
+    shape.insert(shape.end(), s.dims.begin(), s.dims.end());
+    st.states.emplace(s.name, Tensor(s.dtype, shape));
+    st.order.push_back(s.name);
+  }
+  st.pending_reset.assign(batch, true);
+  return st;
+}
+
+std::vector<uint8_t> snapshot_of(const Runtime::Impl& rt, const SnapshotData& st) {
+  SnapshotData data = st;
+  data.model_id = rt.manifest.model_id;
+  data.order.clear();
+  for (const auto& s : rt.manifest.state) data.order.push_back(s.name);
+  return encode_snapshot(data);
+}
+
+SnapshotData restore_from(const Runtime::Impl& rt, const std::vector<uint8_t>& blob, int64_t batch) {
+  SnapshotData data = decode_snapshot(blob);
+  const Manifest& m = rt.manifest;
+  if (data.model_id != m.model_id) throw SnapshotMismatchError("snapshot belongs to another model", m.model_id.substr(0, 16), data.model_id.substr(0, 16));
+  const auto got_batch = static_cast<int64_t>(data.pending_reset.size());
+  if (batch >= 0 && got_batch != batch) throw SnapshotMismatchError("snapshot batch size differs from the stream's", std::to_string(batch), std::to_string(got_batch));
+  std::vector<std::string> want_names, got_names;
+  for (const auto& s : m.state) want_names.push_back(s.name);
+  for (const auto& [name, _] : data.states) got_names.push_back(name);
+  std::sort(want_names.begin(), want_names.end());
+  if (want_names != got_names) throw SnapshotMismatchError("snapshot state names differ", join(want_names), join(got_names));
+  for (const auto& s : m.state) {
+    const Tensor& t = data.states.at(s.name);
+    Shape want = {got_batch};
+    want.insert(want.end(), s.dims.begin(), s.dims.end());
+    if (t.shape != want || t.dtype != s.dtype)
+      throw SnapshotMismatchError("snapshot state '" + s.name + "' has the wrong layout", std::string(dtype_name(s.dtype)) + shape_str(want), t.describe());
+    const int64_t bad = t.first_non_finite();
+    if (bad >= 0) throw NonFiniteStateError("snapshot state '" + s.name + "' holds NaN/Inf", "finite values", "non-finite at flat index " + std::to_string(bad));
+  }
+  return data;
+}
+
+}  // namespace detail
+
+}  // namespace memx

@@ -1,0 +1,116 @@
+// Stream: one stream (or a fixed batch of streams) carrying its memory across steps. The state
+// lives in Ort::Values: host memory on CPU, device memory on CUDA/TensorRT providers, where each
+// step binds the previous step's state outputs as inputs and gets fresh outputs (ping-pong:
+// never one buffer as both input and output). A step commits only after it fully succeeded.
+#include <algorithm>
+
+#include "memx/runtime.hpp"
+#include "runtime_impl.hpp"
+
+namespace memx {
+
+struct Stream::Impl {
+  std::shared_ptr<const Runtime::Impl> rt;
+  int64_t batch = 1;
+  std::vector<Ort::Value> states;  // manifest state order
+  std::vector<bool> pending;       // row starts anew at its next step
+  int64_t segments = 0;
+
+  void load(const SnapshotData& data) {
+    std::vector<Ort::Value> values;
+    for (const auto& s : rt->manifest.state) values.push_back(detail::owned_copy(data.states.at(s.name)));
+    states = std::move(values);
+    pending = data.pending_reset;
+    segments = data.segments;
+  }
+
+  SnapshotData save() const {
+    SnapshotData data;
+    data.model_id = rt->manifest.model_id;
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      data.states.emplace(rt->manifest.state[i].name, detail::to_host(states[i]));
+      data.order.push_back(rt->manifest.state[i].name);
+    }
+    data.pending_reset = pending;
+    data.segments = segments;
+    return data;
+  }
+};
+
+Stream::Stream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Stream::Stream(Stream&&) noexcept = default;
+Stream& Stream::operator=(Stream&&) noexcept = default;
+Stream::~Stream() = default;
+
+Stream Runtime::stream(int64_t batch_size) const {
+  if (batch_size < 1) throw InputError("batch_size must be positive", ">= 1", std::to_string(batch_size));
+  auto impl = std::make_unique<Stream::Impl>();
+  impl->rt = impl_;
+  impl->batch = batch_size;
+  impl->load(detail::fresh_state(*impl_, batch_size));
+  return Stream(std::move(impl));
+}
+
+StepOutputs Stream::step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset) {
+  Impl& st = *impl_;
+  const Runtime::Impl& rt = *st.rt;
+  check_tokens(tokens, st.batch, rt.manifest);
+  const Tensor lens = checked_lengths(lengths, st.batch, tokens.shape[1]);
+  Tensor rst = checked_reset(reset, st.batch);
+  for (int64_t b = 0; b < st.batch; ++b) rst.bytes[b] = (rst.bytes[b] || st.pending[b]) ? 1 : 0;
+
+  std::vector<Ort::Value> owned;
+  owned.reserve(3);
+  owned.push_back(detail::wrap(rt.cpu_memory, tokens));
+  owned.push_back(detail::wrap(rt.cpu_memory, lens));
+  owned.push_back(detail::wrap(rt.cpu_memory, rst));
+  std::map<std::string, const Ort::Value*> feeds = {{"tokens", &owned[0]}, {"lengths", &owned[1]}, {"reset", &owned[2]}};
+  for (std::size_t i = 0; i < st.states.size(); ++i) feeds[rt.manifest.state[i].input] = &st.states[i];
+
+  std::map<std::string, Ort::Value> produced = rt.run_graphs(feeds, true);
+  rt.check_new_states(produced, st.batch);
+  StepOutputs out;
+  for (const auto& o : rt.manifest.outputs) out.outputs.emplace(o.name, detail::to_host(produced.at(o.name)));
+  // commit: nothing above changed the stream
+  for (std::size_t i = 0; i < st.states.size(); ++i) st.states[i] = std::move(produced.at(rt.manifest.state[i].output));
+  std::fill(st.pending.begin(), st.pending.end(), false);
+  ++st.segments;
+  return out;
+}
+
+void Stream::reset(const std::vector<int64_t>& rows) {
+  Impl& st = *impl_;
+  std::vector<bool> sel(st.batch, rows.empty());
+  for (int64_t r : rows) {
+    if (r < -st.batch || r >= st.batch) {
+      std::string got = "[";
+      for (std::size_t i = 0; i < rows.size(); ++i) got += (i ? ", " : "") + std::to_string(rows[i]);
+      throw InputError("reset row out of range", "0.." + std::to_string(st.batch - 1), got + "]");
+    }
+    sel[r < 0 ? r + st.batch : r] = true;
+  }
+  SnapshotData data = st.save();
+  for (auto& [name, t] : data.states) {
+    const std::size_t row = t.nbytes() / static_cast<std::size_t>(st.batch);
+    for (int64_t b = 0; b < st.batch; ++b)
+      if (sel[b]) std::fill(t.bytes.begin() + b * row, t.bytes.begin() + (b + 1) * row, 0);
+  }
+  for (int64_t b = 0; b < st.batch; ++b) data.pending_reset[b] = data.pending_reset[b] || sel[b];
+  if (rows.empty()) data.segments = 0;
+  st.load(data);
+}
+
+std::vector<uint8_t> Stream::snapshot() const { return detail::snapshot_of(*impl_->rt, impl_->save()); }
+
+void Stream::restore(const std::vector<uint8_t>& blob) { impl_->load(detail::restore_from(*impl_->rt, blob, impl_->batch)); }
+
+std::map<std::string, Tensor> Stream::state() const { return impl_->save().states; }
+int64_t Stream::batch_size() const { return impl_->batch; }
+int64_t Stream::segments() const { return impl_->segments; }
+
+bool Stream::state_on_device() const {
+  return std::any_of(impl_->states.begin(), impl_->states.end(),
+                     [](const Ort::Value& v) { return v.GetTensorMemoryInfo().GetDeviceType() != OrtMemoryInfoDeviceType_CPU; });
+}
+
+}  // namespace memx

@@ -1,0 +1,218 @@
+// memx-run: stream a token file through a memx package with libmemx, write the outputs and the
+// step latency percentiles. The C++ twin of `memx profile` for devices without Python.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "memx/memx.hpp"
+
+namespace {
+
+const char* kUsage = R"(usage: memx-run PACKAGE --tokens TOKENS.npy [options]
+
+Streams TOKENS (int64 [T] for one stream or [B, T] for B streams stepped together) through the
+package segment by segment, carrying the memory across steps, and reports step latency.
+
+options:
+  --tokens FILE         token ids (.npy, int64 or int32), [T] or [B, T]
+  --segment-len S       tokens per step (default: the package's maximum); a shorter last
+                        segment is padded and masked by lengths
+  --out DIR             write DIR/<output>.npy ([steps, B, ...] per output) and
+                        DIR/state.<name>.npy (the final state, [B, ...])
+  --snapshot-in FILE    restore the stream from this snapshot before the first step
+  --snapshot-out FILE   write the stream's snapshot after the last step
+  --device D            cpu (default), cuda or tensorrt (needs an ONNX Runtime built with them)
+  --ops-lib FILE        libmemx_ops.so for memx custom ops (default: their ONNX reference bodies)
+  --threads N           ONNX Runtime intra-op threads (default: ONNX Runtime's choice)
+  --warmup N            untimed steps before the timed stream (default 0; they advance a copy)
+  --json FILE           write the latency report as JSON
+  --quiet               print nothing but errors
+  --help                this text
+
+exit status: 0 success, 1 a memx error (message on stderr), 2 bad command line)";
+
+struct Args {
+  std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu";
+  int64_t segment_len = 0, warmup = 0;
+  int threads = 0;
+  bool quiet = false;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int64_t parse_int(const std::string& flag, const std::string& value, int64_t min) {
+  std::size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || v < min) throw UsageError(flag + " expects an integer >= " + std::to_string(min) + ", got '" + value + "'");
+  return v;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") throw UsageError("");
+    else if (arg == "--tokens") a.tokens = value();
+    else if (arg == "--segment-len") a.segment_len = parse_int(arg, value(), 1);
+    else if (arg == "--out") a.out = value();
+    else if (arg == "--snapshot-in") a.snapshot_in = value();
+    else if (arg == "--snapshot-out") a.snapshot_out = value();
+    else if (arg == "--device") a.device = value();
+    else if (arg == "--ops-lib") a.ops_lib = value();
+    else if (arg == "--threads") a.threads = static_cast<int>(parse_int(arg, value(), 1));
+    else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
+    else if (arg == "--json") a.json = value();
+    else if (arg == "--quiet") a.quiet = true;
+    else if (!arg.empty() && arg[0] == '-') throw UsageError("unknown option " + arg);
+    else positional.push_back(arg);
+  }
+  if (positional.size() != 1) throw UsageError("expected one PACKAGE, got " + std::to_string(positional.size()));
+  if (a.tokens.empty()) throw UsageError("--tokens is required");
+  a.package = positional[0];
+  return a;
+}
+
+// tokens [B, T] (int64) from the file; [T] becomes [1, T]; int32 is widened.
+memx::Tensor load_tokens(const std::string& path) {
+  memx::Tensor t = memx::read_npy(path);
+  if (t.dtype == memx::DType::Int32) {
+    memx::Tensor wide(memx::DType::Int64, t.shape);
+    std::copy(t.data<int32_t>(), t.data<int32_t>() + t.size(), wide.data<int64_t>());
+    t = std::move(wide);
+  }
+  if (t.dtype != memx::DType::Int64) throw memx::DTypeError("token file must hold integer ids", "int64 or int32", memx::dtype_name(t.dtype));
+  if (t.shape.size() == 1) t.shape.insert(t.shape.begin(), 1);
+  if (t.shape.size() != 2) throw memx::RankError("token file must be [T] or [B, T]", "rank 1 or 2", "rank " + std::to_string(t.shape.size()));
+  if (t.shape[1] == 0) throw memx::ShapeError("token file holds no tokens", "T >= 1", "T = 0");
+  return t;
+}
+
+double percentile(std::vector<double> v, double q) {  // linear interpolation, like numpy
+  std::sort(v.begin(), v.end());
+  const double pos = q / 100.0 * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+// segment k of every row: [B, S] padded with 0, and the real lengths
+std::pair<memx::Tensor, memx::Tensor> segment(const memx::Tensor& tokens, int64_t k, int64_t seg) {
+  const int64_t batch = tokens.shape[0], total = tokens.shape[1];
+  const int64_t begin = k * seg, len = std::min(seg, total - begin);
+  memx::Tensor ids(memx::DType::Int64, {batch, seg});
+  for (int64_t b = 0; b < batch; ++b) std::copy_n(tokens.data<int64_t>() + b * total + begin, len, ids.data<int64_t>() + b * seg);
+  return {ids, memx::make_lengths(std::vector<int64_t>(batch, len))};
+}
+
+void write_outputs(const std::string& dir, const std::map<std::string, std::vector<memx::Tensor>>& steps, const memx::Stream& stream) {
+  std::filesystem::create_directories(dir);
+  for (const auto& [name, per_step] : steps) {
+    std::vector<const memx::Tensor*> parts;
+    for (const auto& t : per_step) parts.push_back(&t);
+    memx::Tensor stacked = memx::concat_rows(parts);  // [steps * B, ...]
+    stacked.shape[0] = static_cast<int64_t>(per_step.size());
+    stacked.shape.insert(stacked.shape.begin() + 1, per_step.front().shape[0]);  // [steps, B, ...]
+    memx::write_npy(dir + "/" + name + ".npy", stacked);
+  }
+  for (const auto& [name, t] : stream.state()) memx::write_npy(dir + "/state." + name + ".npy", t);
+}
+
+int run(const Args& a) {
+  memx::RuntimeOptions options;
+  options.device = a.device;
+  options.custom_op_library = a.ops_lib;
+  options.intra_op_threads = a.threads;
+  memx::Runtime rt(a.package, options);
+  const memx::Manifest& m = rt.manifest();
+  const memx::Tensor tokens = load_tokens(a.tokens);
+  const int64_t batch = tokens.shape[0], seg = a.segment_len ? a.segment_len : m.segment_max;
+  const int64_t steps = (tokens.shape[1] + seg - 1) / seg;
+  memx::Stream stream = rt.stream(batch);
+  if (!a.snapshot_in.empty()) stream.restore(memx::read_file(a.snapshot_in));
+  if (a.warmup > 0) {  // warm up on a copy of the stream, so the timed stream is untouched
+    memx::Stream warm = rt.stream(batch);
+    warm.restore(stream.snapshot());
+    for (int64_t k = 0; k < a.warmup; ++k) {
+      auto [ids, lens] = segment(tokens, k % steps, seg);
+      warm.step(ids, lens);
+    }
+  }
+  std::map<std::string, std::vector<memx::Tensor>> outputs;
+  std::vector<double> ms;
+  ms.reserve(steps);
+  for (int64_t k = 0; k < steps; ++k) {
+    auto [ids, lens] = segment(tokens, k, seg);
+    const auto t0 = std::chrono::steady_clock::now();
+    memx::StepOutputs out = stream.step(ids, lens);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (!a.out.empty())
+      for (auto& [name, t] : out.outputs) outputs[name].push_back(std::move(t));
+  }
+  if (!a.out.empty()) write_outputs(a.out, outputs, stream);
+  if (!a.snapshot_out.empty()) {
+    const std::vector<uint8_t> snap = stream.snapshot();
+    memx::write_file_atomic(a.snapshot_out, snap.data(), snap.size());
+  }
+  double total = 0;
+  for (double v : ms) total += v;
+  const double p50 = percentile(ms, 50), p90 = percentile(ms, 90), p99 = percentile(ms, 99), mean = total / static_cast<double>(ms.size());
+  const double tokens_per_s = static_cast<double>(batch * tokens.shape[1]) / (total / 1000.0);
+  auto desc = rt.describe();
+  if (!a.json.empty()) {
+    char buf[1024];
+    std::snprintf(buf, sizeof buf,
+                  "{\"format\": \"memx.run\", \"version\": 1, \"package\": \"%s\", \"family\": \"%s\", \"device\": \"%s\", \"custom_ops\": \"%s\", "
+                  "\"batch\": %lld, \"segment_len\": %lld, \"steps\": %lld, \"p50_ms\": %.6f, \"p90_ms\": %.6f, \"p99_ms\": %.6f, \"mean_ms\": %.6f, \"tokens_per_s\": %.3f}\n",
+                  a.package.c_str(), m.family.c_str(), a.device.c_str(), desc["custom_ops"].c_str(), static_cast<long long>(batch), static_cast<long long>(seg),
+                  static_cast<long long>(steps), p50, p90, p99, mean, tokens_per_s);
+    memx::write_file_atomic(a.json, buf, std::strlen(buf));
+  }
+  if (!a.quiet) {
+    std::printf("memx-run %s (%s, %s, onnxruntime %s, memx ops: %s)\n", a.package.c_str(), m.family.c_str(), desc["providers"].c_str(), desc["onnxruntime"].c_str(), desc["custom_ops"].c_str());
+    std::printf("%lld steps of B=%lld x S=%lld: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  mean %.3f ms  %.0f tokens/s\n", static_cast<long long>(steps),
+                static_cast<long long>(batch), static_cast<long long>(seg), p50, p90, p99, mean, tokens_per_s);
+    if (!a.out.empty()) std::printf("outputs and final state written to %s\n", a.out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  try {
+    args = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    const bool help = std::string(e.what()).empty();
+    if (!help) std::fprintf(stderr, "memx-run: %s\n\n", e.what());
+    std::fprintf(help ? stdout : stderr, "%s\n", kUsage);
+    return help ? 0 : 2;
+  }
+  try {
+    return run(args);
+  } catch (const memx::Error& e) {
+    std::fprintf(stderr, "memx-run: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "memx-run: unexpected error: %s\n", e.what());
+    return 1;
+  }
+}
