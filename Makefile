@@ -10,8 +10,13 @@ STAMP := $(VENV)/.memx-installed
 
 OPS_LIB := memx/ops/lib/libmemx_ops.so
 ORT_HEADERS := .deps/onnxruntime
+DEPS := $(CURDIR)/.deps
+CPP_BUILD := build/cpp
+CPP_ASAN := build/cpp-asan
+CPP_TEST_PKG := build/cpp-test/rmt-tiny.memx
+CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-fast bench clean install ops ops-optional
+.PHONY: quickstart test test-fast bench clean install ops ops-optional cpp cpp-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,16 +39,36 @@ $(OPS_LIB): cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h)
 ops-optional:
 	@$(MAKE) --no-print-directory ops || echo "WARNING: libmemx_ops was not built (see above); memx ops will run their reference bodies"
 
+# libmemx, memx-run and the GoogleTest suite (cpp/runtime), against the onnxruntime wheel's
+# library; headers, nlohmann-json and GoogleTest come from Debian packages (cpp/fetch_cpp_deps.sh).
+cpp: $(CPP_BUILD)/memx-run
+
+$(CPP_BUILD)/memx-run: $(STAMP) $(CPP_SOURCES)
+	bash cpp/fetch_cpp_deps.sh $(DEPS) $(PY)
+	cmake -S cpp/runtime -B $(CPP_BUILD) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(CPP_BUILD) -j 2
+
+$(CPP_TEST_PKG): $(STAMP)
+	rm -rf $(CPP_TEST_PKG)
+	$(VENV)/bin/memx export rmt-tiny --out $(CPP_TEST_PKG) --verify-segments 0 > /dev/null
+
+# GoogleTest suite, plain and under AddressSanitizer + UndefinedBehaviorSanitizer
+cpp-test: cpp $(CPP_TEST_PKG)
+	MEMX_TEST_PACKAGE=$(CURDIR)/$(CPP_TEST_PKG) $(CPP_BUILD)/memx_tests --gtest_brief=1
+	cmake -S cpp/runtime -B $(CPP_ASAN) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Debug -DMEMX_SANITIZE=ON -DMEMX_BUILD_TOOLS=OFF > /dev/null
+	cmake --build $(CPP_ASAN) -j 2 --target memx_tests
+	MEMX_TEST_PACKAGE=$(CURDIR)/$(CPP_TEST_PKG) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CPP_ASAN)/memx_tests --gtest_brief=1
+
 quickstart: $(STAMP) ops-optional
 	$(VENV)/bin/memx quickstart
 
-test: $(STAMP) ops-optional
+test: $(STAMP) ops-optional cpp-test
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ops-optional
+test-fast: $(STAMP) ops-optional cpp
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP) ops-optional
+bench: $(STAMP) ops-optional cpp
 	$(PY) benchmarks/run_all.py
 
 clean:

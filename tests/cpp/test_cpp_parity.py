@@ -1,0 +1,169 @@
+"""Cross-language parity: the C++ runtime (libmemx through memx-run) against the Python runtime.
+
+For every zoo package the same streams go through both over 256 segments (the last one
+partial, so lengths masking is exercised): every output and the final state agree to 1e-5,
+snapshots are byte-identical, and a snapshot taken in Python restores in C++ and vice versa.
+memx-run is built by `make cpp` (part of `make test`); these tests skip with a reason without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.ops.library import find_library
+from memx.zoo import get_zoo, zoo_entries
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO = [e.name for e in zoo_entries()]
+SEGMENTS = 256
+BATCH = 2
+TOL = 1e-5
+
+pytestmark = pytest.mark.cpp
+
+
+def memx_run() -> Path:
+    return Path(os.environ.get("MEMX_RUN", ROOT / "build" / "cpp" / "memx-run"))
+
+
+def run_cpp(package: Path, tokens: Path, segment_len: int, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [str(memx_run()), str(package), "--tokens", str(tokens), "--segment-len", str(segment_len), "--quiet", *extra]
+    lib = find_library()
+    if lib is not None:  # the Python runtime runs memx ops with the kernels whenever they are built
+        cmd += ["--ops-lib", str(lib)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def python_stream(rt: runtimes.Runtime, tokens: np.ndarray, segment_len: int, stream=None):
+    """Step (B, T) tokens segment by segment; returns (outputs stacked [steps, B, ...], stream)."""
+    stream = stream or rt.stream(tokens.shape[0])
+    outs: dict[str, list[np.ndarray]] = {o.name: [] for o in rt.manifest.outputs}
+    for start in range(0, tokens.shape[1], segment_len):
+        seg = tokens[:, start : start + segment_len]
+        ids = np.zeros((tokens.shape[0], segment_len), dtype=np.int64)  # [B, S] padded like memx-run
+        ids[:, : seg.shape[1]] = seg
+        result = stream.step(ids, lengths=np.full(tokens.shape[0], seg.shape[1], dtype=np.int64))
+        for name, value in result.items():
+            outs[name].append(value)
+    return {k: np.stack(v) for k, v in outs.items()}, stream
+
+
+def assert_close(name: str, got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype, f"{name}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) if got.size else 0.0
+    assert err <= TOL, f"{name}: max |C++ - Python| = {err:.3g} > {TOL}"
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not memx_run().is_file():
+        pytest.skip(f"needs memx-run ({memx_run()} not built: run `make cpp`)")
+    return memx_run()
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_cpp_matches_python_over_256_segments_and_snapshots_cross(name, built, package_of, tmp_path):
+    pkg = package_of(name)
+    seg = get_zoo(name).segment_len
+    rt = runtimes.open(pkg, backend="onnxruntime")
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    total = SEGMENTS * seg - seg // 2  # 256 segments, the last one partial
+    tokens = rng.integers(0, rt.manifest.vocab_size, size=(BATCH, total), dtype=np.int64)
+    half = (SEGMENTS // 2) * seg
+    np.save(tmp_path / "all.npy", tokens)
+    np.save(tmp_path / "first.npy", tokens[:, :half])
+    np.save(tmp_path / "second.npy", tokens[:, half:])
+
+    # the whole stream, both languages
+    want, py_stream = python_stream(rt, tokens, seg)
+    out = tmp_path / "cpp"
+    proc = run_cpp(pkg.path, tmp_path / "all.npy", seg, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for o in rt.manifest.outputs:
+        got = np.load(out / f"{o.name}.npy")
+        assert got.shape[0] == SEGMENTS
+        assert_close(o.name, got, want[o.name])
+    for state_name, value in py_stream.state.items():
+        assert_close(f"state {state_name}", np.load(out / f"state.{state_name}.npy"), value)
+
+    # Python -> C++: a snapshot after the first half continues in memx-run
+    first_py, half_stream = python_stream(rt, tokens[:, :half], seg)
+    (tmp_path / "py.snap").write_bytes(half_stream.snapshot())
+    proc = run_cpp(pkg.path, tmp_path / "second.npy", seg, "--snapshot-in", str(tmp_path / "py.snap"), "--out", str(tmp_path / "resumed"))
+    assert proc.returncode == 0, proc.stderr
+    steps_first = half // seg
+    for o in rt.manifest.outputs:
+        assert_close(f"{o.name} after Python snapshot", np.load(tmp_path / "resumed" / f"{o.name}.npy"), want[o.name][steps_first:])
+
+    # C++ -> Python: memx-run's snapshot after the first half restores in Python
+    proc = run_cpp(pkg.path, tmp_path / "first.npy", seg, "--snapshot-out", str(tmp_path / "cpp.snap"))
+    assert proc.returncode == 0, proc.stderr
+    cpp_snap = (tmp_path / "cpp.snap").read_bytes()
+    assert cpp_snap == half_stream.snapshot(), "C++ and Python snapshots of the same stream differ"
+    resumed = rt.stream(BATCH)
+    resumed.restore(cpp_snap)
+    assert resumed.segments == steps_first
+    second_py, _ = python_stream(rt, tokens[:, half:], seg, stream=resumed)
+    for o in rt.manifest.outputs:
+        assert_close(f"{o.name} after C++ snapshot", second_py[o.name], want[o.name][steps_first:])
+
+
+def test_memx_run_reports_latency_as_json(built, package_of, tmp_path):
+    pkg = package_of("rmt-tiny")
+    np.save(tmp_path / "t.npy", np.arange(40 * 8, dtype=np.int64) % pkg.manifest.vocab_size)  # [T]: one stream
+    proc = run_cpp(pkg.path, tmp_path / "t.npy", 8, "--json", str(tmp_path / "r.json"), "--warmup", "3")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["format"] == "memx.run" and report["steps"] == 40 and report["batch"] == 1
+    assert 0 < report["p50_ms"] <= report["p90_ms"] <= report["p99_ms"]
+    assert report["tokens_per_s"] > 0
+
+
+def test_memx_run_errors_name_expected_and_actual(built, package_of, tmp_path):
+    pkg = package_of("rmt-tiny")
+    vocab = pkg.manifest.vocab_size
+    np.save(tmp_path / "bad.npy", np.array([[1, 2, vocab]], dtype=np.int64))
+    proc = run_cpp(pkg.path, tmp_path / "bad.npy", 3)
+    assert proc.returncode == 1
+    assert f"token id outside the vocabulary: expected 0..{vocab - 1}, got {vocab} at [row, position] [0, 2]" in proc.stderr
+    np.save(tmp_path / "float.npy", np.zeros((1, 4), dtype=np.float32))
+    proc = run_cpp(pkg.path, tmp_path / "float.npy", 4)
+    assert proc.returncode == 1 and "expected int64 or int32, got float32" in proc.stderr
+    proc = run_cpp(tmp_path / "missing.memx", tmp_path / "bad.npy", 3)
+    assert proc.returncode == 1 and "package has no memx.json" in proc.stderr
+    too_long = pkg.manifest.segment["max"] + 1
+    np.save(tmp_path / "ok.npy", np.zeros((1, too_long), dtype=np.int64))
+    proc = run_cpp(pkg.path, tmp_path / "ok.npy", too_long)
+    assert proc.returncode == 1 and f"expected 1..{too_long - 1} tokens, got {too_long}" in proc.stderr
+
+
+def test_memx_run_command_line(built, tmp_path):
+    help_ = subprocess.run([str(built), "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0 and "usage: memx-run PACKAGE --tokens" in help_.stdout
+    for argv, message in ([["pkg"], "--tokens is required"], [["pkg", "--tokens", "t.npy", "--segment-len", "0"], "--segment-len expects an integer >= 1"],
+                          [["pkg", "--tokens", "t.npy", "--bogus"], "unknown option --bogus"], [["--tokens", "t.npy"], "expected one PACKAGE, got 0"]):
+        proc = subprocess.run([str(built), *argv], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)
+
+
+def test_memx_run_refuses_an_altered_snapshot_and_writes_nothing(built, package_of, tmp_path):
+    """memx-run refuses an altered snapshot before any step and writes nothing."""
+    pkg = package_of("rmt-tiny")
+    rt = runtimes.open(pkg, backend="onnxruntime")
+    s = rt.stream(1)
+    s.step(np.arange(8, dtype=np.int64) % rt.manifest.vocab_size)
+    blob = bytearray(s.snapshot())
+    blob[len(blob) // 2] ^= 0x20
+    (tmp_path / "bad.snap").write_bytes(bytes(blob))
+    np.save(tmp_path / "t.npy", np.zeros((1, 16), dtype=np.int64))
+    proc = run_cpp(pkg.path, tmp_path / "t.npy", 8, "--snapshot-in", str(tmp_path / "bad.snap"), "--out", str(tmp_path / "out"), "--snapshot-out", str(tmp_path / "new.snap"))
+    assert proc.returncode == 1 and "snapshot checksum mismatch (truncated or altered)" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "new.snap").exists()
