@@ -58,6 +58,12 @@ cpp-test: cpp $(CPP_TEST_PKG)
 	cmake -S cpp/runtime -B $(CPP_ASAN) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Debug -DMEMX_SANITIZE=ON -DMEMX_BUILD_TOOLS=OFF > /dev/null
 	cmake --build $(CPP_ASAN) -j 2 --target memx_tests
 	MEMX_TEST_PACKAGE=$(CURDIR)/$(CPP_TEST_PKG) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CPP_ASAN)/memx_tests --gtest_brief=1
+	# install, then build an application with find_package(memx) against the install and run it
+	rm -rf build/cpp-install build/cpp-embed
+	cmake --install $(CPP_BUILD) --prefix $(CURDIR)/build/cpp-install > /dev/null
+	cmake -S cpp/runtime/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/cpp-install > /dev/null
+	cmake --build build/cpp-embed > /dev/null
+	build/cpp-embed/embed $(CPP_TEST_PKG) 16
 
 quickstart: $(STAMP) ops-optional
 	$(VENV)/bin/memx quickstart

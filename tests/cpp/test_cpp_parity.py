@@ -167,3 +167,29 @@ def test_memx_run_refuses_an_altered_snapshot_and_writes_nothing(built, package_
     proc = run_cpp(pkg.path, tmp_path / "t.npy", 8, "--snapshot-in", str(tmp_path / "bad.snap"), "--out", str(tmp_path / "out"), "--snapshot-out", str(tmp_path / "new.snap"))
     assert proc.returncode == 1 and "snapshot checksum mismatch (truncated or altered)" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "new.snap").exists()
+
+
+def test_cpp_runtime_refuses_external_data_outside_the_package(built, private_copy, tmp_path):
+    """A graph whose weights point outside the package (``../``) is refused before ONNX Runtime
+    opens it, even though the manifest's file sizes and hashes were updated to match."""
+    import hashlib
+
+    import onnx
+
+    pkg = private_copy("rmt-tiny")
+    manifest = json.loads((pkg / "memx.json").read_text())
+    graph_file = manifest["graphs"][0]["file"]
+    model = onnx.load(str(pkg / graph_file))
+    init = max(model.graph.initializer, key=lambda t: len(t.raw_data) or 0)
+    (pkg.parent / "secret.bin").write_bytes(init.raw_data)
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    init.external_data.add(key="location", value="../secret.bin")
+    onnx.save(model, str(pkg / graph_file))
+    data = (pkg / graph_file).read_bytes()
+    manifest["files"][graph_file] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (pkg / "memx.json").write_text(json.dumps(manifest))
+    np.save(tmp_path / "t.npy", np.zeros((1, 8), dtype=np.int64))
+    proc = run_cpp(pkg, tmp_path / "t.npy", 8)
+    assert proc.returncode == 1
+    assert "leaves the package directory" in proc.stderr and "../secret.bin" in proc.stderr, proc.stderr

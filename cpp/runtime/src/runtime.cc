@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "device_copy.hpp"
+#include "onnx_scan.hpp"
 #include "package.hpp"
 #include "runtime_impl.hpp"
 
@@ -149,6 +150,7 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, options.device_id, OrtMemTypeDefault);
   for (const auto& g : manifest.graphs) {
+    detail::check_external_data(dir, g.file);
     const std::string path = detail::safe_join(dir, g.file);
     try {
       sessions.push_back(std::make_unique<Ort::Session>(env, path.c_str(), *session_options));
