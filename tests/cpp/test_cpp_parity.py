@@ -145,6 +145,15 @@ def test_memx_run_errors_name_expected_and_actual(built, package_of, tmp_path):
     assert proc.returncode == 1 and f"expected 1..{too_long - 1} tokens, got {too_long}" in proc.stderr
 
 
+def test_memx_run_refuses_a_missing_kernel_library(built, package_of, tmp_path):
+    pkg = package_of("gmat-tiny")  # uses memx.LocalGlobalAttention
+    np.save(tmp_path / "t.npy", np.zeros((1, 8), dtype=np.int64))
+    proc = subprocess.run([str(built), str(pkg.path), "--tokens", str(tmp_path / "t.npy"), "--ops-lib", str(tmp_path / "nope.so")], capture_output=True, text=True)
+    assert proc.returncode == 1 and f"custom-op library not found: expected an existing libmemx_ops.so, got {tmp_path / 'nope.so'}" in proc.stderr
+    ok = subprocess.run([str(built), str(pkg.path), "--tokens", str(tmp_path / "t.npy")], capture_output=True, text=True, env={**os.environ, "MEMX_OPS_LIBRARY": ""})
+    assert ok.returncode == 0 and "memx ops: reference body" in ok.stdout, ok.stderr
+
+
 def test_memx_run_command_line(built, tmp_path):
     help_ = subprocess.run([str(built), "--help"], capture_output=True, text=True)
     assert help_.returncode == 0 and "usage: memx-run PACKAGE --tokens" in help_.stdout

@@ -3,6 +3,7 @@
 #include "memx/runtime.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
@@ -133,22 +134,25 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   if (options.inter_op_threads > 0) session_options->SetInterOpNumThreads(options.inter_op_threads);
   session_options->SetGraphOptimizationLevel(optimization_level(options.graph_optimization));
   append_provider(*session_options, options, providers);
+  std::string library = options.custom_op_library;
+  if (library.empty())
+    if (const char* env = std::getenv("MEMX_OPS_LIBRARY")) library = env;
   if (manifest.custom_op_domains.empty()) {
     custom_ops = "none used";
-  } else if (options.custom_op_library.empty()) {
+  } else if (library.empty()) {
     custom_ops = "reference body (no kernel library)";
   } else {
-    if (!std::filesystem::is_regular_file(options.custom_op_library))
-      throw BackendUnavailableError("custom-op library not found", "an existing libmemx_ops.so", options.custom_op_library);
+    if (!std::filesystem::is_regular_file(library))
+      throw BackendUnavailableError("custom-op library not found", "an existing libmemx_ops.so", library);
     try {
-      session_options->RegisterCustomOpsLibrary(options.custom_op_library.c_str());
+      session_options->RegisterCustomOpsLibrary(library.c_str());
     } catch (const Ort::Exception& e) {
-      throw BackendUnavailableError(std::string("custom-op library cannot be registered: ") + e.what(), "a memx custom-op library", options.custom_op_library);
+      throw BackendUnavailableError(std::string("custom-op library cannot be registered: ") + e.what(), "a memx custom-op library", library);
     }
-    custom_ops = "kernel (" + std::filesystem::path(options.custom_op_library).filename().string() + ")";
+    custom_ops = "kernel (" + std::filesystem::path(library).filename().string() + ")";
   }
   cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-  if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, options.device_id, OrtMemTypeDefault);
+  if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtArenaAllocator, options.device_id, OrtMemTypeDefault);
   for (const auto& g : manifest.graphs) {
     detail::check_external_data(dir, g.file);
     const std::string path = detail::safe_join(dir, g.file);

@@ -28,7 +28,8 @@ options:
   --snapshot-in FILE    restore the stream from this snapshot before the first step
   --snapshot-out FILE   write the stream's snapshot after the last step
   --device D            cpu (default), cuda or tensorrt (needs an ONNX Runtime built with them)
-  --ops-lib FILE        libmemx_ops.so for memx custom ops (default: their ONNX reference bodies)
+  --ops-lib FILE        libmemx_ops.so for memx custom ops (default: $MEMX_OPS_LIBRARY, else
+                        the ops' ONNX reference bodies)
   --threads N           ONNX Runtime intra-op threads (default: ONNX Runtime's choice)
   --warmup N            untimed steps before the timed stream (default 0; they advance a copy)
   --json FILE           write the latency report as JSON

@@ -37,7 +37,8 @@ struct RuntimeOptions {
   int intra_op_threads = 0;  // 0: ONNX Runtime's default
   int inter_op_threads = 0;
   std::string graph_optimization = "all";  // all | extended | basic | disable
-  // libmemx_ops.so for the memx custom ops; empty: the ops run their ONNX reference bodies
+  // libmemx_ops.so for the memx custom ops; empty: $MEMX_OPS_LIBRARY if set, else the ops run
+  // their ONNX reference bodies (same results, slower)
   std::string custom_op_library;
   bool verify_hashes = false;  // check each listed file's sha256, not only its size
   int log_severity = 3;        // ONNX Runtime log level (3: errors only)
