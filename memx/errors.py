@@ -149,3 +149,11 @@ class QuantizationError(MemxError, RuntimeError):
 def expect_choice(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> RegistryError:
     """Build the error for an unknown name, listing what exists."""
     return RegistryError(f"unknown {kind} {name!r}", expected=f"one of {sorted(choices)}", actual=repr(name))
+
+
+class EngineError(MemxError, RuntimeError):
+    """A TensorRT engine that cannot be built, or cannot run here."""
+
+
+class EngineCompatibilityError(EngineError):
+    """An engine built for another TensorRT version or GPU (compute capability)."""

@@ -25,6 +25,23 @@ def package_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pack
     return get
 
 
+@pytest.fixture(scope="session")
+def quantized(package_of: Callable[[str], Package], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Package]:
+    """quantized(zoo name, method, state precision) -> package, made once per test session (shared: copy it before modifying)."""
+    from memx.calibration import quantize_package
+
+    cache: dict[tuple, Package] = {}
+
+    def get(name: str, method: str, state: str = "fp32", **kwargs: object) -> Package:
+        key = (name, method, state, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("q") / f"{name}-{method}-{state}.memx"
+            cache[key] = quantize_package(package_of(name), out, method=method, state_precision=state, calib_segments=48, progress=False, **kwargs).package
+        return cache[key]
+
+    return get
+
+
 @pytest.fixture
 def private_copy(tmp_path: Path, package_of: Callable[[str], Package]) -> Callable[[str], Path]:
     """A copy of a preset's package that a test may alter."""

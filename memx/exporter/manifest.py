@@ -87,6 +87,7 @@ class Manifest:
     causal: bool = False  # no token output depends on later tokens of its segment
     task: str | None = None  # the synthetic task a zoo model was trained on
     quantization: dict[str, Any] | None = None  # method, calibration, precision policy (memx quantize)
+    engines: list[dict[str, Any]] = field(default_factory=list)  # TensorRT plans and their build tags (memx build)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -121,6 +122,8 @@ class Manifest:
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["engines"]:
+            del d["engines"]  # written only once there are engines, so readers before memx build still read it
         head = {"format": d.pop("format"), "format_version": d.pop("format_version")}
         return {**head, **d}
 
@@ -133,6 +136,7 @@ class Manifest:
         d = self.to_dict()
         d.pop("files")
         d.pop("validation")
+        d.pop("engines", None)  # built later, like validation results
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -269,7 +273,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
-    "quantization",
+    "quantization", "engines",
 }
 
 
@@ -311,6 +315,7 @@ def _parse_manifest(data: Any) -> Manifest:
         causal=bool(_field(data, "causal", "bool", "", optional=True)),
         task=_field(data, "task", "str", "", optional=True),
         quantization=_field(data, "quantization", "dict", "", optional=True),
+        engines=_field(data, "engines", "list", "", optional=True) or [],
     )
     _check_consistency(m)
     return m

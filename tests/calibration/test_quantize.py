@@ -27,21 +27,6 @@ MIN_SEGMENTS = 1000
 
 
 @pytest.fixture(scope="module")
-def quantized(package_of, tmp_path_factory):
-    """quantized(zoo name, method, state precision) -> package, made once per module."""
-    cache = {}
-
-    def get(name, method, state="fp32", **kwargs):
-        key = (name, method, state, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("q") / f"{name}-{method}-{state}.memx"
-            cache[key] = quantize_package(package_of(name), out, method=method, state_precision=state, calib_segments=48, progress=False, **kwargs).package
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def fp32_score(package_of):
     cache = {}
 

@@ -224,7 +224,7 @@ void check_consistency(const Manifest& m) {
 
 const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
                                          "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
-                                         "custom_ops", "validation",     "causal",     "task",       "quantization"};
+                                         "custom_ops", "validation",     "causal",     "task",       "quantization", "engines"};
 
 }  // namespace
 
@@ -274,6 +274,7 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   field(data, "reference", "dict", "", true);
   field(data, "validation", "dict", "", true);
   field(data, "quantization", "dict", "", true);
+  field(data, "engines", "list", "", true);  // TensorRT plans: not run by libmemx (ONNX Runtime), checked like any listed file
   if (const json* ops = field(data, "custom_ops", "list", "", true))
     for (const auto& op : *ops)
       if (op.is_object() && op.contains("domain") && op["domain"].is_string()) m.custom_op_domains.push_back(op["domain"].get<std::string>());

@@ -1,0 +1,231 @@
+"""`memx build --backend tensorrt`: TensorRT engines for every graph of a package.
+
+With `tensorrt` importable the engine is built for the local GPU; otherwise TensorRT-RTX
+builds it ahead of time for a named compute capability on any machine (no GPU needed), which
+is how CI proves that every exported graph parses and builds. Precision follows the graph
+(strongly typed: Q/DQ and fp16 types decide, as TensorRT 11 requires). Engines go to
+`engines/GRAPH.plan` inside the package and their build tags into memx.json `engines`;
+memx.json is replaced last and atomically, so a failed build leaves the package as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from memx.errors import EngineCompatibilityError, EngineError, InputError
+from memx.exporter.manifest import GraphInfo, Manifest
+from memx.exporter.package import Package, file_info, update_manifest
+from memx.tensorrt import versions as tv
+from memx.tensorrt.doctor import parse_cc
+from memx.tensorrt.tags import BuildTags, Profile, normalize_cc
+
+log = logging.getLogger("memx.tensorrt")
+ENGINE_DIR = "engines"
+
+
+def parse_range(text: str | None, *, name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """'1,8,32' -> (1, 8, 32); '8' -> (8, 8, 8); None -> default."""
+    if text is None:
+        return default
+    try:
+        parts = [int(p) for p in str(text).split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        raise InputError(f"{name} must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX", expected="e.g. 1,8,32", actual=text)
+    return parts[0], parts[1], parts[2]
+
+
+def make_profile(graph: GraphInfo, batch: tuple[int, int, int], segment: tuple[int, int, int], seg_limits: dict[str, int]) -> Profile:
+    """Min/opt/max shapes of every graph input: symbolic 'batch' and 'segment' dims take the
+    ranges, fixed dims stay; any other symbolic dim cannot be profiled."""
+    if segment[2] > seg_limits["max"] or segment[0] < seg_limits["min"]:
+        raise InputError("segment range outside what the package allows", expected=f"within {seg_limits['min']}..{seg_limits['max']}", actual=f"{segment[0]}..{segment[2]}")
+    shapes: dict[str, dict[str, list[int]]] = {}
+    uses_segment = False
+    for t in graph.inputs:
+        triple: dict[str, list[int]] = {"min": [], "opt": [], "max": []}
+        for d in t.shape:
+            if isinstance(d, int):
+                values = (d, d, d)
+            elif d == "batch":
+                values = batch
+            elif d == "segment":
+                values, uses_segment = segment, True
+            else:
+                raise EngineError(f"graph {graph.name!r} input {t.name!r} has the dynamic dim {d!r}, which no profile covers", expected="batch, segment or fixed dims", actual=t.shape)
+            for key, v in zip(("min", "opt", "max"), values):
+                triple[key].append(int(v))
+        shapes[t.name] = triple
+    return Profile(shapes, batch, segment if uses_segment else None)
+
+
+class _Logger:
+    """Collects TensorRT's log lines (errors go into EngineError messages)."""
+
+    def __init__(self, trt: Any):
+        outer = self
+
+        class Impl(trt.ILogger):  # type: ignore[misc, name-defined]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+
+            def log(self, severity: Any, msg: str) -> None:
+                outer.lines.append((severity, msg))
+                if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                    log.debug("TensorRT: %s", msg)
+
+        self.lines: list[tuple[Any, str]] = []
+        self.trt = trt
+        self.impl = Impl()
+
+    def errors(self) -> list[str]:
+        bad = (self.trt.ILogger.Severity.ERROR, self.trt.ILogger.Severity.INTERNAL_ERROR)
+        return [m for s, m in self.lines if s in bad]
+
+
+@dataclass
+class GraphBuild:
+    tags: BuildTags
+    plan: bytes
+    timing_cache: bytes | None
+
+
+def _local_cc(flavour: tv.Flavour) -> str | None:
+    """The compute capability of GPU 0 when full TensorRT builds for it (via torch or cuda-python)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return normalize_cc(torch.cuda.get_device_capability(0))
+    except Exception:
+        pass
+    return None
+
+
+def _network_flags(flavour: tv.Flavour) -> int:
+    trt = flavour.module
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None or (not flavour.rtx and tv.strongly_typed_only(tv.parse_version(flavour.version))):
+        return 0  # TensorRT 11: every network is strongly typed
+    return 1 << int(flag)
+
+
+def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles: list[Profile], *, target_cc: str, precision: str,
+                version_compatible: bool, timing_cache: bytes | None, engine_file: str) -> GraphBuild:
+    trt = flavour.module
+    logger = _Logger(trt)
+    builder = trt.Builder(logger.impl)
+    network = builder.create_network(_network_flags(flavour))
+    parser = trt.OnnxParser(network, logger.impl)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        raise EngineError(f"TensorRT's ONNX parser refused graph {graph.name!r}", expected="a graph TensorRT imports", actual="; ".join(errors)[:2000],
+                          hint=f"run `memx doctor {onnx_path.parent} --target tensorrt`")
+    config = builder.create_builder_config()
+    if flavour.rtx:
+        member = getattr(trt.ComputeCapability, target_cc.upper(), None)
+        if member is None:
+            choices = sorted(m.lower() for m in dir(trt.ComputeCapability) if m.startswith("SM"))
+            raise EngineCompatibilityError("TensorRT-RTX cannot build for this compute capability", expected=f"one of {choices}", actual=target_cc)
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(member, 0)
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    cache = config.create_timing_cache(timing_cache or b"")
+    config.set_timing_cache(cache, False)
+    for profile in profiles:
+        p = builder.create_optimization_profile()
+        for name, s in profile.shapes.items():
+            p.set_shape(name, s["min"], s["opt"], s["max"])
+        config.add_optimization_profile(p)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    took = time.perf_counter() - t0
+    if plan is None:
+        raise EngineError(f"TensorRT could not build graph {graph.name!r}", expected="an engine", actual="; ".join(logger.errors())[:2000] or "no engine")
+    plugin_types = {getattr(trt.LayerType, n) for n in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3") if hasattr(trt.LayerType, n)}
+    has_plugin = any(network.get_layer(i).type in plugin_types for i in range(network.num_layers))
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    custom = {f"{n.domain}.{n.op_type}": ("plugin" if has_plugin else "function body") for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+    for op, how in sorted(custom.items()):
+        log.info("graph %s: %s imported as %s", graph.name, op, how)
+    tags = BuildTags(graph=graph.name, file=engine_file, flavour=flavour.name, trt_version=flavour.version, compute_capability=target_cc, precision=precision,
+                     strongly_typed=bool(_network_flags(flavour)) or (not flavour.rtx and tv.strongly_typed_only(tv.parse_version(flavour.version))),
+                     version_compatible=version_compatible, profiles=profiles, custom_ops=custom, timing_cache=timing_cache is not None, build_seconds=round(took, 3))
+    return GraphBuild(tags, bytes(plan), bytes(cache.serialize()))
+
+
+def build_engines(package: str | os.PathLike | Package, *, batch: str | None = None, segment_len: list[str] | str | None = None,
+                  target_cc: str | None = None, version_compatible: bool = False, timing_cache: str | os.PathLike | None = None,
+                  prefer: str | None = None, progress: Callable[[str], None] | None = None) -> list[BuildTags]:
+    """Build one engine per graph and record them in the package (replacing earlier engines)."""
+    pkg = package if isinstance(package, Package) else Package.open(package)
+    flavour = tv.installed_flavour(prefer)
+    if flavour is None:
+        raise EngineError("no TensorRT builder is installed", expected="tensorrt (GPU hosts, JetPack) or TensorRT-RTX (pip install 'memx[tensorrt-rtx]')", actual="neither importable")
+    m: Manifest = pkg.manifest
+    if flavour.rtx:
+        cc = normalize_cc(target_cc or "sm89")
+    else:
+        local = _local_cc(flavour)
+        cc = normalize_cc(target_cc) if target_cc else local
+        if cc is None:
+            raise EngineError("full TensorRT builds for the local GPU, and none was found", expected="a CUDA GPU", actual="none", hint="use TensorRT-RTX for ahead-of-time builds")
+        if local is not None and cc != local:
+            raise EngineCompatibilityError("TensorRT builds for the GPU it runs on", expected=local, actual=cc, hint="build on the target device (Jetson: on the board)")
+    parse_cc(cc)  # validates
+    batch_range = parse_range(batch, name="--batch", default=(1, 1, 8))
+    ranges = segment_len if isinstance(segment_len, list) else [segment_len] if segment_len else [None]
+    seg_ranges = [parse_range(r, name="--segment-len", default=(m.segment["min"], m.segment["max"], m.segment["max"])) for r in ranges]
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache = cache_path.read_bytes() if cache_path and cache_path.is_file() else None
+    builds: list[GraphBuild] = []
+    for g in m.graphs:
+        if progress:
+            progress(f"building {g.name} ({flavour.name} {flavour.version}, {cc})")
+        profiles = [make_profile(g, batch_range, r, m.segment) for r in seg_ranges]
+        b = build_graph(flavour, pkg.file(g.file), g, profiles, target_cc=cc, precision=m.precision, version_compatible=version_compatible,
+                        timing_cache=cache, engine_file=f"{ENGINE_DIR}/{g.name}.plan")
+        cache = b.timing_cache
+        builds.append(b)
+    _commit(pkg, builds)
+    if cache_path is not None and cache:
+        cache_path.write_bytes(cache)
+    return [b.tags for b in builds]
+
+
+def _commit(pkg: Package, builds: list[GraphBuild]) -> None:
+    """Write the plans (each atomically), then the manifest; stale plans of earlier builds go."""
+    engine_dir = pkg.path / ENGINE_DIR
+    engine_dir.mkdir(exist_ok=True)
+    files = {k: v for k, v in pkg.manifest.files.items() if not k.startswith(f"{ENGINE_DIR}/")}
+    for b in builds:
+        target = pkg.path / b.tags.file
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=engine_dir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b.plan)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        files[b.tags.file] = file_info(target)
+    import dataclasses
+
+    manifest = dataclasses.replace(pkg.manifest, files=files, engines=[b.tags.to_dict() for b in builds])
+    old = {k for k in pkg.manifest.files if k.startswith(f"{ENGINE_DIR}/")} - set(files)
+    update_manifest(pkg, manifest)
+    for rel in old:
+        (pkg.path / rel).unlink(missing_ok=True)
+
+
+def engine_tags(pkg: Package) -> list[BuildTags]:
+    return [BuildTags.from_dict(e) for e in pkg.manifest.engines]

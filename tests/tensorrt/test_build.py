@@ -1,0 +1,102 @@
+"""`memx build --backend tensorrt`: every zoo package, fp32, fp16 and int8-qdq, parses and builds
+ahead of time for sm89 with TensorRT-RTX (or with tensorrt for the local GPU where installed);
+engines and build tags land in the package, a failed build changes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from memx.cli import app
+from memx.errors import EngineCompatibilityError, EngineError, InputError
+from memx.exporter import Package
+from memx.tensorrt import build_engines
+from memx.tensorrt.build import engine_tags
+from memx.tensorrt.versions import installed_flavour
+from memx.zoo import zoo_entries
+
+ZOO = [e.name for e in zoo_entries()]
+pytestmark = pytest.mark.trt_parser
+# TensorRT-RTX 1.7.1's Myelin code generator runs out of memory (std::bad_alloc after > 20 GB)
+# compiling the fp16 graph of rmt-ar, whatever the profile; the fp32 and int8-qdq graphs build.
+RTX_MYELIN_OOM = {("rmt-ar", "fp16")}
+CASES = [pytest.param(n, p, marks=pytest.mark.skip(reason="TensorRT-RTX 1.7.1 Myelin bad_alloc (>20 GB) on this fp16 graph")) if (n, p) in RTX_MYELIN_OOM else (n, p)
+         for n in ZOO for p in ("fp32", "fp16", "int8-qdq")]
+
+
+def _copy(pkg, tmp_path, name="p.memx"):
+    dst = tmp_path / name
+    shutil.copytree(pkg.path, dst)
+    return dst
+
+
+def _rtx():
+    f = installed_flavour()
+    if f is None or not f.rtx:
+        pytest.skip("ahead-of-time builds for a named compute capability need TensorRT-RTX (tensorrt builds for its own GPU)")
+    return f
+
+
+@pytest.mark.parametrize(("name", "precision"), CASES)
+def test_every_zoo_package_builds_for_sm89(name, precision, package_of, quantized, tmp_path):
+    _rtx()
+    src = package_of(name) if precision == "fp32" else quantized(name, precision)
+    path = _copy(src, tmp_path)
+    tags = build_engines(path, target_cc="sm89", batch="1,4,8")
+    pkg = Package.open(path, verify=True)  # engines are listed files with sizes and hashes
+    assert [t.graph for t in tags] == [g.name for g in pkg.manifest.graphs]
+    for t in tags:
+        assert t.compute_capability == "sm89" and t.flavour == "tensorrt-rtx" and t.precision == pkg.manifest.precision and t.strongly_typed
+        assert (path / t.file).stat().st_size > 1000
+        assert t.profiles[0].batch == (1, 4, 8) and t.profiles[0].segment == (src.manifest.segment["min"], src.manifest.segment["max"], src.manifest.segment["max"])
+    assert engine_tags(pkg) == tags
+    if pkg.manifest.custom_ops:
+        assert all(v == "function body" for t in tags for v in t.custom_ops.values())  # no plugin registered here
+
+
+def test_rebuild_replaces_engines_and_reuses_the_timing_cache(package_of, tmp_path):
+    _rtx()
+    path = _copy(package_of("memformer-tiny"), tmp_path)
+    cache = tmp_path / "timing.cache"
+    first = build_engines(path, timing_cache=cache)
+    assert cache.is_file() and cache.stat().st_size > 0 and not first[0].timing_cache
+    again = build_engines(path, timing_cache=cache, segment_len=["1,8,16", "17,32,32"])
+    assert again[0].timing_cache and [p.segment for p in again[0].profiles] == [(1, 8, 16), (17, 32, 32)]
+    m = Package.open(path, verify=True).manifest
+    assert len(m.engines) == 2 and sorted(k for k in m.files if k.startswith("engines/")) == ["engines/decoder.plan", "engines/encoder.plan"]
+
+
+def test_a_failed_build_leaves_the_package_unchanged(quantized, tmp_path):
+    _rtx()
+    path = _copy(quantized("memtr-majority", "int8-dynamic"), tmp_path)  # MatMulInteger: the parser refuses it
+    before = (path / "memx.json").read_bytes()
+    with pytest.raises(EngineError, match="parser refused") as e:
+        build_engines(path)
+    assert "memx doctor" in str(e.value)
+    assert (path / "memx.json").read_bytes() == before and not (path / "engines").exists()
+
+
+def test_build_refusals(package_of, tmp_path):
+    _rtx()
+    path = _copy(package_of("rmt-tiny"), tmp_path)
+    with pytest.raises(EngineCompatibilityError, match="sm89"):
+        build_engines(path, target_cc="sm87")  # Jetson: TensorRT-RTX cannot; build on the board
+    with pytest.raises(InputError, match="segment range outside"):
+        build_engines(path, segment_len="1,16,999")
+    assert not Package.open(path).manifest.engines
+
+
+def test_cli_builds_and_the_manifest_stays_readable_by_older_fields(package_of, tmp_path):
+    _rtx()
+    path = _copy(package_of("gmat-tiny"), tmp_path)
+    result = CliRunner().invoke(app, ["build", str(path), "--batch", "1,2,4", "--target-cc", "sm86"])
+    assert result.exit_code == 0, result.output
+    assert "sm86" in result.output
+    data = json.loads((path / "memx.json").read_text())
+    assert data["engines"][0]["compute_capability"] == "sm86" and data["engines"][0]["file"] == "engines/step.plan"
+    assert data["engines"][0]["custom_ops"] == {"memx.LocalGlobalAttention": "function body"}
+    bad = CliRunner().invoke(app, ["build", str(path), "--backend", "tvm"])
+    assert bad.exit_code == 2
