@@ -106,6 +106,19 @@ memx::Tensor load_tokens(const std::string& path) {
   return t;
 }
 
+std::string json_string(const std::string& s) {  // a JSON string literal
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else out += c;
+  }
+  return out + "\"";
+}
+
 double percentile(std::vector<double> v, double q) {  // linear interpolation, like numpy
   std::sort(v.begin(), v.end());
   const double pos = q / 100.0 * static_cast<double>(v.size() - 1);
@@ -178,13 +191,13 @@ int run(const Args& a) {
   const double tokens_per_s = static_cast<double>(batch * tokens.shape[1]) / (total / 1000.0);
   auto desc = rt.describe();
   if (!a.json.empty()) {
-    char buf[1024];
-    std::snprintf(buf, sizeof buf,
-                  "{\"format\": \"memx.run\", \"version\": 1, \"package\": \"%s\", \"family\": \"%s\", \"device\": \"%s\", \"custom_ops\": \"%s\", "
+    char numbers[512];
+    std::snprintf(numbers, sizeof numbers,
                   "\"batch\": %lld, \"segment_len\": %lld, \"steps\": %lld, \"p50_ms\": %.6f, \"p90_ms\": %.6f, \"p99_ms\": %.6f, \"mean_ms\": %.6f, \"tokens_per_s\": %.3f}\n",
-                  a.package.c_str(), m.family.c_str(), a.device.c_str(), desc["custom_ops"].c_str(), static_cast<long long>(batch), static_cast<long long>(seg),
-                  static_cast<long long>(steps), p50, p90, p99, mean, tokens_per_s);
-    memx::write_file_atomic(a.json, buf, std::strlen(buf));
+                  static_cast<long long>(batch), static_cast<long long>(seg), static_cast<long long>(steps), p50, p90, p99, mean, tokens_per_s);
+    const std::string report = "{\"format\": \"memx.run\", \"version\": 1, \"package\": " + json_string(a.package) + ", \"family\": " + json_string(m.family) +
+                               ", \"device\": " + json_string(a.device) + ", \"custom_ops\": " + json_string(desc["custom_ops"]) + ", " + numbers;
+    memx::write_file_atomic(a.json, report.data(), report.size());
   }
   if (!a.quiet) {
     std::printf("memx-run %s (%s, %s, onnxruntime %s, memx ops: %s)\n", a.package.c_str(), m.family.c_str(), desc["providers"].c_str(), desc["onnxruntime"].c_str(), desc["custom_ops"].c_str());
