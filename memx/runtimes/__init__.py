@@ -18,6 +18,7 @@ from memx.runtimes import onnxruntime_backend as _ort  # noqa: F401,E402
 from memx.runtimes.base import register_lazy_backend  # noqa: E402
 
 register_lazy_backend("torch", "memx.runtimes.torch_backend")
+register_lazy_backend("tensorrt", "memx.runtimes.tensorrt_backend")  # engines from `memx build`; needs tensorrt + a GPU
 
 
 def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = False, **options: Any) -> Runtime:  # noqa: A001

@@ -37,9 +37,28 @@ def _advance(stream, rng, n=3, b=2):
         stream.step(_tokens(rng, b, 10), lengths=rng.integers(1, 11, size=b))
 
 
+def _open(pkg, backend, tmp_path):
+    """runtimes.open; the tensorrt backend first needs engines, a GPU and TensorRT (else skip)."""
+    if backend == "tensorrt":
+        import importlib.util
+        import shutil
+
+        import torch
+
+        if importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available():
+            pytest.skip("the tensorrt backend needs TensorRT and a CUDA GPU")
+        from memx.tensorrt import build_engines
+
+        dst = tmp_path / pkg.path.name
+        shutil.copytree(pkg.path, dst)
+        build_engines(dst, batch="1,2,8")
+        return runtimes.open(dst, backend="tensorrt", device="cuda")
+    return runtimes.open(pkg, backend=backend)
+
+
 @pytest.fixture(params=BACKENDS)
-def rt(request, package_of):
-    return runtimes.open(package_of("rmt-tiny"), backend=request.param)
+def rt(request, package_of, tmp_path):
+    return _open(package_of("rmt-tiny"), request.param, tmp_path)
 
 
 BAD_INPUTS = [
@@ -263,8 +282,8 @@ def test_pool_snapshots_interoperate_with_streams(rt):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_stateless_package(backend, package_of):
-    r = runtimes.open(package_of("memtr-static-tiny"), backend=backend)
+def test_stateless_package(backend, package_of, tmp_path):
+    r = _open(package_of("memtr-static-tiny"), backend, tmp_path)
     s = r.stream(2)
     x = np.random.default_rng(11).integers(0, V, size=(2, 6))
     a = s.step(x)["logits"]

@@ -211,3 +211,38 @@ def test_bookkeeping_units():
     for key in [(0, 2, 8), (1, 2, 8), (0, 2, 8), (0, 2, 9)]:
         cache.get(key, lambda key=key: made.append(key) or key)
     assert made == [(0, 2, 8), (1, 2, 8), (0, 2, 9)] and list(cache.graphs) == [(0, 2, 9)]
+
+
+def test_generic_runtime_adapter_steps_like_the_device_stream(package_of):
+    """runtimes.open(..., backend="tensorrt") drives the same engines through the generic Stream
+    (host state, input checks, pools) and computes what TensorRTStream computes."""
+    pkg = package_of("rmt-tiny")
+    m = pkg.manifest
+    device = HostDevice()
+    s = m.state[0]
+    profiles = [Profile({}, (1, 2, 4), (1, 8, 16)), Profile({}, (1, 2, 4), (17, 32, 32))]
+    tags = BuildTags("step", "engines/step.plan", "tensorrt", "10.8.0", "sm90", "fp32", True, False, profiles)
+    ctx = FakeContext(device, s.input, s.output, m.outputs[0].name)
+    rt = runtimes.open(pkg, backend="tensorrt", engines=[GraphEngine(m.graphs[0], tags, ctx, ShapePlan(profiles))], device_impl=device)
+    generic = rt.stream(2)
+    direct, _, _ = _stream(pkg)
+    rng = np.random.default_rng(5)
+    out = m.outputs[0].name
+    for seg in (8, 8, 20, 4):
+        ids = _tokens(rng, m.vocab_size, 2, seg)
+        assert np.array_equal(generic.step(ids)[out], direct.step(ids)[out])
+    assert np.array_equal(generic.state[s.name], direct.state[s.name])
+    assert generic.snapshot() == direct.snapshot()
+    assert [c for c in ctx.calls if c.startswith("profile")] == ["profile 0", "profile 1", "profile 0"]
+    assert rt.describe()["engine"] == "tensorrt 10.8.0 for sm90"
+
+
+def test_tensorrt_backend_without_tensorrt_says_what_is_missing(package_of):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_lean"):
+        pytest.skip("TensorRT is installed here")
+    from memx.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
+        runtimes.open(package_of("rmt-tiny"), backend="tensorrt", device="cuda")

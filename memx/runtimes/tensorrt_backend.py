@@ -1,0 +1,83 @@
+"""TensorRT backend for the generic Runtime/Stream API: runs the engines `memx build` put into
+the package, so `runtimes.open(pkg, backend="tensorrt", device="cuda")` works with every memx
+tool (validate, profile, pools). The generic Stream carries its state on the host, so each
+call uploads and downloads it; for state that stays on the device use
+``memx.tensorrt.runtime.open_stream`` (ping-pong buffers, CUDA graphs).
+
+Options: ``cuda_graphs`` is not offered here (host I/O every call); ``engines``/``device_impl``
+inject ready engines and a device (embedding, tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from memx.errors import EngineError
+from memx.exporter.manifest import GraphInfo
+from memx.exporter.package import Package
+from memx.runtimes.base import Backend, register_backend
+from memx.tensorrt.runtime import GraphEngine, ShapePlan, TorchCudaDevice, load_trt, open_engines
+
+
+def _segment_of(graph: GraphInfo, feeds: dict[str, np.ndarray]) -> int | None:
+    for t in graph.inputs:
+        if "segment" in t.shape:
+            return int(feeds[t.name].shape[t.shape.index("segment")])
+    return None
+
+
+@register_backend("tensorrt")
+class TensorRTBackend(Backend):
+    def __init__(self, package: Package, *, device: str = "cuda", **options: Any):
+        super().__init__(package, device=device, **options)
+        if options.get("engines") is not None:
+            engines, self.device_impl = options["engines"], options["device_impl"]
+            self.flavour = "injected"
+        else:
+            trt, self.flavour = load_trt()
+            index = int(device.split(":")[1]) if ":" in device else 0
+            self.device_impl = TorchCudaDevice(index)
+            cc = self.device_impl.torch.cuda.get_device_capability(index)
+            engines = open_engines(package, trt, self.flavour, compute_capability=f"sm{cc[0]}{cc[1]}")
+        self.engines: dict[str, GraphEngine] = {e.graph.name: e for e in engines}
+        self._buffers: dict[tuple[str, int, int | None], dict[str, Any]] = {}
+
+    def _buffers_for(self, graph: GraphInfo, e: GraphEngine, batch: int, segment: int | None) -> dict[str, Any]:
+        key = (graph.name, batch, segment)
+        if key not in self._buffers:
+            self._buffers = {k: v for k, v in self._buffers.items() if k[0] != graph.name}  # one shape set per graph
+            bufs = {}
+            for t in graph.inputs:
+                bufs[t.name] = self.device_impl.empty(ShapePlan.input_shape(t.shape, batch, segment or 0), t.dtype)
+            for t in graph.outputs:
+                known = all(isinstance(d, int) or d in ("batch", "segment") for d in t.shape)
+                shape = ShapePlan.input_shape(t.shape, batch, segment or 0) if known else tuple(e.context.get_tensor_shape(t.name))
+                bufs[t.name] = self.device_impl.empty(shape, t.dtype)
+            self._buffers[key] = bufs
+        return self._buffers[key]
+
+    def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        e = self.engines[graph.name]
+        batch = int(feeds[graph.inputs[0].name].shape[0])
+        segment = _segment_of(graph, feeds)
+        profile, changed = e.plan.plan(batch, segment if segment is not None else 0)
+        dev = self.device_impl
+        if changed:
+            e.context.set_optimization_profile_async(profile, dev.stream_handle)
+            for t in graph.inputs:
+                if not e.context.set_input_shape(t.name, tuple(feeds[t.name].shape)):
+                    raise EngineError(f"TensorRT refused the shape of input {t.name!r}", expected=f"within profile {profile}", actual=list(feeds[t.name].shape))
+        bufs = self._buffers_for(graph, e, batch, segment)
+        for t in graph.inputs:
+            dev.upload(bufs[t.name], feeds[t.name])
+        for name, buf in bufs.items():
+            e.context.set_tensor_address(name, dev.address(buf))
+        if not e.context.execute_async_v3(dev.stream_handle):
+            raise EngineError(f"TensorRT failed to run graph {graph.name!r}")
+        dev.synchronize()
+        return {t.name: dev.download(bufs[t.name]) for t in graph.outputs}
+
+    def describe(self) -> dict[str, Any]:
+        tags = next(iter(self.engines.values())).tags
+        return {"backend": self.name, "device": self.device, "tensorrt": self.flavour, "engine": f"{tags.flavour} {tags.trt_version} for {tags.compute_capability}"}
