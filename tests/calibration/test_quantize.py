@@ -200,3 +200,22 @@ def test_manifest_refuses_a_mistyped_quantization_record(package_of):
     d["quantization"] = "int8"
     with pytest.raises(ManifestError, match="quantization"):
         Manifest.from_dict(d)
+
+
+def test_engines_of_the_source_package_are_not_carried_over(private_copy, tmp_path):
+    """A TensorRT plan built from the fp32 graphs would not match the quantized graphs."""
+    import json
+
+    from memx.exporter.package import file_info
+
+    src = private_copy("rmt-tiny")
+    (src / "engines").mkdir()
+    (src / "engines" / "step.plan").write_bytes(b"plan of the fp32 graph")
+    manifest = json.loads((src / "memx.json").read_text())
+    info = file_info(src / "engines" / "step.plan")
+    manifest["files"]["engines/step.plan"] = {"bytes": info.bytes, "sha256": info.sha256}
+    manifest["engines"] = [{"graph": "step", "file": "engines/step.plan"}]
+    (src / "memx.json").write_text(json.dumps(manifest))
+    out = quantize_package(src, tmp_path / "q.memx", method="fp16", progress=False).package
+    assert out.manifest.engines == [] and not (out.path / "engines").exists()
+    assert not any(k.startswith("engines/") for k in out.manifest.files)
