@@ -140,6 +140,8 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
         config.set_compute_capability(member, 0)
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if flavour.rtx:  # RTX ships no lean runtime to embed: the plan then needs one where it runs
+            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
     cache = config.create_timing_cache(timing_cache or b"")
     config.set_timing_cache(cache, False)
     for profile in profiles:

@@ -100,3 +100,10 @@ def test_cli_builds_and_the_manifest_stays_readable_by_older_fields(package_of, 
     assert data["engines"][0]["custom_ops"] == {"memx.LocalGlobalAttention": "function body"}
     bad = CliRunner().invoke(app, ["build", str(path), "--backend", "tvm"])
     assert bad.exit_code == 2
+
+
+def test_version_compatible_build_is_tagged(package_of, tmp_path):
+    _rtx()
+    path = _copy(package_of("rmt-tiny"), tmp_path)
+    [tags] = build_engines(path, version_compatible=True)
+    assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
