@@ -61,13 +61,8 @@ class TensorRTBackend(Backend):
         e = self.engines[graph.name]
         batch = int(feeds[graph.inputs[0].name].shape[0])
         segment = _segment_of(graph, feeds)
-        profile, changed = e.plan.plan(batch, segment if segment is not None else 0)
         dev = self.device_impl
-        if changed:
-            e.context.set_optimization_profile_async(profile, dev.stream_handle)
-            for t in graph.inputs:
-                if not e.context.set_input_shape(t.name, tuple(feeds[t.name].shape)):
-                    raise EngineError(f"TensorRT refused the shape of input {t.name!r}", expected=f"within profile {profile}", actual=list(feeds[t.name].shape))
+        e.set_shapes({t.name: tuple(feeds[t.name].shape) for t in graph.inputs}, batch, segment if segment is not None else 0, dev.stream_handle)
         bufs = self._buffers_for(graph, e, batch, segment)
         for t in graph.inputs:
             dev.upload(bufs[t.name], feeds[t.name])

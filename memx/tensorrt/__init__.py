@@ -8,13 +8,8 @@ CPU-only machine, TensorRT-RTX), build tags and their compatibility rules.
 
 from __future__ import annotations
 
+from memx.tensorrt.build import build_engines
 from memx.tensorrt.doctor import CHECKS, DoctorReport, Finding, diagnose
 from memx.tensorrt.versions import TrtVersion, installed_flavour, parse_version
 
-__all__ = ["CHECKS", "DoctorReport", "Finding", "TrtVersion", "diagnose", "installed_flavour", "parse_version"]
-
-
-def build_engines(*args, **kwargs):  # noqa: ANN002, ANN003 - imported lazily: the builder modules are heavy
-    from memx.tensorrt.build import build_engines as _build
-
-    return _build(*args, **kwargs)
+__all__ = ["CHECKS", "DoctorReport", "Finding", "TrtVersion", "build_engines", "diagnose", "installed_flavour", "parse_version"]

@@ -10,6 +10,7 @@ memx.json is replaced last and atomically, so a failed build leaves the package 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -22,7 +23,6 @@ from memx.errors import EngineCompatibilityError, EngineError, InputError
 from memx.exporter.manifest import GraphInfo, Manifest
 from memx.exporter.package import Package, file_info, update_manifest
 from memx.tensorrt import versions as tv
-from memx.tensorrt.doctor import parse_cc
 from memx.tensorrt.tags import BuildTags, Profile, normalize_cc
 
 log = logging.getLogger("memx.tensorrt")
@@ -99,16 +99,13 @@ class GraphBuild:
     timing_cache: bytes | None
 
 
-def _local_cc(flavour: tv.Flavour) -> str | None:
-    """The compute capability of GPU 0 when full TensorRT builds for it (via torch or cuda-python)."""
+def _local_cc() -> str | None:
+    """The compute capability of GPU 0, which full TensorRT builds for (None: no GPU visible to torch)."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            return normalize_cc(torch.cuda.get_device_capability(0))
-    except Exception:
-        pass
-    return None
+    except ImportError:
+        return None
+    return normalize_cc(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
 
 
 def _network_flags(flavour: tv.Flavour) -> int:
@@ -124,7 +121,8 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
     trt = flavour.module
     logger = _Logger(trt)
     builder = trt.Builder(logger.impl)
-    network = builder.create_network(_network_flags(flavour))
+    flags = _network_flags(flavour)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger.impl)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
@@ -163,7 +161,7 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
     for op, how in sorted(custom.items()):
         log.info("graph %s: %s imported as %s", graph.name, op, how)
     tags = BuildTags(graph=graph.name, file=engine_file, flavour=flavour.name, trt_version=flavour.version, compute_capability=target_cc, precision=precision,
-                     strongly_typed=bool(_network_flags(flavour)) or (not flavour.rtx and tv.strongly_typed_only(tv.parse_version(flavour.version))),
+                     strongly_typed=bool(flags) or (not flavour.rtx and tv.strongly_typed_only(tv.parse_version(flavour.version))),
                      version_compatible=version_compatible, profiles=profiles, custom_ops=custom, timing_cache=timing_cache is not None, build_seconds=round(took, 3))
     return GraphBuild(tags, bytes(plan), bytes(cache.serialize()))
 
@@ -180,13 +178,12 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
     if flavour.rtx:
         cc = normalize_cc(target_cc or "sm89")
     else:
-        local = _local_cc(flavour)
+        local = _local_cc()
         cc = normalize_cc(target_cc) if target_cc else local
         if cc is None:
             raise EngineError("full TensorRT builds for the local GPU, and none was found", expected="a CUDA GPU", actual="none", hint="use TensorRT-RTX for ahead-of-time builds")
         if local is not None and cc != local:
             raise EngineCompatibilityError("TensorRT builds for the GPU it runs on", expected=local, actual=cc, hint="build on the target device (Jetson: on the board)")
-    parse_cc(cc)  # validates
     batch_range = parse_range(batch, name="--batch", default=(1, 1, 8))
     ranges = segment_len if isinstance(segment_len, list) else [segment_len] if segment_len else [None]
     seg_ranges = [parse_range(r, name="--segment-len", default=(m.segment["min"], m.segment["max"], m.segment["max"])) for r in ranges]
@@ -220,14 +217,8 @@ def _commit(pkg: Package, builds: list[GraphBuild]) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         files[b.tags.file] = file_info(target)
-    import dataclasses
-
     manifest = dataclasses.replace(pkg.manifest, files=files, engines=[b.tags.to_dict() for b in builds])
     old = {k for k in pkg.manifest.files if k.startswith(f"{ENGINE_DIR}/")} - set(files)
     update_manifest(pkg, manifest)
     for rel in old:
         (pkg.path / rel).unlink(missing_ok=True)
-
-
-def engine_tags(pkg: Package) -> list[BuildTags]:
-    return [BuildTags.from_dict(e) for e in pkg.manifest.engines]

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from memx.errors import InputError, PackageFileError
 from memx.tensorrt import versions as tv
+from memx.tensorrt.tags import parse_cc
 
 SEVERITIES = ("error", "warning", "info")
 STEP_DIMS = {"batch", "segment"}  # the dims memx's optimization profiles cover
@@ -281,10 +282,10 @@ def _parser_support(flavour: tv.Flavour | None) -> tuple[Callable[[str], bool], 
 def _registered_plugins(flavour: tv.Flavour | None) -> set[str]:
     if flavour is None:
         return set()
-    try:
-        creators = flavour.module.get_plugin_registry().all_creators
-    except Exception:
+    registry = getattr(flavour.module, "get_plugin_registry", None)
+    if registry is None:
         return set()
+    creators = registry().all_creators
     names = set()
     for c in creators:
         ns = getattr(c, "plugin_namespace", "")
@@ -307,17 +308,6 @@ def _graphs(path: Path) -> list[tuple[str, Path, list[str], list[str]]]:
         outs = [o.name for o in model.graph.output if o.name.startswith("state_out.")]
         return [(path.stem, path, ins, outs)]
     raise PackageFileError("nothing to check", expected="a package directory or a .onnx file", actual=str(path))
-
-
-def parse_cc(text: str | None) -> float | None:
-    """'sm89' / '8.9' / '89' -> 8.9."""
-    if text is None:
-        return None
-    t = str(text).lower().removeprefix("sm").removeprefix("_")
-    try:
-        return float(t) if "." in t else int(t) / 10
-    except ValueError:
-        raise InputError("not a compute capability", expected="sm75, sm80, sm86, sm87, sm89, sm90, sm100, sm120 (or 8.9)", actual=text) from None
 
 
 def diagnose(path: str | Path, *, target: str = "tensorrt", trt_version: str | None = None, target_cc: str | None = None,

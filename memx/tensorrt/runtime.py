@@ -32,7 +32,7 @@ from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
 from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
-from memx.tensorrt.tags import BuildTags, Profile, check_runnable, choose_profile
+from memx.tensorrt.tags import BuildTags, Profile, check_runnable, choose_profile, engine_tags
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
 
@@ -43,7 +43,6 @@ class Device(Protocol):
     def address(self, buf: Any) -> int: ...
     def upload(self, buf: Any, host: np.ndarray) -> None: ...
     def download(self, buf: Any) -> np.ndarray: ...
-    def view(self, buf: Any, shape: tuple[int, ...]) -> Any: ...
     @property
     def stream_handle(self) -> int: ...
     def synchronize(self) -> None: ...
@@ -78,9 +77,6 @@ class TorchCudaDevice:
     def download(self, buf: Any) -> np.ndarray:
         self.stream.synchronize()
         return buf.detach().cpu().numpy()
-
-    def view(self, buf: Any, shape: tuple[int, ...]) -> Any:
-        return buf.reshape(-1)[: int(np.prod(shape))].view(shape)
 
     @property
     def stream_handle(self) -> int:
@@ -161,13 +157,15 @@ class GraphCache:
 def load_trt(prefer_lean: bool = False) -> tuple[Any, str]:
     """(module, flavour): full tensorrt, else the lean runtime (version-compatible plans only)."""
     names = ["tensorrt_lean", "tensorrt"] if prefer_lean else ["tensorrt", "tensorrt_lean"]
+    broken = []
     for name in names:
         if importlib.util.find_spec(name) is not None:
             try:
                 return importlib.import_module(name), name
-            except Exception:
-                continue
-    raise BackendUnavailableError("TensorRT is not installed", expected="tensorrt (or tensorrt_lean for version-compatible engines)", actual="neither importable")
+            except (ImportError, OSError) as e:  # e.g. the PyPI stub without its libraries
+                broken.append(f"{name}: {e}")
+    raise BackendUnavailableError("TensorRT is not installed" if not broken else "TensorRT is installed but cannot be imported",
+                                  expected="tensorrt (or tensorrt_lean for version-compatible engines)", actual="; ".join(broken) or "neither importable")
 
 
 @dataclass
@@ -177,10 +175,20 @@ class GraphEngine:
     context: Any
     plan: ShapePlan
 
+    def set_shapes(self, shapes: dict[str, tuple[int, ...]], batch: int, segment: int, stream_handle: int) -> None:
+        """Profile and input shapes for this call, told to TensorRT only when they changed."""
+        profile, changed = self.plan.plan(batch, segment)
+        if not changed:
+            return
+        self.context.set_optimization_profile_async(profile, stream_handle)
+        for name, shape in shapes.items():
+            if not self.context.set_input_shape(name, shape):
+                raise EngineError(f"TensorRT refused the shape of input {name!r}", expected=f"within profile {profile}", actual=list(shape))
+
 
 def open_engines(pkg: Package, trt: Any, flavour: str, *, compute_capability: str | None) -> list[GraphEngine]:
     """Deserialize every graph's engine after checking its build tags against this TensorRT/GPU."""
-    tags = {e["graph"]: BuildTags.from_dict(e) for e in pkg.manifest.engines}
+    tags = {t.graph: t for t in engine_tags(pkg)}
     missing = [g.name for g in pkg.manifest.graphs if g.name not in tags]
     if missing:
         raise EngineError("package has no TensorRT engine for some graphs", expected=[g.name for g in pkg.manifest.graphs], actual=sorted(tags), hint=f"run `memx build {pkg.path}`")
@@ -236,12 +244,8 @@ class TensorRTStream:
 
     def _bind(self, e: GraphEngine, segment: int) -> None:
         """Shapes (when changed) and addresses of every I/O tensor of one graph for this parity."""
-        profile, changed = e.plan.plan(self.batch_size, segment)
-        if changed:
-            e.context.set_optimization_profile_async(profile, self.device.stream_handle)
-            for t in e.graph.inputs:
-                if not e.context.set_input_shape(t.name, ShapePlan.input_shape(t.shape, self.batch_size, segment)):
-                    raise EngineError(f"TensorRT refused the shape of input {t.name!r}", expected=f"within profile {profile}", actual=ShapePlan.input_shape(t.shape, self.batch_size, segment))
+        shapes = {t.name: ShapePlan.input_shape(t.shape, self.batch_size, segment) for t in e.graph.inputs}
+        e.set_shapes(shapes, self.batch_size, segment, self.device.stream_handle)
         io = self._io_buffers(segment)
         reads, writes = self.buffers.reads(), self.buffers.writes()
         by_input = {s.input: reads[s.name] for s in self.pkg.manifest.state}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from memx.errors import EngineCompatibilityError, ManifestError
+from memx.errors import EngineCompatibilityError, InputError, ManifestError
 from memx.tensorrt import versions as tv
 
 
@@ -64,6 +64,11 @@ class BuildTags:
             raise ManifestError(f"manifest engines entry is malformed ({type(e).__name__}: {e})", expected="build tags written by memx build", actual=str(d)[:200]) from None
 
 
+def engine_tags(pkg: Any) -> list[BuildTags]:
+    """The build tags of a package's engines (memx.json `engines`)."""
+    return [BuildTags.from_dict(e) for e in pkg.manifest.engines]
+
+
 def choose_profile(profiles: list[Profile], batch: int, segment: int | None) -> int:
     """Index of the first profile whose ranges hold (batch, segment)."""
     for i, p in enumerate(profiles):
@@ -97,11 +102,20 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
 
 
+def parse_cc(text: str | None) -> float | None:
+    """'sm89' / '8.9' / '89' -> 8.9."""
+    if text is None:
+        return None
+    t = str(text).lower().removeprefix("sm").removeprefix("_")
+    try:
+        return float(t) if "." in t else int(t) / 10
+    except ValueError:
+        raise InputError("not a compute capability", expected="sm75, sm80, sm86, sm87, sm89, sm90, sm100, sm120 (or 8.9)", actual=text) from None
+
+
 def normalize_cc(cc: str | float | tuple[int, int]) -> str:
     """'sm89' | '8.9' | 8.9 | (8, 9) -> 'sm89'."""
     if isinstance(cc, tuple):
         return f"sm{cc[0]}{cc[1]}"
-    from memx.tensorrt.doctor import parse_cc
-
     value = parse_cc(str(cc)) if not isinstance(cc, float) else cc
     return f"sm{int(round(value * 10))}"

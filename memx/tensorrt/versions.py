@@ -134,7 +134,7 @@ def installed_flavour(prefer: str | None = None) -> Flavour | None:
             continue
         try:
             module = importlib.import_module(module_name)
-        except Exception:  # a broken install (e.g. the PyPI stub without its libraries) counts as absent
+        except (ImportError, OSError):  # a broken install (e.g. the PyPI stub without its libraries) counts as absent
             continue
         return Flavour(name, module, str(getattr(module, "__version__", "0")))
     return None

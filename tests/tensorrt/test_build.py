@@ -14,7 +14,7 @@ from memx.cli import app
 from memx.errors import EngineCompatibilityError, EngineError, InputError
 from memx.exporter import Package
 from memx.tensorrt import build_engines
-from memx.tensorrt.build import engine_tags
+from memx.tensorrt.tags import engine_tags
 from memx.tensorrt.versions import installed_flavour
 from memx.zoo import zoo_entries
 

@@ -265,7 +265,8 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   const json& provenance = *field(data, "provenance", "dict", "");
   auto w = provenance.find("weights_sha256");
   if (w != provenance.end() && w->is_string()) m.weights_sha256 = w->get<std::string>();
-  for (auto it = field(data, "files", "dict", "")->begin(); it != data["files"].end(); ++it) {
+  const json& files = *field(data, "files", "dict", "");
+  for (auto it = files.begin(); it != files.end(); ++it) {
     const std::string where = "files['" + it.key() + "']";
     if (!it->is_object()) throw ManifestError("manifest field " + where + " is not an object", "object", kind_of(*it));
     no_unknown(*it, {"bytes", "sha256"}, where);
