@@ -11,6 +11,7 @@ from typing import Any
 
 from memx.exporter.package import Package
 from memx.runtimes.base import Backend, Runtime, Stream, StreamPool, StreamState, backends, get_backend, register_backend
+from memx.runtimes.resident import ResidentStream
 
 # Backends register on import. The torch backend is registered lazily so that
 # ONNX Runtime deployments need no PyTorch.
@@ -21,11 +22,16 @@ register_lazy_backend("torch", "memx.runtimes.torch_backend")
 register_lazy_backend("tensorrt", "memx.runtimes.tensorrt_backend")  # engines from `memx build`; needs tensorrt + a GPU
 
 
-def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = False, **options: Any) -> Runtime:  # noqa: A001
-    """Open a package. ``options`` go to the backend (e.g. ``providers=[...]`` for onnxruntime)."""
+def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = False,  # noqa: A001
+         resident: bool | None = None, cuda_graphs: bool = False, **options: Any) -> Runtime:
+    """Open a package. ``options`` go to the backend (e.g. ``providers=[...]`` for onnxruntime).
+
+    ``resident`` (default: on every device but the CPU) makes ``stream()`` keep the memory in
+    device buffers between steps; ``cuda_graphs`` (torch and tensorrt on CUDA) replays each step
+    as a captured CUDA graph. Pools always stack their streams' state on the host."""
     factory = get_backend(backend)
     package = path if isinstance(path, Package) else Package.open(path, verify=verify)
-    return Runtime(package, factory(package, device=device, **options))
+    return Runtime(package, factory(package, device=device, **options), resident=resident, cuda_graphs=cuda_graphs)
 
 
-__all__ = ["Backend", "Runtime", "Stream", "StreamPool", "StreamState", "backends", "get_backend", "open", "register_backend"]
+__all__ = ["Backend", "ResidentStream", "Runtime", "Stream", "StreamPool", "StreamState", "backends", "get_backend", "open", "register_backend"]

@@ -23,6 +23,7 @@ from memx.errors import BackendRunError, BackendUnavailableError, InputError, In
 from memx.exporter.manifest import GraphInfo, Manifest
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
+from memx.runtimes.resident import ResidentStream
 from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
 
 
@@ -43,6 +44,11 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What actually runs (providers, device, threads) for reports and logs."""
         return {"backend": self.name, "device": self.device}
+
+    def resident(self) -> tuple[Any, Any] | None:
+        """(executor, device) for streams whose state stays on the device (resident.py), or
+        None when this backend only runs on host arrays."""
+        return None
 
 
 _BACKENDS: dict[str, type[Backend] | str] = {}  # a class, or the module that registers it on import
@@ -97,9 +103,11 @@ class StreamState:
 class Runtime:
     """An opened package with one backend. Create streams and pools from it."""
 
-    def __init__(self, package: Package, backend: Backend):
+    def __init__(self, package: Package, backend: Backend, *, resident: bool | None = None, cuda_graphs: bool = False):
         self.package = package
         self.backend = backend
+        self.resident = resident  # None: device-resident streams on every device but the CPU
+        self.cuda_graphs = cuda_graphs
         self.graphs = list(package.manifest.graphs)  # run in this order each step
         self._model_id = package.manifest.model_id()
         # called as observer(graph, feeds) before each graph runs (calibration records feeds this way)
@@ -122,10 +130,25 @@ class Runtime:
         zeros = {name: np.zeros((batch, *shape), dtype=dtype) for name, (shape, dtype) in self.state_schema.items()}
         return StreamState(zeros, np.ones(batch, dtype=bool))
 
-    def stream(self, batch_size: int = 1) -> "Stream":
+    def stream(self, batch_size: int = 1, *, resident: bool | None = None, cuda_graphs: bool | None = None) -> "Stream | ResidentStream":
+        """A stream of ``batch_size`` rows. ``resident`` (default: the Runtime's; None = on every
+        device but the CPU) keeps the state in device buffers between steps (ResidentStream, same
+        API); ``cuda_graphs`` replays each step as a captured CUDA graph (resident, CUDA only)."""
         if batch_size < 1:
             raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
-        return Stream(self, batch_size)
+        resident = self.resident if resident is None else resident
+        cuda_graphs = self.cuda_graphs if cuda_graphs is None else cuda_graphs
+        if resident is None:
+            resident = self.backend.device != "cpu" or cuda_graphs
+        if not resident:
+            if cuda_graphs:
+                raise InputError("CUDA graphs need a device-resident stream", expected="resident=True (or None)", actual="resident=False")
+            return Stream(self, batch_size)
+        parts = self.backend.resident()
+        if parts is None:
+            raise BackendUnavailableError(f"the {self.backend.name} backend has no device-resident streams", expected="resident=False", actual="resident=True")
+        executor, device = parts
+        return ResidentStream(self.package, executor, device, batch_size, cuda_graphs=cuda_graphs)
 
     def pool(self, max_batch: int = 64) -> "StreamPool":
         if max_batch < 1:

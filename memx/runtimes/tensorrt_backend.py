@@ -1,11 +1,11 @@
 """TensorRT backend for the generic Runtime/Stream API: runs the engines `memx build` put into
 the package, so `runtimes.open(pkg, backend="tensorrt", device="cuda")` works with every memx
-tool (validate, profile, pools). The generic Stream carries its state on the host, so each
-call uploads and downloads it; for state that stays on the device use
-``memx.tensorrt.runtime.open_stream`` (ping-pong buffers, CUDA graphs).
+tool (validate, profile, pools). ``stream()`` is device-resident by default (ping-pong state
+buffers, ``cuda_graphs=True`` to replay captured graphs; ``memx.runtimes.resident``); pools and
+``resident=False`` streams go through ``run`` with host arrays, uploading and downloading the
+state each call.
 
-Options: ``cuda_graphs`` is not offered here (host I/O every call); ``engines``/``device_impl``
-inject ready engines and a device (embedding, tests)."""
+Options: ``engines``/``device_impl`` inject ready engines and a device (embedding, tests)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from memx.errors import EngineError
 from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
 from memx.runtimes.base import Backend, register_backend
-from memx.tensorrt.runtime import GraphEngine, ShapePlan, TorchCudaDevice, load_trt, open_engines
+from memx.tensorrt.runtime import GraphEngine, ShapePlan, TensorRTExecutor, TorchDevice, load_trt, open_engines
 
 
 def _segment_of(graph: GraphInfo, feeds: dict[str, np.ndarray]) -> int | None:
@@ -37,7 +37,7 @@ class TensorRTBackend(Backend):
         else:
             trt, self.flavour = load_trt()
             index = int(device.split(":")[1]) if ":" in device else 0
-            self.device_impl = TorchCudaDevice(index)
+            self.device_impl = TorchDevice(f"cuda:{index}")
             cc = self.device_impl.torch.cuda.get_device_capability(index)
             engines = open_engines(package, trt, self.flavour, compute_capability=f"sm{cc[0]}{cc[1]}")
         self.engines: dict[str, GraphEngine] = {e.graph.name: e for e in engines}
@@ -72,6 +72,9 @@ class TensorRTBackend(Backend):
             raise EngineError(f"TensorRT failed to run graph {graph.name!r}")
         dev.synchronize()
         return {t.name: dev.download(bufs[t.name]) for t in graph.outputs}
+
+    def resident(self) -> tuple[TensorRTExecutor, Any]:
+        return TensorRTExecutor(list(self.engines.values()), self.device_impl), self.device_impl
 
     def describe(self) -> dict[str, Any]:
         tags = next(iter(self.engines.values())).tags

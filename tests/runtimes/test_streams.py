@@ -25,6 +25,9 @@ from memx.errors import (
 from memx.runtimes import snapshot as snap
 
 BACKENDS = runtimes.backends()
+# the same tests for streams whose state stays in device buffers (memx.runtimes.resident); on the
+# CPU the buffers are host OrtValues / torch tensors, on a GPU the same code keeps them in CUDA memory
+RESIDENT = ["onnxruntime/resident", "torch/resident"]
 V, S_MAX = 64, 32  # tiny presets
 
 
@@ -39,6 +42,8 @@ def _advance(stream, rng, n=3, b=2):
 
 def _open(pkg, backend, tmp_path):
     """runtimes.open; the tensorrt backend first needs engines, a GPU and TensorRT (else skip)."""
+    if backend.endswith("/resident"):
+        return runtimes.open(pkg, backend=backend.split("/")[0], resident=True)
     if backend == "tensorrt":
         import importlib.util
         import shutil
@@ -56,7 +61,7 @@ def _open(pkg, backend, tmp_path):
     return runtimes.open(pkg, backend=backend)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS + RESIDENT)
 def rt(request, package_of, tmp_path):
     return _open(package_of("rmt-tiny"), request.param, tmp_path)
 
@@ -97,21 +102,34 @@ def test_backend_failure_and_nan_state_leave_state_unchanged(rt, monkeypatch):
     s = rt.stream(2)
     _advance(s, np.random.default_rng(2))
     before = s.state
-    real_run = rt.backend.run
+    if isinstance(s, runtimes.ResidentStream):  # the graphs run through the stream's executor on device buffers
+        real_launch = s.executor.launch
 
-    def nan_run(graph, feeds):
-        out = real_run(graph, feeds)
-        out["state_out.memory"] = np.full_like(out["state_out.memory"], np.nan)
-        return out
+        def nan_launch(handle):
+            real_launch(handle)
+            s.device.upload(s.buffers.writes()["memory"], np.full(before["memory"].shape, np.nan, dtype=np.float32))
 
-    monkeypatch.setattr(rt.backend, "run", nan_run)
-    with pytest.raises(NonFiniteStateError, match="state left unchanged"):
-        s.step(_tokens(np.random.default_rng(3), 2, 5))
-    monkeypatch.setattr(rt.backend, "run", lambda graph, feeds: 1 / 0)
+        monkeypatch.setattr(s.executor, "launch", nan_launch)
+        with pytest.raises(NonFiniteStateError, match="state left unchanged"):
+            s.step(_tokens(np.random.default_rng(3), 2, 5))
+        monkeypatch.setattr(s.executor, "launch", lambda handle: 1 / 0)
+    else:
+        real_run = rt.backend.run
+
+        def nan_run(graph, feeds):
+            out = real_run(graph, feeds)
+            out["state_out.memory"] = np.full_like(out["state_out.memory"], np.nan)
+            return out
+
+        monkeypatch.setattr(rt.backend, "run", nan_run)
+        with pytest.raises(NonFiniteStateError, match="state left unchanged"):
+            s.step(_tokens(np.random.default_rng(3), 2, 5))
+        monkeypatch.setattr(rt.backend, "run", lambda graph, feeds: 1 / 0)
     with pytest.raises(BackendRunError, match="ZeroDivisionError"):
         s.step(_tokens(np.random.default_rng(3), 2, 5))
     for k in before:
         np.testing.assert_array_equal(s.state[k], before[k])
+    assert s.segments == 3
 
 
 def test_one_dimensional_tokens_for_a_single_stream(rt):
@@ -141,8 +159,12 @@ def test_snapshot_of_a_fresh_stream_still_resets(rt):
     fresh = rt.stream()
     blob = fresh.snapshot()
     restored = rt.stream()
-    restored._st.states["memory"][:] = 5.0  # a used stream with garbage
-    restored._st.pending_reset[:] = False
+    if isinstance(restored, runtimes.ResidentStream):  # a used stream with garbage
+        restored.device.upload(restored.buffers.reads()["memory"], np.full(restored.state["memory"].shape, 5.0, dtype=np.float32))
+        restored.pending[:] = False
+    else:
+        restored._st.states["memory"][:] = 5.0
+        restored._st.pending_reset[:] = False
     restored.restore(blob)
     x = np.arange(8) % V
     np.testing.assert_array_equal(restored.step(x)["logits"], rt.stream().step(x)["logits"])
@@ -281,7 +303,7 @@ def test_pool_snapshots_interoperate_with_streams(rt):
     np.testing.assert_allclose(s2.state["memory"], s.state["memory"], atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS + RESIDENT)
 def test_stateless_package(backend, package_of, tmp_path):
     r = _open(package_of("memtr-static-tiny"), backend, tmp_path)
     s = r.stream(2)

@@ -1,0 +1,377 @@
+"""Streams whose memory stays on the device between steps (the DESIGN.md §5 Stream API).
+
+The generic ``Stream`` (base.py) keeps its state as numpy arrays and hands it to the backend on
+every call: right for CPU, a host round trip per segment on a GPU. A ``ResidentStream`` keeps
+each state tensor in two device buffers instead:
+
+- ``PingPong``: step t reads set ``t % 2`` and writes the other, so a graph never gets one
+  buffer as both input and output, no copy is made, and a failed step leaves the state it
+  read untouched (the flip happens last).
+- ``Device``: where buffers live and how they move (``TorchDevice``: torch tensors on any torch
+  device; ``OrtDevice``: ONNX Runtime OrtValues on CPU or CUDA; TensorRT uses ``TorchDevice``).
+- ``Executor``: runs the package's graphs on bound buffers. ``bind`` is called every step outside
+  any capture (shapes, addresses); ``launch`` only launches, so it can be captured in a CUDA graph.
+  Backends that offer resident streams implement ``Backend.resident()`` returning both.
+- ``GraphCache``: one captured CUDA graph per (buffer parity, batch, segment); shapes that
+  change drop the others (their per-shape buffers are gone).
+
+Only tokens, lengths and reset go up and the outputs come down each step; snapshots, ``state``
+and ``reset(rows)`` move the state explicitly. Snapshot bytes are the common format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError, NonFiniteStateError
+from memx.exporter.manifest import TensorInfo
+from memx.exporter.package import Package
+from memx.runtimes import snapshot as snap
+from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
+
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
+# --- devices -----------------------------------------------------------------------------------
+class Device(Protocol):
+    graphs_supported: bool
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Any: ...
+    def address(self, buf: Any) -> int: ...
+    def upload(self, buf: Any, host: np.ndarray) -> None: ...
+    def download(self, buf: Any) -> np.ndarray: ...
+    def all_finite(self, buf: Any) -> bool: ...
+    @property
+    def stream_handle(self) -> int: ...
+    def synchronize(self) -> None: ...
+    def capture(self, launch: Callable[[], None]) -> Any: ...
+    def replay(self, graph: Any) -> None: ...
+
+
+def _finite_host(arr: np.ndarray) -> bool:
+    return arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
+
+
+class TorchDevice:
+    """Buffers are torch tensors on ``device`` ("cpu", "cuda", "cuda:N"). On CUDA one non-default
+    CUDA stream carries every launch and CUDA graphs can be captured; the finiteness check runs on
+    the device and brings back one bool."""
+
+    _DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+    def __init__(self, device: str = "cuda"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError("CUDA is not available to torch", expected="a CUDA device", actual="torch.cuda.is_available() == False")
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.graphs_supported = self.stream is not None
+        self._dtypes = {n: getattr(torch, n) for n in self._DTYPES}
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
+        return self.torch.zeros(shape, dtype=self._dtypes[dtype], device=self.device)
+
+    def address(self, buf: Any) -> int:
+        return int(buf.data_ptr())
+
+    def upload(self, buf: Any, host: np.ndarray) -> None:
+        src = self.torch.from_numpy(np.ascontiguousarray(host))
+        if self.stream is None:
+            buf.copy_(src)
+            return
+        with self.torch.cuda.stream(self.stream):
+            buf.copy_(src, non_blocking=False)
+
+    def download(self, buf: Any) -> np.ndarray:
+        self.synchronize()
+        return buf.detach().cpu().numpy().copy()  # .numpy() of a CPU tensor shares its memory
+
+    def all_finite(self, buf: Any) -> bool:
+        if not buf.is_floating_point():
+            return True
+        if self.stream is None:
+            return bool(self.torch.isfinite(buf).all())
+        with self.torch.cuda.stream(self.stream):
+            ok = self.torch.isfinite(buf).all()
+        return bool(ok.item())  # one bool crosses to the host, not the state
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream.cuda_stream) if self.stream is not None else 0
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def run_on_stream(self, fn: Callable[[], None]) -> None:
+        """Run torch work on this device's stream (the default stream on CPU)."""
+        if self.stream is None:
+            fn()
+            return
+        with self.torch.cuda.stream(self.stream):
+            fn()
+
+    def capture(self, launch: Callable[[], None]) -> Any:
+        if not self.graphs_supported:
+            raise BackendUnavailableError("CUDA graphs need a CUDA device", expected="cuda", actual=str(self.device))
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=self.stream):
+            launch()
+        return graph
+
+    def replay(self, graph: Any) -> None:
+        with self.torch.cuda.stream(self.stream):
+            graph.replay()
+
+
+TorchCudaDevice = TorchDevice  # the name the TensorRT runtime has used
+
+
+class OrtDevice:
+    """Buffers are ONNX Runtime OrtValues on "cpu" or "cuda" (device ``index``)."""
+
+    graphs_supported = False  # ORT captures its own CUDA graphs (provider option enable_cuda_graph)
+    stream_handle = 0
+
+    def __init__(self, kind: str = "cpu", index: int = 0):
+        import onnxruntime as ort
+
+        self.ort, self.kind, self.index = ort, kind, index
+        self.device = kind if kind == "cpu" else f"{kind}:{index}"
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
+        return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), NUMPY_DTYPES[dtype], self.kind, self.index)
+
+    def address(self, buf: Any) -> int:
+        return int(buf.data_ptr())
+
+    def upload(self, buf: Any, host: np.ndarray) -> None:
+        buf.update_inplace(np.ascontiguousarray(host))  # callers pass the buffer's dtype (validated inputs, snapshot states)
+
+    def download(self, buf: Any) -> np.ndarray:
+        return np.array(buf.numpy(), copy=True)
+
+    def all_finite(self, buf: Any) -> bool:
+        return _finite_host(self.download(buf))
+
+    def synchronize(self) -> None:
+        pass  # run_with_iobinding returns after the outputs are written
+
+    def capture(self, launch: Callable[[], None]) -> Any:
+        raise BackendUnavailableError("the onnxruntime backend does not capture CUDA graphs itself", expected="cuda_graphs=False",
+                                      actual="cuda_graphs=True", hint="use the CUDA provider option enable_cuda_graph, or the torch/tensorrt backends")
+
+    def replay(self, graph: Any) -> None:
+        raise BackendUnavailableError("nothing to replay", expected="a captured graph", actual=None)
+
+
+# --- bookkeeping -------------------------------------------------------------------------------
+@dataclass
+class PingPong:
+    """Two buffers per state; ``parity`` says which set the next step reads."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    parity: int = 0
+
+    def reads(self) -> dict[str, Any]:
+        return self.a if self.parity == 0 else self.b
+
+    def writes(self) -> dict[str, Any]:
+        return self.b if self.parity == 0 else self.a
+
+    def flip(self) -> None:
+        self.parity ^= 1
+
+
+@dataclass
+class GraphCache:
+    """CUDA graphs by (parity, batch, segment); other shapes are dropped when one is added
+    (the per-shape buffers they captured are gone)."""
+
+    graphs: dict[tuple[int, int, int], Any] = field(default_factory=dict)
+    captures: int = 0
+
+    def get(self, key: tuple[int, int, int], capture: Callable[[], Any]) -> Any:
+        if key not in self.graphs:
+            self.graphs = {k: g for k, g in self.graphs.items() if k[1:] == key[1:]}
+            self.graphs[key] = capture()
+            self.captures += 1
+        return self.graphs[key]
+
+    def clear(self) -> None:
+        self.graphs = {}
+
+
+def concrete_shape(spec: list[int | str], batch: int, segment: int) -> tuple[int, ...]:
+    """A manifest shape with its "batch" and "segment" dims filled in."""
+    return tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in spec)
+
+
+@dataclass
+class Binding:
+    """Buffers of one step: state read/written (by state input/output name) and everything else."""
+
+    inputs: dict[str, Any]  # every graph input name -> buffer
+    outputs: dict[str, Any]  # every graph output name -> buffer
+    batch: int
+    segment: int
+    parity: int
+
+
+class Executor(Protocol):
+    name: str
+
+    def bind(self, binding: Binding, stream_handle: int) -> None:
+        """Tell the runtime the shapes and buffers of this step (never inside a capture)."""
+
+    def launch(self, stream_handle: int) -> None:
+        """Run every graph once on the bound buffers (capturable)."""
+
+
+# --- the stream --------------------------------------------------------------------------------
+class ResidentStream:
+    """A stream (or fixed batch of streams) whose state never leaves the device during steps.
+
+    Same API and guarantees as ``memx.runtimes.Stream``: validated inputs, transactional steps
+    (state and parity unchanged after any failure), reset(rows), snapshot/restore."""
+
+    def __init__(self, package: Package, executor: Executor, device: Device, batch_size: int = 1, *, cuda_graphs: bool = False, check_finite: bool = True):
+        if batch_size < 1:
+            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
+        if cuda_graphs and not device.graphs_supported:
+            raise BackendUnavailableError(f"CUDA graphs are not available for {executor.name} on this device", expected="a CUDA device of the torch or tensorrt backend",
+                                          actual=str(getattr(device, "device", type(device).__name__)))
+        self.package, self.executor, self.device = package, executor, device
+        self.batch_size, self.cuda_graphs, self.check_finite = batch_size, cuda_graphs, check_finite
+        m = package.manifest
+        self._model_id = m.model_id()
+        self.schema = {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in m.state}
+        self.buffers = PingPong(self._state_buffers(), self._state_buffers())
+        self.pending = np.ones(batch_size, dtype=bool)
+        self.segments = 0
+        self._io: tuple[int, dict[str, Any]] | None = None  # (segment, buffers of the non-state tensors)
+        self.graphs = GraphCache()
+
+    def _state_buffers(self) -> dict[str, Any]:
+        return {n: self.device.empty((self.batch_size, *shape), dtype) for n, (shape, dtype) in self.schema.items()}
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    # buffers of tokens/lengths/reset, outputs and values passed between graphs: one shape at a time
+    def _io_buffers(self, segment: int) -> dict[str, Any]:
+        if self._io is None or self._io[0] != segment:
+            m = self.package.manifest
+            state_names = {s.input for s in m.state} | {s.output for s in m.state}
+            bufs: dict[str, Any] = {}
+            for g in m.graphs:
+                for t in list(g.inputs) + list(g.outputs):
+                    if t.name not in state_names and t.name not in bufs:
+                        bufs[t.name] = self.device.empty(_shape_of(t, self.batch_size, segment), t.dtype)
+            self._io = (segment, bufs)
+            self.graphs.clear()
+        return self._io[1]
+
+    def _binding(self, segment: int) -> Binding:
+        io = self._io_buffers(segment)
+        reads, writes = self.buffers.reads(), self.buffers.writes()
+        inputs, outputs = dict(io), dict(io)
+        for s in self.package.manifest.state:
+            inputs[s.input] = reads[s.name]
+            inputs[s.output] = writes[s.name]  # a later graph may read a new state
+            outputs[s.output] = writes[s.name]
+        return Binding(inputs, outputs, self.batch_size, segment, self.buffers.parity)
+
+    def _launch(self, binding: Binding) -> None:
+        handle = self.device.stream_handle
+        self.executor.bind(binding, handle)
+        if not self.cuda_graphs:
+            self.executor.launch(handle)
+            return
+        key = (binding.parity, binding.batch, binding.segment)
+        graph = self.graphs.get(key, lambda: self._capture(handle))
+        self.device.replay(graph)
+
+    def _capture(self, handle: int) -> Any:
+        self.executor.launch(handle)  # one plain launch first: deferred shape/address updates, lazy init
+        self.device.synchronize()
+        return self.device.capture(lambda: self.executor.launch(handle))
+
+    def step(self, tokens: Any, lengths: Any = None, reset: Any = None) -> dict[str, np.ndarray]:
+        """Run one segment; see ``memx.runtimes.Stream.step``. On any error the state is unchanged."""
+        m = self.package.manifest
+        tokens = as_array(tokens, "tokens")
+        squeeze = tokens.ndim == 1
+        tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
+        seg = tok.shape[1]
+        lens = check_lengths(lengths, batch=self.batch_size, segment_len=seg)
+        rst = check_reset(reset, batch=self.batch_size) | self.pending
+        binding = self._binding(seg)
+        try:
+            self.device.upload(binding.inputs["tokens"], tok)
+            self.device.upload(binding.inputs["lengths"], lens)
+            self.device.upload(binding.inputs["reset"], rst)
+            self._launch(binding)
+            self.device.synchronize()
+            outputs = {o.name: self.device.download(binding.outputs[o.name]) for o in m.outputs}
+        except MemxError:
+            raise
+        except Exception as e:  # the device library's own errors; the read buffers are untouched
+            raise BackendRunError(f"{self.executor.name} failed to run a step: {type(e).__name__}: {e}") from e
+        if self.check_finite:
+            self._check_finite(self.buffers.writes())
+        self.buffers.flip()
+        self.pending = np.zeros(self.batch_size, dtype=bool)
+        self.segments += 1
+        return {k: v[0] for k, v in outputs.items()} if squeeze else outputs
+
+    def _check_finite(self, states: dict[str, Any]) -> None:
+        for name, buf in states.items():
+            if not self.device.all_finite(buf):
+                arr = self.device.download(buf)
+                rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
+                raise NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the current state tensors, (B, ...) each (downloaded from the device)."""
+        return {n: self.device.download(b) for n, b in self.buffers.reads().items()}
+
+    def snapshot(self) -> bytes:
+        return snap.encode(snap.SnapshotData(self._model_id, self.state, self.pending.copy(), self.segments))
+
+    def restore(self, blob: bytes) -> None:
+        """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
+        data = snap.decode(blob)
+        snap.check_compatible(data, model_id=self._model_id, batch=self.batch_size, schema=self.schema)
+        for name, arr in data.states.items():
+            self.device.upload(self.buffers.reads()[name], arr)
+        self.pending, self.segments = data.pending_reset.copy(), data.segments
+
+    def reset(self, rows: Any = None) -> None:
+        """Start rows (default: all) anew at the next step; their state is zeroed now."""
+        sel = np.ones(self.batch_size, dtype=bool)
+        if rows is not None:
+            sel[:] = False
+            idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < -self.batch_size or idx.max() >= self.batch_size):
+                raise InputError("reset row out of range", expected=f"0..{self.batch_size - 1}", actual=idx.tolist())
+            sel[idx] = True
+        for name, buf in self.buffers.reads().items():
+            arr = self.device.download(buf)
+            arr[sel] = 0
+            self.device.upload(buf, arr)
+        self.pending = self.pending | sel
+        if rows is None:
+            self.segments = 0
+
+
+def _shape_of(t: TensorInfo, batch: int, segment: int) -> tuple[int, ...]:
+    return concrete_shape(t.shape, batch, segment)

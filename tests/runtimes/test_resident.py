@@ -1,0 +1,112 @@
+"""Device-resident streams (memx.runtimes.resident) of the onnxruntime and torch backends.
+
+On this CPU the buffers are host OrtValues / torch tensors; the code is the one that keeps the
+memory in CUDA memory on a GPU (tests/runtimes/test_cuda.py runs it there). The API-level
+contract (bad input, snapshots, reset rows, failures) runs in test_streams.py for both."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.errors import BackendUnavailableError, InputError
+from memx.runtimes.resident import ResidentStream
+from memx.zoo import get_zoo, zoo_entries
+
+ZOO = [e.name for e in zoo_entries()]
+RESIDENT_BACKENDS = ["onnxruntime", "torch"]
+
+
+def _segments(rng, vocab, seg_max, batch, n):
+    """n ragged segments: (tokens (B, S), lengths (B,)), some rows shorter than S, some empty."""
+    for _ in range(n):
+        s = int(rng.integers(1, seg_max + 1))
+        yield rng.integers(0, vocab, size=(batch, s)), rng.integers(0, s + 1, size=batch)
+
+
+@pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
+@pytest.mark.parametrize("name", ZOO)
+def test_resident_stream_matches_host_stream_over_256_segments(name, backend, package_of):
+    """Outputs every step and the final state, with resets mid-stream: the same as the host-state
+    stream, and the snapshots of both are the same bytes."""
+    pkg = package_of(name)
+    rt = runtimes.open(pkg, backend=backend)
+    host, resident = rt.stream(2, resident=False), rt.stream(2, resident=True)
+    assert isinstance(resident, ResidentStream) and not isinstance(host, ResidentStream)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    m = pkg.manifest
+    for i, (x, lens) in enumerate(_segments(rng, m.vocab_size, get_zoo(name).segment_len, 2, 256)):
+        reset = np.array([i == 100, i == 170])
+        want, got = host.step(x, lens, reset), resident.step(x, lens, reset)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-6, err_msg=f"{k} at segment {i}")
+    for k, v in host.state.items():
+        np.testing.assert_allclose(resident.state[k], v, atol=1e-6, err_msg=f"state {k}")
+    assert resident.segments == host.segments == 256
+    assert resident.snapshot() == host.snapshot()
+
+
+class CountingDevice:
+    """Wraps a device and records what crosses between host and device."""
+
+    def __init__(self, inner):
+        self.inner, self.uploads, self.downloads = inner, [], []
+        self.graphs_supported = inner.graphs_supported
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upload(self, buf, host):
+        self.uploads.append(self.inner.address(buf))
+        self.inner.upload(buf, host)
+
+    def download(self, buf):
+        self.downloads.append(self.inner.address(buf))
+        return self.inner.download(buf)
+
+
+@pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
+def test_steps_move_only_tokens_and_outputs_and_never_bind_a_buffer_both_ways(backend, package_of):
+    pkg = package_of("memformer-tiny")  # two state tensors
+    rt = runtimes.open(pkg, backend=backend)
+    executor, device = rt.backend.resident()
+    counting = CountingDevice(device)
+    s = ResidentStream(pkg, executor, counting, 2)
+    state_buffers = {counting.address(b) for b in list(s.buffers.a.values()) + list(s.buffers.b.values())}
+    assert len(state_buffers) == 2 * len(pkg.manifest.state)
+    bound = []
+    real_bind = executor.bind
+
+    def recording_bind(binding, handle):
+        bound.append([(counting.address(binding.inputs[t.input]), counting.address(binding.outputs[t.output])) for t in pkg.manifest.state])
+        real_bind(binding, handle)
+
+    executor.bind = recording_bind
+    rng = np.random.default_rng(0)
+    for x, lens in _segments(rng, pkg.manifest.vocab_size, 16, 2, 6):
+        s.step(x, lens)
+    assert not state_buffers & set(counting.uploads), "a step uploaded state"
+    assert not state_buffers & set(counting.downloads), "a step downloaded state"
+    assert len(counting.uploads) == 3 * 6  # tokens, lengths, reset
+    for pairs in bound:
+        assert all(i != o for i, o in pairs)
+    assert bound[0] == bound[2] == bound[4] and bound[1] == bound[3] == bound[5] and bound[0] != bound[1]  # two sets, swapped each step
+
+
+def test_cuda_graphs_and_resident_choices_are_checked(package_of):
+    pkg = package_of("rmt-tiny")
+    with pytest.raises(BackendUnavailableError, match="CUDA graphs") as e:
+        runtimes.open(pkg, backend="torch").stream(cuda_graphs=True)
+    assert e.value.expected and e.value.actual == "cpu"
+    with pytest.raises(BackendUnavailableError, match="CUDA graphs"):
+        runtimes.open(pkg, backend="onnxruntime", resident=True, cuda_graphs=True).stream()
+    with pytest.raises(InputError, match="resident") as e:
+        runtimes.open(pkg, backend="torch").stream(resident=False, cuda_graphs=True)
+    assert e.value.actual == "resident=False"
+    assert not isinstance(runtimes.open(pkg, backend="onnxruntime").stream(), ResidentStream)  # CPU default: host state
+    assert isinstance(runtimes.open(pkg, backend="onnxruntime", resident=True).stream(), ResidentStream)
+    with pytest.raises(InputError, match="batch_size"):
+        runtimes.open(pkg, backend="onnxruntime").stream(0, resident=True)
