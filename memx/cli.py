@@ -452,6 +452,8 @@ def build(
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Build a version-compatible engine (runs on later TensorRT runtimes, the lean runtime included)."),
     timing_cache: Optional[Path] = typer.Option(None, help="Timing cache file: read if it exists, written after the build (faster rebuilds)."),
     target_cc: Optional[str] = typer.Option(None, help="Compute capability to build for: sm75/sm80/sm86/sm89/sm120 with TensorRT-RTX (default sm89); full TensorRT builds for the local GPU."),
+    plugin: str = typer.Option("auto", help="How memx ops are imported: aot (Triton kernel embedded in the engine, TensorRT >= 10.9), jit (Python plugin, needs "
+                               "memx where the engine runs), off (the ops' function bodies), auto (aot, else jit, else off; off with TensorRT-RTX)."),
 ) -> None:
     """Build TensorRT engines for every graph: with `tensorrt` for the local GPU, otherwise with
     TensorRT-RTX ahead of time for a named compute capability (no GPU needed). Precision
@@ -463,7 +465,7 @@ def build(
     from memx.tensorrt import build_engines
 
     tags = build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,
-                         timing_cache=timing_cache, progress=lambda msg: err.print(escape(msg), highlight=False))
+                         timing_cache=timing_cache, plugin=plugin, progress=lambda msg: err.print(escape(msg), highlight=False))
     from memx.exporter import Package
 
     pkg = Package.open(package)

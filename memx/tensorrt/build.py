@@ -116,15 +116,60 @@ def _network_flags(flavour: tv.Flavour) -> int:
     return 1 << int(flag)
 
 
+PLUGIN_CHOICES = ("auto", "aot", "jit", "off")
+
+
+def plugin_mode(choice: str, flavour: tv.Flavour) -> str:
+    """What imports memx ops: "aot" / "jit" (the tensorrt.plugin plugins) or "off" (function bodies).
+    "auto": AOT on TensorRT >= 10.9, JIT on 10.6-10.8, function bodies on TensorRT-RTX and older."""
+    if choice not in PLUGIN_CHOICES:
+        raise InputError("unknown --plugin choice", expected=list(PLUGIN_CHOICES), actual=choice)
+    if choice == "off":
+        return "off"
+    from memx.tensorrt.plugin import load_trtp, register_plugins
+
+    if flavour.rtx or not tv.quickly_deployable_plugins(tv.parse_version(flavour.version)):
+        if choice == "auto":
+            return "off"
+        raise EngineError(f"--plugin {choice} needs full TensorRT >= 10.6 with tensorrt.plugin", expected="tensorrt >= 10.6", actual=f"{flavour.name} {flavour.version}",
+                          hint="use --plugin off (the function bodies) for TensorRT-RTX")
+    mode = ("aot" if tv.aot_plugins(tv.parse_version(flavour.version)) else "jit") if choice == "auto" else choice
+    if mode == "aot" and not tv.aot_plugins(tv.parse_version(flavour.version)):
+        raise EngineError("ahead-of-time plugins need TensorRT >= 10.9", expected=">= 10.9", actual=flavour.version, hint="use --plugin jit")
+    trt, trtp = load_trtp()
+    register_plugins(trt, trtp, aot=mode == "aot")
+    return mode
+
+
+def _parse(parser: Any, onnx_path: Path, plugins: str) -> bool:
+    """Parse the graph; with plugins, a rewritten copy (beside the original, so external data resolves)."""
+    if plugins == "off":
+        return bool(parser.parse_from_file(str(onnx_path)))
+    import onnx
+
+    from memx.tensorrt.plugin import plugin_graph
+
+    model, used = plugin_graph(onnx.load(str(onnx_path), load_external_data=False), aot=plugins == "aot")
+    if not used:
+        return bool(parser.parse_from_file(str(onnx_path)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_path.stem}.plugins.", suffix=".onnx", dir=onnx_path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        return bool(parser.parse_from_file(tmp))
+    finally:
+        os.unlink(tmp)
+
+
 def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles: list[Profile], *, target_cc: str, precision: str,
-                version_compatible: bool, timing_cache: bytes | None, engine_file: str) -> GraphBuild:
+                version_compatible: bool, timing_cache: bytes | None, engine_file: str, plugins: str = "off") -> GraphBuild:
     trt = flavour.module
     logger = _Logger(trt)
     builder = trt.Builder(logger.impl)
     flags = _network_flags(flavour)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger.impl)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not _parse(parser, onnx_path, plugins):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
         raise EngineError(f"TensorRT's ONNX parser refused graph {graph.name!r}", expected="a graph TensorRT imports", actual="; ".join(errors)[:2000],
                           hint=f"run `memx doctor {onnx_path.parent} --target tensorrt`")
@@ -157,7 +202,8 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    custom = {f"{n.domain}.{n.op_type}": ("plugin" if has_plugin else "function body") for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+    how = f"plugin ({plugins})" if has_plugin else "function body"
+    custom = {f"{n.domain}.{n.op_type}": how for n in model.graph.node if n.domain not in ("", "ai.onnx")}
     for op, how in sorted(custom.items()):
         log.info("graph %s: %s imported as %s", graph.name, op, how)
     tags = BuildTags(graph=graph.name, file=engine_file, flavour=flavour.name, trt_version=flavour.version, compute_capability=target_cc, precision=precision,
@@ -168,8 +214,9 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
 
 def build_engines(package: str | os.PathLike | Package, *, batch: str | None = None, segment_len: list[str] | str | None = None,
                   target_cc: str | None = None, version_compatible: bool = False, timing_cache: str | os.PathLike | None = None,
-                  prefer: str | None = None, progress: Callable[[str], None] | None = None) -> list[BuildTags]:
-    """Build one engine per graph and record them in the package (replacing earlier engines)."""
+                  prefer: str | None = None, plugin: str = "auto", progress: Callable[[str], None] | None = None) -> list[BuildTags]:
+    """Build one engine per graph and record them in the package (replacing earlier engines).
+    ``plugin``: how memx ops are imported (``plugin_mode``)."""
     pkg = package if isinstance(package, Package) else Package.open(package)
     flavour = tv.installed_flavour(prefer)
     if flavour is None:
@@ -184,6 +231,7 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
             raise EngineError("full TensorRT builds for the local GPU, and none was found", expected="a CUDA GPU", actual="none", hint="use TensorRT-RTX for ahead-of-time builds")
         if local is not None and cc != local:
             raise EngineCompatibilityError("TensorRT builds for the GPU it runs on", expected=local, actual=cc, hint="build on the target device (Jetson: on the board)")
+    plugins = plugin_mode(plugin, flavour) if m.custom_ops else "off"
     batch_range = parse_range(batch, name="--batch", default=(1, 1, 8))
     ranges = segment_len if isinstance(segment_len, list) else [segment_len] if segment_len else [None]
     seg_ranges = [parse_range(r, name="--segment-len", default=(m.segment["min"], m.segment["max"], m.segment["max"])) for r in ranges]
@@ -195,7 +243,7 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
             progress(f"building {g.name} ({flavour.name} {flavour.version}, {cc})")
         profiles = [make_profile(g, batch_range, r, m.segment) for r in seg_ranges]
         b = build_graph(flavour, pkg.file(g.file), g, profiles, target_cc=cc, precision=m.precision, version_compatible=version_compatible,
-                        timing_cache=cache, engine_file=f"{ENGINE_DIR}/{g.name}.plan")
+                        timing_cache=cache, engine_file=f"{ENGINE_DIR}/{g.name}.plan", plugins=plugins)
         cache = b.timing_cache
         builds.append(b)
     _commit(pkg, builds)

@@ -93,6 +93,10 @@ def open_engines(pkg: Package, trt: Any, flavour: str, *, compute_capability: st
     missing = [g.name for g in pkg.manifest.graphs if g.name not in tags]
     if missing:
         raise EngineError("package has no TensorRT engine for some graphs", expected=[g.name for g in pkg.manifest.graphs], actual=sorted(tags), hint=f"run `memx build {pkg.path}`")
+    if any(how == "plugin (jit)" for t in tags.values() for how in t.custom_ops.values()):
+        from memx.tensorrt.plugin import register_plugins  # JIT plugins run Python: their definitions must exist here
+
+        register_plugins()
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     engines = []
     for g in pkg.manifest.graphs:
