@@ -214,9 +214,13 @@ def check_custom_ops(ctx: GraphContext) -> Iterator[Finding]:
                            "re-export with memx (it sets plugin_namespace), or set OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE", node)
         elif plugin:
             yield ctx.find("info", "custom_ops", f"{op}: imported as the registered plugin {_plugin_name(node)}", node=node)
+        elif node.domain == "memx" and tv.quickly_deployable_plugins(v):
+            mode = "ahead-of-time, kernel embedded in the engine" if tv.aot_plugins(v) else "JIT, needs memx where the engine runs"
+            yield ctx.find("info", "custom_ops", f"{op}: no plugin registered here; `memx build --plugin auto` on TensorRT {v} registers memx's Triton plugin ({mode})",
+                           "build with full TensorRT; with --plugin off (or TensorRT-RTX) the reference body is imported (dense; correct but slower)", node)
         else:
             yield ctx.find("info", "custom_ops", f"{op}: no plugin registered, TensorRT imports the reference body (dense; correct but slower than a plugin)",
-                           "register the memx plugin (TensorRT >= 10.6) for the sparse kernel", node)
+                           "register a plugin for the op (memx ops: TensorRT >= 10.6, `memx build --plugin auto`)", node)
 
 
 @check("opset")
