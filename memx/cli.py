@@ -278,7 +278,9 @@ def quantize(
 @_errors_to_exit
 def profile(
     package: Path = typer.Argument(..., help="Package directory."),
-    backend: str = typer.Option("onnxruntime", help="What to time: backend[:precision][@device], e.g. onnxruntime, onnxruntime:int8-dynamic, torch@cuda."),
+    backend: str = typer.Option("onnxruntime", help="What to time: backend[:precision][@device][+mode], e.g. onnxruntime, onnxruntime:int8-dynamic, torch@cuda, "
+                                "torch@cuda+graphs. Modes: host (state through the host each step), resident (state on the device; default off the CPU), "
+                                "graphs (resident + CUDA graphs)."),
     compare: Optional[str] = typer.Option(None, help="Several contenders, comma-separated, timed in interleaved rounds; ratios against the first (overrides --backend)."),
     batch: int = typer.Option(1, help="Streams stepped together (the batch of each call)."),
     segment_len: Optional[int] = typer.Option(None, help="Tokens per segment (default: the package's maximum)."),

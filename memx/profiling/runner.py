@@ -1,9 +1,12 @@
 """Stream replay with per-segment timing: several contenders (backend, precision, device)
 in one process, in interleaved rounds so machine drift hits all of them alike.
 
-A contender is written ``backend[:precision][@device]``: ``onnxruntime``,
-``onnxruntime:int8-dynamic``, ``torch@cuda``, ``onnxruntime:fp16@cuda``. A precision other
-than the package's own is made on the fly with ``memx quantize`` into a scratch directory.
+A contender is written ``backend[:precision][@device][+mode]``: ``onnxruntime``,
+``onnxruntime:int8-dynamic``, ``torch@cuda``, ``onnxruntime:fp16@cuda``, ``torch@cuda+graphs``.
+A precision other than the package's own is made on the fly with ``memx quantize`` into a
+scratch directory. Modes (``memx.runtimes.resident``): ``host`` (state through the host every
+step), ``resident`` (state in device buffers; the default off the CPU), ``graphs`` (resident,
+each step a replayed CUDA graph).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from memx.exporter.package import Package
 from memx.inspection import state_bytes_per_stream
 from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machine, peak_rss_mb
 
-_SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?$")
+_SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?(?:\+(?P<mode>[a-z]+))?$")
+MODES: dict[str, dict[str, bool]] = {"host": {"resident": False}, "resident": {"resident": True}, "graphs": {"resident": True, "cuda_graphs": True}}
 REPORT_FORMAT = "memx.profile"
 REPORT_VERSION = 1
 
@@ -32,17 +36,25 @@ class Contender:
     backend: str
     precision: str | None = None  # None: the package as it is
     device: str = "cpu"
+    mode: str | None = None  # None: the runtime's default (resident off the CPU)
 
     @classmethod
     def parse(cls, spec: str) -> "Contender":
         m = _SPEC.match(spec.strip())
         if not m:
-            raise InputError("cannot read contender", expected="backend[:precision][@device], e.g. onnxruntime:int8-dynamic or torch@cuda", actual=spec)
-        return cls(m["backend"], m["precision"], m["device"] or "cpu")
+            raise InputError("cannot read contender", expected="backend[:precision][@device][+mode], e.g. onnxruntime:int8-dynamic or torch@cuda+graphs", actual=spec)
+        if m["mode"] is not None and m["mode"] not in MODES:
+            raise InputError("unknown contender mode", expected=sorted(MODES), actual=m["mode"])
+        return cls(m["backend"], m["precision"], m["device"] or "cpu", m["mode"])
 
     @property
     def name(self) -> str:
-        return self.backend + (f":{self.precision}" if self.precision else "") + (f"@{self.device}" if self.device != "cpu" else "")
+        return (self.backend + (f":{self.precision}" if self.precision else "") + (f"@{self.device}" if self.device != "cpu" else "")
+                + (f"+{self.mode}" if self.mode else ""))
+
+    @property
+    def stream_options(self) -> dict[str, bool]:
+        return dict(MODES[self.mode]) if self.mode else {}
 
 
 def parse_contenders(specs: str | list[str]) -> list[Contender]:
@@ -168,7 +180,7 @@ def profile(
         streams, rss, described, precision = {}, {}, {}, {}
         for c in specs:
             p = _package_for(pkg, c, work, progress)
-            rt = runtimes.open(p, backend=c.backend, device=c.device, **(backend_options or {}).get(c.name, {}))
+            rt = runtimes.open(p, backend=c.backend, device=c.device, **c.stream_options, **(backend_options or {}).get(c.name, {}))
             streams[c.name] = rt.stream(batch)
             rss[c.name], described[c.name], precision[c.name] = current_rss_mb(), rt.describe(), p.manifest.precision
         rng = np.random.default_rng(seed)

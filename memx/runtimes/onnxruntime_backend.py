@@ -100,7 +100,12 @@ class OnnxRuntimeBackend(Backend):
         """State on the device of this backend's providers (CUDA memory for cuda/tensorrt)."""
         kind = "cpu" if self.device == "cpu" else "cuda"
         index = int(self.device.split(":")[1]) if ":" in self.device else 0
-        return OrtIoBindingExecutor(self._sessions, self.package.manifest.graphs), OrtDevice(kind, index)
+        return OrtIoBindingExecutor(self._sessions, self.package.manifest.graphs), OrtDevice(kind, index, providers=self._check_providers())
+
+    def _check_providers(self) -> list[Any]:
+        """The providers of the sessions, for the device-side finiteness check (TensorRT EP: CUDA is enough)."""
+        used = next(iter(self._sessions.values())).get_providers()
+        return [p for p in used if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

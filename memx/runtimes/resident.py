@@ -39,7 +39,8 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64,
 class Device(Protocol):
     graphs_supported: bool
 
-    def empty(self, shape: tuple[int, ...], dtype: str) -> Any: ...
+    def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
+        """A zero-filled buffer."""
     def address(self, buf: Any) -> int: ...
     def upload(self, buf: Any, host: np.ndarray) -> None: ...
     def download(self, buf: Any) -> np.ndarray: ...
@@ -49,6 +50,9 @@ class Device(Protocol):
     def synchronize(self) -> None: ...
     def capture(self, launch: Callable[[], None]) -> Any: ...
     def replay(self, graph: Any) -> None: ...
+
+
+_ONNX_FLOATS = {"tensor(float)": 1, "tensor(float16)": 10, "tensor(double)": 11}  # OrtValue.data_type() -> onnx.TensorProto type
 
 
 def _finite_host(arr: np.ndarray) -> bool:
@@ -133,19 +137,30 @@ TorchCudaDevice = TorchDevice  # the name the TensorRT runtime has used
 
 
 class OrtDevice:
-    """Buffers are ONNX Runtime OrtValues on "cpu" or "cuda" (device ``index``)."""
+    """Buffers are ONNX Runtime OrtValues on "cpu" or "cuda" (device ``index``).
+
+    The finiteness check of a new state runs where the state lives: a two-node graph
+    (x - x is NaN exactly where x is NaN or ±Inf; summed, then IsNaN) on the same providers,
+    fed the state's OrtValue by IoBinding, returns one bool. On the CPU a numpy check is as
+    cheap (``device_check`` forces the graph there too)."""
 
     graphs_supported = False  # ORT captures its own CUDA graphs (provider option enable_cuda_graph)
     stream_handle = 0
 
-    def __init__(self, kind: str = "cpu", index: int = 0):
+    def __init__(self, kind: str = "cpu", index: int = 0, *, providers: list[Any] | None = None, device_check: bool | None = None):
         import onnxruntime as ort
 
         self.ort, self.kind, self.index = ort, kind, index
         self.device = kind if kind == "cpu" else f"{kind}:{index}"
+        self.providers = providers or (["CPUExecutionProvider"] if kind == "cpu" else [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"])
+        self.device_check = kind != "cpu" if device_check is None else device_check
+        self._check: Any = None
 
     def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
-        return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), NUMPY_DTYPES[dtype], self.kind, self.index)
+        """A zero-filled buffer (ONNX Runtime allocates without initialising)."""
+        buf = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), NUMPY_DTYPES[dtype], self.kind, self.index)
+        buf.update_inplace(np.zeros(shape, dtype=NUMPY_DTYPES[dtype]))
+        return buf
 
     def address(self, buf: Any) -> int:
         return int(buf.data_ptr())
@@ -157,7 +172,38 @@ class OrtDevice:
         return np.array(buf.numpy(), copy=True)
 
     def all_finite(self, buf: Any) -> bool:
-        return _finite_host(self.download(buf))
+        dtype = buf.data_type()
+        if dtype not in _ONNX_FLOATS:
+            return True
+        if not self.device_check:
+            return _finite_host(self.download(buf))
+        session = self._finite_session(dtype)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("x", buf)
+        binding.bind_output("any_non_finite", "cpu")
+        session.run_with_iobinding(binding)
+        return not bool(binding.copy_outputs_to_cpu()[0])
+
+    def _finite_session(self, dtype: str) -> Any:
+        """The check graph for one float type, on this device's providers (made once)."""
+        if self._check is None:
+            self._check = {}
+        if dtype not in self._check:
+            from onnx import TensorProto, helper
+
+            nodes = [
+                helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+                helper.make_node("Sub", ["xf", "xf"], ["zero_or_nan"]),  # NaN exactly where x is NaN or ±Inf
+                helper.make_node("ReduceSum", ["zero_or_nan"], ["total"], keepdims=0),
+                helper.make_node("IsNaN", ["total"], ["any_non_finite"]),
+            ]
+            graph = helper.make_graph(nodes, "memx_finite_check", [helper.make_tensor_value_info("x", _ONNX_FLOATS[dtype], None)],
+                                      [helper.make_tensor_value_info("any_non_finite", TensorProto.BOOL, [])])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            so = self.ort.SessionOptions()
+            so.log_severity_level = 3
+            self._check[dtype] = self.ort.InferenceSession(model.SerializeToString(), sess_options=so, providers=self.providers)
+        return self._check[dtype]
 
     def synchronize(self) -> None:
         pass  # run_with_iobinding returns after the outputs are written

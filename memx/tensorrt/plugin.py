@@ -21,8 +21,8 @@ Registration needs the ``tensorrt.plugin`` module of full TensorRT; TensorRT-RTX
 ahead-of-time CI builds keep using the function bodies.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: tensorrt.plugin reads the annotations of the
+# registered functions as objects (TensorDesc, str, int), not strings.
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -105,40 +105,39 @@ def _type_combinations(trtp: Any, n_float_inputs_before_lengths: int, n_float_af
     return [trtp.AutoTuneCombination(", ".join(floats), "LINEAR")]
 
 
-def _plain_functions(trt: Any, trtp: Any) -> tuple[Callable, ...]:
-    TensorDesc, Tensor = trtp.TensorDesc, trtp.Tensor
+def _plain_functions(trt: Any, trtp: Any) -> tuple:
+    TensorDesc = trtp.TensorDesc
 
     def desc(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, pattern: str, window: int, causal: int) -> TensorDesc:
         return q.like()
 
-    def autotune(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, outputs: tuple) -> list:
+    # autotune/impl/aot_impl: QDP checks any annotations against `desc`, so they carry none
+    def autotune(q, k, v, lengths, outputs):  # noqa: ANN001, ANN202
         return _type_combinations(trtp, 3, 0)
 
-    def impl(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, pattern: str, window: int, causal: int, outputs: tuple, stream: int) -> None:
+    def impl(q, k, v, lengths, pattern, window, causal, outputs, stream):  # noqa: ANN001, ANN202
         run_jit(q, k, v, lengths, None, None, outputs[0], pattern=_text(pattern), window=int(window), causal=bool(causal), stream=stream)
 
-    def aot_impl(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, pattern: str, window: int, causal: int, outputs: tuple, tactic: int) -> tuple:
+    def aot_impl(q, k, v, lengths, pattern, window, causal, outputs, tactic):  # noqa: ANN001, ANN202
         return compile_aot(trt, trtp, q, None, pattern=_text(pattern), window=int(window), causal=bool(causal))
 
     return desc, autotune, impl, aot_impl
 
 
-def _mem_functions(trt: Any, trtp: Any) -> tuple[Callable, ...]:
-    TensorDesc, Tensor = trtp.TensorDesc, trtp.Tensor
+def _mem_functions(trt: Any, trtp: Any) -> tuple:
+    TensorDesc = trtp.TensorDesc
 
     def desc(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, mem_k: TensorDesc, mem_v: TensorDesc,
              pattern: str, window: int, causal: int) -> TensorDesc:
         return q.like()
 
-    def autotune(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, mem_k: TensorDesc, mem_v: TensorDesc, outputs: tuple) -> list:
+    def autotune(q, k, v, lengths, mem_k, mem_v, outputs):  # noqa: ANN001, ANN202
         return _type_combinations(trtp, 3, 2)
 
-    def impl(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, mem_k: Tensor, mem_v: Tensor, pattern: str, window: int, causal: int,
-             outputs: tuple, stream: int) -> None:
+    def impl(q, k, v, lengths, mem_k, mem_v, pattern, window, causal, outputs, stream):  # noqa: ANN001, ANN202
         run_jit(q, k, v, lengths, mem_k, mem_v, outputs[0], pattern=_text(pattern), window=int(window), causal=bool(causal), stream=stream)
 
-    def aot_impl(q: TensorDesc, k: TensorDesc, v: TensorDesc, lengths: TensorDesc, mem_k: TensorDesc, mem_v: TensorDesc,
-                 pattern: str, window: int, causal: int, outputs: tuple, tactic: int) -> tuple:
+    def aot_impl(q, k, v, lengths, mem_k, mem_v, pattern, window, causal, outputs, tactic):  # noqa: ANN001, ANN202
         return compile_aot(trt, trtp, q, mem_k, pattern=_text(pattern), window=int(window), causal=bool(causal))
 
     return desc, autotune, impl, aot_impl
@@ -224,7 +223,7 @@ def plugin_graph(model: Any, *, aot: bool) -> tuple[Any, dict[str, int]]:
     return out, used
 
 
-def _all_nodes(graph: Any):
+def _all_nodes(graph: Any) -> Any:
     for node in graph.node:
         yield node
         for a in node.attribute:

@@ -36,6 +36,12 @@ def test_contender_specs():
     assert Contender.parse("torch@cuda:1").name == "torch@cuda:1"
     with pytest.raises(InputError, match=r"backend\[:precision\]\[@device\]"):
         Contender.parse("ONNX runtime")
+    graphs = Contender.parse("torch:fp16@cuda+graphs")
+    assert graphs == Contender("torch", "fp16", "cuda", "graphs") and graphs.name == "torch:fp16@cuda+graphs"
+    assert graphs.stream_options == {"resident": True, "cuda_graphs": True} and Contender.parse("torch").stream_options == {}
+    with pytest.raises(InputError, match="unknown contender mode") as e:
+        Contender.parse("torch@cuda+fast")
+    assert e.value.expected == ["graphs", "host", "resident"]
     with pytest.raises(InputError, match="once each"):
         parse_contenders("torch,torch")
 

@@ -110,3 +110,49 @@ def test_cuda_graphs_and_resident_choices_are_checked(package_of):
     assert isinstance(runtimes.open(pkg, backend="onnxruntime", resident=True).stream(), ResidentStream)
     with pytest.raises(InputError, match="batch_size"):
         runtimes.open(pkg, backend="onnxruntime").stream(0, resident=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_onnxruntime_device_buffers_start_at_zero_and_the_device_side_check_finds_non_finite(dtype):
+    """OrtValues are allocated uninitialised: buffers must be zeroed. The finiteness check that
+    runs where the state lives (a graph on the same providers) agrees with numpy."""
+    from memx.runtimes.resident import OrtDevice
+
+    device = OrtDevice("cpu", device_check=True)
+    for _ in range(10):
+        buf = device.empty((16, 33), dtype)
+        assert not device.download(buf).any() and device.all_finite(buf)
+    big = 65000.0 if dtype == "float16" else 3e38  # large but finite
+    for value, finite in [(big, True), (-big, True), (np.inf, False), (-np.inf, False), (np.nan, False)]:
+        host = np.zeros((16, 33), dtype=dtype)
+        host[15, 32] = value
+        device.upload(buf, host)
+        assert device.all_finite(buf) is finite, value
+    assert device.all_finite(device.empty((4,), "int64"))
+
+
+def test_nan_state_is_caught_on_the_device_and_leaves_the_stream_unchanged(package_of):
+    from memx.errors import NonFiniteStateError
+    from memx.runtimes.resident import OrtDevice
+
+    pkg = package_of("rmt-tiny")
+    executor, _ = runtimes.open(pkg, backend="onnxruntime").backend.resident()
+    device = OrtDevice("cpu", device_check=True)
+    s = ResidentStream(pkg, executor, device, 2)
+    rng = np.random.default_rng(3)
+    for x, lens in _segments(rng, 64, 32, 2, 3):
+        s.step(x, lens)
+    before, parity = s.snapshot(), s.buffers.parity
+    real = executor.launch
+
+    def poisoned(handle):
+        real(handle)
+        state = s.buffers.writes()["memory"]
+        host = device.download(state)
+        host[1, 0, 0] = np.nan
+        device.upload(state, host)
+
+    executor.launch = poisoned
+    with pytest.raises(NonFiniteStateError, match=r"rows \[1\]"):
+        s.step(*next(_segments(rng, 64, 32, 2, 1)))
+    assert s.snapshot() == before and s.buffers.parity == parity and s.segments == 3

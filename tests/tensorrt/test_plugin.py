@@ -179,8 +179,9 @@ def test_two_plugins_are_registered_with_the_signatures_qdp_reads():
         assert list(inspect.signature(trtp.defs[("register", pid)]).parameters) == tensors + attrs
         assert list(inspect.signature(trtp.defs[("impl", pid)]).parameters) == tensors + attrs + ["outputs", "stream"]
         assert list(inspect.signature(trtp.defs[("aot_impl", pid)]).parameters) == tensors + attrs + ["outputs", "tactic"]
-        params = inspect.signature(trtp.defs[("register", pid)]).parameters
-        assert [params[a].annotation for a in attrs] in (["str", "int", "int"], [str, int, int])
+        sig = inspect.signature(trtp.defs[("register", pid)])
+        assert [sig.parameters[a].annotation for a in attrs] == [str, int, int]  # objects, as QDP reads them (not strings)
+        assert all(sig.parameters[t].annotation is Desc for t in tensors) and sig.return_annotation is Desc
         combo = trtp.defs[("autotune", pid)](*[None] * (len(tensors) + 1))[0]
         assert combo.types.split(", ")[3] == "INT64" and len(combo.types.split(", ")) == len(tensors) + 1  # every input and the output
         q = Desc([Expr(2), Expr(4), Expr(16), Expr(8)])
