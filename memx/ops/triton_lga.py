@@ -40,7 +40,7 @@ def _tile(q, k_ptrs, v_ptrs, valid, dmask, m_i, l_i, acc):
 
 @triton.jit
 def _attend(q_ptr, k_ptr, v_ptr, len_ptr, mk_ptr, mv_ptr, o_ptr, H, S, M, DH,
-            HAS_MEM: tl.constexpr, MEM_TILES: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL_TILES: tl.constexpr,
+            MEM_TILES: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL_TILES: tl.constexpr,
             BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     i = tl.program_id(0)
     bh = tl.program_id(1)
@@ -54,13 +54,12 @@ def _attend(q_ptr, k_ptr, v_ptr, len_ptr, mk_ptr, mv_ptr, o_ptr, H, S, M, DH,
     l_i = tl.zeros((), tl.float32)
     acc = tl.zeros((BLOCK_D,), tl.float32)
     n = tl.arange(0, BLOCK_N)
-    if HAS_MEM:
-        mbase = bh.to(tl.int64) * M * DH
-        for t in range(MEM_TILES):  # static trip count: M is fixed per model (the memory size)
-            rows = t * BLOCK_N + n
-            valid = rows < M
-            offs = mbase + rows[:, None] * DH + d[None, :]
-            m_i, l_i, acc = _tile(q, mk_ptr + offs, mv_ptr + offs, valid, dmask, m_i, l_i, acc)
+    mbase = bh.to(tl.int64) * M * DH
+    for t in range(MEM_TILES):  # static trip count: M is fixed per model (the memory size); 0 without memory
+        rows = t * BLOCK_N + n
+        valid = rows < M
+        offs = mbase + rows[:, None] * DH + d[None, :]
+        m_i, l_i, acc = _tile(q, mk_ptr + offs, mv_ptr + offs, valid, dmask, m_i, l_i, acc)
     if CHUNKED:
         lo = (i // WINDOW) * WINDOW
         hi = lo + WINDOW - 1
@@ -85,7 +84,7 @@ def lga_kernel(q_ptr, k_ptr, v_ptr, len_ptr, H, S, M, DH, o_ptr,
                MEM_TILES: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL_TILES: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Without memory inputs (M = 0). Grid (S, B·H)."""
-    _attend(q_ptr, k_ptr, v_ptr, len_ptr, q_ptr, q_ptr, o_ptr, H, S, M, DH, False, 0, WINDOW, CHUNKED, CAUSAL, LOCAL_TILES, BLOCK_N, BLOCK_D)
+    _attend(q_ptr, k_ptr, v_ptr, len_ptr, q_ptr, q_ptr, o_ptr, H, S, M, DH, 0, WINDOW, CHUNKED, CAUSAL, LOCAL_TILES, BLOCK_N, BLOCK_D)
 
 
 @triton.jit
@@ -93,7 +92,7 @@ def lga_mem_kernel(q_ptr, k_ptr, v_ptr, len_ptr, mk_ptr, mv_ptr, H, S, M, DH, o_
                    MEM_TILES: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr, CAUSAL: tl.constexpr, LOCAL_TILES: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """With memory keys/values (B, h, M, dh). Grid (S, B·H)."""
-    _attend(q_ptr, k_ptr, v_ptr, len_ptr, mk_ptr, mv_ptr, o_ptr, H, S, M, DH, True, MEM_TILES, WINDOW, CHUNKED, CAUSAL, LOCAL_TILES, BLOCK_N, BLOCK_D)
+    _attend(q_ptr, k_ptr, v_ptr, len_ptr, mk_ptr, mv_ptr, o_ptr, H, S, M, DH, MEM_TILES, WINDOW, CHUNKED, CAUSAL, LOCAL_TILES, BLOCK_N, BLOCK_D)
 
 
 def block_d(head_dim: int) -> int:

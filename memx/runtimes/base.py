@@ -19,12 +19,12 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, NonFiniteStateError, StateError, expect_choice
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, StateError, expect_choice
 from memx.exporter.manifest import GraphInfo, Manifest
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
 from memx.runtimes.resident import ResidentStream
-from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
+from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
 
 
 class Backend(ABC):
@@ -123,7 +123,7 @@ class Runtime:
 
     @property
     def state_schema(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in self.manifest.state}
+        return snap.state_schema(self.manifest)
 
     def fresh_state(self, batch: int) -> StreamState:
         """Zero state with every row marked for reset: the graph substitutes the learned initial state."""
@@ -178,8 +178,7 @@ class Runtime:
             if arr.shape != (batch, *shape):
                 raise StateError(f"backend returned state {name!r} with the wrong shape", expected=[batch, *shape], actual=list(arr.shape))
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
-                raise NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")
+                raise non_finite_state_error(name, arr)
         return outputs, new_state
 
     def snapshot_of(self, st: StreamState) -> bytes:
@@ -227,12 +226,7 @@ class Stream:
 
     def reset(self, rows: Any = None) -> None:
         """Start rows (default: all) anew at the next step; their state is zeroed now."""
-        sel = np.ones(self.batch_size, dtype=bool) if rows is None else np.zeros(self.batch_size, dtype=bool)
-        if rows is not None:
-            idx = np.asarray(rows, dtype=np.int64).reshape(-1)
-            if idx.size and (idx.min() < -self.batch_size or idx.max() >= self.batch_size):
-                raise InputError("reset row out of range", expected=f"0..{self.batch_size - 1}", actual=idx.tolist())
-            sel[idx] = True
+        sel = reset_selection(rows, self.batch_size)
         states = {k: np.where(sel.reshape(-1, *([1] * (v.ndim - 1))), 0, v).astype(v.dtype) for k, v in self._st.states.items()}
         self._st = StreamState(states, self._st.pending_reset | sel, 0 if rows is None else self._st.segments)
 

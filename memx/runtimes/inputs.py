@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from memx.errors import BatchMismatchError, DTypeError, InputError, RankError, SegmentLengthError, TokenRangeError
+from memx.errors import BatchMismatchError, DTypeError, InputError, NonFiniteStateError, RankError, SegmentLengthError, TokenRangeError
 
 
 def as_array(value: Any, name: str) -> np.ndarray:
@@ -70,3 +70,22 @@ def check_reset(reset: Any, *, batch: int) -> np.ndarray:
     if arr.shape != (batch,):
         raise BatchMismatchError("reset must have one entry per row", expected=[batch], actual=list(arr.shape))
     return arr
+
+
+def reset_selection(rows: Any, batch: int) -> np.ndarray:
+    """Stream.reset's ``rows`` (None: all) -> bool (B,) of the rows to restart."""
+    sel = np.ones(batch, dtype=bool)
+    if rows is None:
+        return sel
+    sel[:] = False
+    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < -batch or idx.max() >= batch):
+        raise InputError("reset row out of range", expected=f"0..{batch - 1}", actual=idx.tolist())
+    sel[idx] = True
+    return sel
+
+
+def non_finite_state_error(name: str, arr: np.ndarray) -> NonFiniteStateError:
+    """The error for a new state holding NaN/Inf, naming its rows."""
+    rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
+    return NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")

@@ -26,13 +26,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError, NonFiniteStateError
-from memx.exporter.manifest import TensorInfo
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError
 from memx.exporter.package import Package
 from memx.runtimes import snapshot as snap
-from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens
-
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -133,9 +130,6 @@ class TorchDevice:
             graph.replay()
 
 
-TorchCudaDevice = TorchDevice  # the name the TensorRT runtime has used
-
-
 class OrtDevice:
     """Buffers are ONNX Runtime OrtValues on "cpu" or "cuda" (device ``index``).
 
@@ -154,12 +148,12 @@ class OrtDevice:
         self.device = kind if kind == "cpu" else f"{kind}:{index}"
         self.providers = providers or (["CPUExecutionProvider"] if kind == "cpu" else [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"])
         self.device_check = kind != "cpu" if device_check is None else device_check
-        self._check: Any = None
+        self._check: dict[str, Any] = {}  # float type -> finiteness-check session
 
     def empty(self, shape: tuple[int, ...], dtype: str) -> Any:
         """A zero-filled buffer (ONNX Runtime allocates without initialising)."""
-        buf = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), NUMPY_DTYPES[dtype], self.kind, self.index)
-        buf.update_inplace(np.zeros(shape, dtype=NUMPY_DTYPES[dtype]))
+        buf = self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype), self.kind, self.index)
+        buf.update_inplace(np.zeros(shape, dtype=dtype))
         return buf
 
     def address(self, buf: Any) -> int:
@@ -186,8 +180,6 @@ class OrtDevice:
 
     def _finite_session(self, dtype: str) -> Any:
         """The check graph for one float type, on this device's providers (made once)."""
-        if self._check is None:
-            self._check = {}
         if dtype not in self._check:
             from onnx import TensorProto, helper
 
@@ -297,7 +289,7 @@ class ResidentStream:
         self.batch_size, self.cuda_graphs, self.check_finite = batch_size, cuda_graphs, check_finite
         m = package.manifest
         self._model_id = m.model_id()
-        self.schema = {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in m.state}
+        self.schema = snap.state_schema(m)
         self.buffers = PingPong(self._state_buffers(), self._state_buffers())
         self.pending = np.ones(batch_size, dtype=bool)
         self.segments = 0
@@ -320,7 +312,7 @@ class ResidentStream:
             for g in m.graphs:
                 for t in list(g.inputs) + list(g.outputs):
                     if t.name not in state_names and t.name not in bufs:
-                        bufs[t.name] = self.device.empty(_shape_of(t, self.batch_size, segment), t.dtype)
+                        bufs[t.name] = self.device.empty(concrete_shape(t.shape, self.batch_size, segment), t.dtype)
             self._io = (segment, bufs)
             self.graphs.clear()
         return self._io[1]
@@ -359,8 +351,8 @@ class ResidentStream:
         seg = tok.shape[1]
         lens = check_lengths(lengths, batch=self.batch_size, segment_len=seg)
         rst = check_reset(reset, batch=self.batch_size) | self.pending
-        binding = self._binding(seg)
         try:
+            binding = self._binding(seg)
             self.device.upload(binding.inputs["tokens"], tok)
             self.device.upload(binding.inputs["lengths"], lens)
             self.device.upload(binding.inputs["reset"], rst)
@@ -381,14 +373,18 @@ class ResidentStream:
     def _check_finite(self, states: dict[str, Any]) -> None:
         for name, buf in states.items():
             if not self.device.all_finite(buf):
-                arr = self.device.download(buf)
-                rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
-                raise NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")
+                raise non_finite_state_error(name, self.device.download(buf))
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """Copies of the current state tensors, (B, ...) each (downloaded from the device)."""
         return {n: self.device.download(b) for n, b in self.buffers.reads().items()}
+
+    def _replace_state(self, states: dict[str, np.ndarray]) -> None:
+        """Write new state into the free buffer set, then flip: all or nothing, like a step."""
+        for name, arr in states.items():
+            self.device.upload(self.buffers.writes()[name], arr)
+        self.buffers.flip()
 
     def snapshot(self) -> bytes:
         return snap.encode(snap.SnapshotData(self._model_id, self.state, self.pending.copy(), self.segments))
@@ -397,27 +393,17 @@ class ResidentStream:
         """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
         data = snap.decode(blob)
         snap.check_compatible(data, model_id=self._model_id, batch=self.batch_size, schema=self.schema)
-        for name, arr in data.states.items():
-            self.device.upload(self.buffers.reads()[name], arr)
+        self._replace_state(data.states)
         self.pending, self.segments = data.pending_reset.copy(), data.segments
 
     def reset(self, rows: Any = None) -> None:
         """Start rows (default: all) anew at the next step; their state is zeroed now."""
-        sel = np.ones(self.batch_size, dtype=bool)
-        if rows is not None:
-            sel[:] = False
-            idx = np.asarray(rows, dtype=np.int64).reshape(-1)
-            if idx.size and (idx.min() < -self.batch_size or idx.max() >= self.batch_size):
-                raise InputError("reset row out of range", expected=f"0..{self.batch_size - 1}", actual=idx.tolist())
-            sel[idx] = True
-        for name, buf in self.buffers.reads().items():
-            arr = self.device.download(buf)
+        sel = reset_selection(rows, self.batch_size)
+        states = self.state
+        for arr in states.values():
             arr[sel] = 0
-            self.device.upload(buf, arr)
+        self._replace_state(states)
         self.pending = self.pending | sel
         if rows is None:
             self.segments = 0
 
-
-def _shape_of(t: TensorInfo, batch: int, segment: int) -> tuple[int, ...]:
-    return concrete_shape(t.shape, batch, segment)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,3 +102,8 @@ def check_compatible(data: SnapshotData, *, model_id: str, batch: int | None, sc
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0].tolist()
             raise NonFiniteStateError(f"snapshot state {name!r} holds NaN/Inf", expected="finite values", actual=f"{arr[tuple(bad)]} at index {bad}")
+
+
+def state_schema(manifest: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """What a snapshot of this model holds per state: (shape without batch, dtype)."""
+    return {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in manifest.state}

@@ -17,7 +17,8 @@ from memx.errors import EngineError
 from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
 from memx.runtimes.base import Backend, register_backend
-from memx.tensorrt.runtime import GraphEngine, ShapePlan, TensorRTExecutor, TorchDevice, load_trt, open_engines
+from memx.runtimes.resident import concrete_shape
+from memx.tensorrt.runtime import GraphEngine, TensorRTExecutor, TorchDevice, load_trt, open_engines
 
 
 def _segment_of(graph: GraphInfo, feeds: dict[str, np.ndarray]) -> int | None:
@@ -49,10 +50,10 @@ class TensorRTBackend(Backend):
             self._buffers = {k: v for k, v in self._buffers.items() if k[0] != graph.name}  # one shape set per graph
             bufs = {}
             for t in graph.inputs:
-                bufs[t.name] = self.device_impl.empty(ShapePlan.input_shape(t.shape, batch, segment or 0), t.dtype)
+                bufs[t.name] = self.device_impl.empty(concrete_shape(t.shape, batch, segment or 0), t.dtype)
             for t in graph.outputs:
                 known = all(isinstance(d, int) or d in ("batch", "segment") for d in t.shape)
-                shape = ShapePlan.input_shape(t.shape, batch, segment or 0) if known else tuple(e.context.get_tensor_shape(t.name))
+                shape = concrete_shape(t.shape, batch, segment or 0) if known else tuple(e.context.get_tensor_shape(t.name))
                 bufs[t.name] = self.device_impl.empty(shape, t.dtype)
             self._buffers[key] = bufs
         return self._buffers[key]

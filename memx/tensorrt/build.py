@@ -128,13 +128,14 @@ def plugin_mode(choice: str, flavour: tv.Flavour) -> str:
         return "off"
     from memx.tensorrt.plugin import load_trtp, register_plugins
 
-    if flavour.rtx or not tv.quickly_deployable_plugins(tv.parse_version(flavour.version)):
+    version = tv.parse_version(flavour.version)
+    if flavour.rtx or not tv.quickly_deployable_plugins(version):
         if choice == "auto":
             return "off"
         raise EngineError(f"--plugin {choice} needs full TensorRT >= 10.6 with tensorrt.plugin", expected="tensorrt >= 10.6", actual=f"{flavour.name} {flavour.version}",
                           hint="use --plugin off (the function bodies) for TensorRT-RTX")
-    mode = ("aot" if tv.aot_plugins(tv.parse_version(flavour.version)) else "jit") if choice == "auto" else choice
-    if mode == "aot" and not tv.aot_plugins(tv.parse_version(flavour.version)):
+    mode = ("aot" if tv.aot_plugins(version) else "jit") if choice == "auto" else choice
+    if mode == "aot" and not tv.aot_plugins(version):
         raise EngineError("ahead-of-time plugins need TensorRT >= 10.9", expected=">= 10.9", actual=flavour.version, hint="use --plugin jit")
     trt, trtp = load_trtp()
     register_plugins(trt, trtp, aot=mode == "aot")

@@ -95,7 +95,7 @@ def _is_default_domain(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+def all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
     """Nodes of the main graph and of its subgraphs (If/Loop/Scan bodies)."""
     stack = [model.graph]
     while stack:
@@ -129,7 +129,7 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 @check("unsupported_ops")
 def check_unsupported_ops(ctx: GraphContext) -> Iterator[Finding]:
     seen: set[str] = set()
-    nodes = list(_all_nodes(ctx.model))
+    nodes = list(all_nodes(ctx.model))
     for fn in ctx.functions.values():  # the reference bodies the parser imports for custom nodes
         nodes += list(fn.node)
     for node in nodes:
@@ -178,7 +178,7 @@ def check_dynamic_shapes(ctx: GraphContext) -> Iterator[Finding]:
             elif d.dim_param not in STEP_DIMS:
                 yield ctx.find("warning", "dynamic_shapes", f"input {v.name!r} axis {axis} is the dynamic dim {d.dim_param!r}, which memx's profiles (batch, segment) do not cover",
                                "make it static at export, or build with explicit shapes for it")
-    for node in _all_nodes(ctx.model):
+    for node in all_nodes(ctx.model):
         if _is_default_domain(node) and node.op_type in tv.DATA_DEPENDENT_SHAPE_OPS:
             yield ctx.find("warning", "dynamic_shapes", f"{node.op_type} has a data-dependent output shape: TensorRT allocates for its upper bound and may be slow",
                            "avoid it in the step graph (use masks of fixed shape)", node)
@@ -188,7 +188,7 @@ def check_dynamic_shapes(ctx: GraphContext) -> Iterator[Finding]:
 def check_custom_ops(ctx: GraphContext) -> Iterator[Finding]:
     v = ctx.version
     reported: set[tuple[str, str]] = set()
-    for node in _all_nodes(ctx.model):
+    for node in all_nodes(ctx.model):
         if _is_default_domain(node) or (node.domain, node.op_type) in reported:
             continue
         reported.add((node.domain, node.op_type))

@@ -99,9 +99,9 @@ def _define(trt: Any, trtp: Any, spec: PluginSpec, aot: bool) -> None:
         trtp.aot_impl(spec.plugin_id)(aot_impl)
 
 
-def _type_combinations(trtp: Any, n_float_inputs_before_lengths: int, n_float_after: int) -> list[Any]:
-    """fp32 or fp16 for every float tensor (all the same), int64 lengths; linear layout."""
-    floats = ["FP32|FP16"] * n_float_inputs_before_lengths + ["INT64"] + ["FP32|FP16"] * n_float_after + ["FP32|FP16"]
+def _type_combinations(trtp: Any, with_memory: bool) -> list[Any]:
+    """q, k, v, [mem_k, mem_v,] out all fp32 or all fp16; lengths int64; linear layout."""
+    floats = ["FP32|FP16"] * 3 + ["INT64"] + ["FP32|FP16"] * (3 if with_memory else 1)
     return [trtp.AutoTuneCombination(", ".join(floats), "LINEAR")]
 
 
@@ -113,7 +113,7 @@ def _plain_functions(trt: Any, trtp: Any) -> tuple:
 
     # autotune/impl/aot_impl: QDP checks any annotations against `desc`, so they carry none
     def autotune(q, k, v, lengths, outputs):  # noqa: ANN001, ANN202
-        return _type_combinations(trtp, 3, 0)
+        return _type_combinations(trtp, with_memory=False)
 
     def impl(q, k, v, lengths, pattern, window, causal, outputs, stream):  # noqa: ANN001, ANN202
         run_jit(q, k, v, lengths, None, None, outputs[0], pattern=_text(pattern), window=int(window), causal=bool(causal), stream=stream)
@@ -132,7 +132,7 @@ def _mem_functions(trt: Any, trtp: Any) -> tuple:
         return q.like()
 
     def autotune(q, k, v, lengths, mem_k, mem_v, outputs):  # noqa: ANN001, ANN202
-        return _type_combinations(trtp, 3, 2)
+        return _type_combinations(trtp, with_memory=True)
 
     def impl(q, k, v, lengths, mem_k, mem_v, pattern, window, causal, outputs, stream):  # noqa: ANN001, ANN202
         run_jit(q, k, v, lengths, mem_k, mem_v, outputs[0], pattern=_text(pattern), window=int(window), causal=bool(causal), stream=stream)
@@ -206,10 +206,12 @@ def plugin_graph(model: Any, *, aot: bool) -> tuple[Any, dict[str, int]]:
     function bodies removed. Returns (model, {plugin id: nodes})."""
     import onnx
 
+    from memx.tensorrt.doctor import all_nodes
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     used: dict[str, int] = {}
-    for node in _all_nodes(out.graph):
+    for node in all_nodes(out):
         if node.domain != DOMAIN or node.op_type != OP:
             continue
         spec = PLUGINS[f"{DOMAIN}::{MEMORY_OP}"] if len([i for i in node.input if i]) == 6 else PLUGINS[f"{DOMAIN}::{OP}"]
@@ -221,16 +223,6 @@ def plugin_graph(model: Any, *, aot: bool) -> tuple[Any, dict[str, int]]:
     del out.functions[:]
     out.functions.extend(keep)
     return out, used
-
-
-def _all_nodes(graph: Any) -> Any:
-    for node in graph.node:
-        yield node
-        for a in node.attribute:
-            if a.g is not None and a.HasField("g"):
-                yield from _all_nodes(a.g)
-            for g in a.graphs:
-                yield from _all_nodes(g)
 
 
 def _set_attr(node: Any, name: str, value: Any) -> None:

@@ -27,11 +27,11 @@ from typing import Any
 from memx.errors import BackendUnavailableError, EngineError
 from memx.exporter.manifest import GraphInfo
 from memx.exporter.package import Package
-from memx.runtimes.resident import NUMPY_DTYPES, Binding, Device, GraphCache, PingPong, ResidentStream, TorchCudaDevice, TorchDevice, concrete_shape
+from memx.runtimes.resident import Binding, Device, GraphCache, PingPong, ResidentStream, TorchDevice, concrete_shape
 from memx.tensorrt.tags import BuildTags, Profile, check_runnable, choose_profile, engine_tags
 
-__all__ = ["NUMPY_DTYPES", "Device", "GraphCache", "GraphEngine", "PingPong", "ShapePlan", "TensorRTExecutor", "TensorRTStream", "TorchCudaDevice",
-           "TorchDevice", "load_trt", "open_engines", "open_stream"]
+__all__ = ["Device", "GraphCache", "GraphEngine", "PingPong", "ShapePlan", "TensorRTExecutor", "TensorRTStream", "TorchDevice", "load_trt",
+           "open_engines", "open_stream"]
 
 
 @dataclass
@@ -50,8 +50,6 @@ class ShapePlan:
         self.profile = choose_profile(self.profiles, batch, segment)
         self.last = key
         return self.profile, True
-
-    input_shape = staticmethod(concrete_shape)
 
 
 # --- TensorRT loading ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from memx import runtimes
 from memx.errors import EngineCompatibilityError, NonFiniteStateError, SnapshotMismatchError, TokenRangeError
+from memx.runtimes.resident import concrete_shape
 from memx.tensorrt.runtime import GraphCache, GraphEngine, PingPong, ShapePlan, TensorRTStream
 from memx.tensorrt.tags import BuildTags, Profile
 
@@ -208,7 +209,7 @@ def test_bookkeeping_units():
     assert (pp.reads()["m"], pp.writes()["m"]) == ("B", "A")
     plan = ShapePlan([Profile({}, (1, 1, 4), (1, 8, 8))])
     assert plan.plan(2, 8) == (0, True) and plan.plan(2, 8) == (0, False) and plan.plan(3, 8) == (0, True)
-    assert ShapePlan.input_shape(["batch", "segment", 64], 3, 5) == (3, 5, 64)
+    assert concrete_shape(["batch", "segment", 64], 3, 5) == (3, 5, 64)
     cache, made = GraphCache(), []
     for key in [(0, 2, 8), (1, 2, 8), (0, 2, 8), (0, 2, 9)]:
         cache.get(key, lambda key=key: made.append(key) or key)
