@@ -13,10 +13,9 @@ ORT_HEADERS := .deps/onnxruntime
 DEPS := $(CURDIR)/.deps
 CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
-CPP_TEST_PKG := build/cpp-test/rmt-tiny.memx
 CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-fast bench clean install ops ops-optional cpp cpp-test
+.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,31 +47,47 @@ $(CPP_BUILD)/memx-run: $(STAMP) $(CPP_SOURCES)
 	cmake -S cpp/runtime -B $(CPP_BUILD) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build $(CPP_BUILD) -j 2
 
-$(CPP_TEST_PKG): $(STAMP)
-	rm -rf $(CPP_TEST_PKG)
-	$(VENV)/bin/memx export rmt-tiny --out $(CPP_TEST_PKG) --verify-segments 0 > /dev/null
+# The C++ suite's package comes from the test cache that pytest shares (tests/package_cache.py):
+# exported once per code version, whichever asks first.
+CPP_TEST_PKG = pkg=$$($(PY) -m tests.package_cache rmt-tiny) &&
+SANITIZERS := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-# GoogleTest suite, plain and under AddressSanitizer + UndefinedBehaviorSanitizer
-cpp-test: cpp $(CPP_TEST_PKG)
-	MEMX_TEST_PACKAGE=$(CURDIR)/$(CPP_TEST_PKG) $(CPP_BUILD)/memx_tests --gtest_brief=1
+# GoogleTest suite, plain and under AddressSanitizer + UndefinedBehaviorSanitizer, and an
+# application built with find_package(memx) against the install. `make test` runs these
+# pieces beside pytest (tools/run_tests.py); `make cpp-test` runs them one after another.
+cpp-test: cpp-gtest cpp-asan-tests cpp-embed
+
+cpp-gtest: cpp
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(CPP_BUILD)/memx_tests --gtest_brief=1
+
+cpp-asan-build: $(STAMP) $(CPP_SOURCES)
+	bash cpp/fetch_cpp_deps.sh $(DEPS) $(PY)
 	cmake -S cpp/runtime -B $(CPP_ASAN) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Debug -DMEMX_SANITIZE=ON -DMEMX_BUILD_TOOLS=OFF > /dev/null
 	cmake --build $(CPP_ASAN) -j 2 --target memx_tests
-	MEMX_TEST_PACKAGE=$(CURDIR)/$(CPP_TEST_PKG) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CPP_ASAN)/memx_tests --gtest_brief=1
-	# install, then build an application with find_package(memx) against the install and run it
+
+cpp-asan-tests: cpp-asan-build
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(SANITIZERS) $(CPP_ASAN)/memx_tests --gtest_brief=1
+
+cpp-embed: cpp
 	rm -rf build/cpp-install build/cpp-embed
 	cmake --install $(CPP_BUILD) --prefix $(CURDIR)/build/cpp-install > /dev/null
 	cmake -S cpp/runtime/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/cpp-install > /dev/null
 	cmake --build build/cpp-embed > /dev/null
-	build/cpp-embed/embed $(CPP_TEST_PKG) 16
+	$(CPP_TEST_PKG) build/cpp-embed/embed $$pkg 16
 
 quickstart: $(STAMP) ops-optional
 	$(VENV)/bin/memx quickstart
 
-test: $(STAMP) ops-optional cpp-test
-	$(PY) -m pytest -q
+# Every phase timed, C++ tests beside pytest (pytest-xdist, a worker per core); prints a phase
+# table and writes build/test-phases.md. test-all adds the `slow` full-length checks.
+test:
+	$(PYTHON) tools/run_tests.py
+
+test-all:
+	$(PYTHON) tools/run_tests.py --all
 
 test-fast: $(STAMP) ops-optional cpp
-	$(PY) -m pytest -q -m "not slow"
+	MEMX_TEST_THREADS=1 $(PY) -m pytest -q -m "not slow" -n auto
 
 bench: $(STAMP) ops-optional cpp
 	$(PY) benchmarks/run_all.py

@@ -104,7 +104,6 @@ def test_quickstart_small_run(tmp_path):
     assert Package.open(out).manifest.validation["onnxruntime:cpu"]["passed"]
 
 
-@pytest.mark.slow
 def test_default_quickstart(tmp_path):
     """What `make quickstart` runs: the default model, 256 segments of validation."""
     r = invoke("quickstart", "--out", tmp_path / "q.memx")

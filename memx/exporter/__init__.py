@@ -17,6 +17,7 @@ _LAZY = {
     "Manifest": "memx.exporter.manifest",
     "Package": "memx.exporter.package",
     "ParityReport": "memx.exporter.parity",
+    "ReferenceRollouts": "memx.exporter.parity",
     "validate": "memx.exporter.parity",
 }
 

@@ -77,6 +77,41 @@ def plan_segment(rng: np.random.Generator, *, batch: int, vocab: int, seg_min: i
     return StreamPlan(tokens, lengths, reset)
 
 
+Segment = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (outputs, state) after one segment
+
+
+class ReferenceRollouts:
+    """The reference backend's outputs and states per segment, kept so that later
+    validations of the same model over the same streams (another backend, another
+    custom-op library, another device) do not run the reference again.
+
+        rollouts = ReferenceRollouts()
+        validate(pkg, backend="onnxruntime", reference_rollouts=rollouts)
+        validate(pkg, backend="torch", device="cuda", reference_rollouts=rollouts)  # torch CPU runs once
+
+    The key is what the reference's numbers depend on: the model id (family, config, state
+    schema, weights), the reference backend, and the stream plan (segments, batch, seed,
+    reset probability, segment range, vocabulary).
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple, list[Segment]] = {}
+
+    @staticmethod
+    def key(pkg: Package, *, reference: str, segments: int, batch: int, seed: int, reset_prob: float) -> tuple:
+        m = pkg.manifest
+        return (m.model_id(), reference, segments, batch, seed, reset_prob, m.segment["min"], m.segment["max"], m.vocab_size)
+
+    def get(self, key: tuple) -> list[Segment] | None:
+        return self._runs.get(key)
+
+    def put(self, key: tuple, run: list[Segment]) -> None:
+        self._runs[key] = run
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
 def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
     if ref.shape != got.shape:
         return float("inf"), list(got.shape)
@@ -102,15 +137,21 @@ def validate(
     reset_prob: float = 0.03,
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
+    reference_rollouts: ReferenceRollouts | None = None,
 ) -> ParityReport:
-    """Compare ``backend`` against ``reference`` on ``package`` over ``segments`` segments."""
+    """Compare ``backend`` against ``reference`` on ``package`` over ``segments`` segments.
+    With ``reference_rollouts``, the reference's run is taken from it when an earlier call
+    made the same one, and stored in it otherwise."""
     from memx import runtimes
     from memx.progress import progress_range
 
     pkg = package if isinstance(package, Package) else Package.open(package)
-    ref_rt = runtimes.open(pkg, backend=reference)
+    key = ReferenceRollouts.key(pkg, reference=reference, segments=segments, batch=batch, seed=seed, reset_prob=reset_prob)
+    recorded = reference_rollouts.get(key) if reference_rollouts is not None else None
+    recording: list[Segment] = []
+    ref_s = None if recorded is not None else runtimes.open(pkg, backend=reference).stream(batch)
     cand_rt = runtimes.open(pkg, backend=backend, device=device, **(backend_options or {}))
-    ref_s, cand_s = ref_rt.stream(batch), cand_rt.stream(batch)
+    cand_s = cand_rt.stream(batch)
     m = pkg.manifest
     rng = np.random.default_rng(seed)
     worst, first = Worst(), None
@@ -121,11 +162,17 @@ def validate(
         plan = plan_segment(rng, batch=batch, vocab=m.vocab_size, seg_min=m.segment["min"], seg_max=m.segment["max"], reset_prob=reset_prob)
         resets += int(plan.reset.sum())
         padded += int((plan.lengths < plan.tokens.shape[1]).sum())
-        out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset)
+        if recorded is not None:
+            out_r, state_r = recorded[seg]
+        else:
+            out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset)
+            state_r = ref_s.state
+            if reference_rollouts is not None:
+                recording.append(({k: v.copy() for k, v in out_r.items()}, state_r))
         out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset)
         state_c = cand_s.state
         pairs = [(k, out_r[k], out_c[k]) for k in out_r]
-        pairs += [(f"state.{k}", v, state_c[k]) for k, v in ref_s.state.items()]
+        pairs += [(f"state.{k}", v, state_c[k]) for k, v in state_r.items()]
         seg_max = 0.0
         for name, r, c in pairs:
             err, index = _compare(r, c)
@@ -136,6 +183,8 @@ def validate(
             if first is None and not err <= atol:
                 first = {"segment": seg, "tensor": name, "error": err, "index": index}
         per_segment.append(seg_max)
+    if reference_rollouts is not None and recorded is None:
+        reference_rollouts.put(key, recording)
     return ParityReport(
         backend=backend, reference=reference, segments=segments, batch=batch, atol=atol, seed=seed,
         passed=first is None, max_error=worst.error, worst=worst, first_failure=first,

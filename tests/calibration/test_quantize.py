@@ -52,7 +52,6 @@ def test_methods_are_registered():
     assert {"int8-qdq", "int8-dynamic", "fp16"} <= set(methods())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", methods())
 @pytest.mark.parametrize("name", ZOO)
 def test_quantized_zoo_model_keeps_its_accuracy(name, method, quantized, fp32_score):
@@ -67,7 +66,6 @@ def test_quantized_zoo_model_keeps_its_accuracy(name, method, quantized, fp32_sc
     assert drop <= 1.0, f"{name} {method}: {entry.score(got):.2%} vs fp32 {entry.score(ref):.2%}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", methods())
 @pytest.mark.parametrize("name", ZOO)
 def test_default_policy_leaves_the_memory_path_untouched(name, method, quantized):

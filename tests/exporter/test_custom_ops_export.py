@@ -33,19 +33,19 @@ def test_gmat_package_uses_the_custom_op_with_its_reference_body(package_of, pre
 
 
 @pytest.mark.parametrize("preset", ["gmat-tiny", "gmat-nomem-tiny", "gmat-causal-tiny"])
-def test_reference_body_alone_passes_long_parity(package_of, preset):
+def test_reference_body_alone_passes_long_parity(package_of, preset, reference_rollouts):
     rt = runtimes.open(package_of(preset), backend="onnxruntime", custom_op_library=False)
     assert rt.describe()["custom_ops"] == "reference body (kernel library disabled)"
-    report = validate(package_of(preset), segments=256, progress=False, backend_options={"custom_op_library": False})
+    report = validate(package_of(preset), segments=256, progress=False, backend_options={"custom_op_library": False}, reference_rollouts=reference_rollouts)
     assert report.passed, report.summary()
 
 
 @pytest.mark.kernels
 @pytest.mark.parametrize("preset", ["gmat-tiny", "gmat-nomem-tiny", "gmat-causal-tiny", "gmat-chunked-tiny"])
-def test_kernel_library_passes_long_parity(package_of, preset):
+def test_kernel_library_passes_long_parity(package_of, preset, reference_rollouts):
     rt = runtimes.open(package_of(preset), backend="onnxruntime")
     assert rt.describe()["custom_ops"] == "kernel (libmemx_ops.so)"
-    report = validate(package_of(preset), segments=256, progress=False, backend_options={"custom_op_library": True})
+    report = validate(package_of(preset), segments=256, progress=False, backend_options={"custom_op_library": True}, reference_rollouts=reference_rollouts)
     assert report.passed, report.summary()
 
 

@@ -18,12 +18,22 @@ from memx.exporter.manifest import METADATA_KEY
 from memx.models import build_preset, presets
 
 PRESETS = [pytest.param(p.name, marks=[pytest.mark.slow] if p.size != "tiny" else []) for p in presets()]
+LARGER = [p.name for p in presets() if p.size != "tiny"]
+SHORT_SEGMENTS = 32  # the larger presets' parity in `make test`; the full 256 run under `slow`
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_matches_reference_over_256_segments(name, package_of):
-    pkg = package_of(name)
-    report = validate(pkg, segments=256, batch=4, atol=1e-4, seed=7, progress=False)
+    _check_parity(package_of(name), segments=256)
+
+
+@pytest.mark.parametrize("name", LARGER)
+def test_larger_presets_match_reference_over_32_segments(name, package_of):
+    _check_parity(package_of(name), segments=SHORT_SEGMENTS)
+
+
+def _check_parity(pkg: Package, *, segments: int) -> None:
+    report = validate(pkg, segments=segments, batch=4, atol=1e-4, seed=7, progress=False)
     assert report.passed, report.summary()
     assert report.resets > 0 and report.padded_rows > 0, "the streams must exercise resets and padding"
     names = set(report.per_tensor_max)
@@ -146,3 +156,26 @@ def test_top_level_api(tmp_path):
     pkg = memx.export(build_preset("memtr-static-tiny"), tmp_path / "a.memx", verify_segments=0)
     assert memx.validate(pkg, segments=8, progress=False).passed
     assert memx.runtimes.open(pkg).stream().step([1, 2, 3])["logits"].shape == (3, 64)
+
+
+def test_reference_rollouts_are_reused_with_the_same_verdicts(package_of, monkeypatch):
+    """A second validation of the same model and streams takes the reference's run from the
+    store: the torch reference is not opened again and the comparison is the same."""
+    from memx.exporter import ReferenceRollouts
+
+    pkg = package_of("rmt-tiny")
+    plain = validate(pkg, segments=24, seed=3, progress=False)
+    rollouts = ReferenceRollouts()
+    first = validate(pkg, segments=24, seed=3, progress=False, reference_rollouts=rollouts)
+    assert len(rollouts) == 1 and first.per_tensor_max == plain.per_tensor_max and first.worst == plain.worst
+
+    opened = []
+    real_open = runtimes.open
+    monkeypatch.setattr(runtimes, "open", lambda p, backend="onnxruntime", **kw: opened.append(backend) or real_open(p, backend=backend, **kw))
+    again = validate(pkg, segments=24, seed=3, progress=False, reference_rollouts=rollouts)
+    assert opened == ["onnxruntime"], "the reference must come from the store"
+    assert again.per_tensor_max == plain.per_tensor_max and again.passed
+    same_backend = validate(pkg, backend="torch", segments=24, seed=3, progress=False, reference_rollouts=rollouts)
+    assert same_backend.max_error == 0.0  # torch against its own stored run: identical
+    validate(pkg, segments=24, seed=4, progress=False, reference_rollouts=rollouts)  # other streams: a run of their own
+    assert len(rollouts) == 2 and opened.count("torch") == 2
