@@ -60,12 +60,14 @@ cpp-test: cpp-gtest cpp-asan-tests cpp-embed
 cpp-gtest: cpp
 	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(CPP_BUILD)/memx_tests --gtest_brief=1
 
-cpp-asan-build: $(STAMP) $(CPP_SOURCES)
+cpp-asan-build: $(CPP_ASAN)/memx_tests
+
+$(CPP_ASAN)/memx_tests: $(STAMP) $(CPP_SOURCES)
 	bash cpp/fetch_cpp_deps.sh $(DEPS) $(PY)
 	cmake -S cpp/runtime -B $(CPP_ASAN) -DONNXRUNTIME_ROOT=$(DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) -DCMAKE_BUILD_TYPE=Debug -DMEMX_SANITIZE=ON -DMEMX_BUILD_TOOLS=OFF > /dev/null
 	cmake --build $(CPP_ASAN) -j 2 --target memx_tests
 
-cpp-asan-tests: cpp-asan-build
+cpp-asan-tests: $(CPP_ASAN)/memx_tests
 	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(SANITIZERS) $(CPP_ASAN)/memx_tests --gtest_brief=1
 
 cpp-embed: cpp
