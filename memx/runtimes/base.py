@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
@@ -87,6 +88,49 @@ def get_backend(name: str) -> type[Backend]:
     return entry
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """Everything a host step needs from the manifest, computed once per Runtime: the state
+    schema, graph input names per graph, output names, and (state, graph input, graph output)."""
+
+    schema: dict[str, tuple[tuple[int, ...], str]]
+    graph_inputs: list[tuple[GraphInfo, list[str]]]
+    output_names: list[str]
+    state_io: list[tuple[str, str, str]]
+    float_states: tuple[str, ...]
+    _shapes: dict[int, dict[str, tuple[int, ...]]] = field(default_factory=dict, compare=False)  # per batch
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> "StepPlan":
+        schema = snap.state_schema(manifest)
+        return cls(
+            schema=schema,
+            graph_inputs=[(g, [t.name for t in g.inputs]) for g in manifest.graphs],
+            output_names=[o.name for o in manifest.outputs],
+            state_io=[(s.name, s.input, s.output) for s in manifest.state],
+            float_states=tuple(n for n, (_, dtype) in schema.items() if np.dtype(dtype).kind == "f"),
+        )
+
+    def check_state(self, new_state: Mapping[str, np.ndarray], *, batch: int) -> None:
+        """Shapes as the schema says and finite floats; raises StateError / NonFiniteStateError."""
+        shapes = self._shapes.get(batch)
+        if shapes is None:
+            shapes = self._shapes[batch] = {name: (batch, *shape) for name, (shape, _) in self.schema.items()}
+        for name, arr in new_state.items():
+            if arr.shape != shapes[name]:
+                raise StateError(f"backend returned state {name!r} with the wrong shape", expected=list(shapes[name]), actual=list(arr.shape))
+        if not self.float_states:
+            return
+        # one reduction for all float states: a NaN or Inf anywhere makes the sum of squares
+        # non-finite; only then (or on a finite overflow) is each state checked exactly
+        if math.isfinite(sum(float(np.vdot(new_state[n], new_state[n])) for n in self.float_states)):
+            return
+        for name in self.float_states:
+            arr = new_state[name]
+            if not np.isfinite(arr).all():
+                raise non_finite_state_error(name, arr)
+
+
 @dataclass
 class StreamState:
     """What a stream owns: its state tensors (batch axis 0) and which rows start fresh."""
@@ -110,6 +154,7 @@ class Runtime:
         self.cuda_graphs = cuda_graphs
         self.graphs = list(package.manifest.graphs)  # run in this order each step
         self._model_id = package.manifest.model_id()
+        self._plan = StepPlan.of(package.manifest)
         # called as observer(graph, feeds) before each graph runs (calibration records feeds this way)
         self.graph_observer: Callable[[GraphInfo, dict[str, np.ndarray]], None] | None = None
 
@@ -123,7 +168,7 @@ class Runtime:
 
     @property
     def state_schema(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return snap.state_schema(self.manifest)
+        return self._plan.schema
 
     def fresh_state(self, batch: int) -> StreamState:
         """Zero state with every row marked for reset: the graph substitutes the learned initial state."""
@@ -157,10 +202,12 @@ class Runtime:
 
     def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One validated call of the step graph: returns (outputs, new states); touches nothing."""
+        plan = self._plan
         values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset}
-        values.update({s.input: np.ascontiguousarray(state[s.name]) for s in self.manifest.state})
-        for graph in self.graphs:  # a later graph may consume an earlier one's outputs
-            feeds = {t.name: values[t.name] for t in graph.inputs}
+        for name, graph_input, _ in plan.state_io:
+            values[graph_input] = np.ascontiguousarray(state[name])
+        for graph, input_names in plan.graph_inputs:  # a later graph may consume an earlier one's outputs
+            feeds = {n: values[n] for n in input_names}
             if self.graph_observer is not None:
                 self.graph_observer(graph, feeds)
             try:
@@ -169,16 +216,9 @@ class Runtime:
                 raise
             except Exception as e:  # backend libraries raise their own types; the stream stays untouched
                 raise BackendRunError(f"{self.backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
-        result = values
-        outputs = {o.name: result[o.name] for o in self.manifest.outputs}
-        new_state = {s.name: result[s.output] for s in self.manifest.state}
-        batch = tokens.shape[0]
-        for name, arr in new_state.items():
-            shape, dtype = self.state_schema[name]
-            if arr.shape != (batch, *shape):
-                raise StateError(f"backend returned state {name!r} with the wrong shape", expected=[batch, *shape], actual=list(arr.shape))
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise non_finite_state_error(name, arr)
+        outputs = {n: values[n] for n in plan.output_names}
+        new_state = {name: values[graph_output] for name, _, graph_output in plan.state_io}
+        plan.check_state(new_state, batch=tokens.shape[0])
         return outputs, new_state
 
     def snapshot_of(self, st: StreamState) -> bytes:
@@ -200,6 +240,9 @@ class Stream:
         self.runtime = runtime
         self.batch_size = batch_size
         self._st = runtime.fresh_state(batch_size)
+        self._no_reset = np.zeros(batch_size, dtype=bool)  # shared by every state after a step; never written
+        self._no_reset.flags.writeable = False
+        self._lengths: dict[int, np.ndarray] = {}
 
     @property
     def state(self) -> dict[str, np.ndarray]:
@@ -218,11 +261,24 @@ class Stream:
         tokens = as_array(tokens, "tokens")
         squeeze = tokens.ndim == 1
         tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
-        lens = check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
-        rst = check_reset(reset, batch=self.batch_size) | self._st.pending_reset
+        lens = self._full_lengths(tok.shape[1]) if lengths is None else check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
+        pending = self._st.pending_reset
+        if reset is None:
+            rst = pending  # read-only below: the graph reads it, nothing writes it
+        else:
+            rst = check_reset(reset, batch=self.batch_size) | pending
         outputs, new_state = self.runtime.run_step(tok, lens, rst, self._st.states)
-        self._st = StreamState(new_state, np.zeros(self.batch_size, dtype=bool), self._st.segments + 1)
+        self._st = StreamState(new_state, self._no_reset, self._st.segments + 1)
         return {k: v[0] for k, v in outputs.items()} if squeeze else outputs
+
+    def _full_lengths(self, segment_len: int) -> np.ndarray:
+        """lengths for a step without padding, made once per segment length (read-only)."""
+        cached = self._lengths.get(segment_len)
+        if cached is None:
+            cached = check_lengths(None, batch=self.batch_size, segment_len=segment_len)
+            cached.flags.writeable = False
+            self._lengths[segment_len] = cached
+        return cached
 
     def reset(self, rows: Any = None) -> None:
         """Start rows (default: all) anew at the next step; their state is zeroed now."""

@@ -35,7 +35,8 @@ def check_tokens(tokens: Any, *, batch: int | None, vocab_size: int, segment: di
     s = arr.shape[1]
     if not segment["min"] <= s <= segment["max"]:
         raise SegmentLengthError("segment length outside what the package allows", expected=f"{segment['min']}..{segment['max']} tokens", actual=s)
-    if arr.size:
+    # one reduction: seen as unsigned, a negative id is larger than any vocabulary
+    if arr.size and int(arr.view(f"u{arr.dtype.itemsize}").max()) >= vocab_size:
         lo, hi = arr.min(), arr.max()
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi

@@ -52,6 +52,7 @@ class OnnxRuntimeBackend(Backend):
             g.name: ort.InferenceSession(str(package.file(g.file)), sess_options=so, providers=[p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available])
             for g in package.manifest.graphs
         }
+        self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
 
     @staticmethod
     def _register_custom_ops(so: Any, package: Package, choice: Any) -> str:
@@ -92,8 +93,7 @@ class OnnxRuntimeBackend(Backend):
         return so
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sess = self._sessions[graph.name]
-        names = [o.name for o in graph.outputs]
+        sess, names = self._runs[graph.name]
         return dict(zip(names, sess.run(names, feeds)))
 
     def resident(self) -> tuple["OrtIoBindingExecutor", OrtDevice]:
