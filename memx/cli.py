@@ -104,7 +104,7 @@ def validate(
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
     --atol), or, for quantized packages (or with --against), drift and task accuracy."""
     from memx.exporter import Package, validate as run_validation
-    from memx.exporter.package import update_manifest
+    from memx.package.files import update_manifest
 
     pkg = Package.open(package)
     choices = {"auto": None, "on": True, "off": False}
@@ -131,7 +131,7 @@ def validate(
 def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed: int, drift_tol: float, max_drop: float,
                         json_out: Optional[Path], record: bool, options: dict[str, Any]) -> None:
     from memx.calibration.evaluate import compare_precision, report_name, save_report
-    from memx.exporter.package import update_manifest
+    from memx.package.files import update_manifest
 
     report = compare_precision(pkg, against=against, segments=segments, batch=batch, seed=seed, drift_tol=drift_tol,
                                max_accuracy_drop=max_drop, backend_options=options)
@@ -332,7 +332,7 @@ def profile(
 
 def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optional[int], segments: int, warmup: int, seed: int,
                      baseline: bool, json_out: Optional[Path], html_out: Optional[Path]) -> None:
-    from memx.exporter.package import write_text_atomic
+    from memx.package.files import write_text_atomic
     from memx.formatting import human_bytes
     from memx.profiling.report import render_scaling_html
     from memx.profiling.scaling import scaling

@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 
-from memx.exporter.package import Package
+from memx.package.files import Package
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 OPS_DOMAIN = "memx"  # memx custom ops carry a local function (their reference body) and are still custom ops

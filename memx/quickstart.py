@@ -18,7 +18,7 @@ from rich.table import Table
 
 from memx import runtimes
 from memx.exporter import ParityReport, export_preset, validate
-from memx.exporter.package import update_manifest
+from memx.package.files import update_manifest
 from memx.formatting import format_shape, human_bytes
 from memx.progress import progress_range
 from memx.zoo import DEFAULT_MODEL

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 from memx.calibration.methods import get_method, methods
-from memx.calibration.policy import STATE_PRECISIONS, PrecisionPolicy, find_memory_path
+from memx.calibration.policy import STATE_PRECISIONS, PrecisionPolicy
+from memx.onnxgraph import find_memory_path
 from memx.calibration.quantize import quantize_package
 
 __all__ = ["STATE_PRECISIONS", "PrecisionPolicy", "find_memory_path", "get_method", "methods", "quantize_package"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from memx.calibration.feeds import RandomSource, TaskSource
 from memx.errors import ManifestError
-from memx.exporter.package import Package, write_text_atomic
+from memx.package.files import Package, write_text_atomic
 
 REPORTS_DIR = "reports"
 

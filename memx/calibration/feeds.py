@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from memx.errors import CalibrationError
-from memx.exporter.package import Package
+from memx.package.files import Package
 
 log = logging.getLogger("memx.calibration")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import onnx
 
-from memx.calibration.policy import MATMULS, find_memory_path
-from memx.exporter.package import Package
+from memx.onnxgraph import MATMULS, find_memory_path
+from memx.package.files import Package
 
 QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8_MATMULS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}

@@ -20,48 +20,14 @@ quantize the path too and round the stored state every step, for experiments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import onnx
 
 from memx.errors import expect_choice
+from memx.onnxgraph import MATMULS, constants
 
 STATE_PRECISIONS = ("fp32", "fp16", "int8")
-
-# ops whose outputs are the state's values rearranged or selected, never mixed with the segment
-DATA_MOVEMENT = {
-    "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split", "Slice", "Gather",
-    "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Where", "Cast", "CastLike",
-}
-MATMULS = {"MatMul", "Gemm"}
-# ops that say nothing about float values (shapes, masks, indices): never part of the path
-NON_VALUE = {
-    "Shape", "Size", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
-    "Range", "ConstantOfShape", "NonZero", "ArgMax", "ArgMin", "IsNaN", "IsInf", "CumSum",
-}
-SUMS = {"Add", "Sum"}
-CONTROL_INPUTS = ("lengths", "reset")
-
-
-@dataclass
-class MemoryPath:
-    """The memory path of one graph: tensors carrying state values, and the computations
-    that read (first projections of) or write the state."""
-
-    tensors: set[str] = field(default_factory=set)  # state values and their rearrangements
-    written: set[str] = field(default_factory=set)  # the part of ``tensors`` the state outputs are made of (write side)
-    read_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes fed by the path
-    write_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes that compute written values
-    path_nodes: list[str] = field(default_factory=list)  # every other node on the path (normalisations, moves)
-
-    @property
-    def protected_nodes(self) -> list[str]:
-        """Nodes kept out of low precision under the default policy."""
-        return sorted(set(self.read_nodes) | set(self.write_nodes) | set(self.path_nodes))
-
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"read": sorted(self.read_nodes), "write": sorted(self.write_nodes), "other": sorted(self.path_nodes)}
-
 
 @dataclass(frozen=True)
 class PrecisionPolicy:
@@ -164,100 +130,5 @@ def activation_matmuls(model: onnx.ModelProto) -> list[str]:
     """MatMul/Gemm nodes with no constant operand (attention scores Q·Kᵀ and P·V): left in
     float by default, as TensorRT's attention fusion and ModelOpt's ``disable_mha_qdq`` do;
     on CPU their activation Q/DQ costs more than the int8 product saves."""
-    const = _constants(model)
+    const = constants(model)
     return [n.name for n in model.graph.node if n.op_type in MATMULS and not any(i in const for i in n.input if i)]
-
-
-def _constants(model: onnx.ModelProto) -> set[str]:
-    """Tensors that do not depend on any graph input (initializers and constant subgraphs)."""
-    const = {t.name for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" or (node.input and all((not i) or i in const for i in node.input)):
-            const.update(o for o in node.output if o)
-    return const
-
-
-def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outputs: list[str], *, through: frozenset[str] = frozenset()) -> MemoryPath:
-    """The memory path of ``model`` between its state inputs and outputs (see module doc).
-    ``through``: more op types to walk through as if they moved data (inspection walks
-    through QuantizeLinear/DequantizeLinear to find them on the path)."""
-    moves = DATA_MOVEMENT | through
-    nodes = list(model.graph.node)
-    const = _constants(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    producer: dict[str, onnx.NodeProto] = {}
-    for node in nodes:
-        for i in node.input:
-            if i:
-                consumers.setdefault(i, []).append(node)
-        for o in node.output:
-            if o:
-                producer[o] = node
-    path = MemoryPath()
-    on_path: set[str] = set()
-
-    # tensors computed from the segment's content (tokens, or another graph's outputs); masks from
-    # lengths/reset only gate the state (select or zero rows) and do not end the walk
-    not_content = set(state_inputs) | set(CONTROL_INPUTS)
-    segment_dependent = {i.name for i in model.graph.input if i.name not in not_content}
-    for node in nodes:  # graph nodes are topologically sorted
-        if any(i in segment_dependent for i in node.input if i):
-            segment_dependent.update(o for o in node.output if o)
-
-    # read side: forward from the state inputs
-    frontier = [s for s in state_inputs]
-    path.tensors.update(frontier)
-    while frontier:
-        t = frontier.pop()
-        for node in consumers.get(t, []):
-            if node.name in on_path:
-                continue
-            if node.op_type in MATMULS or node.domain not in ("", "ai.onnx"):
-                if node.name not in path.read_nodes:
-                    path.read_nodes.append(node.name)
-                continue
-            if node.op_type in NON_VALUE:
-                continue
-            others = [i for i in node.input if i and i not in path.tensors and i not in const]
-            if node.op_type not in moves and any(i in segment_dependent for i in others):
-                continue  # mixes the state with the segment (a residual merge): the read side ends here
-            on_path.add(node.name)
-            path.path_nodes.append(node.name)
-            for o in node.output:
-                if o and o not in path.tensors:
-                    path.tensors.add(o)
-                    frontier.append(o)
-
-    # write side: backward from the state outputs
-    frontier = list(state_outputs)
-    path.tensors.update(frontier)
-    path.written.update(frontier)
-    seen_back: set[str] = set()
-    reached = set(frontier)
-    while frontier:
-        t = frontier.pop()
-        node = producer.get(t)
-        if node is None or node.name in seen_back:
-            continue
-        seen_back.add(node.name)
-        if node.op_type in MATMULS or node.domain not in ("", "ai.onnx"):
-            if node.name not in path.write_nodes:
-                path.write_nodes.append(node.name)
-            continue
-        if node.op_type in NON_VALUE:
-            continue
-        if node.name not in on_path:
-            on_path.add(node.name)
-            path.path_nodes.append(node.name)
-        computed = [i for i in node.input if i and i not in const]
-        if node.op_type in SUMS and len(computed) >= 2:
-            continue  # a residual sum: the values were computed by the layers, not written here
-        inputs = node.input[1:3] if node.op_type == "Where" else node.input  # not the condition
-        for i in inputs:
-            if i and i not in const and i not in reached:
-                reached.add(i)
-                path.tensors.add(i)
-                path.written.add(i)
-                frontier.append(i)
-    path.path_nodes = [n for n in path.path_nodes if n not in path.read_nodes and n not in path.write_nodes]
-    return path

@@ -23,10 +23,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from memx.calibration.feeds import CalibrationSet, TokenSource, collect_feeds, default_source
 from memx.calibration.methods import GraphJob, get_method
-from memx.calibration.policy import MemoryPath, PrecisionPolicy, find_memory_path, fold_constant_weights, name_nodes, unshare_initializers
+from memx.calibration.policy import PrecisionPolicy, fold_constant_weights, name_nodes, unshare_initializers
+from memx.onnxgraph import MemoryPath, find_memory_path
 from memx.errors import QuantizationError
-from memx.exporter.manifest import Manifest
-from memx.exporter.package import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
+from memx.package.manifest import Manifest
+from memx.package.files import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
 
 log = logging.getLogger("memx.calibration")
 

@@ -1,4 +1,5 @@
-"""Exporter: step wrapper, torch.onnx export, the package manifest, parity validation.
+"""Exporter: step wrapper, torch.onnx export, parity validation (the package contract itself
+is memx.package).
 
 Names are imported lazily: the manifest and package modules need no torch, so a
 deployment with only ONNX Runtime can read packages without PyTorch installed.
@@ -13,9 +14,9 @@ _LAZY = {
     "export": "memx.exporter.to_onnx",
     "export_preset": "memx.exporter.to_onnx",
     "load_checkpoint": "memx.exporter.to_onnx",
-    "FORMAT_VERSION": "memx.exporter.manifest",
-    "Manifest": "memx.exporter.manifest",
-    "Package": "memx.exporter.package",
+    "FORMAT_VERSION": "memx.package.manifest",  # the package contract lives in memx.package;
+    "Manifest": "memx.package.manifest",  # these names stay here for existing callers
+    "Package": "memx.package.files",
     "ParityReport": "memx.exporter.parity",
     "ReferenceRollouts": "memx.exporter.parity",
     "validate": "memx.exporter.parity",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from memx.exporter.package import Package
+from memx.package.files import Package
 
 
 @dataclass

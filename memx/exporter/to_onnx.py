@@ -14,21 +14,22 @@ from typing import Any, Callable
 
 import onnx
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.export import Dim
 
 import memx
-from memx.errors import CheckpointError, ContractError, ExportError
-from memx.exporter.manifest import (
+from memx.errors import ContractError, ExportError
+from memx.package.manifest import (
     GraphInfo,
     Manifest,
     OutputInfo,
     StateInfo,
     TensorInfo,
 )
-from memx.exporter.package import Package, file_info, mirror_manifest, sha256_file, staged_directory, write_text_atomic
+from memx.package.files import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
 from memx.exporter.step import check_contract, example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
+from memx.models.checkpoint import load_checkpoint
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
 from memx.ops.registry import DOMAIN_VERSION as OPS_VERSION
 from memx.ops.registry import custom_ops as registered_custom_ops
@@ -38,28 +39,6 @@ DEFAULT_OPSET = 18
 GRAPH_FILE = "model.onnx"
 WEIGHTS_FILE = "reference/weights.safetensors"
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB go to model.onnx.data
-
-
-def load_checkpoint(model: SegmentModel, path: str | os.PathLike) -> str:
-    """Load a safetensors checkpoint strictly (names and shapes); returns its sha256."""
-    p = Path(path)
-    if p.suffix != ".safetensors":
-        raise CheckpointError("checkpoints must be safetensors files", expected="*.safetensors", actual=p.name)
-    if not p.is_file():
-        raise CheckpointError("checkpoint not found", expected="an existing file", actual=str(p))
-    try:
-        tensors = load_file(str(p))
-    except Exception as e:  # safetensors raises its own error types on bad headers
-        raise CheckpointError(f"cannot read checkpoint {p.name}: {e}") from None
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise CheckpointError("checkpoint does not fit the model", expected=f"missing none (missing {missing[:5]})", actual=f"unexpected {unexpected[:5]}")
-    for name, t in tensors.items():
-        if tuple(t.shape) != tuple(own[name].shape):
-            raise CheckpointError(f"checkpoint tensor {name!r} has the wrong shape", expected=list(own[name].shape), actual=list(t.shape))
-    model.load_state_dict(tensors, strict=True)
-    return sha256_file(p)
 
 
 def _segment_dim(model: SegmentModel, segment_max: int) -> int | str:
@@ -313,7 +292,7 @@ def export_preset(name: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwa
     """Export a zoo model (trained weights) or a preset (weights from ``seed`` unless a
     checkpoint is given)."""
     from memx.models import build_model, build_preset
-    from memx.zoo import get_zoo, is_zoo
+    from memx.models.zoo import get_zoo, is_zoo
 
     if is_zoo(name):  # the zoo checkpoint unless the caller brings weights of the same config
         entry = get_zoo(name)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from memx.exporter.package import write_text_atomic
+from memx.package.files import write_text_atomic
 from memx.plotting import png_base64, pyplot
 from memx.profiling.runner import ProfileReport
 

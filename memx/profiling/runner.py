@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from memx.errors import InputError
-from memx.exporter.package import Package
+from memx.package.files import Package
 from memx.inspection import state_bytes_per_stream
 from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machine, peak_rss_mb
 

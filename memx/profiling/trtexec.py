@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memx.errors import BackendUnavailableError, InputError
-from memx.exporter.manifest import GraphInfo, Manifest
+from memx.package.manifest import GraphInfo, Manifest
 
 _STATS = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([\d.]+) ms")
 _LINES = {"Latency": "latency_ms", "GPU Compute Time": "gpu_compute_ms", "Enqueue Time": "enqueue_ms", "H2D Latency": "h2d_ms", "D2H Latency": "d2h_ms"}

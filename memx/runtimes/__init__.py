@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from memx.exporter.package import Package
+from memx.package.files import Package
 from memx.runtimes.base import Backend, Runtime, Stream, StreamPool, StreamState, backends, get_backend, register_backend
 from memx.runtimes.resident import ResidentStream
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, StateError, expect_choice
-from memx.exporter.manifest import GraphInfo, Manifest
-from memx.exporter.package import Package
-from memx.runtimes import snapshot as snap
+from memx.package.manifest import GraphInfo, Manifest
+from memx.package.files import Package
+from memx.package import snapshot as snap
 from memx.runtimes.resident import ResidentStream
 from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
 

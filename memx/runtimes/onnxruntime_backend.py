@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from memx.errors import BackendUnavailableError
-from memx.exporter.manifest import GraphInfo
-from memx.exporter.package import Package
+from memx.package.manifest import GraphInfo
+from memx.package.files import Package
 from memx.runtimes.base import Backend, register_backend
 from memx.runtimes.resident import Binding, OrtDevice
 

@@ -27,8 +27,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError
-from memx.exporter.package import Package
-from memx.runtimes import snapshot as snap
+from memx.package.files import Package
+from memx.package import snapshot as snap
 from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
 
 

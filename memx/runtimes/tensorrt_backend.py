@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from memx.errors import EngineError
-from memx.exporter.manifest import GraphInfo
-from memx.exporter.package import Package
+from memx.package.manifest import GraphInfo
+from memx.package.files import Package
 from memx.runtimes.base import Backend, register_backend
 from memx.runtimes.resident import concrete_shape
-from memx.tensorrt.runtime import GraphEngine, TensorRTExecutor, TorchDevice, load_trt, open_engines
+from memx.runtimes.tensorrt_engine import GraphEngine, TensorRTExecutor, TorchDevice, load_trt, open_engines
 
 
 def _segment_of(graph: GraphInfo, feeds: dict[str, np.ndarray]) -> int | None:

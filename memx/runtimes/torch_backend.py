@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from memx.errors import BackendUnavailableError, CheckpointError, PackageFileError
-from memx.exporter.manifest import GraphInfo
-from memx.exporter.package import Package
+from memx.package.manifest import GraphInfo
+from memx.package.files import Package
 from memx.models.registry import build_model
 from memx.runtimes.base import Backend, register_backend
 from memx.runtimes.resident import Binding, TorchDevice

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memx.errors import EngineCompatibilityError, EngineError, InputError
-from memx.exporter.manifest import GraphInfo, Manifest
-from memx.exporter.package import Package, file_info, update_manifest
+from memx.package.manifest import GraphInfo, Manifest
+from memx.package.files import Package, file_info, update_manifest
 from memx.tensorrt import versions as tv
 from memx.tensorrt.tags import BuildTags, Profile, normalize_cc
 

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from memx.errors import InputError, PackageFileError
 from memx.tensorrt import versions as tv
+from memx.onnxgraph import all_nodes
 from memx.tensorrt.tags import parse_cc
 
 SEVERITIES = ("error", "warning", "info")
@@ -93,19 +94,6 @@ class DoctorReport:
 # --- helpers ---------------------------------------------------------------------------------------
 def _is_default_domain(node: onnx.NodeProto) -> bool:
     return node.domain in ("", "ai.onnx")
-
-
-def all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
-    """Nodes of the main graph and of its subgraphs (If/Loop/Scan bodies)."""
-    stack = [model.graph]
-    while stack:
-        g = stack.pop()
-        for node in g.node:
-            yield node
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    stack.append(a.g)
-                stack.extend(a.graphs)
 
 
 def _attr(node: onnx.NodeProto, name: str) -> Any:
@@ -261,7 +249,7 @@ def check_qdq(ctx: GraphContext) -> Iterator[Finding]:
                 yield ctx.find("error", "qdq", "QuantizeLinear output is used by something other than DequantizeLinear: TensorRT's explicit quantization needs Q->DQ pairs",
                                "quantize the inputs of weighted ops (Q->DQ->MatMul), never outputs", node)
     if ctx.state_inputs and ctx.state_outputs:
-        from memx.calibration.policy import find_memory_path
+        from memx.onnxgraph import find_memory_path
 
         path = find_memory_path(ctx.model, ctx.state_inputs, ctx.state_outputs, through=frozenset({"QuantizeLinear", "DequantizeLinear"}))
         on_path = [n for n in qdq if n.input[0] in path.tensors or n.output[0] in path.tensors]
@@ -300,7 +288,7 @@ def _registered_plugins(flavour: tv.Flavour | None) -> set[str]:
 def _graphs(path: Path) -> list[tuple[str, Path, list[str], list[str]]]:
     """(name, onnx file, state inputs, state outputs) for a package dir or a bare .onnx file."""
     if path.is_dir():
-        from memx.exporter.package import Package
+        from memx.package.files import Package
 
         pkg = Package.open(path)
         m = pkg.manifest

@@ -206,7 +206,7 @@ def plugin_graph(model: Any, *, aot: bool) -> tuple[Any, dict[str, int]]:
     function bodies removed. Returns (model, {plugin id: nodes})."""
     import onnx
 
-    from memx.tensorrt.doctor import all_nodes
+    from memx.onnxgraph import all_nodes
 
     out = onnx.ModelProto()
     out.CopyFrom(model)

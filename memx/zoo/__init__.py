@@ -1,89 +1,14 @@
 """The model zoo: small models trained here on the seed papers' synthetic tasks.
 
-An entry names a family and config, the task it was trained on, the segment length, the
-checkpoint shipped in ``memx/zoo/checkpoints/`` (safetensors) and the training settings,
-so ``memx train`` reproduces it. ``memx export NAME`` accepts zoo names.
+The catalogue (entries, checkpoints' paths, ``build_zoo_model``) lives in
+``memx.models.zoo``, below the exporter, so that ``memx.models.create`` and ``memx export``
+resolve zoo names without importing the zoo's tools; this package is its public face, the
+shipped checkpoints (``checkpoints/``) and the tools that make them (``make.py``) and
+report them (``report.py``, docs/zoo.md). ``memx export NAME`` accepts zoo names.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from memx.models.zoo import CHECKPOINTS, DEFAULT_MODEL, ZooEntry, build_zoo_model, get_zoo, is_zoo, register_zoo, zoo_entries
 
-from memx.errors import PackageFileError, expect_choice
-
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
-DEFAULT_MODEL = "gmat-majority"  # what `memx quickstart` and `make quickstart` run
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    name: str
-    family: str
-    config: dict[str, Any]
-    task: str
-    segment_len: int
-    train: dict[str, Any]  # TrainConfig values used (besides task and segment_len)
-    description: str
-    chance: float  # accuracy of guessing, for the reader of reports
-    metric: str = "items"  # what `chance` and the reported accuracy count: "items" (whole answers) or "tokens"
-    metrics: dict[str, float] = field(default_factory=dict)  # measured when the checkpoint was made
-
-    def score(self, task_score: Any) -> float:
-        """The entry's headline accuracy from a :class:`~memx.training.accuracy.TaskScore`."""
-        return task_score.accuracy if self.metric == "items" else task_score.token_accuracy
-
-    @property
-    def checkpoint(self) -> Path:
-        return CHECKPOINTS / f"{self.name}.safetensors"
-
-    def trained_accuracy(self) -> float | None:
-        """The held-out accuracy (by ``metric``) of the last evaluation in training, if recorded."""
-        record = self.checkpoint.with_suffix(".train.json")
-        if not record.is_file():
-            return None
-        history = json.loads(record.read_text()).get("history") or []
-        return float(history[-1]["accuracy" if self.metric == "items" else "token_accuracy"]) if history else None
-
-    def reproduce(self) -> str:
-        opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.train.items())
-        return f"python -m memx.zoo.make {self.name}  # = train {self.task} on {self.family} {self.config}, segment {self.segment_len}, {opts}"
-
-
-_ZOO: dict[str, ZooEntry] = {}
-
-
-def register_zoo(entry: ZooEntry) -> None:
-    _ZOO[entry.name] = entry
-
-
-def zoo_entries() -> list[ZooEntry]:
-    return list(_ZOO.values())
-
-
-def is_zoo(name: str) -> bool:
-    return name in _ZOO
-
-
-def get_zoo(name: str) -> ZooEntry:
-    if name not in _ZOO:
-        raise expect_choice("zoo model", name, list(_ZOO))
-    return _ZOO[name]
-
-
-def build_zoo_model(name: str):
-    """The zoo model with its trained weights (names and shapes checked strictly)."""
-    from memx.exporter.to_onnx import load_checkpoint
-    from memx.models import build_model
-
-    entry = get_zoo(name)
-    if not entry.checkpoint.is_file():
-        raise PackageFileError(f"zoo checkpoint for {name!r} is missing", expected=str(entry.checkpoint), actual="no file", hint=f"rebuild it: {entry.reproduce()}")
-    model = build_model(entry.family, entry.config)
-    load_checkpoint(model, entry.checkpoint)
-    return model.eval()
-
-
-from memx.zoo import entries as _entries  # noqa: E402,F401  (registers the shipped models)
+__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "ZooEntry", "build_zoo_model", "get_zoo", "is_zoo", "register_zoo", "zoo_entries"]

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from memx.calibration.feeds import stratified_depths
 from memx.calibration.methods.fp16 import elide_round_trips
-from memx.calibration.policy import PrecisionPolicy, find_memory_path, name_nodes
+from memx.calibration.policy import PrecisionPolicy, name_nodes
+from memx.onnxgraph import find_memory_path
 from memx.calibration.quantize import round_state_outputs
 from memx.errors import QuantizationError, RegistryError
 

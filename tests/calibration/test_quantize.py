@@ -194,7 +194,7 @@ def test_a_stream_moves_from_fp32_to_its_quantized_package(package_of, quantized
 
 
 def test_manifest_refuses_a_mistyped_quantization_record(package_of):
-    from memx.exporter.manifest import Manifest
+    from memx.package.manifest import Manifest
 
     d = package_of("rmt-tiny").manifest.to_dict()
     d["quantization"] = "int8"
@@ -206,7 +206,7 @@ def test_engines_of_the_source_package_are_not_carried_over(private_copy, tmp_pa
     """A TensorRT plan built from the fp32 graphs would not match the quantized graphs."""
     import json
 
-    from memx.exporter.package import file_info
+    from memx.package.files import file_info
 
     src = private_copy("rmt-tiny")
     (src / "engines").mkdir()

@@ -14,7 +14,7 @@ from memx import runtimes
 from memx.errors import CheckpointError, ContractError, ExportError, PackageExistsError, SegmentLengthError
 from memx.exporter import Package, export, export_preset, validate
 from memx.exporter import to_onnx as export_module
-from memx.exporter.manifest import METADATA_KEY
+from memx.package.manifest import METADATA_KEY
 from memx.models import build_preset, presets
 
 PRESETS = [pytest.param(p.name, marks=[pytest.mark.slow] if p.size != "tiny" else []) for p in presets()]

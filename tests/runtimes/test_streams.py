@@ -22,7 +22,7 @@ from memx.errors import (
     SnapshotMismatchError,
     TokenRangeError,
 )
-from memx.runtimes import snapshot as snap
+from memx.package import snapshot as snap
 
 BACKENDS = runtimes.backends()
 # the same tests for streams whose state stays in device buffers (memx.runtimes.resident); on the

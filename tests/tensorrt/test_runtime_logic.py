@@ -10,7 +10,7 @@ import pytest
 from memx import runtimes
 from memx.errors import EngineCompatibilityError, NonFiniteStateError, SnapshotMismatchError, TokenRangeError
 from memx.runtimes.resident import concrete_shape
-from memx.tensorrt.runtime import GraphCache, GraphEngine, PingPong, ShapePlan, TensorRTStream
+from memx.runtimes.tensorrt_engine import GraphCache, GraphEngine, PingPong, ShapePlan, TensorRTStream
 from memx.tensorrt.tags import BuildTags, Profile
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memx.errors import EngineCompatibilityError, EngineError, InputError, ManifestError
-from memx.exporter.manifest import GraphInfo, TensorInfo
+from memx.package.manifest import GraphInfo, TensorInfo
 from memx.tensorrt.build import make_profile, parse_range
 from memx.tensorrt.tags import BuildTags, Profile, check_runnable, choose_profile, normalize_cc
 

@@ -1,4 +1,4 @@
-// memx.json reader: the checks of memx/exporter/manifest.py, in C++.
+// memx.json reader: the checks of memx/package/manifest.py, in C++.
 #include "memx/manifest.hpp"
 
 #include <algorithm>

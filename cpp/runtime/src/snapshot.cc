@@ -1,4 +1,4 @@
-// Snapshot bytes, identical to memx/runtimes/snapshot.py's encode/decode.
+// Snapshot bytes, identical to memx/package/snapshot.py's encode/decode.
 #include "memx/snapshot.hpp"
 
 #include <algorithm>

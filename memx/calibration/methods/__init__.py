@@ -7,67 +7,7 @@ Tests enumerate :func:`methods`, so a new method is tested by registering it.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from memx.calibration.methods import fp16, int8_dynamic, int8_qdq  # noqa: F401  (register)
+from memx.calibration.methods.base import _METHODS, CALIBRATION_METHODS, GraphJob, QuantMethod, get_method, methods, register_method
 
-import numpy as np
-
-from memx.calibration.policy import MemoryPath, PrecisionPolicy
-from memx.errors import expect_choice
-from memx.exporter.manifest import GraphInfo
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
-@dataclass
-class GraphJob:
-    """One graph to quantize: its fp32 file (nodes named), where to write the result, the
-    recorded inputs, its memory path and the policy."""
-
-    graph: GraphInfo
-    source: Path
-    target: Path
-    feeds: list[dict[str, np.ndarray]]
-    memory_path: MemoryPath
-    policy: PrecisionPolicy
-    calibration: str = "minmax"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def excluded_nodes(self) -> list[str]:
-        """Nodes kept in float: the memory path unless the policy quantizes it too."""
-        return self.memory_path.protected_nodes if self.policy.protects_memory_path else []
-
-
-class QuantMethod(ABC):
-    name: ClassVar[str]
-    precision: ClassVar[str]  # the package precision it produces (manifest PRECISIONS)
-    needs_calibration: ClassVar[bool]
-    description: ClassVar[str]
-
-    @abstractmethod
-    def quantize(self, job: GraphJob) -> dict[str, Any]:
-        """Write ``job.target``; return facts for the manifest (settings, excluded nodes)."""
-
-
-_METHODS: dict[str, type[QuantMethod]] = {}
-
-
-def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def methods() -> list[str]:
-    return list(_METHODS)
-
-
-def get_method(name: str) -> QuantMethod:
-    if name not in _METHODS:
-        raise expect_choice("quantization method", name, list(_METHODS))
-    return _METHODS[name]()
-
-
-from memx.calibration.methods import fp16, int8_dynamic, int8_qdq  # noqa: E402,F401  (register)
+__all__ = ["CALIBRATION_METHODS", "GraphJob", "QuantMethod", "_METHODS", "get_method", "methods", "register_method"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import onnx
 
-from memx.calibration.methods import GraphJob, QuantMethod, register_method
+from memx.calibration.methods.base import GraphJob, QuantMethod, register_method
 from memx.errors import QuantizationError
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
 

@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from memx.calibration.methods import GraphJob, QuantMethod, register_method
+from memx.calibration.methods.base import GraphJob, QuantMethod, register_method
 from memx.calibration.methods.int8_qdq import quiet_onnxruntime_quantization
 from memx.errors import QuantizationError
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from memx.calibration.methods import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method
+from memx.calibration.methods.base import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method
 from memx.errors import QuantizationError
 
 

@@ -1,4 +1,4 @@
-// The package manifest (memx.json), read and validated like memx/exporter/manifest.py:
+// The package manifest (memx.json), read and validated like memx/package/manifest.py:
 // unknown format versions, missing or mistyped fields, unknown keys and inconsistent wiring
 // are refused with a ManifestError naming the field, the expected and the actual value.
 #pragma once

@@ -1,4 +1,4 @@
-// Stream snapshots: the same bytes as memx/runtimes/snapshot.py, so a snapshot taken in
+// Stream snapshots: the same bytes as memx/package/snapshot.py, so a snapshot taken in
 // Python restores in C++ and vice versa. Layout (little-endian):
 //   "MEMXSNAP" | u16 version | u32 header length | header (UTF-8 JSON) | tensor bytes | sha256 of all before
 #pragma once

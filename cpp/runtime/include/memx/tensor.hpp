@@ -14,7 +14,7 @@ enum class DType { Float32, Float16, BFloat16, Int64, Int32, Int8, UInt8, Bool }
 using Shape = std::vector<int64_t>;
 
 std::size_t dtype_size(DType dtype);
-// "float32", "float16", ... as in the manifest (memx/exporter/manifest.py DTYPES)
+// "float32", "float16", ... as in the manifest (memx/package/manifest.py DTYPES)
 const char* dtype_name(DType dtype);
 DType dtype_from_name(const std::string& name);  // throws ManifestError for unknown names
 // numpy's dtype.str ("<f4", "|b1", ...), used by snapshots and .npy files

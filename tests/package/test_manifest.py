@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from memx.errors import ManifestError, ManifestVersionError, PackageFileError, UnsafePathError
 from memx.exporter import Manifest, Package
-from memx.exporter.package import check_external_data, file_info, safe_join
+from memx.package.files import check_external_data, file_info, safe_join
 
 
 def _rewrite(path: Path, edit) -> None:

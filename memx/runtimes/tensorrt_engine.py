@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memx.errors import BackendUnavailableError, EngineError
-from memx.exporter.manifest import GraphInfo
-from memx.exporter.package import Package
+from memx.package.manifest import GraphInfo
+from memx.package.files import Package
 from memx.runtimes.resident import Binding, Device, GraphCache, PingPong, ResidentStream, TorchDevice, concrete_shape
 from memx.tensorrt.tags import BuildTags, Profile, check_runnable, choose_profile, engine_tags
 

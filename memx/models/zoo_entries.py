@@ -1,6 +1,6 @@
-"""The shipped zoo models (checkpoints in memx/zoo/checkpoints/, made by memx/zoo/make.py)."""
+"""The shipped zoo models (checkpoints in memx/zoo/checkpoints/, made by memx/zoo/make.py), registered when memx.models is imported."""
 
-from memx.zoo import ZooEntry, register_zoo
+from memx.models.zoo import ZooEntry, register_zoo
 
 _RMT_AR = dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=8, max_segment_len=32)
 

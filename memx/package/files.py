@@ -21,7 +21,7 @@ from typing import Iterator
 import onnx
 
 from memx.errors import ManifestError, PackageError, PackageExistsError, PackageFileError, UnsafePathError
-from memx.exporter.manifest import MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
+from memx.package.manifest import MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
