@@ -146,9 +146,13 @@ class QuantizationError(MemxError, RuntimeError):
     """A package that cannot be quantized as asked (already quantized, method failed)."""
 
 
-def expect_choice(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> RegistryError:
-    """Build the error for an unknown name, listing what exists."""
-    return RegistryError(f"unknown {kind} {name!r}", expected=f"one of {sorted(choices)}", actual=repr(name))
+def expect_choice(kind: str, name: object, choices: list[str] | tuple[str, ...]) -> RegistryError:
+    """Build the error for an unknown name, listing what exists and the nearest choice."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return RegistryError(f"unknown {kind} {name!r}", expected=f"one of {sorted(choices)}", actual=repr(name),
+                         hint=f"did you mean {close[0]!r}?" if close else None)
 
 
 class EngineError(MemxError, RuntimeError):

@@ -1,16 +1,8 @@
 """Precision policy for the memory path (DESIGN.md §6).
 
-The *memory path* of a graph is found on the ONNX graph itself, so it works for every
-family without per-model annotations:
-
-- **read side**: from each state input forward through ops that carry the state's values
-  without mixing in the segment (data movement such as Reshape/Concat/Slice/Where, per-row
-  normalisation, affine maps with constants) up to the first MatMul/Gemm (the *memory read
-  projections*) or custom op; a residual merge with token-dependent values ends the walk;
-- **write side**: from each state output backward through the same kind of ops (and
-  products/normalisations, e.g. Memformer's Biased Memory Normalization) up to the
-  MatMul/Gemm that computed the written values (the *memory write computations*); a sum of
-  two computed values (a residual Add) ends the walk.
+The *memory path* of a graph (the tensors that carry state values, the projections that
+read them and the computations that write them) is found on the ONNX graph itself by
+``memx.onnxgraph.find_memory_path``, so it works for every family without annotations.
 
 Under the default policy (state precision fp32) these MatMuls are excluded from int8 and
 fp16, and no Q/DQ or Cast ever touches a tensor of the path, so the recurrent memory is

@@ -14,11 +14,12 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from memx.errors import MemxError, expect_choice
+from memx.errors import MemxError
+from memx.registry import Registry
 from memx.models.base import SegmentModel
 
-_FAMILIES: dict[str, type[SegmentModel]] = {}
-_PRESETS: dict[str, "Preset"] = {}
+_FAMILIES: Registry[type[SegmentModel]] = Registry("model family")
+_PRESETS: Registry["Preset"] = Registry("preset")
 
 M = TypeVar("M", bound=type[SegmentModel])
 
@@ -35,19 +36,15 @@ class Preset:
 
 def register_family(name: str) -> Callable[[M], M]:
     def wrap(cls: M) -> M:
-        if name in _FAMILIES:
-            raise MemxError(f"family {name!r} registered twice")
+        _FAMILIES.add(name, cls)
         cls.family = name
-        _FAMILIES[name] = cls
         return cls
 
     return wrap
 
 
 def register_preset(name: str, family: str, *, size: str, description: str, **config: Any) -> None:
-    if name in _PRESETS:
-        raise MemxError(f"preset {name!r} registered twice")
-    _PRESETS[name] = Preset(name=name, family=family, config=config, description=description, size=size)
+    _PRESETS.add(name, Preset(name=name, family=family, config=config, description=description, size=size))
 
 
 def families() -> dict[str, type[SegmentModel]]:
@@ -59,15 +56,11 @@ def presets(size: str | None = None) -> list[Preset]:
 
 
 def get_family(name: str) -> type[SegmentModel]:
-    if name not in _FAMILIES:
-        raise expect_choice("model family", name, list(_FAMILIES))
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
 def get_preset(name: str) -> Preset:
-    if name not in _PRESETS:
-        raise expect_choice("preset", name, list(_PRESETS))
-    return _PRESETS[name]
+    return _PRESETS.get(name)
 
 
 def make_config(family: str, values: dict[str, Any]) -> Any:

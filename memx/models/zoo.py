@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memx.errors import PackageFileError, expect_choice
+from memx.errors import PackageFileError
+from memx.registry import Registry
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "zoo" / "checkpoints"  # shipped as package data of memx.zoo
 DEFAULT_MODEL = "gmat-majority"  # what `memx quickstart` and `make quickstart` run
@@ -54,11 +55,11 @@ class ZooEntry:
         return f"python -m memx.zoo.make {self.name}  # = train {self.task} on {self.family} {self.config}, segment {self.segment_len}, {opts}"
 
 
-_ZOO: dict[str, ZooEntry] = {}
+_ZOO: Registry[ZooEntry] = Registry("zoo model")
 
 
 def register_zoo(entry: ZooEntry) -> None:
-    _ZOO[entry.name] = entry
+    _ZOO.add(entry.name, entry)
 
 
 def zoo_entries() -> list[ZooEntry]:
@@ -70,9 +71,7 @@ def is_zoo(name: str) -> bool:
 
 
 def get_zoo(name: str) -> ZooEntry:
-    if name not in _ZOO:
-        raise expect_choice("zoo model", name, list(_ZOO))
-    return _ZOO[name]
+    return _ZOO.get(name)
 
 
 def build_zoo_model(name: str):

@@ -14,6 +14,8 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from memx.registry import Registry
+
 DOMAIN = "memx"
 DOMAIN_VERSION = 1
 
@@ -31,11 +33,11 @@ class CustomOp:
     version: int = DOMAIN_VERSION
 
 
-_OPS: dict[str, CustomOp] = {}
+_OPS: Registry[CustomOp] = Registry("custom op")
 
 
 def register_custom_op(op: CustomOp) -> CustomOp:
-    _OPS[op.name] = op
+    _OPS.add(op.name, op)
     return op
 
 
@@ -44,11 +46,7 @@ def custom_ops() -> list[CustomOp]:
 
 
 def get_custom_op(name: str) -> CustomOp:
-    from memx.errors import expect_choice
-
-    if name not in _OPS:
-        raise expect_choice("custom op", name, list(_OPS))
-    return _OPS[name]
+    return _OPS.get(name)
 
 
 @contextlib.contextmanager

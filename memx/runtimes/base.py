@@ -20,7 +20,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, StateError, expect_choice
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, StateError
+from memx.registry import Registry
 from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package
 from memx.package import snapshot as snap
@@ -52,13 +53,14 @@ class Backend(ABC):
         return None
 
 
-_BACKENDS: dict[str, type[Backend] | str] = {}  # a class, or the module that registers it on import
+_BACKENDS: Registry[type[Backend] | str] = Registry("backend")  # a class, or the module that registers it on import
 
 
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
     def wrap(cls: type[Backend]) -> type[Backend]:
         cls.name = name
-        _BACKENDS[name] = cls
+        lazy = name in _BACKENDS and isinstance(_BACKENDS.get(name), str)
+        _BACKENDS.add(name, cls, replace=lazy)  # a lazy entry becomes its class; a second class is refused
         return cls
 
     return wrap
@@ -66,7 +68,8 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 def register_lazy_backend(name: str, module: str) -> None:
     """Register a backend whose module (and library) is imported on first use."""
-    _BACKENDS.setdefault(name, module)
+    if name not in _BACKENDS:
+        _BACKENDS.add(name, module)
 
 
 def backends() -> list[str]:
@@ -74,15 +77,13 @@ def backends() -> list[str]:
 
 
 def get_backend(name: str) -> type[Backend]:
-    if name not in _BACKENDS:
-        raise expect_choice("backend", name, list(_BACKENDS))
-    entry = _BACKENDS[name]
+    entry = _BACKENDS.get(name)
     if isinstance(entry, str):
         try:
             importlib.import_module(entry)
         except ImportError as e:
             raise BackendUnavailableError(f"backend {name!r} cannot be imported: {e}", hint="install its library (e.g. pip install torch)") from None
-        entry = _BACKENDS[name]
+        entry = _BACKENDS.get(name)
         if isinstance(entry, str):
             raise InternalError(f"module {entry} did not register backend {name!r}")
     return entry

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from memx.errors import InputError, PackageFileError
 from memx.tensorrt import versions as tv
 from memx.onnxgraph import all_nodes
+from memx.registry import Registry
 from memx.tensorrt.tags import parse_cc
 
 SEVERITIES = ("error", "warning", "info")
@@ -59,12 +60,12 @@ class GraphContext:
 
 
 Check = Callable[[GraphContext], Iterable[Finding]]
-CHECKS: dict[str, Check] = {}
+CHECKS: Registry[Check] = Registry("doctor check")
 
 
 def check(name: str) -> Callable[[Check], Check]:
     def wrap(fn: Check) -> Check:
-        CHECKS[name] = fn
+        CHECKS.add(name, fn)
         return fn
 
     return wrap

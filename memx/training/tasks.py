@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from memx.errors import expect_choice
+from memx.registry import Registry
 
 PAD, SEP, QUERY = 0, 1, 2
 FIRST_SYMBOL = 3
@@ -42,12 +42,12 @@ class Task:
     make: Callable[[np.random.Generator, int, int], Episode]  # (rng, batch, segment_len)
 
 
-_TASKS: dict[str, Task] = {}
+_TASKS: Registry[Task] = Registry("task")
 
 
 def register_task(name: str, description: str, vocab_size: int) -> Callable:
     def wrap(fn: Callable[[np.random.Generator, int, int], Episode]) -> Callable:
-        _TASKS[name] = Task(name, description, vocab_size, fn)
+        _TASKS.add(name, Task(name, description, vocab_size, fn))
         return fn
 
     return wrap
@@ -58,9 +58,7 @@ def tasks() -> list[Task]:
 
 
 def get_task(name: str) -> Task:
-    if name not in _TASKS:
-        raise expect_choice("task", name, list(_TASKS))
-    return _TASKS[name]
+    return _TASKS.get(name)
 
 
 def _answer_episode(prompt: np.ndarray, answer: np.ndarray, segment_len: int) -> Episode:

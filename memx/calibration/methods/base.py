@@ -11,7 +11,7 @@ import numpy as np
 
 from memx.calibration.policy import PrecisionPolicy
 from memx.onnxgraph import MemoryPath
-from memx.errors import expect_choice
+from memx.registry import Registry
 from memx.package.manifest import GraphInfo
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -48,11 +48,11 @@ class QuantMethod(ABC):
         """Write ``job.target``; return facts for the manifest (settings, excluded nodes)."""
 
 
-_METHODS: dict[str, type[QuantMethod]] = {}
+_METHODS: Registry[type[QuantMethod]] = Registry("quantization method")
 
 
 def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
-    _METHODS[cls.name] = cls
+    _METHODS.add(cls.name, cls)
     return cls
 
 
@@ -61,6 +61,4 @@ def methods() -> list[str]:
 
 
 def get_method(name: str) -> QuantMethod:
-    if name not in _METHODS:
-        raise expect_choice("quantization method", name, list(_METHODS))
-    return _METHODS[name]()
+    return _METHODS.get(name)()
