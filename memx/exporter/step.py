@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from memx.errors import ContractError
-from memx.models.base import SegmentModel
+from memx.models.base import SegmentModel, WholeStep
 
 
 def state_input_name(name: str) -> str:
@@ -15,18 +15,6 @@ def state_input_name(name: str) -> str:
 
 def state_output_name(name: str) -> str:
     return f"state_out.{name}"
-
-
-class StepModule(nn.Module):
-    """Gives every family one flat signature: forward(tokens, lengths, reset, *state)."""
-
-    def __init__(self, model: SegmentModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(*args)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def example_inputs(model: SegmentModel, batch: int, segment: int) -> tuple[torch.Tensor, ...]:
@@ -52,7 +40,7 @@ def check_contract(model: nn.Module, segment_len: int) -> None:
         raise ContractError("state and output names must be unique", expected="unique names", actual=names)
     args = example_inputs(model, 2, segment_len)
     with torch.no_grad():
-        result = StepModule(model)(*args)
+        result = WholeStep(model)(*args)
     if len(result) != len(outs) + len(specs):
         raise ContractError("step returned the wrong number of tensors", expected=f"{len(outs)} outputs + {len(specs)} states", actual=len(result))
     for spec, t in zip(specs, result[len(outs):]):

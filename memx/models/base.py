@@ -104,7 +104,7 @@ class SegmentModel(nn.Module):
         """A module whose forward(*inputs) returns the graph's outputs, in spec order."""
         if name != "step":
             raise KeyError(name)
-        return _WholeStep(self)
+        return WholeStep(self)
 
     # --- helpers for subclasses -------------------------------------------------------
     @staticmethod
@@ -136,7 +136,7 @@ class SegmentModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-class _WholeStep(nn.Module):
+class WholeStep(nn.Module):
     """The single-graph step: forward(tokens, lengths, reset, *state) as one flat tuple."""
 
     def __init__(self, model: SegmentModel):
