@@ -26,7 +26,8 @@ from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package
 from memx.package import snapshot as snap
 from memx.runtimes.resident import ResidentStream
-from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
+from memx.runtimes.stream import Stream
+from memx.runtimes.inputs import check_tokens, non_finite_state_error
 
 
 class Backend(ABC):
@@ -232,67 +233,6 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision}
-
-
-class Stream:
-    """One stream (or a fixed batch of ``batch_size`` streams) carrying memory across steps."""
-
-    def __init__(self, runtime: Runtime, batch_size: int):
-        self.runtime = runtime
-        self.batch_size = batch_size
-        self._st = runtime.fresh_state(batch_size)
-        self._no_reset = np.zeros(batch_size, dtype=bool)  # shared by every state after a step; never written
-        self._no_reset.flags.writeable = False
-        self._lengths: dict[int, np.ndarray] = {}
-
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        """Copies of the current state tensors, (B, ...) each."""
-        return {k: v.copy() for k, v in self._st.states.items()}
-
-    @property
-    def segments(self) -> int:
-        return self._st.segments
-
-    def step(self, tokens: Any, lengths: Any = None, reset: Any = None) -> dict[str, np.ndarray]:
-        """Run one segment. tokens (B, S) int (or (S,) for batch 1); lengths (B,) real tokens
-        per row (default S); reset (B,) bool starts rows anew. Returns the outputs by name
-        (batch axis dropped when tokens were 1-D). On any error the state is unchanged."""
-        m = self.runtime.manifest
-        tokens = as_array(tokens, "tokens")
-        squeeze = tokens.ndim == 1
-        tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
-        lens = self._full_lengths(tok.shape[1]) if lengths is None else check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
-        pending = self._st.pending_reset
-        if reset is None:
-            rst = pending  # read-only below: the graph reads it, nothing writes it
-        else:
-            rst = check_reset(reset, batch=self.batch_size) | pending
-        outputs, new_state = self.runtime.run_step(tok, lens, rst, self._st.states)
-        self._st = StreamState(new_state, self._no_reset, self._st.segments + 1)
-        return {k: v[0] for k, v in outputs.items()} if squeeze else outputs
-
-    def _full_lengths(self, segment_len: int) -> np.ndarray:
-        """lengths for a step without padding, made once per segment length (read-only)."""
-        cached = self._lengths.get(segment_len)
-        if cached is None:
-            cached = check_lengths(None, batch=self.batch_size, segment_len=segment_len)
-            cached.flags.writeable = False
-            self._lengths[segment_len] = cached
-        return cached
-
-    def reset(self, rows: Any = None) -> None:
-        """Start rows (default: all) anew at the next step; their state is zeroed now."""
-        sel = reset_selection(rows, self.batch_size)
-        states = {k: np.where(sel.reshape(-1, *([1] * (v.ndim - 1))), 0, v).astype(v.dtype) for k, v in self._st.states.items()}
-        self._st = StreamState(states, self._st.pending_reset | sel, 0 if rows is None else self._st.segments)
-
-    def snapshot(self) -> bytes:
-        return self.runtime.snapshot_of(self._st)
-
-    def restore(self, blob: bytes) -> None:
-        """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
-        self._st = self.runtime.restore_from(blob, batch=self.batch_size)
 
 
 @dataclass

@@ -29,7 +29,8 @@ import numpy as np
 from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError
 from memx.package.files import Package
 from memx.package import snapshot as snap
-from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, non_finite_state_error, reset_selection
+from memx.runtimes.inputs import non_finite_state_error
+from memx.runtimes.stream import Stream
 
 
 # --- devices -----------------------------------------------------------------------------------
@@ -272,36 +273,23 @@ class Executor(Protocol):
         """Run every graph once on the bound buffers (capturable)."""
 
 
-# --- the stream --------------------------------------------------------------------------------
-class ResidentStream:
-    """A stream (or fixed batch of streams) whose state never leaves the device during steps.
+# --- the store and the stream ------------------------------------------------------------------
+class DeviceStore:
+    """State in ping-pong device buffers (the StateStore of stream.py): a step uploads tokens,
+    lengths and reset, launches the executor (or replays its CUDA graph), checks the written
+    buffers for NaN/Inf on the device and downloads the outputs; ``commit`` flips the sets."""
 
-    Same API and guarantees as ``memx.runtimes.Stream``: validated inputs, transactional steps
-    (state and parity unchanged after any failure), reset(rows), snapshot/restore."""
-
-    def __init__(self, package: Package, executor: Executor, device: Device, batch_size: int = 1, *, cuda_graphs: bool = False, check_finite: bool = True):
-        if batch_size < 1:
-            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
-        if cuda_graphs and not device.graphs_supported:
-            raise BackendUnavailableError(f"CUDA graphs are not available for {executor.name} on this device", expected="a CUDA device of the torch or tensorrt backend",
-                                          actual=str(getattr(device, "device", type(device).__name__)))
+    def __init__(self, package: Package, executor: Executor, device: Device, batch_size: int, *, cuda_graphs: bool, check_finite: bool):
         self.package, self.executor, self.device = package, executor, device
         self.batch_size, self.cuda_graphs, self.check_finite = batch_size, cuda_graphs, check_finite
-        m = package.manifest
-        self._model_id = m.model_id()
-        self.schema = snap.state_schema(m)
+        self.schema = snap.state_schema(package.manifest)
         self.buffers = PingPong(self._state_buffers(), self._state_buffers())
-        self.pending = np.ones(batch_size, dtype=bool)
-        self.segments = 0
         self._io: tuple[int, dict[str, Any]] | None = None  # (segment, buffers of the non-state tensors)
         self.graphs = GraphCache()
+        self._ran = False
 
     def _state_buffers(self) -> dict[str, Any]:
         return {n: self.device.empty((self.batch_size, *shape), dtype) for n, (shape, dtype) in self.schema.items()}
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
 
     # buffers of tokens/lengths/reset, outputs and values passed between graphs: one shape at a time
     def _io_buffers(self, segment: int) -> dict[str, Any]:
@@ -342,20 +330,14 @@ class ResidentStream:
         self.device.synchronize()
         return self.device.capture(lambda: self.executor.launch(handle))
 
-    def step(self, tokens: Any, lengths: Any = None, reset: Any = None) -> dict[str, np.ndarray]:
-        """Run one segment; see ``memx.runtimes.Stream.step``. On any error the state is unchanged."""
+    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> dict[str, np.ndarray]:
+        self._ran = False
         m = self.package.manifest
-        tokens = as_array(tokens, "tokens")
-        squeeze = tokens.ndim == 1
-        tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
-        seg = tok.shape[1]
-        lens = check_lengths(lengths, batch=self.batch_size, segment_len=seg)
-        rst = check_reset(reset, batch=self.batch_size) | self.pending
         try:
-            binding = self._binding(seg)
-            self.device.upload(binding.inputs["tokens"], tok)
-            self.device.upload(binding.inputs["lengths"], lens)
-            self.device.upload(binding.inputs["reset"], rst)
+            binding = self._binding(tokens.shape[1])
+            self.device.upload(binding.inputs["tokens"], tokens)
+            self.device.upload(binding.inputs["lengths"], lengths)
+            self.device.upload(binding.inputs["reset"], reset)
             self._launch(binding)
             self.device.synchronize()
             outputs = {o.name: self.device.download(binding.outputs[o.name]) for o in m.outputs}
@@ -365,45 +347,50 @@ class ResidentStream:
             raise BackendRunError(f"{self.executor.name} failed to run a step: {type(e).__name__}: {e}") from e
         if self.check_finite:
             self._check_finite(self.buffers.writes())
-        self.buffers.flip()
-        self.pending = np.zeros(self.batch_size, dtype=bool)
-        self.segments += 1
-        return {k: v[0] for k, v in outputs.items()} if squeeze else outputs
+        self._ran = True
+        return outputs
 
     def _check_finite(self, states: dict[str, Any]) -> None:
         for name, buf in states.items():
             if not self.device.all_finite(buf):
                 raise non_finite_state_error(name, self.device.download(buf))
 
-    @property
-    def state(self) -> dict[str, np.ndarray]:
-        """Copies of the current state tensors, (B, ...) each (downloaded from the device)."""
+    def commit(self) -> None:
+        if self._ran:
+            self.buffers.flip()
+            self._ran = False
+
+    def read(self) -> dict[str, np.ndarray]:
         return {n: self.device.download(b) for n, b in self.buffers.reads().items()}
 
-    def _replace_state(self, states: dict[str, np.ndarray]) -> None:
+    def replace(self, states: dict[str, np.ndarray]) -> None:
         """Write new state into the free buffer set, then flip: all or nothing, like a step."""
         for name, arr in states.items():
             self.device.upload(self.buffers.writes()[name], arr)
         self.buffers.flip()
 
-    def snapshot(self) -> bytes:
-        return snap.encode(snap.SnapshotData(self._model_id, self.state, self.pending.copy(), self.segments))
 
-    def restore(self, blob: bytes) -> None:
-        """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
-        data = snap.decode(blob)
-        snap.check_compatible(data, model_id=self._model_id, batch=self.batch_size, schema=self.schema)
-        self._replace_state(data.states)
-        self.pending, self.segments = data.pending_reset.copy(), data.segments
+class ResidentStream(Stream):
+    """A stream whose state never leaves the device during steps: the one ``Stream`` over a
+    ``DeviceStore``, so the same API and guarantees (validated inputs, transactional steps,
+    reset(rows), snapshot/restore in the common bytes)."""
 
-    def reset(self, rows: Any = None) -> None:
-        """Start rows (default: all) anew at the next step; their state is zeroed now."""
-        sel = reset_selection(rows, self.batch_size)
-        states = self.state
-        for arr in states.values():
-            arr[sel] = 0
-        self._replace_state(states)
-        self.pending = self.pending | sel
-        if rows is None:
-            self.segments = 0
+    def __init__(self, package: Package, executor: Executor, device: Device, batch_size: int = 1, *, cuda_graphs: bool = False, check_finite: bool = True):
+        if batch_size < 1:
+            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
+        if cuda_graphs and not device.graphs_supported:
+            raise BackendUnavailableError(f"CUDA graphs are not available for {executor.name} on this device", expected="a CUDA device of the torch or tensorrt backend",
+                                          actual=str(getattr(device, "device", type(device).__name__)))
+        self.runtime = None
+        store = DeviceStore(package, executor, device, batch_size, cuda_graphs=cuda_graphs, check_finite=check_finite)
+        m = package.manifest
+        self._bind(m, m.model_id(), store.schema, store, batch_size)
+        self.device_store = store
 
+    # the store's parts, for tools and tests that look at the device side
+    package = property(lambda self: self.device_store.package)
+    executor = property(lambda self: self.device_store.executor)
+    device = property(lambda self: self.device_store.device)
+    buffers = property(lambda self: self.device_store.buffers)
+    graphs = property(lambda self: self.device_store.graphs)
+    cuda_graphs = property(lambda self: self.device_store.cuda_graphs)

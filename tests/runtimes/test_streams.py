@@ -159,12 +159,9 @@ def test_snapshot_of_a_fresh_stream_still_resets(rt):
     fresh = rt.stream()
     blob = fresh.snapshot()
     restored = rt.stream()
-    if isinstance(restored, runtimes.ResidentStream):  # a used stream with garbage
-        restored.device.upload(restored.buffers.reads()["memory"], np.full(restored.state["memory"].shape, 5.0, dtype=np.float32))
-        restored.pending[:] = False
-    else:
-        restored._st.states["memory"][:] = 5.0
-        restored._st.pending_reset[:] = False
+    restored.reset()  # a used stream with garbage, whatever its state store
+    restored._store.replace({"memory": np.full(restored.state["memory"].shape, 5.0, dtype=np.float32)})
+    restored.pending[:] = False
     restored.restore(blob)
     x = np.arange(8) % V
     np.testing.assert_array_equal(restored.step(x)["logits"], rt.stream().step(x)["logits"])
