@@ -171,20 +171,25 @@ def main(argv: list[str]) -> int:
         for t in threads:
             t.join()
         failures += results
+    return finish(run, failures, args.budget)
+
+
+def finish(run: Run, failures: list[int], budget: float | None) -> int:
+    """Print and write the phase table; the exit status (first failure, 3 over budget, else 0)."""
     total = run.elapsed()
-    table = render(run, total, args.budget)
+    table = render(run, total, budget)
     BUILD.mkdir(exist_ok=True)
     (BUILD / "test-phases.md").write_text(table + "\n")
-    (BUILD / "test-phases.json").write_text(json.dumps({"total_s": total, "budget_s": args.budget, "phases": [
+    (BUILD / "test-phases.json").write_text(json.dumps({"total_s": total, "budget_s": budget, "phases": [
         {k: v for k, v in asdict(p).items() if k != "env"} for p in run.phases]}, indent=1))
     print("\n" + table + "\n", flush=True)
     failed = [rc for rc in failures if rc != 0]
     if failed:
         print(f"FAILED: {len(failed)} phase chain(s) failed (see above)", flush=True)
         code = failed[0]
-    elif args.budget and total > args.budget:
-        print(f"FAILED: the test run took {total:.0f} s ({total / 60:.1f} min), over its budget of {args.budget:.0f} s "
-              f"({args.budget / 60:.0f} min). The table above says which phase grew.", flush=True)
+    elif budget and total > budget:
+        print(f"FAILED: the test run took {total:.0f} s ({total / 60:.1f} min), over its budget of {budget:.0f} s "
+              f"({budget / 60:.0f} min). The table above says which phase grew.", flush=True)
         code = 3
     else:
         print(f"all phases passed in {total:.0f} s ({total / 60:.1f} min)", flush=True)
