@@ -18,7 +18,7 @@ from rich.table import Table
 
 from memx import runtimes
 from memx.exporter import ParityReport, export_preset, validate
-from memx.package.files import update_manifest
+from memx.package.files import record_validation
 from memx.formatting import format_shape, human_bytes
 from memx.progress import progress_range
 from memx.zoo import DEFAULT_MODEL
@@ -110,8 +110,7 @@ def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int 
 
     con.print(f"{next(label)} validate ONNX Runtime against PyTorch over {segments} segments (outputs and states)")
     parity = validate(pkg, segments=segments, batch=4)
-    m.validation = {"onnxruntime:cpu": parity.to_dict()}
-    update_manifest(pkg, m)
+    record_validation(pkg, "onnxruntime:cpu", parity.to_dict())
 
     rt = runtimes.open(pkg, backend="onnxruntime")
     task = None

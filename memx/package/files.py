@@ -120,6 +120,15 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def record_validation(pkg: Package, key: str, result: dict) -> None:
+    """Keep one validation result in the package's manifest under ``key`` (e.g.
+    "onnxruntime:cpu", "precision:precision-vs-torch"), replacing an earlier one of that key;
+    the manifest is rewritten atomically."""
+    m = pkg.manifest
+    m.validation = {**(m.validation or {}), key: result}
+    update_manifest(pkg, m)
+
+
 def update_manifest(pkg: Package, manifest: Manifest) -> None:
     """Replace memx.json atomically (e.g. to record validation results)."""
     write_text_atomic(pkg.path / MANIFEST_FILE, manifest.to_json())

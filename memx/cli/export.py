@@ -1,0 +1,106 @@
+"""`memx export` and `memx validate`: a package from a model, and its long-horizon checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from memx.cli.app import app, err, errors_to_exit, out
+from memx.cli.render import print_drift, print_parity, shape_text
+from memx.errors import expect_choice
+
+
+@app.command()
+@errors_to_exit
+def export(
+    target: str = typer.Argument(..., help="A trained zoo model or a preset name (see `memx zoo`)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Package directory to write (NAME.memx)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Weights to load (.safetensors, names/shapes checked strictly)."),
+    segment_len: Optional[int] = typer.Option(None, help="Longest segment the package accepts (default: the model's maximum)."),
+    opset: int = typer.Option(18, help="ONNX opset (>= 17)."),
+    seed: int = typer.Option(0, help="Seed for the initial weights when no checkpoint is given."),
+    verify_segments: int = typer.Option(32, help="Segments of parity check before the package is written (0: skip)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
+    inline_custom_ops: bool = typer.Option(False, "--inline-custom-ops", help="Export sparse attention as plain ONNX ops instead of memx custom ops (each with a reference body)."),
+) -> None:
+    """Export one segment step of a model to a memx package (ONNX + manifest).
+
+    GMAT's sparse attention becomes one memx.LocalGlobalAttention node per layer with a
+    model-local reference body: ONNX Runtime runs the C++ kernel when libmemx_ops is built
+    (`make ops`), the body otherwise; TensorRT parses the body unless a plugin claims the node."""
+    from memx.exporter import export_preset
+
+    t0 = time.perf_counter()
+    pkg = export_preset(
+        target, out_dir, seed=seed, checkpoint=checkpoint, segment_len=segment_len, opset=opset, force=force,
+        verify_segments=verify_segments, inline_custom_ops=inline_custom_ops, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
+    )
+    m = pkg.manifest
+    states = ", ".join(f"{s.name}{shape_text(s.shape)}" for s in m.state) or "none (stateless step)"
+    out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command()
+@errors_to_exit
+def validate(
+    package: Path = typer.Argument(..., help="Package directory."),
+    segments: Optional[int] = typer.Option(None, help="Segments to run (default 256 for parity, 1024 for quantized packages; long streams catch drift one step cannot)."),
+    backend: str = typer.Option("onnxruntime", help="Backend to check against the PyTorch reference."),
+    device: str = typer.Option("cpu", help="Device for the backend (cpu, cuda, tensorrt)."),
+    batch: int = typer.Option(4, help="Streams run side by side."),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance for outputs and states (fp32 parity)."),
+    seed: int = typer.Option(0, help="Seed of the random streams."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    record: bool = typer.Option(True, help="Record the result in the package manifest."),
+    kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
+    against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
+                                          "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
+    max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
+    drift_tol: float = typer.Option(0.05, help="Precision check: state relative error that counts as divergence."),
+) -> None:
+    """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
+    --atol), or, for quantized packages (or with --against), drift and task accuracy."""
+    from memx.exporter import Package
+    from memx.exporter import validate as run_validation
+    from memx.package.files import record_validation
+
+    pkg = Package.open(package)
+    choices = {"auto": None, "on": True, "off": False}
+    if kernels not in choices:
+        raise expect_choice("--kernels value", kernels, list(choices))
+    options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
+    if against is None and pkg.manifest.precision != "fp32":
+        against = "torch"
+    if against is not None:
+        _validate_precision(pkg, against, segments or 1024, batch, seed, drift_tol, max_accuracy_drop, json_out, record, options)
+        return
+    report = run_validation(pkg, backend=backend, device=device, segments=segments or 256, batch=batch, atol=atol, seed=seed, backend_options=options)
+    print_parity(report)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if record:
+        record_validation(pkg, f"{backend}:{device}", report.to_dict())
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed: int, drift_tol: float, max_drop: float,
+                        json_out: Optional[Path], record: bool, options: dict[str, Any]) -> None:
+    from memx.calibration.evaluate import compare_precision, report_name, save_report
+    from memx.package.files import record_validation
+
+    report = compare_precision(pkg, against=against, segments=segments, batch=batch, seed=seed, drift_tol=drift_tol,
+                               max_accuracy_drop=max_drop, backend_options=options)
+    saved = save_report(pkg, report, report_name(against))
+    print_drift(report)
+    out.print("report: " + ", ".join(str(pkg.path / p) for p in saved.values()), highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    if record:
+        record_validation(pkg, f"precision:{report_name(against)}", {**report.record(), "reports": saved})
+    if not report.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,119 @@
+"""`memx inspect` and `memx zoo`: what a package holds, the trained models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from memx.cli.app import app, errors_to_exit, out
+from memx.cli.render import print_quantization, shape_text, state_summary
+
+
+@app.command()
+@errors_to_exit
+def inspect(
+    package: Path = typer.Argument(..., help="Package directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    verify: bool = typer.Option(False, help="Also check every file's sha256."),
+) -> None:
+    """Show a package: state tensors, graph inputs/outputs, ops, precision, size, validation."""
+    from memx.exporter import Package
+    from memx.formatting import human_bytes
+    from memx.inspection import describe_package
+
+    info = describe_package(Package.open(package, verify=verify))
+    if json_out:
+        out.print_json(json.dumps(info))
+        return
+    out.print(f"[bold]{info['path']}[/]  family={info['family']} preset={info['preset']} precision={info['precision']} "
+              f"format v{info['format_version']} size={human_bytes(info['size_bytes'])}", highlight=False)
+    out.print(f"vocab {info['vocab_size']}, segment length {info['segment']['min']}..{info['segment']['max']}, "
+              f"state per stream {human_bytes(info['state_bytes_per_stream'])}, model id {info['model_id'][:16]}", highlight=False)
+    st = Table(title="state (carried between segments)")
+    for col in ("name", "shape", "dtype", "precision", "graph input → output"):
+        st.add_column(col)
+    for s in info["state"]:
+        st.add_row(s["name"], shape_text(s["shape"]), s["dtype"], s["precision"], f"{s['input']} → {s['output']}")
+    if not info["state"]:
+        st.add_row("(none)", "", "", "", "stateless step")
+    out.print(st)
+    if len(info["graphs"]) > 1:
+        out.print("graphs run in this order each step: " + " → ".join(g["name"] for g in info["graphs"]), highlight=False)
+    for g in info["graphs"]:
+        io = Table(title=f"graph {g['name']} ({g['file']}, {g['nodes']} nodes, opset {g['opset']})")
+        for col in ("direction", "name", "dtype", "shape"):
+            io.add_column(col)
+        for t in g["inputs"]:
+            source = g["consumes"].get(t["name"])
+            io.add_row("in", t["name"] + (f" (from {source})" if source else ""), t["dtype"], shape_text(t["shape"]))
+        for t in g["outputs"]:
+            io.add_row("out", t["name"], t["dtype"], shape_text(t["shape"]))
+        out.print(io)
+        out.print("ops: " + ", ".join(f"{k}×{v}" for k, v in g["ops"].items()), highlight=False)
+        out.print("custom ops: " + (", ".join(f"{c['domain']}.{c['op']}×{c['count']}" for c in g["custom_ops"]) or "none"), highlight=False)
+    for op in info["custom_op_kernels"]:
+        kt = Table(title=f"custom op {op['domain']}.{op['op']} v{op['version']}: what runs it")
+        kt.add_column("backend", no_wrap=True)
+        kt.add_column("runs")
+        for backend_name, how in op["backends"].items():
+            kt.add_row(backend_name, escape(how))
+        out.print(kt)
+    if info["quantization"]:
+        print_quantization(info["quantization"])
+    if info["validation"]:
+        for key, v in info["validation"].items():
+            if key.startswith("precision:"):
+                acc = v.get("task_accuracy")
+                what = f"task {acc['candidate']:.2%} vs {acc['reference']:.2%} ({-acc['drop_points']:+.2f} points)" if acc else \
+                    f"top-1 agreement {v['summary']['top1_agreement_mean']:.2%}"
+                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, {what} over {v['segments']} segments", highlight=False)
+            else:
+                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")
+    else:
+        out.print("validation: not run (memx validate records it)")
+
+
+@app.command()
+@errors_to_exit
+def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List model families and presets."""
+    from memx.models import build_preset, families, presets
+
+    rows = []
+    for p in presets():
+        model = build_preset(p.name)
+        rows.append({"preset": p.name, "family": p.family, "size": p.size, "parameters": model.num_parameters(),
+                     "state": {s.name: list(s.shape) for s in model.state_specs()}, "max_segment_len": model.max_segment_len,
+                     "description": p.description})
+    from memx.zoo import zoo_entries
+
+    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "metric": e.metric, "chance": e.chance,
+                "accuracy": e.trained_accuracy(), "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
+               for e in zoo_entries()]
+    if json_out:
+        out.print_json(json.dumps({"families": sorted(families()), "presets": rows, "zoo": trained}))
+        return
+    table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
+    for col in ("preset", "family", "params"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("state per stream")
+    table.add_column("S max", no_wrap=True)
+    table.add_column("description")
+    for r in rows:
+        state = state_summary(r["state"])
+        params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
+        table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
+    out.print(table)
+    z = Table(title="trained zoo models (memx export NAME --out DIR; accuracy on held-out episodes, docs/zoo.md)")
+    for col in ("name", "family", "task", "segment", "metric", "accuracy", "chance"):
+        z.add_column(col, no_wrap=True)
+    for e in trained:
+        acc = f"{e['accuracy']:.1%}" if e["accuracy"] is not None else "—"
+        z.add_row(e["name"], e["family"], e["task"], str(e["segment_len"]), e["metric"], acc if e["available"] else "[red]checkpoint missing[/]", f"{e['chance']:.1%}")
+    out.print(z)
+    for e in trained:
+        out.print(f"[bold]{e['name']}[/]: {escape(e['description'])}")
