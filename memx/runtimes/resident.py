@@ -94,13 +94,19 @@ class TorchDevice:
         return buf.detach().cpu().numpy().copy()  # .numpy() of a CPU tensor shares its memory
 
     def all_finite(self, buf: Any) -> bool:
-        if not buf.is_floating_point():
+        return self.all_finite_many([buf])
+
+    def all_finite_many(self, bufs: list[Any]) -> bool:
+        """One reduction over every float buffer: one bool crosses to the host, one sync per step."""
+        floats = [b for b in bufs if b.is_floating_point()]
+        if not floats:
             return True
+        torch = self.torch
         if self.stream is None:
-            return bool(self.torch.isfinite(buf).all())
-        with self.torch.cuda.stream(self.stream):
-            ok = self.torch.isfinite(buf).all()
-        return bool(ok.item())  # one bool crosses to the host, not the state
+            return bool(torch.stack([torch.isfinite(b).all() for b in floats]).all())
+        with torch.cuda.stream(self.stream):
+            ok = torch.stack([torch.isfinite(b).all() for b in floats]).all()
+        return bool(ok.item())
 
     @property
     def stream_handle(self) -> int:
@@ -351,6 +357,11 @@ class DeviceStore:
         return outputs
 
     def _check_finite(self, states: dict[str, Any]) -> None:
+        """NaN/Inf in a new state is an error naming the state: one fused device reduction
+        where the device has it (torch), each buffer looked at only when it trips."""
+        fused = getattr(self.device, "all_finite_many", None)
+        if fused is not None and fused(list(states.values())):
+            return
         for name, buf in states.items():
             if not self.device.all_finite(buf):
                 raise non_finite_state_error(name, self.device.download(buf))

@@ -156,3 +156,28 @@ def test_nan_state_is_caught_on_the_device_and_leaves_the_stream_unchanged(packa
     with pytest.raises(NonFiniteStateError, match=r"rows \[1\]"):
         s.step(*next(_segments(rng, 64, 32, 2, 1)))
     assert s.snapshot() == before and s.buffers.parity == parity and s.segments == 3
+
+
+@pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
+def test_a_nan_in_one_of_many_states_is_named_and_leaves_every_state_unchanged(backend, package_of, monkeypatch):
+    """kvcache-tiny has five states: the fused device check (torch) or the per-buffer one (ORT)
+    names the one that went non-finite, and no state, parity or count moves."""
+    from memx.errors import NonFiniteStateError
+
+    pkg = package_of("kvcache-tiny")
+    s = runtimes.open(pkg, backend=backend, resident=True).stream(2)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        s.step(rng.integers(0, pkg.manifest.vocab_size, (2, 8)))
+    before, parity, count = s.snapshot(), s.buffers.parity, s.segments
+    real_launch = s.executor.launch
+
+    def poisoned(handle):
+        real_launch(handle)
+        bad = s.buffers.writes()["v1"]
+        s.device.upload(bad, np.full(s.schema["v1"][0], np.inf, dtype=np.float32)[None].repeat(2, axis=0))
+
+    monkeypatch.setattr(s.executor, "launch", poisoned)
+    with pytest.raises(NonFiniteStateError, match="'v1'"):
+        s.step(rng.integers(0, pkg.manifest.vocab_size, (2, 8)))
+    assert s.snapshot() == before and s.buffers.parity == parity and s.segments == count
