@@ -104,6 +104,13 @@ def check_compatible(data: SnapshotData, *, model_id: str, batch: int | None, sc
             raise NonFiniteStateError(f"snapshot state {name!r} holds NaN/Inf", expected="finite values", actual=f"{arr[tuple(bad)]} at index {bad}")
 
 
+def decode_checked(blob: bytes, *, model_id: str, batch: int | None, schema: dict[str, tuple[tuple[int, ...], str]]) -> SnapshotData:
+    """Decode ``blob`` and refuse it unless it fits this model, batch and state schema."""
+    data = decode(blob)
+    check_compatible(data, model_id=model_id, batch=batch, schema=schema)
+    return data
+
+
 def state_schema(manifest: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """What a snapshot of this model holds per state: (shape without batch, dtype)."""
     return {s.name: (tuple(int(d) for d in s.shape[1:]), s.dtype) for s in manifest.state}

@@ -227,8 +227,7 @@ class Runtime:
         return snap.encode(snap.SnapshotData(self.model_id, st.states, st.pending_reset, st.segments))
 
     def restore_from(self, blob: bytes, *, batch: int | None) -> StreamState:
-        data = snap.decode(blob)
-        snap.check_compatible(data, model_id=self.model_id, batch=batch, schema=self.state_schema)
+        data = snap.decode_checked(blob, model_id=self.model_id, batch=batch, schema=self.state_schema)
         return StreamState(data.states, data.pending_reset.copy(), data.segments)
 
     def describe(self) -> dict[str, Any]:

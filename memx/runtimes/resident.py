@@ -43,6 +43,8 @@ class Device(Protocol):
     def upload(self, buf: Any, host: np.ndarray) -> None: ...
     def download(self, buf: Any) -> np.ndarray: ...
     def all_finite(self, buf: Any) -> bool: ...
+    def all_finite_many(self, bufs: list[Any]) -> bool:
+        """True when every buffer is finite: one check per step for all states."""
     @property
     def stream_handle(self) -> int: ...
     def synchronize(self) -> None: ...
@@ -184,6 +186,9 @@ class OrtDevice:
         binding.bind_output("any_non_finite", "cpu")
         session.run_with_iobinding(binding)
         return not bool(binding.copy_outputs_to_cpu()[0])
+
+    def all_finite_many(self, bufs: list[Any]) -> bool:
+        return all(self.all_finite(b) for b in bufs)
 
     def _finite_session(self, dtype: str) -> Any:
         """The check graph for one float type, on this device's providers (made once)."""
@@ -357,10 +362,9 @@ class DeviceStore:
         return outputs
 
     def _check_finite(self, states: dict[str, Any]) -> None:
-        """NaN/Inf in a new state is an error naming the state: one fused device reduction
-        where the device has it (torch), each buffer looked at only when it trips."""
-        fused = getattr(self.device, "all_finite_many", None)
-        if fused is not None and fused(list(states.values())):
+        """NaN/Inf in a new state is an error naming the state: one check over all buffers
+        (a fused device reduction on torch), each buffer looked at only when it trips."""
+        if self.device.all_finite_many(list(states.values())):
             return
         for name, buf in states.items():
             if not self.device.all_finite(buf):

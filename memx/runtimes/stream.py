@@ -149,7 +149,6 @@ class Stream:
 
     def restore(self, blob: bytes) -> None:
         """Replace this stream's state by a snapshot's; refuses (state unchanged) on any mismatch."""
-        data = snap.decode(blob)
-        snap.check_compatible(data, model_id=self._model_id, batch=self.batch_size, schema=self.schema)
+        data = snap.decode_checked(blob, model_id=self._model_id, batch=self.batch_size, schema=self.schema)
         self._store.replace(data.states)
         self._pending, self._segments = data.pending_reset.copy(), data.segments
