@@ -62,7 +62,7 @@ def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warm
 
 def zoo_accuracy_delta(family: str, tmp: Path) -> dict[str, float]:
     """Accuracy drop (points) of each method on the family's zoo model, >= 1,000 segments."""
-    from memx.training.accuracy import runtime_task_accuracy
+    from memx.validation.accuracy import runtime_task_accuracy
     from memx.training.tasks import get_task
     from memx.zoo import get_zoo
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from memx.calibration import quantize_package
-from memx.calibration.evaluate import compare_precision
+from memx.validation.drift import compare_precision
 from memx.exporter import export_preset
 from memx.zoo import zoo_entries
 

@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"export": "memx.exporter.to_onnx", "validate": "memx.exporter.parity", "runtimes": "memx.runtimes", "errors": "memx.errors"}
+_LAZY = {"export": "memx.exporter.to_onnx", "validate": "memx.validation.parity", "runtimes": "memx.runtimes", "errors": "memx.errors"}
 
 
 def __getattr__(name: str) -> Any:

@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from memx import runtimes
-from memx.exporter import ParityReport, export_preset, validate
-from memx.package.files import record_validation
+from memx.exporter import export_preset
+from memx.validation.parity import ParityReport, validate
+from memx.validation.recording import record
 from memx.formatting import format_shape, human_bytes
 from memx.progress import progress_range
 from memx.zoo import DEFAULT_MODEL
@@ -72,7 +73,7 @@ def _pool_throughput(rt: runtimes.Runtime, streams: int, seg: int, steps: int, r
 
 def _task_accuracy(rt: runtimes.Runtime, entry, items: int) -> dict:
     """The zoo model's task solved through ONNX Runtime and PyTorch on the same held-out episodes."""
-    from memx.training.accuracy import runtime_task_accuracy
+    from memx.validation.accuracy import runtime_task_accuracy
 
     ort = runtime_task_accuracy(rt, entry.task, items=items, segment_len=entry.segment_len)
     ref = runtime_task_accuracy(runtimes.open(rt.package, backend="torch"), entry.task, items=items, segment_len=entry.segment_len)
@@ -85,7 +86,7 @@ def _quantized(pkg, out_dir: Path, entry, items: int) -> dict:
     """int8-qdq package of the zoo model: its task accuracy and whether the memory path is intact."""
     from memx.calibration import quantize_package
     from memx.calibration.inspect import precision_facts
-    from memx.training.accuracy import runtime_task_accuracy
+    from memx.validation.accuracy import runtime_task_accuracy
 
     q = quantize_package(pkg, out_dir, method="int8-qdq", force=True).package
     score = runtime_task_accuracy(runtimes.open(q, backend="onnxruntime"), entry.task, items=items, segment_len=entry.segment_len)
@@ -110,7 +111,7 @@ def run_quickstart(out_dir: Path, *, preset: str = DEFAULT_MODEL, segments: int 
 
     con.print(f"{next(label)} validate ONNX Runtime against PyTorch over {segments} segments (outputs and states)")
     parity = validate(pkg, segments=segments, batch=4)
-    record_validation(pkg, "onnxruntime:cpu", parity.to_dict())
+    record(pkg, parity)
 
     rt = runtimes.open(pkg, backend="onnxruntime")
     task = None

@@ -58,7 +58,7 @@ def quantized(package_of: Callable[[str], Package]) -> Callable[..., Package]:
 @pytest.fixture(scope="session")
 def reference_rollouts():
     """The PyTorch reference's runs, shared by parity checks of the same model and streams."""
-    from memx.exporter import ReferenceRollouts
+    from memx.validation import ReferenceRollouts
 
     return ReferenceRollouts()
 

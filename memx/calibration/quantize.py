@@ -21,7 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from memx.calibration.feeds import CalibrationSet, TokenSource, collect_feeds, default_source
+from memx.calibration.feeds import CalibrationSet, collect_feeds
+from memx.validation.sources import TokenSource, default_source
 from memx.calibration.methods import GraphJob, get_method
 from memx.calibration.policy import PrecisionPolicy, fold_constant_weights, name_nodes, unshare_initializers
 from memx.onnxgraph import MemoryPath, find_memory_path

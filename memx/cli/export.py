@@ -65,8 +65,8 @@ def validate(
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
     --atol), or, for quantized packages (or with --against), drift and task accuracy."""
     from memx.exporter import Package
-    from memx.exporter import validate as run_validation
-    from memx.package.files import record_validation
+    from memx.validation.parity import validate as run_validation
+    from memx.validation.recording import record as record_report
 
     pkg = Package.open(package)
     choices = {"auto": None, "on": True, "off": False}
@@ -83,15 +83,15 @@ def validate(
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if record:
-        record_validation(pkg, f"{backend}:{device}", report.to_dict())
+        record_report(pkg, report)
     if not report.passed:
         raise typer.Exit(1)
 
 
 def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed: int, drift_tol: float, max_drop: float,
                         json_out: Optional[Path], record: bool, options: dict[str, Any]) -> None:
-    from memx.calibration.evaluate import compare_precision, report_name, save_report
-    from memx.package.files import record_validation
+    from memx.validation.drift import compare_precision, report_name, save_report
+    from memx.validation.recording import record as record_report
 
     report = compare_precision(pkg, against=against, segments=segments, batch=batch, seed=seed, drift_tol=drift_tol,
                                max_accuracy_drop=max_drop, backend_options=options)
@@ -101,6 +101,6 @@ def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed:
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     if record:
-        record_validation(pkg, f"precision:{report_name(against)}", {**report.record(), "reports": saved})
+        record_report(pkg, report)
     if not report.passed:
         raise typer.Exit(1)

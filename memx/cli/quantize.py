@@ -35,7 +35,7 @@ def quantize(
     """Quantize a package: calibrate on rollouts of the fp32 model over real streams (states at
     many depths), keep the memory path in fp32 unless told otherwise, write a new package."""
     from memx.calibration import quantize_package
-    from memx.calibration.feeds import TaskSource, load_token_file
+    from memx.validation.sources import TaskSource, load_token_file
     from memx.exporter import Package
     from memx.formatting import human_bytes
 

@@ -17,9 +17,6 @@ _LAZY = {
     "FORMAT_VERSION": "memx.package.manifest",  # the package contract lives in memx.package;
     "Manifest": "memx.package.manifest",  # these names stay here for existing callers
     "Package": "memx.package.files",
-    "ParityReport": "memx.exporter.parity",
-    "ReferenceRollouts": "memx.exporter.parity",
-    "validate": "memx.exporter.parity",
 }
 
 

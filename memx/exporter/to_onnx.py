@@ -280,7 +280,7 @@ def export(
         write_text_atomic(stage / "memx.json", manifest.to_json())
         if verify_segments:
             say(f"checking parity against PyTorch over {verify_segments} segments")
-            from memx.exporter.parity import validate
+            from memx.validation.parity import validate
 
             report = validate(stage, segments=verify_segments, progress=False)
             if not report.passed:

@@ -35,7 +35,7 @@ class ZooEntry:
     metrics: dict[str, float] = field(default_factory=dict)  # measured when the checkpoint was made
 
     def score(self, task_score: Any) -> float:
-        """The entry's headline accuracy from a :class:`~memx.training.accuracy.TaskScore`."""
+        """The entry's headline accuracy from a :class:`~memx.validation.accuracy.TaskScore`."""
         return task_score.accuracy if self.metric == "items" else task_score.token_accuracy
 
     @property

@@ -93,7 +93,8 @@ class Manifest:
 
     # --- identity ---------------------------------------------------------------------------
     def model_id(self) -> str:
-        """What a snapshot is bound to: family, config, state schema and weights."""
+        """What a snapshot is bound to: family, config, state schema and weights. Written into
+        memx.json as ``model_id`` (readers in other languages take it from there)."""
         ident = {
             "family": self.family,
             "config": self.config,
@@ -124,7 +125,7 @@ class Manifest:
         d = asdict(self)
         if not d["engines"]:
             del d["engines"]  # written only once there are engines, so readers before memx build still read it
-        head = {"format": d.pop("format"), "format_version": d.pop("format_version")}
+        head = {"format": d.pop("format"), "format_version": d.pop("format_version"), "model_id": self.model_id()}
         return {**head, **d}
 
     def to_json(self) -> str:
@@ -273,7 +274,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
-    "quantization", "engines",
+    "quantization", "engines", "model_id",
 }
 
 
@@ -318,7 +319,22 @@ def _parse_manifest(data: Any) -> Manifest:
         engines=_field(data, "engines", "list", "", optional=True) or [],
     )
     _check_consistency(m)
+    _check_model_id(data, m)
     return m
+
+
+def _check_model_id(data: dict, m: Manifest) -> None:
+    """The stored id (absent in manifests written before it was stored) must be the one the
+    manifest's family, config, state schema and weights give."""
+    stored = _field(data, "model_id", "str", "", optional=True)
+    if stored is None:
+        return
+    if len(stored) != 64 or any(c not in "0123456789abcdef" for c in stored):
+        raise ManifestError("manifest model_id is not a sha256", expected="64 lowercase hex digits", actual=stored)
+    computed = m.model_id()
+    if stored != computed:
+        raise ManifestError("manifest model_id does not match its family, config, state schema and weights",
+                            expected=computed[:16], actual=stored[:16], hint="the manifest was edited after export: re-export the package")
 
 
 def _check_consistency(m: Manifest) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from memx import runtimes
 from memx.exporter import export_preset
-from memx.training.accuracy import runtime_task_accuracy
+from memx.validation.accuracy import runtime_task_accuracy
 from memx.zoo import DEFAULT_MODEL, zoo_entries
 
 ITEMS = 1000

@@ -16,9 +16,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),  # families, presets, the zoo catalogue, checkpoints
     ("training", "tensorrt"),  # tasks and trainer; doctor, engine builds, plugins, build tags
     ("runtimes",),  # Runtime/Stream/StreamPool and the backends (TensorRT engines included)
-    ("exporter",),  # torch.onnx export, parity validation
+    ("validation",),  # parity, precision drift, task accuracy, token sources, record(pkg, report)
+    ("exporter",),  # torch.onnx export (its export-time check is validation's parity)
     ("zoo",),  # the zoo's public face and its tools (make, report)
-    ("calibration",),  # quantization, precision policy, drift and accuracy evaluation
+    ("calibration",),  # quantization methods, precision policy, calibration rollouts
     ("inspection",),
     ("profiling", "quickstart"),
     ("cli",),
@@ -68,4 +69,4 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert RANK["runtimes"] < RANK["exporter"] and layer_of("memx.runtimes.base") == "runtimes" and layer_of("memx") == "memx"
     real = module_graph()  # module-level, from-imports and imports inside functions are all seen
     assert "memx.package.files" in real["memx.runtimes.base"] and "memx.models.zoo" in real["memx.exporter.to_onnx"]
-    assert "memx.runtimes" in real["memx.exporter.parity"]  # `from memx import runtimes` inside validate()
+    assert "memx.runtimes" in real["memx.validation.parity"]  # `from memx import runtimes` inside validate()

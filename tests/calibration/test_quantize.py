@@ -13,12 +13,12 @@ import pytest
 
 from memx import runtimes
 from memx.calibration import methods, quantize_package
-from memx.calibration.evaluate import compare_precision, save_report
+from memx.validation.drift import compare_precision, save_report
 from memx.calibration.inspect import precision_facts
 from memx.calibration.methods import GraphJob, QuantMethod, _METHODS
 from memx.errors import ManifestError, QuantizationError, RegistryError
 from memx.exporter import Package
-from memx.training.accuracy import runtime_task_accuracy
+from memx.validation.accuracy import runtime_task_accuracy
 from memx.training.tasks import get_task
 from memx.zoo import get_zoo, zoo_entries
 

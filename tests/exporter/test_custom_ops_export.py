@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from memx import runtimes
-from memx.exporter import export_preset, validate
+from memx.exporter import export_preset
+from memx.validation import validate
 
 
 def _memx_nodes(path) -> list[onnx.NodeProto]:

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from memx import runtimes
 from memx.errors import CheckpointError, ContractError, ExportError, PackageExistsError, SegmentLengthError
-from memx.exporter import Package, export, export_preset, validate
+from memx.exporter import Package, export, export_preset
+from memx.validation import validate
 from memx.exporter import to_onnx as export_module
 from memx.package.manifest import METADATA_KEY
 from memx.models import build_preset, presets
@@ -161,7 +162,7 @@ def test_top_level_api(tmp_path):
 def test_reference_rollouts_are_reused_with_the_same_verdicts(package_of, monkeypatch):
     """A second validation of the same model and streams takes the reference's run from the
     store: the torch reference is not opened again and the comparison is the same."""
-    from memx.exporter import ReferenceRollouts
+    from memx.validation import ReferenceRollouts
 
     pkg = package_of("rmt-tiny")
     plain = validate(pkg, segments=24, seed=3, progress=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memx import runtimes
-from memx.exporter import validate
+from memx.validation import validate
 from memx.zoo import zoo_entries
 
 pytestmark = pytest.mark.gpu

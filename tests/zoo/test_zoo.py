@@ -8,7 +8,7 @@ import pytest
 
 from memx import runtimes
 from memx.errors import RegistryError
-from memx.training.accuracy import runtime_task_accuracy
+from memx.validation.accuracy import runtime_task_accuracy
 from memx.zoo import build_zoo_model, get_zoo, zoo_entries
 
 ZOO = [e.name for e in zoo_entries()]
@@ -42,7 +42,7 @@ def test_onnxruntime_solves_the_task_like_pytorch(name, zoo_package):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_package_passes_long_parity(name, zoo_package):
-    from memx.exporter import validate
+    from memx.validation import validate
 
     report = validate(zoo_package(name), segments=256, progress=False)
     assert report.passed, report.summary()

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from memx.calibration.feeds import RandomSource, TaskSource
 from memx.errors import ManifestError
 from memx.package.files import Package, write_text_atomic
+from memx.validation.sources import RandomSource, TaskSource
 
 REPORTS_DIR = "reports"
 
@@ -62,6 +62,13 @@ class DriftReport:
     task_accuracy: TaskAccuracy | None = None
     max_accuracy_drop: float = 1.0  # points
     runtime: dict[str, Any] = field(default_factory=dict)
+    against: str = "torch"  # as given to compare_precision: "torch" or the reference package's path
+    reports: dict[str, str] = field(default_factory=dict)  # files save_report wrote into the package: {"json": ..., "png": ...}
+
+    @property
+    def validation_key(self) -> str:
+        """Where :func:`memx.validation.record` keeps it in the manifest: "precision:precision-vs-torch", ..."""
+        return f"precision:{report_name(self.against)}"
 
     @property
     def passed(self) -> bool:
@@ -90,7 +97,7 @@ class DriftReport:
             d["task_accuracy"]["drop_points"] = self.task_accuracy.drop_points
         return d
 
-    def record(self) -> dict[str, Any]:
+    def to_record(self) -> dict[str, Any]:
         """What goes into the manifest's validation entry (no per-segment curves)."""
         d = self.to_dict()
         for k in ("output_max_error", "top1_agreement", "kl", "state_rel_error"):
@@ -135,9 +142,9 @@ def open_reference(pkg: Package, against: str | os.PathLike) -> tuple[Any, str]:
 
 def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> TaskAccuracy | None:
     """Held-out task accuracy through both runtimes over >= ``segments`` segments."""
-    from memx.training.accuracy import runtime_task_accuracy
+    from memx.models.zoo import get_zoo, is_zoo
     from memx.training.tasks import get_task
-    from memx.zoo import get_zoo, is_zoo
+    from memx.validation.accuracy import runtime_task_accuracy
 
     m = pkg.manifest
     if not m.task:
@@ -204,6 +211,7 @@ def compare_precision(
         package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
         drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
         first_divergence=first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
+        against=str(against),
     )
 
 
@@ -220,6 +228,7 @@ def save_report(pkg: Package, report: DriftReport, name: str) -> dict[str, str]:
     png = plot_drift(report, pkg.path / REPORTS_DIR / f"{name}.png")
     if png is not None:
         paths["png"] = f"{REPORTS_DIR}/{name}.png"
+    report.reports = paths
     return paths
 
 

@@ -41,6 +41,15 @@ class ParityReport:
     resets: int
     padded_rows: int
     runtime: dict[str, Any] = field(default_factory=dict)  # what ran: the candidate runtime's describe()
+    device: str = "cpu"
+
+    @property
+    def validation_key(self) -> str:
+        """Where :func:`memx.validation.record` keeps it in the manifest: "onnxruntime:cpu", ..."""
+        return f"{self.backend}:{self.device}"
+
+    def to_record(self) -> dict[str, Any]:
+        return self.to_dict()
 
     def summary(self) -> str:
         w = self.worst
@@ -189,4 +198,5 @@ def validate(
         backend=backend, reference=reference, segments=segments, batch=batch, atol=atol, seed=seed,
         passed=first is None, max_error=worst.error, worst=worst, first_failure=first,
         per_tensor_max=per_tensor, per_segment_max=per_segment, resets=resets, padded_rows=padded, runtime=cand_rt.describe(),
+        device=device,
     )
