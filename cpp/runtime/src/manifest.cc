@@ -10,7 +10,6 @@
 
 #include "memx/errors.hpp"
 #include "memx/snapshot.hpp"
-#include "pyjson.hpp"
 
 namespace memx {
 
@@ -158,18 +157,14 @@ OutputSpec parse_output(const json& o, const std::string& where) {
   return spec;
 }
 
-// Python's model_id(): sha256 of json.dumps({family, config, state: [[name, shape, dtype]], weights}, sort_keys=True)
-std::string compute_model_id(const std::string& family, const json& config, const json& state, const json& provenance) {
-  json ident = json::object();
-  ident["family"] = family;
-  ident["config"] = config;
-  json st = json::array();
-  for (const auto& s : state) st.push_back(json::array({s.at("name"), s.at("shape"), s.at("dtype")}));
-  ident["state"] = st;
-  auto w = provenance.find("weights_sha256");
-  ident["weights"] = w == provenance.end() ? json(nullptr) : *w;
-  const std::string text = detail::python_dumps(ident);
-  return sha256_hex(text.data(), text.size());
+// the stored model id: absent in manifests written before it was stored, else a sha256
+std::string parse_model_id(const json& data) {
+  const json* id = field(data, "model_id", "str", "", true);
+  if (id == nullptr) return "";
+  const std::string value = id->get<std::string>();
+  const bool hex = value.size() == 64 && std::all_of(value.begin(), value.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  if (!hex) throw ManifestError("manifest model_id is not a sha256", "64 lowercase hex digits", value);
+  return value;
 }
 
 const std::set<std::string> kPrecisions = {"fp32", "fp16", "bf16", "int8-qdq", "int8-dynamic"};
@@ -224,7 +219,8 @@ void check_consistency(const Manifest& m) {
 
 const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
                                          "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
-                                         "custom_ops", "validation",     "causal",     "task",       "quantization", "engines"};
+                                         "custom_ops", "validation",     "causal",     "task",       "quantization", "engines",
+                                         "model_id"};
 
 }  // namespace
 
@@ -253,8 +249,7 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   if (m.vocab_size < 1) throw ManifestError("manifest vocab_size must be positive", ">= 1", std::to_string(m.vocab_size));
   m.family = str_field(data, "family", "");
   if (const json* p = field(data, "preset", "str", "", true)) m.preset = p->get<std::string>();
-  const json& config = *field(data, "config", "dict", "");
-  m.config_json = detail::python_dumps(config);
+  field(data, "config", "dict", "");
   const json& graphs = objects(data, "graphs");
   for (std::size_t i = 0; i < graphs.size(); ++i) m.graphs.push_back(parse_graph(graphs[i], "graphs[" + std::to_string(i) + "]"));
   const json& state = objects(data, "state");
@@ -282,7 +277,7 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   if (const json* c = field(data, "causal", "bool", "", true)) m.causal = c->get<bool>();
   if (const json* t = field(data, "task", "str", "", true)) m.task = t->get<std::string>();
   check_consistency(m);
-  m.model_id = compute_model_id(m.family, config, state, provenance);
+  m.model_id = parse_model_id(data);
   return m;
 }
 

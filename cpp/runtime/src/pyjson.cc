@@ -1,7 +1,5 @@
 #include "pyjson.hpp"
 
-#include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -65,7 +63,8 @@ void dump(std::string& out, const nlohmann::json& v) {
     case nlohmann::json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
     case nlohmann::json::value_t::number_integer: out += std::to_string(v.get<int64_t>()); break;
     case nlohmann::json::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); break;
-    case nlohmann::json::value_t::number_float: out += python_float_repr(v.get<double>()); break;
+    case nlohmann::json::value_t::number_float:  // Python's float repr is not needed: the model id is read from memx.json
+      throw InternalError("a snapshot header holds no floats", "null/bool/int/string/array/object", "float");
     case nlohmann::json::value_t::string: dump_string(out, v.get_ref<const std::string&>()); break;
     case nlohmann::json::value_t::array: {
       out += '[';
@@ -96,40 +95,6 @@ void dump(std::string& out, const nlohmann::json& v) {
 }
 
 }  // namespace
-
-std::string python_float_repr(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  if (value == 0) return std::signbit(value) ? "-0.0" : "0.0";
-  // shortest round-trip digits, then Python's repr layout: fixed for 1e-4 <= |x| < 1e16
-  char buf[64];
-  auto res = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::scientific);
-  std::string sci(buf, res.ptr);  // "-1.2345e-05"
-  bool negative = sci[0] == '-';
-  if (negative) sci.erase(0, 1);
-  std::size_t e = sci.find('e');
-  std::string digits = sci.substr(0, e);
-  if (digits.size() > 1) digits.erase(1, 1);  // drop the '.'
-  int exponent = std::stoi(sci.substr(e + 1));
-  int decpt = exponent + 1;  // value = 0.DIGITS * 10^decpt
-  std::string out = negative ? "-" : "";
-  if (decpt > -4 && decpt <= 16) {
-    if (decpt <= 0) {
-      out += "0." + std::string(-decpt, '0') + digits;
-    } else if (decpt >= static_cast<int>(digits.size())) {
-      out += digits + std::string(decpt - digits.size(), '0') + ".0";
-    } else {
-      out += digits.substr(0, decpt) + "." + digits.substr(decpt);
-    }
-  } else {
-    out += digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
-    char exp[16];
-    std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', exponent < 0 ? -exponent : exponent);
-    out += exp;
-  }
-  return out;
-}
 
 std::string python_dumps(const nlohmann::json& value) {
   std::string out;

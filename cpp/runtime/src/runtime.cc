@@ -283,9 +283,17 @@ SnapshotData fresh_state(const Runtime::Impl& rt, int64_t batch) {
   return st;
 }
 
+// snapshots are bound to memx.json's model_id; packages exported before it was stored have none
+const std::string& snapshot_model_id(const Manifest& m) {
+  if (m.model_id.empty())
+    throw ManifestError("package manifest has no model_id, which snapshots are bound to", "a model_id in memx.json", "none",
+                        "the package was exported by an older memx: re-export it (or open it once with this memx's Python and re-save)");
+  return m.model_id;
+}
+
 std::vector<uint8_t> snapshot_of(const Runtime::Impl& rt, const SnapshotData& st) {
   SnapshotData data = st;
-  data.model_id = rt.manifest.model_id;
+  data.model_id = snapshot_model_id(rt.manifest);
   data.order.clear();
   for (const auto& s : rt.manifest.state) data.order.push_back(s.name);
   return encode_snapshot(data);
@@ -294,23 +302,9 @@ std::vector<uint8_t> snapshot_of(const Runtime::Impl& rt, const SnapshotData& st
 SnapshotData restore_from(const Runtime::Impl& rt, const std::vector<uint8_t>& blob, int64_t batch) {
   SnapshotData data = decode_snapshot(blob);
   const Manifest& m = rt.manifest;
-  if (data.model_id != m.model_id) throw SnapshotMismatchError("snapshot belongs to another model", m.model_id.substr(0, 16), data.model_id.substr(0, 16));
-  const auto got_batch = static_cast<int64_t>(data.pending_reset.size());
-  if (batch >= 0 && got_batch != batch) throw SnapshotMismatchError("snapshot batch size differs from the stream's", std::to_string(batch), std::to_string(got_batch));
-  std::vector<std::string> want_names, got_names;
-  for (const auto& s : m.state) want_names.push_back(s.name);
-  for (const auto& [name, _] : data.states) got_names.push_back(name);
-  std::sort(want_names.begin(), want_names.end());
-  if (want_names != got_names) throw SnapshotMismatchError("snapshot state names differ", join(want_names), join(got_names));
-  for (const auto& s : m.state) {
-    const Tensor& t = data.states.at(s.name);
-    Shape want = {got_batch};
-    want.insert(want.end(), s.dims.begin(), s.dims.end());
-    if (t.shape != want || t.dtype != s.dtype)
-      throw SnapshotMismatchError("snapshot state '" + s.name + "' has the wrong layout", std::string(dtype_name(s.dtype)) + shape_str(want), t.describe());
-    const int64_t bad = t.first_non_finite();
-    if (bad >= 0) throw NonFiniteStateError("snapshot state '" + s.name + "' holds NaN/Inf", "finite values", "non-finite at flat index " + std::to_string(bad));
-  }
+  std::vector<StateLayout> schema;
+  for (const auto& s : m.state) schema.push_back({s.name, s.dtype, s.dims});
+  check_snapshot(data, snapshot_model_id(m), batch, schema);
   return data;
 }
 

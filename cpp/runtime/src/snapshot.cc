@@ -47,7 +47,13 @@ SnapshotData parse_payload(const json& header, const uint8_t* payload, std::size
     const std::string name = t.at("name").get<std::string>();
     const int64_t offset = t.at("offset").get<int64_t>(), nbytes = t.at("nbytes").get<int64_t>();
     Shape shape = t.at("shape").get<Shape>();
-    DType dtype = dtype_from_numpy_descr(t.at("dtype").get<std::string>());
+    DType dtype;
+    try {
+      dtype = dtype_from_numpy_descr(t.at("dtype").get<std::string>());
+    } catch (const DTypeError&) {  // a well-formed snapshot of a layout no memx state has (float64, ...)
+      throw SnapshotMismatchError("snapshot tensor '" + name + "' has a dtype no memx state has", "float32/float16/bfloat16/int64/int32/int8/uint8/bool",
+                                  t.at("dtype").get<std::string>());
+    }
     if (offset < 0 || nbytes < 0 || static_cast<std::size_t>(offset) > payload_size)
       throw SnapshotCorruptError("snapshot tensor '" + name + "' is truncated", std::to_string(nbytes), "0");
     const std::size_t available = std::min<std::size_t>(payload_size - offset, static_cast<std::size_t>(nbytes));
@@ -62,6 +68,12 @@ SnapshotData parse_payload(const json& header, const uint8_t* payload, std::size
   for (const auto& r : header.at("pending_reset")) data.pending_reset.push_back(r.get<bool>());
   data.segments = header.at("segments").get<int64_t>();
   return data;
+}
+
+std::string python_list(const std::vector<std::string>& items) {  // ['a', 'b'], as Python prints a list of names
+  std::string s = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", '" : "'") + items[i] + "'";
+  return s + "]";
 }
 
 std::vector<const std::string*> write_order(const SnapshotData& data) {
@@ -124,6 +136,26 @@ SnapshotData decode_snapshot(const std::vector<uint8_t>& blob) {
     throw SnapshotCorruptError(std::string("snapshot header is malformed (") + e.what() + ")");
   } catch (const DTypeError& e) {
     throw SnapshotCorruptError("snapshot header is malformed (" + std::string(e.what()) + ")");
+  }
+}
+
+void check_snapshot(const SnapshotData& data, const std::string& model_id, int64_t batch, const std::vector<StateLayout>& schema) {
+  if (data.model_id != model_id) throw SnapshotMismatchError("snapshot belongs to another model", model_id.substr(0, 16), data.model_id.substr(0, 16));
+  const auto got_batch = static_cast<int64_t>(data.pending_reset.size());
+  if (batch >= 0 && got_batch != batch) throw SnapshotMismatchError("snapshot batch size differs from the stream's", std::to_string(batch), std::to_string(got_batch));
+  std::vector<std::string> want_names, got_names;
+  for (const auto& s : schema) want_names.push_back(s.name);
+  for (const auto& [name, _] : data.states) got_names.push_back(name);
+  std::sort(want_names.begin(), want_names.end());
+  if (want_names != got_names) throw SnapshotMismatchError("snapshot state names differ", python_list(want_names), python_list(got_names));
+  for (const auto& s : schema) {
+    const Tensor& t = data.states.at(s.name);
+    Shape want = {got_batch};
+    want.insert(want.end(), s.dims.begin(), s.dims.end());
+    if (t.shape != want || t.dtype != s.dtype)
+      throw SnapshotMismatchError("snapshot state '" + s.name + "' has the wrong layout", std::string(dtype_name(s.dtype)) + shape_str(want), t.describe());
+    const int64_t bad = t.first_non_finite();
+    if (bad >= 0) throw NonFiniteStateError("snapshot state '" + s.name + "' holds NaN/Inf", "finite values", "non-finite at flat index " + std::to_string(bad));
   }
 }
 

@@ -12,9 +12,7 @@ using namespace memx;
 using nlohmann::json;
 
 namespace {
-// A valid manifest; its model id was computed by Python's Manifest.model_id() (memx 0.1.0).
 const char* kValid = R"J({"format": "memx.package", "format_version": 1, "family": "rmt", "preset": "rmt-tiny", "config": {"d_model": 32, "dropout": 0.0, "eps": 1e-05, "scale": 0.125, "name": "r\u00e9sum\u00e9", "layers": [1, 2], "flag": true, "none": null}, "vocab_size": 64, "segment": {"min": 1, "max": 16}, "graphs": [{"name": "step", "file": "step.onnx", "role": "step", "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["batch", "segment"]}, {"name": "lengths", "dtype": "int64", "shape": ["batch"]}, {"name": "reset", "dtype": "bool", "shape": ["batch"]}, {"name": "state_in.memory", "dtype": "float32", "shape": ["batch", 4, 32]}], "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "segment", 64]}, {"name": "state_out.memory", "dtype": "float32", "shape": ["batch", 4, 32]}]}], "state": [{"name": "memory", "shape": ["batch", 4, 32], "dtype": "float32", "precision": "fp32", "input": "state_in.memory", "output": "state_out.memory", "graph": "step"}], "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "segment", 64], "segment_axis": 1, "graph": "step"}], "precision": "fp32", "provenance": {"weights_sha256": "abababababababababababababababababababababababababababababababab", "memx_version": "0.1.0"}, "files": {"step.onnx": {"bytes": 10, "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}}})J";
-const char* kPythonModelId = "f2c39f7d3dd60f905124cc2bf8aa3f021c66119fd52ab37169b809451c6eb4ac";
 
 json valid() { return json::parse(kValid); }
 
@@ -51,15 +49,15 @@ TEST(Manifest, ParsesEveryField) {
   EXPECT_EQ(m.step_inputs(), (std::vector<std::string>{"tokens", "lengths", "reset", "state_in.memory"}));
 }
 
-TEST(Manifest, ModelIdEqualsPythons) {
-  // floats (1e-05, 0.0), non-ASCII strings, nested lists, bools and null all hash the same
-  EXPECT_EQ(Manifest::parse(kValid).model_id, kPythonModelId);
-  json other = valid();
-  other["config"]["eps"] = 1e-06;
-  EXPECT_NE(Manifest::parse(other.dump()).model_id, kPythonModelId);
-  json weights = valid();
-  weights["provenance"]["weights_sha256"] = std::string(64, 'c');
-  EXPECT_NE(Manifest::parse(weights.dump()).model_id, kPythonModelId);
+TEST(Manifest, ModelIdIsReadFromTheManifest) {
+  json with_id = valid();
+  with_id["model_id"] = std::string(64, 'e');
+  EXPECT_EQ(Manifest::parse(with_id.dump()).model_id, std::string(64, 'e'));
+  EXPECT_EQ(Manifest::parse(kValid).model_id, "");  // written before the id was stored
+  with_id["model_id"] = "EEEE";
+  auto e = refused<ManifestError>(with_id);
+  EXPECT_EQ(e.expected(), "64 lowercase hex digits");
+  EXPECT_EQ(e.actual(), "EEEE");
 }
 
 TEST(Manifest, RefusesUnknownFormatVersionNamingBoth) {

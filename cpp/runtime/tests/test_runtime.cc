@@ -2,11 +2,17 @@
 // MEMX_TEST_PACKAGE (a single-graph fp32 package, e.g. rmt-tiny, exported by `make cpp-test`).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
 #include <onnxruntime_cxx_api.h>
 
 #include "memx/memx.hpp"
@@ -255,4 +261,31 @@ TEST(Runtime, RefusesUnavailableProvidersAndLibraries) {
   EXPECT_THROW(Runtime(package(), bad_level), InputError);
   EXPECT_THROW(Runtime(package()).stream(0), InputError);
   EXPECT_THROW(Runtime(package()).pool(0), InputError);
+}
+
+TEST(Runtime, APackageWithoutAStoredModelIdRunsButRefusesSnapshots) {
+  NEED_PACKAGE();
+  namespace fs = std::filesystem;
+  const fs::path copy = fs::temp_directory_path() / ("memx-no-model-id-" + std::to_string(::getpid()));
+  fs::remove_all(copy);
+  fs::copy(package(), copy, fs::copy_options::recursive);
+  std::stringstream text;
+  text << std::ifstream(copy / "memx.json").rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(text.str());
+  ASSERT_TRUE(doc.contains("model_id"));  // Python writes it at export
+  doc.erase("model_id");  // as memx before the id was stored wrote it
+  std::ofstream(copy / "memx.json") << doc.dump();
+  Runtime rt(copy.string());
+  std::mt19937 rng(3);
+  Stream s = rt.stream(1);
+  s.step(random_tokens(rng, rt.manifest(), 1, 8));
+  try {
+    s.snapshot();
+    FAIL() << "snapshot without a model id";
+  } catch (const ManifestError& e) {
+    EXPECT_NE(std::string(e.what()).find("re-export"), std::string::npos) << e.what();
+    EXPECT_EQ(e.actual(), "none");
+  }
+  EXPECT_EQ(s.segments(), 1);
+  fs::remove_all(copy);
 }

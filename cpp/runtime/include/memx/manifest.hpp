@@ -58,7 +58,6 @@ struct FileEntry {
 struct Manifest {
   std::string family;
   std::optional<std::string> preset;
-  std::string config_json;  // the config, serialised exactly like Python's json.dumps(sort_keys=True)
   int64_t vocab_size = 0;
   int64_t segment_min = 1, segment_max = 1;
   std::vector<GraphSpec> graphs;  // run in this order each step
@@ -70,7 +69,7 @@ struct Manifest {
   std::optional<std::string> weights_sha256;  // provenance.weights_sha256
   bool causal = false;
   std::optional<std::string> task;
-  std::string model_id;  // what snapshots are bound to; equal to Python's Manifest.model_id()
+  std::string model_id;  // what snapshots are bound to: memx.json's model_id, written by Python at export; empty if absent
 
   // Parse and validate manifest text; `source` names the file in error messages.
   static Manifest parse(const std::string& json_text, const std::string& source = kManifestFile);

@@ -24,10 +24,21 @@ struct SnapshotData {
   std::vector<std::string> order;
 };
 
+// What a snapshot of one model holds per state: name, dtype and the dims after the batch axis
+struct StateLayout {
+  std::string name;
+  DType dtype;
+  Shape dims;
+};
+
 std::vector<uint8_t> encode_snapshot(const SnapshotData& data);
 // Parse and check bytes; throws SnapshotCorruptError (truncated, altered, not a snapshot)
 // or SnapshotMismatchError (unsupported version).
 SnapshotData decode_snapshot(const std::vector<uint8_t>& blob);
+// Refuse a snapshot of another model, batch size (batch < 0: any) or state layout
+// (SnapshotMismatchError), or one holding NaN/Inf (NonFiniteStateError); like Python's
+// memx.package.snapshot.check_compatible.
+void check_snapshot(const SnapshotData& data, const std::string& model_id, int64_t batch, const std::vector<StateLayout>& schema);
 
 std::string sha256_hex(const void* data, std::size_t size);
 std::vector<uint8_t> sha256(const void* data, std::size_t size);
