@@ -13,7 +13,7 @@ ORT_HEADERS := .deps/onnxruntime
 DEPS := $(CURDIR)/.deps
 CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
-CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/include/memx/*.hpp)
+CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/src/*.inc cpp/runtime/include/memx/*.hpp)
 
 .PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed
 

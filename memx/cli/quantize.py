@@ -12,6 +12,7 @@ from rich.table import Table
 
 from memx.cli.app import app, err, errors_to_exit, out
 from memx.errors import MemxError
+from memx.package.precisions import method_help
 
 
 @app.command()
@@ -19,7 +20,7 @@ from memx.errors import MemxError
 def quantize(
     package: Path = typer.Argument(..., help="An fp32 package directory (memx export)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Quantized package to write (a new directory)."),
-    method: str = typer.Option("int8-qdq", help="int8-qdq (static, Q/DQ on MatMul/Gemm, for TensorRT and ORT), int8-dynamic (CPU, no calibration), fp16."),
+    method: str = typer.Option("int8-qdq", help=method_help()),
     calib: Optional[Path] = typer.Option(None, help="Calibration tokens: .npy (1-D text or 2-D streams) or .npz (array 'tokens')."),
     task: Optional[str] = typer.Option(None, help="Calibrate on a synthetic task's episodes (see memx train). Default: the package's task, else random tokens (warned)."),
     calib_segments: int = typer.Option(128, help="Segment steps recorded for calibration (stratified over the rollout: early, middle, late)."),

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memx.errors import ManifestError, ManifestVersionError
+from memx.package.precisions import PRECISIONS
 
 FORMAT = "memx.package"
 FORMAT_VERSION = 1
@@ -21,7 +22,6 @@ MANIFEST_FILE = "memx.json"
 METADATA_KEY = "memx.manifest"  # key of the mirrored manifest in ONNX metadata_props
 
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8-qdq", "int8-dynamic")
 
 
 @dataclass

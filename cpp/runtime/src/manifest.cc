@@ -167,7 +167,10 @@ std::string parse_model_id(const json& data) {
   return value;
 }
 
-const std::set<std::string> kPrecisions = {"fp32", "fp16", "bf16", "int8-qdq", "int8-dynamic"};
+// fp32 and the precisions of the registered quantization methods, generated from them
+const std::set<std::string> kPrecisions =
+#include "precisions.inc"
+    ;
 
 void check_pipeline(const Manifest& m) {
   std::vector<std::string> outside_list = m.step_inputs();
