@@ -45,6 +45,9 @@ class Device(Protocol):
     def all_finite(self, buf: Any) -> bool: ...
     def all_finite_many(self, bufs: list[Any]) -> bool:
         """True when every buffer is finite: one check per step for all states."""
+    def finish_step(self, outputs: list[Any], states: list[Any]) -> tuple[list[np.ndarray], bool]:
+        """The end of a step, with one wait for the device: host copies of ``outputs`` and
+        whether every buffer of ``states`` is finite (True when ``states`` is empty)."""
     @property
     def stream_handle(self) -> int: ...
     def synchronize(self) -> None: ...
@@ -93,7 +96,24 @@ class TorchDevice:
 
     def download(self, buf: Any) -> np.ndarray:
         self.synchronize()
-        return buf.detach().cpu().numpy().copy()  # .numpy() of a CPU tensor shares its memory
+        return self._host(buf.detach().cpu(), buf)
+
+    @staticmethod
+    def _host(copied: Any, buf: Any) -> np.ndarray:
+        """numpy of a tensor already copied to the host; a CPU buffer's .cpu() is the buffer itself."""
+        return copied.numpy().copy() if copied.data_ptr() == buf.data_ptr() else copied.numpy()
+
+    def finish_step(self, outputs: list[Any], states: list[Any]) -> tuple[list[np.ndarray], bool]:
+        """Queue the finiteness reduction and the output copies on the stream, then wait once."""
+        torch = self.torch
+        if self.stream is None:  # CPU: nothing to wait for
+            return [self._host(o.detach().cpu(), o) for o in outputs], self.all_finite_many(states)
+        with torch.cuda.stream(self.stream):
+            floats = [b for b in states if b.is_floating_point()]
+            flag = torch.stack([torch.isfinite(b).all() for b in floats]).all().to("cpu", non_blocking=True) if floats else None
+            copies = [o.detach().to("cpu", non_blocking=True) for o in outputs]  # pinned staging, asynchronous
+        self.stream.synchronize()  # the step's one wait
+        return [c.numpy() for c in copies], True if flag is None else bool(flag)
 
     def all_finite(self, buf: Any) -> bool:
         return self.all_finite_many([buf])
@@ -189,6 +209,10 @@ class OrtDevice:
 
     def all_finite_many(self, bufs: list[Any]) -> bool:
         return all(self.all_finite(b) for b in bufs)
+
+    def finish_step(self, outputs: list[Any], states: list[Any]) -> tuple[list[np.ndarray], bool]:
+        """run_with_iobinding has returned: outputs are written, nothing to wait for."""
+        return [self.download(o) for o in outputs], self.all_finite_many(states)
 
     def _finite_session(self, dtype: str) -> Any:
         """The check graph for one float type, on this device's providers (made once)."""
@@ -350,22 +374,20 @@ class DeviceStore:
             self.device.upload(binding.inputs["lengths"], lengths)
             self.device.upload(binding.inputs["reset"], reset)
             self._launch(binding)
-            self.device.synchronize()
-            outputs = {o.name: self.device.download(binding.outputs[o.name]) for o in m.outputs}
+            writes = self.buffers.writes()
+            host, finite = self.device.finish_step([binding.outputs[o.name] for o in m.outputs], list(writes.values()) if self.check_finite else [])
         except MemxError:
             raise
         except Exception as e:  # the device library's own errors; the read buffers are untouched
             raise BackendRunError(f"{self.executor.name} failed to run a step: {type(e).__name__}: {e}") from e
-        if self.check_finite:
-            self._check_finite(self.buffers.writes())
+        if not finite:
+            self._name_non_finite(writes)
         self._ran = True
-        return outputs
+        return {o.name: arr for o, arr in zip(m.outputs, host)}
 
-    def _check_finite(self, states: dict[str, Any]) -> None:
-        """NaN/Inf in a new state is an error naming the state: one check over all buffers
-        (a fused device reduction on torch), each buffer looked at only when it trips."""
-        if self.device.all_finite_many(list(states.values())):
-            return
+    def _name_non_finite(self, states: dict[str, Any]) -> None:
+        """NaN/Inf in a new state (found by finish_step's one fused check) is an error naming
+        the state: each buffer is looked at only now."""
         for name, buf in states.items():
             if not self.device.all_finite(buf):
                 raise non_finite_state_error(name, self.device.download(buf))

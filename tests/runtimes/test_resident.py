@@ -55,6 +55,7 @@ class CountingDevice:
     def __init__(self, inner):
         self.inner, self.uploads, self.downloads = inner, [], []
         self.graphs_supported = inner.graphs_supported
+        self.waits = {"finish_step": 0, "synchronize": 0, "all_finite": 0}
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -66,6 +67,23 @@ class CountingDevice:
     def download(self, buf):
         self.downloads.append(self.inner.address(buf))
         return self.inner.download(buf)
+
+    def finish_step(self, outputs, states):
+        self.waits["finish_step"] += 1
+        self.downloads += [self.inner.address(b) for b in outputs]
+        return self.inner.finish_step(outputs, states)
+
+    def synchronize(self):
+        self.waits["synchronize"] += 1
+        self.inner.synchronize()
+
+    def all_finite(self, buf):
+        self.waits["all_finite"] += 1
+        return self.inner.all_finite(buf)
+
+    def all_finite_many(self, bufs):
+        self.waits["all_finite"] += 1
+        return self.inner.all_finite_many(bufs)
 
 
 @pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
@@ -94,6 +112,22 @@ def test_steps_move_only_tokens_and_outputs_and_never_bind_a_buffer_both_ways(ba
     for pairs in bound:
         assert all(i != o for i, o in pairs)
     assert bound[0] == bound[2] == bound[4] and bound[1] == bound[3] == bound[5] and bound[0] != bound[1]  # two sets, swapped each step
+
+
+@pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
+def test_a_step_waits_for_the_device_once(backend, package_of):
+    """Outputs and the finiteness of every new state come back in one finish_step: no other
+    synchronize, download or finiteness call of the store's own during steps."""
+    pkg = package_of("memformer-tiny")  # two graphs, two state tensors
+    rt = runtimes.open(pkg, backend=backend)
+    executor, device = rt.backend.resident()
+    counting = CountingDevice(device)
+    s = ResidentStream(pkg, executor, counting, 2)
+    rng = np.random.default_rng(1)
+    for x, lens in _segments(rng, pkg.manifest.vocab_size, 16, 2, 5):
+        s.step(x, lens)
+    assert counting.waits == {"finish_step": 5, "synchronize": 0, "all_finite": 0}
+    assert len(counting.downloads) == 5 * len(pkg.manifest.outputs)
 
 
 def test_cuda_graphs_and_resident_choices_are_checked(package_of):
