@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from memx.package.files import Package
-from memx.runtimes.base import Backend, Runtime, Stream, StreamPool, StreamState, backends, get_backend, register_backend
+from memx.runtimes.base import Backend, Runtime, Stream, StreamPool, StreamState, backends, get_backend, register_backend  # noqa: F401
 from memx.runtimes.resident import ResidentStream
 
 # Backends register on import. The torch backend is registered lazily so that
@@ -28,7 +28,7 @@ def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device
 
     ``resident`` (default: on every device but the CPU) makes ``stream()`` keep the memory in
     device buffers between steps; ``cuda_graphs`` (torch and tensorrt on CUDA) replays each step
-    as a captured CUDA graph. Pools always stack their streams' state on the host."""
+    as a captured CUDA graph. ``pool()`` follows ``resident`` too (rows of device buffers)."""
     factory = get_backend(backend)
     package = path if isinstance(path, Package) else Package.open(path, verify=verify)
     return Runtime(package, factory(package, device=device, **options), resident=resident, cuda_graphs=cuda_graphs)

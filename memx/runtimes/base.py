@@ -12,7 +12,6 @@ thread-safe in their run call); a Stream or StreamPool belongs to one thread.
 from __future__ import annotations
 
 import importlib
-import itertools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from memx.registry import Registry
 from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package
 from memx.package import snapshot as snap
-from memx.runtimes.resident import ResidentStream
+from memx.runtimes.pool import StreamPool
+from memx.runtimes.resident import DeviceSlots, ResidentStream
 from memx.runtimes.stream import Stream
-from memx.runtimes.inputs import check_tokens, non_finite_state_error
+from memx.runtimes.inputs import non_finite_state_error
 
 
 class Backend(ABC):
@@ -197,10 +197,22 @@ class Runtime:
         executor, device = parts
         return ResidentStream(self.package, executor, device, batch_size, cuda_graphs=cuda_graphs)
 
-    def pool(self, max_batch: int = 64) -> "StreamPool":
+    def pool(self, max_batch: int = 64, *, resident: bool | None = None) -> StreamPool:
+        """Many streams stepped in batched calls of at most ``max_batch`` rows. ``resident``
+        (default: the Runtime's; None = on every device but the CPU) keeps each stream's
+        state in rows of device buffers (DeviceSlots) instead of host arrays."""
         if max_batch < 1:
             raise InputError("max_batch must be positive", expected=">= 1", actual=max_batch)
-        return StreamPool(self, max_batch)
+        resident = self.resident if resident is None else resident
+        if resident is None:
+            resident = self.backend.device != "cpu"
+        if not resident:
+            return StreamPool(self, max_batch)
+        parts = self.backend.resident()
+        if parts is None:
+            raise BackendUnavailableError(f"the {self.backend.name} backend has no device-resident pools", expected="resident=False", actual="resident=True")
+        executor, device = parts
+        return StreamPool(self, max_batch, DeviceSlots(self.package, executor, device))
 
     def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """One validated call of the step graph: returns (outputs, new states); touches nothing."""
@@ -232,94 +244,3 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision}
-
-
-@dataclass
-class StreamPool:
-    """Many independent streams, stepped together in batched calls of at most ``max_batch`` rows.
-
-    Streams may be at different depths and have segments of different lengths: rows are
-    padded to the longest segment of the call and masked by ``lengths``; new streams are
-    reset in-graph. The result for each stream equals stepping it alone.
-    """
-
-    runtime: Runtime
-    max_batch: int
-    _slots: dict[int, StreamState] = field(default_factory=dict)
-    _ids: Any = field(default_factory=lambda: itertools.count())
-
-    def open(self) -> int:
-        sid = next(self._ids)
-        self._slots[sid] = self.runtime.fresh_state(1)
-        return sid
-
-    def close(self, sid: int) -> None:
-        self._slot(sid)
-        del self._slots[sid]
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def __contains__(self, sid: object) -> bool:
-        return sid in self._slots
-
-    def _slot(self, sid: int) -> StreamState:
-        if sid not in self._slots:
-            raise InputError("unknown stream id", expected=f"one of the {len(self._slots)} open streams", actual=sid)
-        return self._slots[sid]
-
-    def reset(self, sid: int) -> None:
-        self._slot(sid)
-        self._slots[sid] = self.runtime.fresh_state(1)
-
-    def snapshot(self, sid: int) -> bytes:
-        return self.runtime.snapshot_of(self._slot(sid))
-
-    def restore(self, sid: int, blob: bytes) -> None:
-        self._slot(sid)
-        self._slots[sid] = self.runtime.restore_from(blob, batch=1)
-
-    def state(self, sid: int) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._slot(sid).states.items()}
-
-    def step(self, inputs: Mapping[int, Any]) -> dict[int, dict[str, np.ndarray]]:
-        """Step each stream id in ``inputs`` by its 1-D token segment. Returns per stream its
-        outputs without batch axis, cut to its own segment length. All or nothing: if any
-        call fails, no stream's state changes."""
-        m = self.runtime.manifest
-        checked: dict[int, np.ndarray] = {}
-        for sid, tokens in inputs.items():
-            self._slot(sid)
-            checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
-        results: dict[int, dict[str, np.ndarray]] = {}
-        updates: dict[int, StreamState] = {}
-        order = list(checked)
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start : start + self.max_batch]
-            self._run_chunk(chunk, checked, results, updates)
-        for sid, st in updates.items():  # commit only after every chunk succeeded
-            self._slots[sid] = st
-        return results
-
-    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], results: dict, updates: dict) -> None:
-        seg = max(len(tokens[sid]) for sid in chunk)
-        batch = np.zeros((len(chunk), seg), dtype=np.int64)  # (B, S) padded with token 0
-        lengths = np.array([len(tokens[sid]) for sid in chunk], dtype=np.int64)
-        for row, sid in enumerate(chunk):
-            batch[row, : lengths[row]] = tokens[sid]
-        slots = [self._slots[sid] for sid in chunk]
-        reset = np.concatenate([s.pending_reset for s in slots])
-        stacked = {name: np.concatenate([s.states[name] for s in slots], axis=0) for name in self.runtime.state_schema}
-        outputs, new_state = self.runtime.run_step(batch, lengths, reset, stacked)
-        for row, sid in enumerate(chunk):
-            results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
-            updates[sid] = StreamState({k: v[row : row + 1].copy() for k, v in new_state.items()}, np.zeros(1, dtype=bool), slots[row].segments + 1)
-
-
-def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:
-    """Keep the first ``length`` positions along the segment axis (batch axis included)."""
-    if segment_axis is None or output.shape[segment_axis] == length:
-        return output
-    index = [slice(None)] * output.ndim
-    index[segment_axis] = slice(0, length)
-    return output[tuple(index)]

@@ -48,6 +48,10 @@ class Device(Protocol):
     def finish_step(self, outputs: list[Any], states: list[Any]) -> tuple[list[np.ndarray], bool]:
         """The end of a step, with one wait for the device: host copies of ``outputs`` and
         whether every buffer of ``states`` is finite (True when ``states`` is empty)."""
+    def take_rows(self, buf: Any, rows: list[int]) -> Any:
+        """A new buffer holding ``buf[rows]`` (batch axis 0), copied on the device."""
+    def put_rows(self, dst: Any, rows: list[int], src: Any) -> None:
+        """``dst[rows] = src`` on the device."""
     @property
     def stream_handle(self) -> int: ...
     def synchronize(self) -> None: ...
@@ -87,7 +91,7 @@ class TorchDevice:
         return int(buf.data_ptr())
 
     def upload(self, buf: Any, host: np.ndarray) -> None:
-        src = self.torch.from_numpy(np.ascontiguousarray(host))
+        src = self.torch.from_numpy(np.require(host, requirements=["C", "W"]))  # torch wants writable memory (read-only inputs are copied)
         if self.stream is None:
             buf.copy_(src)
             return
@@ -129,6 +133,17 @@ class TorchDevice:
         with torch.cuda.stream(self.stream):
             ok = torch.stack([torch.isfinite(b).all() for b in floats]).all()
         return bool(ok.item())
+
+    def _index(self, rows: list[int]) -> Any:
+        return self.torch.tensor(rows, dtype=self.torch.long, device=self.device)
+
+    def take_rows(self, buf: Any, rows: list[int]) -> Any:
+        out: list[Any] = []
+        self.run_on_stream(lambda: out.append(buf.index_select(0, self._index(rows))))
+        return out[0]
+
+    def put_rows(self, dst: Any, rows: list[int], src: Any) -> None:
+        self.run_on_stream(lambda: dst.index_copy_(0, self._index(rows), src))
 
     @property
     def stream_handle(self) -> int:
@@ -209,6 +224,15 @@ class OrtDevice:
 
     def all_finite_many(self, bufs: list[Any]) -> bool:
         return all(self.all_finite(b) for b in bufs)
+
+    def take_rows(self, buf: Any, rows: list[int]) -> Any:
+        """Through the host (OrtValues have no device-side gather here): exact, not fast on CUDA."""
+        return self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(buf.numpy()[rows]), self.kind, self.index)
+
+    def put_rows(self, dst: Any, rows: list[int], src: Any) -> None:
+        arr = np.array(dst.numpy(), copy=True)
+        arr[rows] = src.numpy()
+        dst.update_inplace(arr)
 
     def finish_step(self, outputs: list[Any], states: list[Any]) -> tuple[list[np.ndarray], bool]:
         """run_with_iobinding has returned: outputs are written, nothing to wait for."""
@@ -405,6 +429,73 @@ class DeviceStore:
         for name, arr in states.items():
             self.device.upload(self.buffers.writes()[name], arr)
         self.buffers.flip()
+
+
+class DeviceSlots:
+    """The slot store of a device-resident StreamPool (pool.py): each open stream owns one row of
+    the slot buffers (capacity doubles when full). A step gathers its chunk's rows into the read
+    buffers of a DeviceStore of that batch size, runs it (validated, finite, one wait) and keeps
+    a device copy of the written rows; ``commit`` scatters them back. State never visits the host
+    during steps on the torch device."""
+
+    def __init__(self, package: Package, executor: Executor, device: Device, *, capacity: int = 8, check_finite: bool = True):
+        self.package, self.executor, self.device, self.check_finite = package, executor, device, check_finite
+        self.schema = snap.state_schema(package.manifest)
+        self.capacity = capacity
+        self.buffers = {n: device.empty((capacity, *shape), dtype) for n, (shape, dtype) in self.schema.items()}  # (capacity, ...)
+        self.row_of: dict[int, int] = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._stores: dict[int, DeviceStore] = {}  # by batch size
+
+    def _grow(self) -> None:
+        old, grown = self.capacity, 2 * self.capacity
+        for name, (shape, dtype) in self.schema.items():
+            bigger = self.device.empty((grown, *shape), dtype)
+            self.device.put_rows(bigger, list(range(old)), self.buffers[name])
+            self.buffers[name] = bigger
+        self._free = list(range(grown - 1, old - 1, -1)) + self._free
+        self.capacity = grown
+
+    def open(self, sid: int) -> None:
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        for name, (shape, dtype) in self.schema.items():
+            self.device.put_rows(self.buffers[name], [row], self.device.empty((1, *shape), dtype))  # zeros
+        self.row_of[sid] = row
+
+    def close(self, sid: int) -> None:
+        self._free.append(self.row_of.pop(sid))
+
+    def read(self, sid: int) -> dict[str, np.ndarray]:
+        return {n: self.device.download(self.device.take_rows(b, [self.row_of[sid]])) for n, b in self.buffers.items()}
+
+    def write(self, sid: int, states: dict[str, np.ndarray]) -> None:
+        staged = {}
+        for name, arr in states.items():  # upload everything first: a failure leaves the row as it was
+            staged[name] = self.device.empty(tuple(arr.shape), self.schema[name][1])
+            self.device.upload(staged[name], arr)
+        for name, buf in staged.items():
+            self.device.put_rows(self.buffers[name], [self.row_of[sid]], buf)
+
+    def _store(self, batch: int) -> DeviceStore:
+        if batch not in self._stores:
+            self._stores[batch] = DeviceStore(self.package, self.executor, self.device, batch, cuda_graphs=False, check_finite=self.check_finite)
+        return self._stores[batch]
+
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        rows, store = [self.row_of[s] for s in sids], self._store(len(sids))
+        every = list(range(len(sids)))
+        for name, buf in store.buffers.reads().items():  # gather the chunk's rows into the store's read set
+            self.device.put_rows(buf, every, self.device.take_rows(self.buffers[name], rows))
+        outputs = store.run(tokens, lengths, reset)  # raises before anything of the slots changed
+        written = {n: self.device.take_rows(b, every) for n, b in store.buffers.writes().items()}  # the next chunk may reuse the store
+        return outputs, written
+
+    def commit(self, sids: list[int], held: dict[str, Any]) -> None:
+        rows = [self.row_of[s] for s in sids]
+        for name, buf in held.items():
+            self.device.put_rows(self.buffers[name], rows, buf)
 
 
 class ResidentStream(Stream):

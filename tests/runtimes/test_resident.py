@@ -130,6 +130,45 @@ def test_a_step_waits_for_the_device_once(backend, package_of):
     assert len(counting.downloads) == 5 * len(pkg.manifest.outputs)
 
 
+@pytest.mark.parametrize("backend", RESIDENT_BACKENDS)
+def test_a_resident_pool_keeps_state_on_the_device_grows_and_equals_the_host_pool(backend, package_of):
+    """Streams join (the slot buffers grow from 2 rows), step in ragged random subsets in chunks
+    of 3 and restart: outputs and states equal the host pool's, and during steps only tokens,
+    lengths and reset go up and only outputs come down."""
+    from memx.runtimes.pool import StreamPool
+    from memx.runtimes.resident import DeviceSlots
+
+    pkg = package_of("memformer-tiny")  # two graphs, two state tensors
+    rt = runtimes.open(pkg, backend=backend)
+    executor, device = rt.backend.resident()
+    counting = CountingDevice(device)
+    slots = DeviceSlots(pkg, executor, counting, capacity=2)
+    pool, host = StreamPool(rt, 3, slots), rt.pool(max_batch=3, resident=False)
+    ids = [(pool.open(), host.open()) for _ in range(7)]
+    assert slots.capacity == 8
+    rng = np.random.default_rng(4)
+    m = pkg.manifest
+    counting.uploads.clear(), counting.downloads.clear()
+    chunks = 0
+    for step in range(30):
+        if step == 12:
+            pool.reset(ids[2][0]), host.reset(ids[2][1])
+        chosen = [pair for pair in ids if rng.random() < 0.7]
+        feeds = [(pair, rng.integers(0, m.vocab_size, size=int(rng.integers(1, m.segment["max"] + 1)))) for pair in chosen]
+        got = pool.step({p: x for (p, _), x in feeds})
+        want = host.step({h: x for (_, h), x in feeds})
+        chunks += -(-len(feeds) // 3)
+        for (p, h), _ in feeds:
+            for k in want[h]:
+                np.testing.assert_allclose(got[p][k], want[h][k], atol=1e-5, err_msg=f"{k} at step {step}")
+    assert len(counting.uploads) == 3 * chunks  # tokens, lengths, reset per chunk: never a state
+    assert len(counting.downloads) == len(m.outputs) * chunks  # the outputs of each chunk: never a state
+    for p, h in ids:
+        for k, v in host.state(h).items():
+            np.testing.assert_allclose(pool.state(p)[k], v, atol=1e-5, err_msg=f"state {k}")
+    assert pool.snapshot(ids[0][0]) == host.snapshot(ids[0][1])
+
+
 def test_cuda_graphs_and_resident_choices_are_checked(package_of):
     pkg = package_of("rmt-tiny")
     with pytest.raises(BackendUnavailableError, match="CUDA graphs") as e:

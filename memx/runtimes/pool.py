@@ -1,0 +1,179 @@
+"""StreamPool: many independent streams stepped together in batched calls, over a *slot
+store* that says where each stream's state lives between steps.
+
+Everything the pool promises is written here once, for every store: token validation,
+chunks of at most ``max_batch`` rows, ragged segments padded and masked by ``lengths``,
+reset of new streams in-graph, all-or-nothing steps (no stream's state changes unless every
+chunk succeeded), snapshots in the common bytes and their checks.
+
+Stores:
+
+- ``HostSlots`` (here): one numpy row per stream, stacked for each call of the Runtime;
+- ``DeviceSlots`` (resident.py): rows of device buffers, gathered into a batch on the
+  device, run by a ``DeviceStore`` and scattered back at commit: the state stays on the device.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from memx.errors import InputError
+from memx.package import snapshot as snap
+from memx.runtimes.inputs import check_tokens
+
+
+class SlotStore(Protocol):
+    """Where a pool's streams keep their state. ``run`` must not change what ``read`` returns:
+    the new rows become current only at ``commit``."""
+
+    def open(self, sid: int) -> None:
+        """A zero state row for a new stream ``sid`` (its first step resets in-graph)."""
+
+    def close(self, sid: int) -> None: ...
+
+    def read(self, sid: int) -> dict[str, np.ndarray]:
+        """Host copies of the stream's state, (1, ...) each."""
+
+    def write(self, sid: int, states: dict[str, np.ndarray]) -> None:
+        """Make ``states`` ((1, ...) each, checked by the caller) the stream's, all or nothing."""
+
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+        """One batched step of rows ``sids``: host outputs (B, ...) and the new rows, held apart."""
+
+    def commit(self, sids: list[int], held: Any) -> None:
+        """Make the rows held by ``run`` current."""
+
+
+class HostSlots:
+    """One numpy state row per stream; each call stacks the rows of its chunk."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.rows: dict[int, dict[str, np.ndarray]] = {}
+
+    def open(self, sid: int) -> None:
+        self.rows[sid] = self.runtime.fresh_state(1).states
+
+    def close(self, sid: int) -> None:
+        del self.rows[sid]
+
+    def read(self, sid: int) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.rows[sid].items()}
+
+    def write(self, sid: int, states: dict[str, np.ndarray]) -> None:
+        self.rows[sid] = dict(states)
+
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+        stacked = {name: np.concatenate([self.rows[s][name] for s in sids], axis=0) for name in self.runtime.state_schema}  # (B, ...)
+        return self.runtime.run_step(tokens, lengths, reset, stacked)
+
+    def commit(self, sids: list[int], held: dict[str, np.ndarray]) -> None:
+        for row, sid in enumerate(sids):
+            self.rows[sid] = {k: v[row : row + 1].copy() for k, v in held.items()}
+
+
+class StreamPool:
+    """Many independent streams, stepped together in batched calls of at most ``max_batch`` rows.
+
+    Streams may be at different depths and have segments of different lengths: rows are
+    padded to the longest segment of the call and masked by ``lengths``; new streams are
+    reset in-graph. The result for each stream equals stepping it alone.
+
+        pool = runtime.pool(max_batch=32)
+        a, b = pool.open(), pool.open()
+        out = pool.step({a: tokens_a, b: tokens_b})   # {a: {"logits": (S_a, V)}, b: ...}
+    """
+
+    def __init__(self, runtime: Any, max_batch: int, slots: SlotStore | None = None):
+        self.runtime, self.max_batch = runtime, max_batch
+        self.slots: SlotStore = slots if slots is not None else HostSlots(runtime)
+        self._pending: dict[int, bool] = {}  # stream id -> its next step starts from the learned initial state
+        self._segments: dict[int, int] = {}
+        self._ids = itertools.count()
+
+    def open(self) -> int:
+        sid = next(self._ids)
+        self.slots.open(sid)
+        self._pending[sid], self._segments[sid] = True, 0
+        return sid
+
+    def close(self, sid: int) -> None:
+        self._check(sid)
+        self.slots.close(sid)
+        del self._pending[sid], self._segments[sid]
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._pending
+
+    def _check(self, sid: int) -> None:
+        if sid not in self._pending:
+            raise InputError("unknown stream id", expected=f"one of the {len(self._pending)} open streams", actual=sid)
+
+    def reset(self, sid: int) -> None:
+        self._check(sid)
+        self.slots.close(sid)
+        self.slots.open(sid)
+        self._pending[sid], self._segments[sid] = True, 0
+
+    def snapshot(self, sid: int) -> bytes:
+        self._check(sid)
+        return snap.encode(snap.SnapshotData(self.runtime.model_id, self.slots.read(sid), np.array([self._pending[sid]]), self._segments[sid]))
+
+    def restore(self, sid: int, blob: bytes) -> None:
+        """Replace stream ``sid``'s state by a snapshot's (batch 1); refuses, state unchanged, on any mismatch."""
+        self._check(sid)
+        data = snap.decode_checked(blob, model_id=self.runtime.model_id, batch=1, schema=self.runtime.state_schema)
+        self.slots.write(sid, data.states)
+        self._pending[sid], self._segments[sid] = bool(data.pending_reset[0]), data.segments
+
+    def state(self, sid: int) -> dict[str, np.ndarray]:
+        self._check(sid)
+        return self.slots.read(sid)
+
+    def step(self, inputs: Mapping[int, Any]) -> dict[int, dict[str, np.ndarray]]:
+        """Step each stream id in ``inputs`` by its 1-D token segment. Returns per stream its
+        outputs without batch axis, cut to its own segment length. All or nothing: if any
+        call fails, no stream's state changes."""
+        m = self.runtime.manifest
+        checked: dict[int, np.ndarray] = {}
+        for sid, tokens in inputs.items():
+            self._check(sid)
+            checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
+        results: dict[int, dict[str, np.ndarray]] = {}
+        held: list[tuple[list[int], Any]] = []
+        order = list(checked)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            held.append((chunk, self._run_chunk(chunk, checked, results)))
+        for chunk, rows in held:  # commit only after every chunk succeeded
+            self.slots.commit(chunk, rows)
+            for sid in chunk:
+                self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
+        return results
+
+    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], results: dict) -> Any:
+        seg = max(len(tokens[sid]) for sid in chunk)
+        batch = np.zeros((len(chunk), seg), dtype=np.int64)  # (B, S) padded with token 0
+        lengths = np.array([len(tokens[sid]) for sid in chunk], dtype=np.int64)
+        for row, sid in enumerate(chunk):
+            batch[row, : lengths[row]] = tokens[sid]
+        reset = np.array([self._pending[sid] for sid in chunk], dtype=bool)
+        outputs, rows = self.slots.run(chunk, batch, lengths, reset)
+        for row, sid in enumerate(chunk):
+            results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
+        return rows
+
+
+def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:
+    """Keep the first ``length`` positions along the segment axis (batch axis included)."""
+    if segment_axis is None or output.shape[segment_axis] == length:
+        return output
+    index = [slice(None)] * output.ndim
+    index[segment_axis] = slice(0, length)
+    return output[tuple(index)]
