@@ -111,3 +111,25 @@ def _numel(shape: list[int | str]) -> int:
 
 def _itemsize(dtype: str) -> int:
     return {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}[dtype]
+
+
+def zoo_catalogue() -> dict[str, Any]:
+    """What ``memx zoo`` lists: the families, every preset (built once with its default seed to
+    count its parameters) and the trained zoo models."""
+    import math
+
+    from memx.models import build_preset, families, presets
+    from memx.models.zoo import zoo_entries
+
+    rows = []
+    for p in presets():
+        model = build_preset(p.name)
+        specs = model.state_specs()
+        rows.append({"preset": p.name, "family": p.family, "size": p.size, "parameters": model.num_parameters(),
+                     "state": {s.name: list(s.shape) for s in specs},
+                     "state_bytes": sum(math.prod(s.shape) * _itemsize(s.dtype) for s in specs),
+                     "max_segment_len": model.max_segment_len, "description": p.description})
+    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "metric": e.metric, "chance": e.chance,
+                "accuracy": e.trained_accuracy(), "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
+               for e in zoo_entries()]
+    return {"families": sorted(families()), "presets": rows, "zoo": trained}

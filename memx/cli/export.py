@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from memx.cli.app import app, err, errors_to_exit, out
 from memx.cli.render import print_drift, print_parity, shape_text
 from memx.errors import expect_choice
+from memx.package.files import write_text_atomic
 
 
 @app.command()
@@ -64,43 +65,21 @@ def validate(
 ) -> None:
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
     --atol), or, for quantized packages (or with --against), drift and task accuracy."""
-    from memx.exporter import Package
-    from memx.validation.parity import validate as run_validation
-    from memx.validation.recording import record as record_report
+    from memx.validation.check import check_package
+    from memx.validation.drift import DriftReport
 
-    pkg = Package.open(package)
     choices = {"auto": None, "on": True, "off": False}
     if kernels not in choices:
         raise expect_choice("--kernels value", kernels, list(choices))
     options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
-    if against is None and pkg.manifest.precision != "fp32":
-        against = "torch"
-    if against is not None:
-        _validate_precision(pkg, against, segments or 1024, batch, seed, drift_tol, max_accuracy_drop, json_out, record, options)
-        return
-    report = run_validation(pkg, backend=backend, device=device, segments=segments or 256, batch=batch, atol=atol, seed=seed, backend_options=options)
-    print_parity(report)
+    report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
+                           drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, backend_options=options, record=record)
+    if isinstance(report, DriftReport):
+        print_drift(report)
+        out.print("report: " + ", ".join(str(package / p) for p in report.reports.values()), highlight=False)
+    else:
+        print_parity(report)
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    if record:
-        record_report(pkg, report)
-    if not report.passed:
-        raise typer.Exit(1)
-
-
-def _validate_precision(pkg: Any, against: str, segments: int, batch: int, seed: int, drift_tol: float, max_drop: float,
-                        json_out: Optional[Path], record: bool, options: dict[str, Any]) -> None:
-    from memx.validation.drift import compare_precision, report_name, save_report
-    from memx.validation.recording import record as record_report
-
-    report = compare_precision(pkg, against=against, segments=segments, batch=batch, seed=seed, drift_tol=drift_tol,
-                               max_accuracy_drop=max_drop, backend_options=options)
-    saved = save_report(pkg, report, report_name(against))
-    print_drift(report)
-    out.print("report: " + ", ".join(str(pkg.path / p) for p in saved.values()), highlight=False)
-    if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-    if record:
-        record_report(pkg, report)
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
     if not report.passed:
         raise typer.Exit(1)

@@ -81,30 +81,21 @@ def inspect(
 @errors_to_exit
 def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List model families and presets."""
-    from memx.models import build_preset, families, presets
+    from memx.inspection import zoo_catalogue
 
-    rows = []
-    for p in presets():
-        model = build_preset(p.name)
-        rows.append({"preset": p.name, "family": p.family, "size": p.size, "parameters": model.num_parameters(),
-                     "state": {s.name: list(s.shape) for s in model.state_specs()}, "max_segment_len": model.max_segment_len,
-                     "description": p.description})
-    from memx.zoo import zoo_entries
-
-    trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "metric": e.metric, "chance": e.chance,
-                "accuracy": e.trained_accuracy(), "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
-               for e in zoo_entries()]
+    catalogue = zoo_catalogue()
+    rows, trained = catalogue["presets"], catalogue["zoo"]
     if json_out:
-        out.print_json(json.dumps({"families": sorted(families()), "presets": rows, "zoo": trained}))
+        out.print_json(json.dumps(catalogue))
         return
-    table = Table(title=f"memx zoo: families {', '.join(sorted(families()))}")
+    table = Table(title=f"memx zoo: families {', '.join(catalogue['families'])}")
     for col in ("preset", "family", "params"):
         table.add_column(col, no_wrap=True)
     table.add_column("state per stream")
     table.add_column("S max", no_wrap=True)
     table.add_column("description")
     for r in rows:
-        state = state_summary(r["state"])
+        state = state_summary(r["state"], r["state_bytes"])
         params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
         table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
     out.print(table)

@@ -74,9 +74,10 @@ def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optio
     from memx.formatting import human_bytes
     from memx.package.files import write_text_atomic
     from memx.profiling.report import render_scaling_html
-    from memx.profiling.scaling import scaling
+    from memx.profiling.scaling import scaling, scaling_budget
 
-    report = scaling(package, history, batch=batch, segment_len=segment_len, segments=min(segments, 50), warmup=min(warmup, 5), seed=seed, with_baseline=baseline)
+    segments, warmup = scaling_budget(segments, warmup)
+    report = scaling(package, history, batch=batch, segment_len=segment_len, segments=segments, warmup=warmup, seed=seed, with_baseline=baseline)
     table = Table(title=f"{report.family}: per-segment latency vs history (B={report.batch}, S={report.segment_len}, {report.segments} timed segments per point)")
     for col in ("history", "mem p50 ms", "growth", "full p50 ms", "full/mem", "KV/stream"):
         table.add_column(col, justify="right", no_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.markup import escape
@@ -127,11 +126,10 @@ def print_profile(report: Any) -> None:
         out.print(f"tegrastats: {teg['samples']} samples; GPU load mean {gpu.get('mean', float('nan')):.0f}%; {power}", highlight=False)
 
 
-def state_summary(state: dict[str, list[int]]) -> str:
-    """memory[4, 32] for one or two tensors; "6 tensors, 12.1 KiB" (fp32) for more."""
+def state_summary(state: dict[str, list[int]], state_bytes: int) -> str:
+    """memory[4, 32] for one or two tensors; "6 tensors, 12.1 KiB" for more."""
     if len(state) <= 2:
         return ", ".join(f"{k}{shape_text(v)}" for k, v in state.items()) or "—"
     from memx.formatting import human_bytes
 
-    floats = sum(math.prod(v) for v in state.values())
-    return f"{len(state)} tensors, {human_bytes(4 * floats)}"
+    return f"{len(state)} tensors, {human_bytes(state_bytes)}"

@@ -101,6 +101,16 @@ def _full_cache_stream(rt: Any, batch: int, rng: np.random.Generator) -> Any:
     return stream
 
 
+# each history point first replays its whole history, so the timed part stays short
+SCALING_MAX_SEGMENTS, SCALING_MAX_WARMUP = 50, 5
+
+
+def scaling_budget(segments: int, warmup: int) -> tuple[int, int]:
+    """The timed and warm-up segments per history point for a request of ``segments``/``warmup``
+    (``memx profile --history``): capped at 50 and 5."""
+    return min(segments, SCALING_MAX_SEGMENTS), min(warmup, SCALING_MAX_WARMUP)
+
+
 def scaling(
     package: str | Path | Package,
     histories: list[int] | str,

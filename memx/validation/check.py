@@ -1,0 +1,51 @@
+"""What ``memx validate`` runs on a package: the check its precision calls for, recorded."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from memx.package.files import Package
+from memx.validation.drift import DriftReport, compare_precision, report_name, save_report
+from memx.validation.parity import ParityReport, validate
+from memx.validation.recording import record as record_report
+
+PARITY_SEGMENTS = 256  # fp32 parity: long enough for drift one step cannot show
+DRIFT_SEGMENTS = 1024  # quantized packages: rounding error accumulates in the memory
+
+
+def check_package(
+    package: str | os.PathLike | Package,
+    *,
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    against: str | None = None,
+    segments: int | None = None,
+    batch: int = 4,
+    atol: float = 1e-4,
+    seed: int = 0,
+    drift_tol: float = 0.05,
+    max_accuracy_drop: float = 1.0,
+    backend_options: dict[str, Any] | None = None,
+    record: bool = True,
+    progress: bool = True,
+) -> ParityReport | DriftReport:
+    """fp32 packages (without ``against``): parity of ``backend`` with PyTorch, outputs and
+    states within ``atol``, over ``segments`` (default 256). Quantized packages, or any with
+    ``against`` ("torch" or an fp32 package of the same model): drift and task accuracy over
+    ``segments`` (default 1024), the report's JSON and plot saved in the package's reports/.
+    With ``record`` the result is kept in the manifest (:func:`memx.validation.record`)."""
+    pkg = package if isinstance(package, Package) else Package.open(package)
+    if against is None and pkg.manifest.precision != "fp32":
+        against = "torch"
+    report: ParityReport | DriftReport
+    if against is None:
+        report = validate(pkg, backend=backend, device=device, segments=segments or PARITY_SEGMENTS, batch=batch, atol=atol, seed=seed,
+                          backend_options=backend_options, progress=progress)
+    else:
+        report = compare_precision(pkg, against=against, segments=segments or DRIFT_SEGMENTS, batch=batch, seed=seed, drift_tol=drift_tol,
+                                   max_accuracy_drop=max_accuracy_drop, backend_options=backend_options, progress=progress)
+        save_report(pkg, report, report_name(against))
+    if record:
+        record_report(pkg, report)
+    return report
