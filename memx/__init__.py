@@ -7,16 +7,11 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from memx.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _LAZY = {"export": "memx.exporter.to_onnx", "validate": "memx.validation.parity", "runtimes": "memx.runtimes", "errors": "memx.errors"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        return module if module.__name__ == f"memx.{name}" else getattr(module, name)
-    raise AttributeError(f"module 'memx' has no attribute {name!r}")
+__getattr__ = lazy_exports("memx", _LAZY)

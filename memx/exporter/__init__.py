@@ -7,8 +7,7 @@ deployment with only ONNX Runtime can read packages without PyTorch installed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from memx.lazy import lazy_exports
 
 _LAZY = {
     "export": "memx.exporter.to_onnx",
@@ -20,10 +19,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'memx.exporter' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports("memx.exporter", _LAZY)
 __all__ = sorted(_LAZY)

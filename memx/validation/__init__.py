@@ -12,8 +12,7 @@ Names are imported lazily (parity needs no torch until a torch reference runs).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from memx.lazy import lazy_exports
 
 _LAZY = {
     "ParityReport": "memx.validation.parity",
@@ -29,10 +28,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'memx.validation' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports("memx.validation", _LAZY)
 __all__ = sorted(_LAZY)

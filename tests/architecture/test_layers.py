@@ -10,7 +10,8 @@ from tests.architecture.imports import all_modules, cycles, layer_graph, layer_o
 
 # low to high; a layer may import the layers before it, never its own rank's others or later ones
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "progress", "formatting", "plotting", "memx"),  # utilities; memx/__init__ (lazy facade, __version__)
+    ("errors", "progress", "formatting", "plotting", "lazy"),  # utilities
+    ("memx",),  # memx/__init__: the lazy top-level facade, __version__
     ("package", "onnxgraph", "registry"),  # the package contract; ONNX graph walking; the registry type
     ("ops",),  # custom ops: schemas, reference bodies, kernel library lookup
     ("models",),  # families, presets, the zoo catalogue, checkpoints
