@@ -129,6 +129,11 @@ class BackendUnavailableError(MemxError, RuntimeError):
     """The backend or device asked for is not installed or not present."""
 
 
+class ReferenceModelError(BackendUnavailableError):
+    """A package's PyTorch reference cannot be built in this process (an unregistered family
+    whose code the user has not named, or a factory that cannot be imported or does not fit)."""
+
+
 class BackendRunError(MemxError, RuntimeError):
     """The backend failed while running a step (the stream's state is unchanged)."""
 

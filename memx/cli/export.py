@@ -27,6 +27,7 @@ def export(
     verify_segments: int = typer.Option(32, help="Segments of parity check before the package is written (0: skip)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
     inline_custom_ops: bool = typer.Option(False, "--inline-custom-ops", help="Export sparse attention as plain ONNX ops instead of memx custom ops (each with a reference body)."),
+    skip_contract_checks: bool = typer.Option(False, "--skip-contract-checks", help="Experts: do not check padding invariance, reset and empty rows on the module first (recorded in the manifest)."),
 ) -> None:
     """Export one segment step of a model to a memx package (ONNX + manifest).
 
@@ -38,7 +39,8 @@ def export(
     t0 = time.perf_counter()
     pkg = export_preset(
         target, out_dir, seed=seed, checkpoint=checkpoint, segment_len=segment_len, opset=opset, force=force,
-        verify_segments=verify_segments, inline_custom_ops=inline_custom_ops, progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
+        verify_segments=verify_segments, inline_custom_ops=inline_custom_ops, contract_checks=not skip_contract_checks,
+        progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
     )
     m = pkg.manifest
     states = ", ".join(f"{s.name}{shape_text(s.shape)}" for s in m.state) or "none (stateless step)"
@@ -62,6 +64,8 @@ def validate(
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
     drift_tol: float = typer.Option(0.05, help="Precision check: state relative error that counts as divergence."),
+    reference: Optional[str] = typer.Option(None, help="The code that builds the PyTorch reference of a model that is not a memx family: package.module:function (called with the manifest's config)."),
+    trust_reference: bool = typer.Option(False, "--trust-reference", help="Import the reference factory the package records (this runs code the package names: only for packages you trust)."),
 ) -> None:
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
     --atol), or, for quantized packages (or with --against), drift and task accuracy."""
@@ -72,8 +76,10 @@ def validate(
     if kernels not in choices:
         raise expect_choice("--kernels value", kernels, list(choices))
     options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
+    reference_options = {"factory": reference} if reference else {"trust_package_factory": True} if trust_reference else {}
     report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
-                           drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, backend_options=options, record=record)
+                           drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, backend_options=options, reference_options=reference_options,
+                           record=record)
     if isinstance(report, DriftReport):
         print_drift(report)
         out.print("report: " + ", ".join(str(package / p) for p in report.reports.values()), highlight=False)

@@ -27,7 +27,8 @@ from memx.package.manifest import (
     TensorInfo,
 )
 from memx.package.files import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
-from memx.exporter.step import check_contract, example_inputs, state_input_name, state_output_name
+from memx.exporter.contract import check_behaviour, check_declared_io, check_symbolic_axes
+from memx.exporter.step import example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
 from memx.models.checkpoint import load_checkpoint
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
@@ -190,6 +191,19 @@ def _check_graph_io(path: Path, inputs: list[TensorInfo], outputs: list[TensorIn
     return proto
 
 
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors safetensors can write: tied weights (an LM head that is its embedding) share
+    memory, so every name after the first gets its own copy (loading restores both names)."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        out[name] = t.clone().contiguous() if key in seen or not t.is_contiguous() else t
+        seen.add(key)
+    return out
+
+
 def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int, opset: int, checkpoint_sha256: str | None, task: str | None = None) -> Manifest:
     graphs = _graph_infos(model, segment_max)
     catalog = _tensor_catalog(model, segment_max)
@@ -219,7 +233,7 @@ def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int,
             "host": platform.node() or "unknown",
         },
         files={},
-        reference={"weights": WEIGHTS_FILE},
+        reference={"weights": WEIGHTS_FILE, **({"factory": model.factory} if model.factory else {})},
         causal=model.is_causal,
         task=task,
     )
@@ -237,6 +251,7 @@ def export(
     force: bool = False,
     verify_segments: int = 32,
     inline_custom_ops: bool = False,
+    contract_checks: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Package:
     """Export ``model``'s segment step to the package ``out_dir``.
@@ -247,6 +262,10 @@ def export(
 
     Sparse attention is exported as memx custom ops (one node each, with a model-local
     reference body) unless ``inline_custom_ops``, which exports the plain decomposition.
+
+    Before export the module's behaviour is checked against the contract (padding
+    invariance, reset = fresh stream, empty rows keep their state: memx.exporter.contract)
+    unless ``contract_checks`` is False, which the manifest records.
     """
     say = progress or (lambda _msg: None)
     if not isinstance(model, SegmentModel):
@@ -258,8 +277,12 @@ def export(
     if opset < 17:
         raise ExportError("opset too old (LayerNormalization needs 17)", expected=">= 17", actual=opset)
     checkpoint_sha = load_checkpoint(model, checkpoint) if checkpoint else None
-    check_contract(model, max(1, min(segment_max, 8)))
+    check_declared_io(model, max(1, min(segment_max, 8)))
+    if contract_checks:
+        say("checking the step contract on the module (padding, reset, empty rows)")
+        check_behaviour(model, segment_max)
     manifest = build_manifest(model, preset=preset, segment_max=segment_max, opset=opset, checkpoint_sha256=checkpoint_sha, task=task)
+    manifest.provenance["contract_checks"] = "passed" if contract_checks else "skipped"
     feeds = _example_feeds(model, manifest.graphs, segment_max)
     with staged_directory(out_dir, force=force) as stage:
         for graph in manifest.graphs:
@@ -267,13 +290,14 @@ def export(
             onnx_path = stage / graph.file
             _export_onnx(model, graph, onnx_path, feeds, segment_max, opset, custom_ops=not inline_custom_ops)
             proto = _check_graph_io(onnx_path, graph.inputs, graph.outputs)
+            check_symbolic_axes(proto, graph)
             manifest.custom_ops += [{**e, "graph": graph.name} for e in _attach_reference_bodies(proto, opset)]
             onnx.save(proto, str(onnx_path))
         for graph in manifest.graphs:  # the manifest is complete only now (custom ops of every graph)
             onnx_path = stage / graph.file
             mirror_manifest(onnx_path, onnx.load(str(onnx_path), load_external_data=False), manifest)
         (stage / WEIGHTS_FILE).parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS_FILE))
+        save_file(_unshared(model.state_dict()), str(stage / WEIGHTS_FILE))
         for p in sorted(stage.rglob("*")):
             if p.is_file():
                 manifest.files[p.relative_to(stage).as_posix()] = file_info(p)
@@ -282,7 +306,7 @@ def export(
             say(f"checking parity against PyTorch over {verify_segments} segments")
             from memx.validation.parity import validate
 
-            report = validate(stage, segments=verify_segments, progress=False)
+            report = validate(stage, segments=verify_segments, progress=False, reference_options={"model": model})
             if not report.passed:
                 raise ExportError(f"exported graph does not match PyTorch: {report.summary()}")
     return Package.open(out_dir)

@@ -58,6 +58,9 @@ class SegmentModel(nn.Module):
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type]
+    # "package.module:function" that rebuilds this model from the manifest's config, recorded in
+    # the package for processes that do not know the family (memx.models.reference)
+    factory: str | None = None
 
     def __init__(self, config: Any):
         super().__init__()

@@ -12,14 +12,17 @@ from safetensors.torch import load_file
 from memx.errors import BackendUnavailableError, CheckpointError, PackageFileError
 from memx.package.manifest import GraphInfo
 from memx.package.files import Package
-from memx.models.registry import build_model
+from memx.models.reference import build_reference
 from memx.runtimes.base import Backend, register_backend
 from memx.runtimes.resident import Binding, TorchDevice
 
 
 @register_backend("torch")
 class TorchBackend(Backend):
-    """Options: ``threads`` (torch intra-op threads; default torch's own)."""
+    """Options: ``threads`` (torch intra-op threads; default torch's own); where the model comes
+    from when it is not a memx family: ``model`` (an instance), ``factory``
+    ("package.module:function" or a callable), ``trust_package_factory`` (import the factory the
+    package records) — see memx.models.reference."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
         super().__init__(package, device=device, **options)
@@ -29,7 +32,7 @@ class TorchBackend(Backend):
         weights = m.reference.get("weights")
         if not weights:
             raise PackageFileError("package has no reference weights for the torch backend", expected="reference.weights in memx.json", actual="none")
-        model = build_model(m.family, m.config)
+        model = build_reference(m, model=options.get("model"), factory=options.get("factory"), trust_package_factory=bool(options.get("trust_package_factory")))
         tensors = load_file(str(package.file(weights)))
         try:
             model.load_state_dict(tensors, strict=True)

@@ -27,6 +27,7 @@ def check_package(
     drift_tol: float = 0.05,
     max_accuracy_drop: float = 1.0,
     backend_options: dict[str, Any] | None = None,
+    reference_options: dict[str, Any] | None = None,
     record: bool = True,
     progress: bool = True,
 ) -> ParityReport | DriftReport:
@@ -34,17 +35,22 @@ def check_package(
     states within ``atol``, over ``segments`` (default 256). Quantized packages, or any with
     ``against`` ("torch" or an fp32 package of the same model): drift and task accuracy over
     ``segments`` (default 1024), the report's JSON and plot saved in the package's reports/.
-    With ``record`` the result is kept in the manifest (:func:`memx.validation.record`)."""
+    With ``record`` the result is kept in the manifest (:func:`memx.validation.record`).
+    ``reference_options`` say where the PyTorch reference comes from (memx.models.reference);
+    a torch candidate gets them too."""
     pkg = package if isinstance(package, Package) else Package.open(package)
     if against is None and pkg.manifest.precision != "fp32":
         against = "torch"
     report: ParityReport | DriftReport
+    if backend == "torch" and reference_options:
+        backend_options = {**reference_options, **(backend_options or {})}
     if against is None:
         report = validate(pkg, backend=backend, device=device, segments=segments or PARITY_SEGMENTS, batch=batch, atol=atol, seed=seed,
-                          backend_options=backend_options, progress=progress)
+                          backend_options=backend_options, reference_options=reference_options, progress=progress)
     else:
         report = compare_precision(pkg, against=against, segments=segments or DRIFT_SEGMENTS, batch=batch, seed=seed, drift_tol=drift_tol,
-                                   max_accuracy_drop=max_accuracy_drop, backend_options=backend_options, progress=progress)
+                                   max_accuracy_drop=max_accuracy_drop, backend_options=backend_options,
+                                   reference_options=reference_options, progress=progress)
         save_report(pkg, report, report_name(against))
     if record:
         record_report(pkg, report)

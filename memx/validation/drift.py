@@ -127,13 +127,13 @@ def _rel_error(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(np.linalg.norm(cand64 - ref64) / max(np.linalg.norm(ref64), 1e-12))
 
 
-def open_reference(pkg: Package, against: str | os.PathLike) -> tuple[Any, str]:
+def open_reference(pkg: Package, against: str | os.PathLike, reference_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The reference runtime: ``"torch"`` (the package's fp32 reference weights in PyTorch)
     or another package of the same model (run with ONNX Runtime)."""
     from memx import runtimes
 
     if str(against) == "torch":
-        return runtimes.open(pkg, backend="torch"), "torch"
+        return runtimes.open(pkg, backend="torch", **(reference_options or {})), "torch"
     ref = Package.open(against)
     if ref.manifest.model_id() != pkg.manifest.model_id():
         raise ManifestError("the reference package is a different model", expected=f"model id {pkg.manifest.model_id()[:16]}", actual=ref.manifest.model_id()[:16])
@@ -172,6 +172,7 @@ def compare_precision(
     with_task: bool = True,
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
+    reference_options: dict[str, Any] | None = None,
 ) -> DriftReport:
     """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``."""
     from memx import runtimes
@@ -179,7 +180,7 @@ def compare_precision(
 
     pkg = package if isinstance(package, Package) else Package.open(package)
     m = pkg.manifest
-    ref_rt, ref_name = open_reference(pkg, against)
+    ref_rt, ref_name = open_reference(pkg, against, reference_options)
     cand_rt = runtimes.open(pkg, backend="onnxruntime", **(backend_options or {}))
     seg = m.segment["max"]
     source = TaskSource(m.task, seg, causal=m.causal, vocab_size=m.vocab_size) if m.task else RandomSource(m.vocab_size)

@@ -147,10 +147,12 @@ def validate(
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
     reference_rollouts: ReferenceRollouts | None = None,
+    reference_options: dict[str, Any] | None = None,
 ) -> ParityReport:
     """Compare ``backend`` against ``reference`` on ``package`` over ``segments`` segments.
     With ``reference_rollouts``, the reference's run is taken from it when an earlier call
-    made the same one, and stored in it otherwise."""
+    made the same one, and stored in it otherwise. ``reference_options`` go to the reference's
+    backend (for torch: ``model``, ``factory``, ``trust_package_factory``: memx.models.reference)."""
     from memx import runtimes
     from memx.progress import progress_range
 
@@ -158,7 +160,7 @@ def validate(
     key = ReferenceRollouts.key(pkg, reference=reference, segments=segments, batch=batch, seed=seed, reset_prob=reset_prob)
     recorded = reference_rollouts.get(key) if reference_rollouts is not None else None
     recording: list[Segment] = []
-    ref_s = None if recorded is not None else runtimes.open(pkg, backend=reference).stream(batch)
+    ref_s = None if recorded is not None else runtimes.open(pkg, backend=reference, **(reference_options or {})).stream(batch)
     cand_rt = runtimes.open(pkg, backend=backend, device=device, **(backend_options or {}))
     cand_s = cand_rt.stream(batch)
     m = pkg.manifest

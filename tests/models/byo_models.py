@@ -1,0 +1,149 @@
+"""Memory models written the way other projects write them, not the way memx does: they know
+nothing of memx's step contract. Each ``make_*`` builds one wrapped with memx.wrap; the
+count of lines the user writes is what the wrap call takes (tests/models/test_wrap.py).
+
+They are importable (``tests.models.byo_models:make_dict_lm``) so that a fresh process can
+rebuild the reference with ``memx validate --reference``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+import memx
+
+VOCAB, SEG = 48, 12
+
+
+class FakeModelOutput(OrderedDict):
+    """The shape of a Hugging Face ModelOutput: an OrderedDict with attribute access."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class LayeredMemoryLM(nn.Module):
+    """Per-layer memories as a list, a SimpleNamespace config, a dict return, an attention
+    mask in the Hugging Face convention (1 = real token), tied input/output embeddings."""
+
+    def __init__(self, cfg: SimpleNamespace):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.d)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(cfg.d, 2, 2 * cfg.d, dropout=0.0, batch_first=True) for _ in range(cfg.n_layers))
+        self.write = nn.ModuleList(nn.Linear(cfg.d, cfg.d) for _ in range(cfg.n_layers))
+        self.head = nn.Linear(cfg.d, cfg.vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied
+
+    def forward(self, input_ids, memories, attention_mask):
+        h = self.embed(input_ids)
+        pad = attention_mask == 0  # (B, S)
+        new = []
+        for layer, write, mem in zip(self.layers, self.write, memories):
+            n = mem.shape[1]
+            x = torch.cat([mem, h], dim=1)  # (B, N + S, d): memory tokens read and are read
+            keep = torch.cat([torch.zeros_like(pad[:, :1]).expand(-1, n), pad], dim=1)
+            x = layer(x, src_key_padding_mask=keep)
+            new.append(torch.tanh(write(x[:, :n])))
+            h = x[:, n:]
+        return {"logits": self.head(h), "memories": new}
+
+
+def make_layered_lm(config: dict | None = None) -> memx.models.wrap.WrappedModel:
+    cfg = SimpleNamespace(**(config or {}).get("user", {"vocab": VOCAB, "d": 16, "n_layers": 2, "slots": 3}))
+    return memx.wrap(LayeredMemoryLM(cfg), state={"memories": memx.State((cfg.slots, cfg.d), count=cfg.n_layers, init="learned")},
+                     vocab_size=cfg.vocab, max_segment_len=SEG, mask="attention_mask", config=cfg, name="layered-lm",
+                     factory="tests.models.byo_models:make_layered_lm")
+
+
+class BatchSecondKV(nn.Module):
+    """A key/value memory kept as [2, B, N, d] (keys and values stacked first, batch second, as
+    KV caches often are), a tuple return, a float padding mask (1.0 = real)."""
+
+    leaks_padding = False
+
+    def __init__(self, vocab: int = VOCAB, d: int = 12, slots: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.q = nn.Linear(d, d)
+        self.slot_q = nn.Parameter(torch.randn(slots, d) * 0.3)
+        self.out = nn.Linear(2 * d, vocab)
+
+    def forward(self, tokens, kv, mask):
+        k, v = kv[0], kv[1]  # (B, N, d) each
+        x = self.embed(tokens)  # (B, S, d)
+        read = torch.softmax(self.q(x) @ k.transpose(1, 2), dim=-1) @ v  # tokens read the memory: (B, S, d)
+        logits = self.out(torch.cat([x, read], -1))
+        keep = torch.ones_like(mask) if self.leaks_padding else mask
+        scores = (self.slot_q @ x.transpose(1, 2)).masked_fill(keep[:, None, :] == 0, -1e4)  # slots attend to the segment: (B, N, S)
+        written = torch.softmax(scores, -1) @ x  # (B, N, d)
+        new = torch.stack([0.8 * k + 0.2 * written, 0.8 * v + 0.2 * torch.tanh(written)])  # (2, B, N, d)
+        return logits, new
+
+
+class LeakyKV(BatchSecondKV):
+    leaks_padding = True  # the memory also reads the padded positions: the next state depends on padding
+
+
+def make_kv(config: dict | None = None):
+    return memx.wrap(BatchSecondKV(), state={"kv": memx.State((2, 4, 12), batch_axis=1)}, vocab_size=VOCAB, max_segment_len=SEG,
+                     mask="mask", outputs={"logits": "0"}, new_state={"kv": "1"}, name="batch-second-kv",
+                     call=lambda m, tokens, kv, mask: m(tokens, kv, mask.float()), factory="tests.models.byo_models:make_kv")
+
+
+def make_leaky_kv(config: dict | None = None):
+    return memx.wrap(LeakyKV(), state={"kv": memx.State((2, 4, 12), batch_axis=1)}, vocab_size=VOCAB, max_segment_len=SEG,
+                     mask="mask", outputs={"logits": "0"}, new_state={"kv": "1"}, name="leaky-kv")
+
+
+class StepByStepGRU(nn.Module):
+    """A recurrent memory stepped token by token in a Python loop over the segment length, as
+    much research code is: the loop fixes the segment axis in any traced graph."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 12):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.cell = nn.GRUCell(d, d)
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, tokens, h, mask):
+        x, outs = self.embed(tokens), []
+        for t in range(tokens.shape[1]):
+            h = torch.where(mask[:, t : t + 1].bool(), self.cell(x[:, t], h), h)
+            outs.append(h)
+        return self.out(torch.stack(outs, 1)), h
+
+
+def make_gru(config: dict | None = None):
+    return memx.wrap(StepByStepGRU(), state={"h": memx.State((12,))}, vocab_size=VOCAB, max_segment_len=SEG, mask="mask",
+                     outputs={"logits": "0"}, new_state={"h": "1"}, causal=True, name="step-by-step-gru")
+
+
+class SeenTokens(nn.Module):
+    """A bool memory (which token ids a stream has seen), a ModelOutput-like return."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 8):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.seen_embed = nn.Linear(vocab, d)
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, input_ids, seen, attention_mask):
+        real = attention_mask.bool()
+        hits = torch.zeros(seen.shape, dtype=torch.float32).scatter_add(1, input_ids, real.float())  # (B, V)
+        now = seen | (hits > 0)
+        h = self.embed(input_ids) + self.seen_embed(seen.float())[:, None]
+        return FakeModelOutput(logits=self.out(h), seen=now, hidden=h)
+
+
+def make_seen(config: dict | None = None):
+    return memx.wrap(SeenTokens(), state={"seen": memx.State((VOCAB,), dtype="bool")}, vocab_size=VOCAB, max_segment_len=SEG,
+                     mask="attention_mask", outputs=["logits"], name="seen-tokens")
