@@ -11,14 +11,14 @@ import typer
 
 from memx.cli.app import app, err, errors_to_exit, out
 from memx.cli.render import print_drift, print_parity, shape_text
-from memx.errors import expect_choice
+from memx.errors import InputError, expect_choice
 from memx.package.files import write_text_atomic
 
 
 @app.command()
 @errors_to_exit
 def export(
-    target: str = typer.Argument(..., help="A trained zoo model or a preset name (see `memx zoo`)."),
+    target: str = typer.Argument(..., help="A trained zoo model or a preset name (see `memx zoo`), or your own model: package.module:function returning memx.wrap(...)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Package directory to write (NAME.memx)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Weights to load (.safetensors, names/shapes checked strictly)."),
     segment_len: Optional[int] = typer.Option(None, help="Longest segment the package accepts (default: the model's maximum)."),
@@ -28,23 +28,47 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
     inline_custom_ops: bool = typer.Option(False, "--inline-custom-ops", help="Export sparse attention as plain ONNX ops instead of memx custom ops (each with a reference body)."),
     skip_contract_checks: bool = typer.Option(False, "--skip-contract-checks", help="Experts: do not check padding invariance, reset and empty rows on the module first (recorded in the manifest)."),
+    config: Optional[str] = typer.Option(None, help="Your model's config for a package.module:function target: JSON, or @FILE.json (the function gets it as config['user'])."),
 ) -> None:
     """Export one segment step of a model to a memx package (ONNX + manifest).
+
+        memx export rmt-tiny --out rmt.memx
+        memx export my_project.export:make_step --config '{"layers": 4}' --out mine.memx
 
     GMAT's sparse attention becomes one memx.LocalGlobalAttention node per layer with a
     model-local reference body: ONNX Runtime runs the C++ kernel when libmemx_ops is built
     (`make ops`), the body otherwise; TensorRT parses the body unless a plugin claims the node."""
-    from memx.exporter import export_preset
+    from memx.exporter import export_factory, export_preset
 
     t0 = time.perf_counter()
-    pkg = export_preset(
-        target, out_dir, seed=seed, checkpoint=checkpoint, segment_len=segment_len, opset=opset, force=force,
-        verify_segments=verify_segments, inline_custom_ops=inline_custom_ops, contract_checks=not skip_contract_checks,
-        progress=lambda msg: err.print(f"[dim]{msg}…[/]"),
-    )
+    options = dict(segment_len=segment_len, opset=opset, force=force, verify_segments=verify_segments, inline_custom_ops=inline_custom_ops,
+                   contract_checks=not skip_contract_checks, progress=lambda msg: err.print(f"[dim]{msg}…[/]"))
+    if ":" in target:
+        pkg = export_factory(target, out_dir, config=_config_json(config), checkpoint=checkpoint, **options)
+    else:
+        pkg = export_preset(target, out_dir, seed=seed, checkpoint=checkpoint, **options)
     m = pkg.manifest
     states = ", ".join(f"{s.name}{shape_text(s.shape)}" for s in m.state) or "none (stateless step)"
     out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
+
+
+def _config_json(text: Optional[str]) -> dict:
+    """--config: JSON text or @FILE; an object."""
+    if text is None:
+        return {}
+    source = "--config"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise InputError("--config file not found", expected="an existing JSON file", actual=str(path))
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source} is not JSON ({e.msg} at line {e.lineno}, column {e.colno})", expected="a JSON object", actual=text[:80]) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{source} is not a JSON object", expected="{...}", actual=type(value).__name__)
+    return value
 
 
 @app.command()
@@ -64,6 +88,8 @@ def validate(
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
     drift_tol: float = typer.Option(0.05, help="Precision check: state relative error that counts as divergence."),
+    min_agreement: float = typer.Option(0.95, help="Precision check of a package without a task: the lowest mean top-1 agreement with the reference that passes."),
+    max_kl: float = typer.Option(0.05, help="Precision check of a package without a task: the largest mean KL(reference || package) of the logits that passes."),
     reference: Optional[str] = typer.Option(None, help="The code that builds the PyTorch reference of a model that is not a memx family: package.module:function (called with the manifest's config)."),
     trust_reference: bool = typer.Option(False, "--trust-reference", help="Import the reference factory the package records (this runs code the package names: only for packages you trust)."),
 ) -> None:
@@ -78,7 +104,7 @@ def validate(
     options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
     reference_options = {"factory": reference} if reference else {"trust_package_factory": True} if trust_reference else {}
     report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
-                           drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, backend_options=options, reference_options=reference_options,
+                           drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_agreement, max_kl=max_kl, backend_options=options, reference_options=reference_options,
                            record=record)
     if isinstance(report, DriftReport):
         print_drift(report)

@@ -36,10 +36,14 @@ def print_drift(report: Any) -> None:
         table.add_row("same answers as the reference", f"{acc.agreement:.2%}")
     out.print(table)
     if acc is None:
-        out.print("no task accuracy: the package names no task (zoo models do); the drift above is the measure", highlight=False)
+        out.print("no task accuracy: the package names no task (zoo models do); the logits' agreement and KL decide", highlight=False)
     style = "green" if report.passed else "bold red"
     verdict = "PASS" if report.passed else "FAIL"
-    gate = f"accuracy drop {acc.drop_points:.2f} points (allowed {report.max_accuracy_drop:g})" if acc is not None else "report only"
+    s = report.summary_numbers()
+    gate = {"task": f"accuracy drop {acc.drop_points:.2f} points (allowed {report.max_accuracy_drop:g})" if acc is not None else "",
+            "logits": f"top-1 agreement {s['top1_agreement_mean']:.2%} (at least {report.min_top1_agreement:.0%}), "
+                      f"KL {s['kl_mean']:.3g} (at most {report.max_kl:g})",
+            "none": "report only (no logits to compare)"}[report.gate]
     out.print(f"[{style}]{verdict}[/]: {gate}", highlight=False)
 
 

@@ -12,6 +12,7 @@ from memx.lazy import lazy_exports
 _LAZY = {
     "export": "memx.exporter.to_onnx",
     "export_preset": "memx.exporter.to_onnx",
+    "export_factory": "memx.exporter.to_onnx",
     "load_checkpoint": "memx.exporter.to_onnx",
     "FORMAT_VERSION": "memx.package.manifest",  # the package contract lives in memx.package;
     "Manifest": "memx.package.manifest",  # these names stay here for existing callers

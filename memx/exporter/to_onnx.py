@@ -324,3 +324,17 @@ def export_preset(name: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwa
         return export(build_model(entry.family, entry.config), out_dir, preset=name, task=entry.task, checkpoint=checkpoint, **kwargs)
     model = build_preset(name, seed=seed)
     return export(model, out_dir, preset=name, **kwargs)
+
+
+def export_factory(path: str, out_dir: str | os.PathLike, *, config: dict[str, Any] | None = None, **kwargs: Any) -> Package:
+    """Export the model a user's factory builds: ``path`` is "package.module:function", called
+    as function({"user": config}) (the shape of the manifest's config, which another process
+    passes it to rebuild the reference); the package records ``path`` as its factory."""
+    from memx.models.reference import import_factory
+
+    model = import_factory(path)({"user": dict(config or {})})
+    if not isinstance(model, SegmentModel):
+        raise ContractError(f"{path} did not return a memx step", expected="a SegmentModel (memx.wrap(...) makes one)", actual=type(model).__name__)
+    if model.factory is None:
+        model.factory = path
+    return export(model, out_dir, **kwargs)

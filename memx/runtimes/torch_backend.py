@@ -45,7 +45,7 @@ class TorchBackend(Backend):
         self._torch_device = torch.device(device)
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[t.name])).to(self._torch_device) for t in graph.inputs]
+        args = [torch.from_numpy(np.require(feeds[t.name], requirements=["C", "W"])).to(self._torch_device) for t in graph.inputs]  # torch wants writable memory
         with torch.inference_mode():
             out = self.modules[graph.name](*args)
         return {t.name: o.to("cpu").numpy() for t, o in zip(graph.outputs, out)}

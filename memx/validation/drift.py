@@ -28,6 +28,9 @@ from memx.package.files import Package, write_text_atomic
 from memx.validation.sources import RandomSource, TaskSource
 
 REPORTS_DIR = "reports"
+# packages without a task: a quantized package must pick the reference's top token this often
+# (mean over every real position of every segment) and stay this close in KL (nats, mean)
+MIN_TOP1_AGREEMENT, MAX_KL = 0.95, 0.05
 
 
 @dataclass
@@ -64,6 +67,8 @@ class DriftReport:
     runtime: dict[str, Any] = field(default_factory=dict)
     against: str = "torch"  # as given to compare_precision: "torch" or the reference package's path
     reports: dict[str, str] = field(default_factory=dict)  # files save_report wrote into the package: {"json": ..., "png": ...}
+    min_top1_agreement: float = MIN_TOP1_AGREEMENT  # the gate of packages without a task
+    max_kl: float = MAX_KL
 
     @property
     def validation_key(self) -> str:
@@ -71,9 +76,20 @@ class DriftReport:
         return f"precision:{report_name(self.against)}"
 
     @property
-    def passed(self) -> bool:
+    def gate(self) -> str:
+        """What decides ``passed``: the task accuracy drop (packages with a task), else the
+        top-1 agreement and KL of the logits over the streams, else nothing (no logits)."""
         if self.task_accuracy is not None:
+            return "task"
+        return "logits" if self.top1_agreement else "none"
+
+    @property
+    def passed(self) -> bool:
+        if self.gate == "task":
             return self.task_accuracy.drop_points <= self.max_accuracy_drop
+        if self.gate == "logits":
+            s = self.summary_numbers()
+            return s["top1_agreement_mean"] >= self.min_top1_agreement and s["kl_mean"] <= self.max_kl
         return True
 
     def summary_numbers(self) -> dict[str, Any]:
@@ -169,6 +185,8 @@ def compare_precision(
     seed: int = 0,
     drift_tol: float = 0.05,
     max_accuracy_drop: float = 1.0,
+    min_top1_agreement: float = MIN_TOP1_AGREEMENT,
+    max_kl: float = MAX_KL,
     with_task: bool = True,
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
@@ -212,7 +230,7 @@ def compare_precision(
         package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
         drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
         first_divergence=first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
-        against=str(against),
+        against=str(against), min_top1_agreement=min_top1_agreement, max_kl=max_kl,
     )
 
 

@@ -202,3 +202,26 @@ def test_cpp_runtime_refuses_external_data_outside_the_package(built, private_co
     proc = run_cpp(pkg, tmp_path / "t.npy", 8)
     assert proc.returncode == 1
     assert "leaves the package directory" in proc.stderr and "../secret.bin" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_seen"])
+def test_cpp_runs_wrapped_user_models_like_python(make, built, tmp_path):
+    """Models written outside memx (per-layer memory lists, a batch-second memory, a bool
+    memory carried as uint8), wrapped and exported: memx-run gives Python's outputs, final
+    state and snapshot bytes over 64 segments."""
+    from memx.exporter import export
+    from tests.models import byo_models
+
+    pkg = export(getattr(byo_models, make)(), tmp_path / "pkg", verify_segments=0)
+    rt = runtimes.open(pkg, backend="onnxruntime")
+    seg = rt.manifest.segment["max"]
+    tokens = np.random.default_rng(7).integers(0, rt.manifest.vocab_size, size=(BATCH, 64 * seg - 3), dtype=np.int64)
+    np.save(tmp_path / "all.npy", tokens)
+    want, stream = python_stream(rt, tokens, seg)
+    proc = run_cpp(pkg.path, tmp_path / "all.npy", seg, "--out", str(tmp_path / "cpp"), "--snapshot-out", str(tmp_path / "cpp.snap"))
+    assert proc.returncode == 0, proc.stderr
+    for o in rt.manifest.outputs:
+        assert_close(o.name, np.load(tmp_path / "cpp" / f"{o.name}.npy"), want[o.name])
+    for state_name, value in stream.state.items():
+        assert_close(f"state {state_name}", np.load(tmp_path / "cpp" / f"state.{state_name}.npy"), value)
+    assert (tmp_path / "cpp.snap").read_bytes() == stream.snapshot()

@@ -121,3 +121,18 @@ def test_a_wrapped_package_quantizes_in_a_fresh_process(tmp_path):
         rt = memx.runtimes.open(tmp_path / method)
         out = rt.stream(2).step(np.zeros((2, 5), dtype=np.int64))
         assert out["logits"].shape == (2, 5, byo.VOCAB)
+
+
+def test_memx_export_of_a_factory_from_the_command_line(tmp_path):
+    out = tmp_path / "lm.memx"
+    r = _memx("export", "tests.models.byo_models:make_layered_lm", "--out", str(out), "--verify-segments", "8",
+              "--config", '{"vocab": 40, "d": 8, "n_layers": 1, "slots": 2}')
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = Package.open(out).manifest
+    assert m.reference["factory"] == "tests.models.byo_models:make_layered_lm" and m.vocab_size == 40
+    assert [s.name for s in m.state] == ["memories.0"] and m.state[0].shape == ["batch", 2, 8]
+    again = _memx("validate", str(out), "--segments", "16", "--trust-reference")
+    assert again.returncode == 0, again.stdout + again.stderr
+    bad = _memx("export", "tests.models.byo_models:make_layered_lm", "--out", str(tmp_path / "x"), "--config", "{not json")
+    assert bad.returncode == 2 and "--config is not JSON" in " ".join((bad.stdout + bad.stderr).split())
+    assert not (tmp_path / "x").exists()
