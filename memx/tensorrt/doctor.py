@@ -244,6 +244,11 @@ def check_qdq(ctx: GraphContext) -> Iterator[Finding]:
                 yield ctx.find("error", "qdq", f"FP8 Q/DQ needs compute capability >= 8.9, the target is sm{int(ctx.target_cc * 10)}", "use INT8 Q/DQ for this GPU (Jetson Orin is sm87)", node)
             if zp.data_type in INT4_TYPES and ctx.version < tv.V("10.0"):
                 yield ctx.find("error", "qdq", f"INT4 Q/DQ is supported from TensorRT 10.0, not {ctx.version}", "use INT8 Q/DQ", node)
+        source = inits.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and source is not None and source.data_type == onnx.TensorProto.INT32:
+            users = ", ".join(sorted({u.op_type for u in consumers.get(node.output[0], [])})) or "nothing"
+            yield ctx.find("error", "qdq", f"DequantizeLinear of an INT32 constant (a quantized bias, used by {users}): TensorRT's explicit quantization takes INT8/FP8 Q/DQ only",
+                           "keep biases in float (memx quantize does: QuantizeBias off)", node)
         if node.op_type == "QuantizeLinear":
             users = consumers.get(node.output[0], [])
             if node.output[0] in graph_outputs or any(u.op_type != "DequantizeLinear" for u in users):

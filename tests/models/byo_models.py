@@ -147,3 +147,27 @@ class SeenTokens(nn.Module):
 def make_seen(config: dict | None = None):
     return memx.wrap(SeenTokens(), state={"seen": memx.State((VOCAB,), dtype="bool")}, vocab_size=VOCAB, max_segment_len=SEG,
                      mask="attention_mask", outputs=["logits"], name="seen-tokens")
+
+
+class GatedSummary(nn.Module):
+    """Odd graphs for quantizers: a scoring vector (a MatMul with a 1-D weight), a Linear on a
+    2-D tensor (a Gemm with a bias) updating a [B, d] memory, as small gating models do."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.score = nn.Parameter(torch.randn(d) * 0.3)  # (d,)
+        self.update = nn.Linear(2 * d, d)  # on (B, 2d): Gemm
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, tokens, memory, attention_mask):
+        x = self.embed(tokens) + memory[:, None]  # (B, S, d)
+        weight = torch.softmax((x @ self.score).masked_fill(attention_mask == 0, -1e4), dim=-1)  # (B, S)
+        summary = (weight[..., None] * x).sum(1)  # (B, d)
+        new = torch.tanh(self.update(torch.cat([memory, summary], -1)))
+        return {"logits": self.out(x), "memory": new}
+
+
+def make_gated(config: dict | None = None):
+    return memx.wrap(GatedSummary(), state={"memory": memx.State((16,), init="learned")}, vocab_size=VOCAB, max_segment_len=SEG,
+                     mask="attention_mask", name="gated-summary", factory="tests.models.byo_models:make_gated")

@@ -37,6 +37,29 @@ class GraphJob:
         return self.memory_path.protected_nodes if self.policy.protects_memory_path else []
 
 
+def unfit_weights(model_path: Path, op_types: tuple[str, ...] = ("MatMul", "Gemm")) -> dict[str, str]:
+    """Nodes of ``op_types`` whose constant weight per-channel int8 cannot take: {node: reason}.
+    Graphs memx did not write have them (a scoring vector: MatMul by a 1-D weight); the
+    methods keep these nodes in float and record why, instead of failing."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    shapes[node.output[0]] = list(a.t.dims)
+    unfit = {}
+    for i, node in enumerate(model.graph.node):
+        if node.op_type not in op_types or len(node.input) < 2 or node.input[1] not in shapes:
+            continue
+        dims = shapes[node.input[1]]
+        if len(dims) != 2:
+            unfit[node.name or f"{node.op_type}_{i}"] = f"{node.op_type} weight {node.input[1]!r} has shape {dims}: per-channel int8 needs a 2-D weight"
+    return unfit
+
+
 class QuantMethod(ABC):
     name: ClassVar[str]
     precision: ClassVar[str]  # the package precision it produces (manifest PRECISIONS)

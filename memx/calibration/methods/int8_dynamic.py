@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from memx.calibration.methods.base import GraphJob, QuantMethod, register_method
+from memx.calibration.methods.base import GraphJob, QuantMethod, register_method, unfit_weights
 from memx.calibration.methods.int8_qdq import quiet_onnxruntime_quantization
 from memx.errors import QuantizationError
 
@@ -31,15 +31,17 @@ class Int8Dynamic(QuantMethod):
 
         reduce = job.options.get("reduce_range")
         reduce = (not int8_dot_product_without_saturation()) if reduce is None else bool(reduce)
+        skipped = unfit_weights(job.source, ("MatMul",))
+        excluded = list(job.excluded_nodes) + [n for n in skipped if n not in job.excluded_nodes]
         try:
             with quiet_onnxruntime_quantization():
                 quantize_dynamic(str(job.source), str(job.target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-                                 per_channel=True, reduce_range=reduce, nodes_to_exclude=job.excluded_nodes)
+                                 per_channel=True, reduce_range=reduce, nodes_to_exclude=excluded)
         except Exception as e:
             raise QuantizationError(f"onnxruntime quantize_dynamic failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
         weights = "int8 symmetric per-channel" + (" (7-bit range: this CPU has no VNNI)" if reduce else "")
         return {"weights": weights, "activations": "int8 per call (dynamic)", "op_types": ["MatMul"], "reduce_range": reduce,
-                "excluded_nodes": len(job.excluded_nodes)}
+                "excluded_nodes": len(job.excluded_nodes), "skipped_nodes": skipped}
 
 
 def int8_dot_product_without_saturation(cpuinfo: str | None = None, machine: str | None = None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from memx.calibration.methods.base import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method
+from memx.calibration.methods.base import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method, unfit_weights
 from memx.errors import QuantizationError
 
 
@@ -68,6 +68,8 @@ class Int8QDQ(QuantMethod):
             from memx.calibration.policy import activation_matmuls
 
             excluded += [n for n in activation_matmuls(onnx.load(str(job.source), load_external_data=False)) if n not in excluded]
+        skipped = unfit_weights(job.source)
+        excluded += [n for n in skipped if n not in excluded]
         cache = job.target.with_suffix(".calibration.json")
         ranges = self.calibrate(job, cache)
         try:
@@ -77,14 +79,15 @@ class Int8QDQ(QuantMethod):
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=excluded,
                     calibrate_method=_ort_method(job.calibration), calibration_cache_path=str(cache),
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                    # biases stay float: TensorRT's explicit quantization refuses INT32 bias DequantizeLinear
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
                 )
         except Exception as e:  # onnxruntime raises its own types
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
         return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
                 "op_types": ["MatMul", "Gemm"], "calibration": job.calibration, "calibrated_tensors": ranges,
                 "excluded_nodes": len(job.excluded_nodes), "attention_matmuls": "int8" if attention else "float",
-                "calibration_cache": str(cache)}
+                "calibration_cache": str(cache), "skipped_nodes": skipped}
 
     @staticmethod
     def calibrate(job: GraphJob, cache: Path) -> int:
