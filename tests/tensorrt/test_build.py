@@ -107,3 +107,22 @@ def test_version_compatible_build_is_tagged(package_of, tmp_path):
     path = _copy(package_of("rmt-tiny"), tmp_path)
     [tags] = build_engines(path, version_compatible=True)
     assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
+
+
+@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_gated"])
+def test_wrapped_user_models_pass_the_doctor_and_build_for_sm89(make, tmp_path):
+    """Models written outside memx, wrapped, exported and quantized: memx doctor finds no
+    errors and TensorRT-RTX builds their fp32 and int8-qdq engines ahead of time."""
+    from memx.calibration import quantize_package
+    from memx.exporter import export
+    from memx.tensorrt import diagnose
+    from tests.models import byo_models
+
+    _rtx()
+    fp32 = export(getattr(byo_models, make)(), tmp_path / "fp32", verify_segments=0)
+    qdq = quantize_package(fp32, tmp_path / "qdq", method="int8-qdq", calib_segments=8, calib_streams=2, progress=False).package
+    for pkg in (fp32, qdq):
+        assert diagnose(pkg.path, target_cc="sm89").ok, [f.message for f in diagnose(pkg.path, target_cc="sm89").errors]
+        tags = build_engines(pkg.path, target_cc="sm89", batch="1,2,4")
+        assert [t.graph for t in tags] == ["step"] and tags[0].precision == pkg.manifest.precision
+        assert Package.open(pkg.path, verify=True).manifest.engines
