@@ -39,6 +39,11 @@ class State:
     module wants the batch axis (memx keeps it first and moves it); init: what a fresh stream
     starts from: "zeros", "learned" (a trained parameter, exported with the model), a tensor,
     or a callable returning one; count: a list of ``count`` such memories (per-layer lists).
+
+    grows: a memory that grows from empty, Transformer-XL style, kept in a fixed buffer of
+    ``shape[0]`` slots: the module gets the buffer and a bool validity mask (keyword ``mask``,
+    default NAME_mask; True = a real entry) and returns under the memory's name the entries to
+    append, (B, S, ...); memx appends each row's real ones and keeps the newest ``shape[0]``.
     """
 
     shape: tuple[int, ...]
@@ -46,6 +51,8 @@ class State:
     batch_axis: int = 0
     init: Any = "zeros"
     count: int | None = None
+    grows: bool = False
+    mask: str | None = None
 
 
 @dataclass
@@ -101,6 +108,35 @@ def _state_names(name: str, spec: State) -> list[str]:
     return [name] if spec.count is None else [f"{name}.{i}" for i in range(spec.count)]
 
 
+@dataclass(frozen=True)
+class Carried:
+    """One tensor memx carries between steps for a memory: the memory itself (``kind``
+    "tensor"), or the buffer and validity mask of a growing one ("buffer", "valid")."""
+
+    name: str  # the state's name in the package
+    memory: str  # the keyword the module takes it by
+    spec: State
+    kind: str
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.spec.shape[:1]) if self.kind == "valid" else tuple(self.spec.shape)
+
+    @property
+    def dtype(self) -> str:
+        return "uint8" if self.kind == "valid" else CARRIED_DTYPE.get(self.spec.dtype, self.spec.dtype)
+
+
+def _carried(memories: dict[str, State]) -> list[Carried]:
+    out = []
+    for name, spec in memories.items():
+        if spec.grows:
+            out += [Carried(name, name, spec, "buffer"), Carried(f"{name}.valid", name, spec, "valid")]
+        else:
+            out += [Carried(sn, name, spec, "tensor") for sn in _state_names(name, spec)]
+    return out
+
+
 class WrappedModel(SegmentModel):
     """A user's module as a memx step (made by :func:`wrap`)."""
 
@@ -113,22 +149,18 @@ class WrappedModel(SegmentModel):
         self.inner = module
         self.memories = dict(state)
         self._call, self._mask, self._causal, self.factory = call, mask, causal, factory
-        self._flat_state = [(n, spec, i) for n, spec in self.memories.items() for i, _ in enumerate(_state_names(n, spec))]
+        self._carried = _carried(self.memories)
         self._init_values(module)
-        self._returned_state = {sn: (new_state or {}).get(sn, sn) for sn in self.state_names()}
+        self._returned_state = {c.name: (new_state or {}).get(c.name, c.name) for c in self._carried if c.kind != "valid"}
         self._outputs_map = outputs
         self._outputs = self._infer_outputs()
 
     # --- description ---------------------------------------------------------------------------
     def state_names(self) -> list[str]:
-        return [s for n, spec in self.memories.items() for s in _state_names(n, spec)]
-
-    def _memx_shape(self, spec: State) -> tuple[int, ...]:
-        return tuple(spec.shape)  # batch moved first; the other axes keep their order
+        return [c.name for c in self._carried]
 
     def state_specs(self) -> list[StateSpec]:
-        return [StateSpec(sn, self._memx_shape(spec), CARRIED_DTYPE.get(spec.dtype, spec.dtype))
-                for sn, (_, spec, _) in zip(self.state_names(), self._flat_state)]
+        return [StateSpec(c.name, c.dims, c.dtype) for c in self._carried]  # batch moved first; the other axes keep their order
 
     def output_specs(self) -> list[OutputSpec]:
         return [OutputSpec(name, shape, dtype, axis) for name, (_, shape, dtype, axis, _) in self._outputs.items()]
@@ -143,8 +175,13 @@ class WrappedModel(SegmentModel):
     # --- initial states --------------------------------------------------------------------------
     def _init_values(self, module: nn.Module) -> None:
         self._init_names: dict[str, str] = {}
-        for sn, (_, spec, _) in zip(self.state_names(), self._flat_state):
+        for c in self._carried:
+            sn, spec = c.name, c.spec
             attr = "init_" + sn.replace(".", "_")
+            if spec.grows and spec.init != "zeros":
+                raise ContractError(f"growing memory {c.memory!r} starts empty", expected="init='zeros'", actual=spec.init)
+            if c.kind == "valid":
+                continue
             if isinstance(spec.init, str) and spec.init not in ("zeros", "learned"):
                 raise ContractError(f"state {sn!r} has an unknown init", expected="'zeros', 'learned', a tensor or a callable", actual=spec.init)
             if spec.init == "zeros":
@@ -170,12 +207,28 @@ class WrappedModel(SegmentModel):
         """Call the user's module with its own layouts; its results flattened by name."""
         given: dict[str, Any] = {}
         for name, spec in self.memories.items():
+            if spec.grows:
+                given[name] = self._to_user(states[name], spec)
+                given[spec.mask or f"{name}_mask"] = states[f"{name}.valid"].bool()
+                continue
             parts = [self._to_user(states[sn], spec) for sn in _state_names(name, spec)]
             given[name] = parts[0] if spec.count is None else parts
         if self._mask is not None:
             given[self._mask] = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]).to(torch.int64)  # (B, S) 1 = real
         result = self._call(self.inner, tokens, **given) if self._call is not None else self.inner(tokens, **given)
         return flatten(result)
+
+    @staticmethod
+    def _append(buffer: torch.Tensor, valid: torch.Tensor, entries: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's real entries appended, the newest ``M`` kept: buffer (B, M, ...),
+        valid (B, M) uint8, entries (B, S, ...)."""
+        slots, seg = buffer.shape[1], entries.shape[1]
+        real = torch.arange(seg, device=lengths.device)[None, :] < lengths[:, None]  # (B, S)
+        joined = torch.cat([buffer, entries.to(buffer.dtype)], dim=1)  # (B, M + S, ...)
+        joined_valid = torch.cat([valid.bool(), real], dim=1)  # (B, M + S)
+        index = torch.arange(slots, device=lengths.device)[None, :] + lengths[:, None]  # (B, M): the last M of the M + lengths[b] real-or-old
+        picked = joined.gather(1, index.reshape(*index.shape, *([1] * (joined.dim() - 2))).expand(-1, -1, *joined.shape[2:]))
+        return picked, joined_valid.gather(1, index).to(torch.uint8)
 
     @staticmethod
     def _to_user(state: torch.Tensor, spec: State) -> torch.Tensor:
@@ -205,12 +258,18 @@ class WrappedModel(SegmentModel):
                 t = torch.where(real.reshape(shape), t, torch.zeros((), dtype=t.dtype, device=t.device))
             outputs.append(t)
         new_states = []
-        for sn, (_, spec, _) in zip(names, self._flat_state):
-            key = self._returned_state[sn]
+        for c in self._carried:
+            if c.kind == "valid":
+                continue  # made with its buffer
+            key = self._returned_state[c.name]
             if key not in flat:
-                raise ContractError(f"the module did not return state {sn!r}", expected=f"an entry {key!r} (or new_state={{{sn!r}: NAME}})", actual=sorted(flat))
-            new = self._from_user(flat[key], spec)
-            new_states.append(self.keep_if_empty(lengths, new, current[sn]))
+                raise ContractError(f"the module did not return state {c.name!r}", expected=f"an entry {key!r} (or new_state={{{c.name!r}: NAME}})", actual=sorted(flat))
+            if c.kind == "buffer":
+                buffer, valid = self._append(current[c.name], current[f"{c.name}.valid"], flat[key], lengths)
+                new_states += [self.keep_if_empty(lengths, buffer, current[c.name]), self.keep_if_empty(lengths, valid, current[f"{c.name}.valid"])]
+                continue
+            new = self._from_user(flat[key], c.spec)
+            new_states.append(self.keep_if_empty(lengths, new, current[c.name]))
         return (*outputs, *new_states)
 
     # --- outputs, found by running the module twice -------------------------------------------------
@@ -222,8 +281,7 @@ class WrappedModel(SegmentModel):
         sizes = [(2, min(3, seg_max)), (3, min(5, seg_max))]
         for batch, seg in sizes:
             tokens = torch.randint(0, self.vocab_size, (batch, seg), generator=torch.Generator().manual_seed(0))
-            states = {sn: torch.zeros(batch, *spec.shape, dtype=getattr(torch, CARRIED_DTYPE.get(spec.dtype, spec.dtype)))
-                      for sn, (_, spec, _) in zip(self.state_names(), self._flat_state)}
+            states = {c.name: torch.zeros(batch, *c.dims, dtype=getattr(torch, c.dtype)) for c in self._carried}
             with torch.no_grad():
                 runs.append(self._call_module(tokens, torch.full((batch,), seg), states))
         first, second = runs
@@ -281,6 +339,9 @@ def wrap(module: nn.Module, *, state: dict[str, State], vocab_size: int, max_seg
             raise ContractError(f"state {key!r} is not a memx.State", expected="memx.State(shape, ...)", actual=type(spec).__name__)
         if not 0 <= spec.batch_axis <= len(spec.shape):
             raise ContractError(f"state {key!r} has its batch axis outside its dims", expected=f"0..{len(spec.shape)}", actual=spec.batch_axis)
+        if spec.grows and (spec.batch_axis or spec.count is not None or not spec.shape):
+            raise ContractError(f"growing memory {key!r} must be (slots, ...) with the batch axis first and no count",
+                                expected="memx.State((slots, d), grows=True)", actual=spec)
     if outputs is not None and not isinstance(outputs, Mapping):
         outputs = {o: o for o in outputs}
     return WrappedModel(module, state, vocab_size=vocab_size, max_segment_len=max_segment_len, call=call, mask=mask,

@@ -171,3 +171,31 @@ class GatedSummary(nn.Module):
 def make_gated(config: dict | None = None):
     return memx.wrap(GatedSummary(), state={"memory": memx.State((16,), init="learned")}, vocab_size=VOCAB, max_segment_len=SEG,
                      mask="attention_mask", name="gated-summary", factory="tests.models.byo_models:make_gated")
+
+
+class XLMemoryLM(nn.Module):
+    """A Transformer-XL-style memory that grows from empty: each segment's hidden states are
+    appended and attended to later (the module sees a fixed buffer and a validity mask)."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, input_ids, mem, mem_mask, attention_mask):
+        x = self.embed(input_ids)  # (B, S, d)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        keys = torch.cat([mem, k], 1)  # (B, M + S, d)
+        values = torch.cat([mem, v], 1)
+        s = x.shape[1]
+        causal = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()  # (S, S)
+        allowed = torch.cat([mem_mask[:, None, :].expand(-1, s, -1), causal[None].expand(x.shape[0], -1, -1)], -1)  # (B, S, M + S)
+        scores = (q @ keys.transpose(1, 2) / 4.0).masked_fill(~allowed, -1e4)
+        h = torch.softmax(scores, -1) @ values  # (B, S, d)
+        return {"logits": self.out(h + x), "mem": torch.tanh(h)}
+
+
+def make_xl(config: dict | None = None):
+    return memx.wrap(XLMemoryLM(), state={"mem": memx.State((6, 16), grows=True)}, vocab_size=VOCAB, max_segment_len=SEG,
+                     mask="attention_mask", causal=True, name="xl-memory", factory="tests.models.byo_models:make_xl")

@@ -24,7 +24,7 @@ from memx.validation import validate
 from tests.models import byo_models as byo
 
 ROOT = Path(__file__).resolve().parents[2]
-WRAPPED = [byo.make_layered_lm, byo.make_kv, byo.make_seen]
+WRAPPED = [byo.make_layered_lm, byo.make_kv, byo.make_seen, byo.make_xl, byo.make_gated]
 
 
 @pytest.mark.parametrize("make", WRAPPED, ids=lambda f: f.__name__)
@@ -136,3 +136,19 @@ def test_memx_export_of_a_factory_from_the_command_line(tmp_path):
     bad = _memx("export", "tests.models.byo_models:make_layered_lm", "--out", str(tmp_path / "x"), "--config", "{not json")
     assert bad.returncode == 2 and "--config is not JSON" in " ".join((bad.stdout + bad.stderr).split())
     assert not (tmp_path / "x").exists()
+
+
+def test_a_growing_memory_keeps_each_rows_newest_real_entries():
+    """XL-style: 6 slots, segments of 4 and 1 real tokens; the buffer holds the newest entries
+    of each row in order, and the validity mask says which slots are filled."""
+    step = byo.make_xl()
+    assert [(s.name, s.shape, s.dtype) for s in step.state_specs()] == [("mem", (6, 16), "float32"), ("mem.valid", (6,), "uint8")]
+    buf, valid = torch.zeros(2, 6, 16), torch.zeros(2, 6, dtype=torch.uint8)
+    tokens = torch.randint(0, byo.VOCAB, (2, 4), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, buf1, valid1 = step(tokens, torch.tensor([4, 1]), torch.tensor([True, True]), buf, valid)
+        assert valid1.tolist() == [[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]]
+        _, buf2, valid2 = step(tokens, torch.tensor([4, 0]), torch.tensor([False, False]), buf1, valid1)
+    assert valid2.tolist() == [[1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]]
+    torch.testing.assert_close(buf2[0, :2], buf1[0, 4:])  # the older entries moved up
+    torch.testing.assert_close(buf2[1], buf1[1])  # an empty row keeps its memory
