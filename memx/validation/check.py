@@ -32,6 +32,7 @@ def check_package(
     reference_options: dict[str, Any] | None = None,
     record: bool = True,
     progress: bool = True,
+    teacher_forced: bool = False,
 ) -> ParityReport | DriftReport:
     """fp32 packages (without ``against``): parity of ``backend`` with PyTorch, outputs and
     states within ``atol``, over ``segments`` (default 256). Quantized packages, or any with
@@ -49,11 +50,13 @@ def check_package(
         backend_options = {**reference_options, **(backend_options or {})}
     if against is None:
         report = validate(pkg, backend=backend, device=device, segments=segments or PARITY_SEGMENTS, batch=batch, atol=atol, seed=seed,
-                          backend_options=backend_options, reference_options=reference_options, progress=progress)
+                          backend_options=backend_options, reference_options=reference_options, progress=progress,
+                          teacher_forced=teacher_forced)
     else:
         report = compare_precision(pkg, against=against, segments=segments or DRIFT_SEGMENTS, batch=batch, seed=seed, drift_tol=drift_tol,
                                    max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_top1_agreement,
-                                   max_kl=max_kl, backend_options=backend_options, reference_options=reference_options, progress=progress)
+                                   max_kl=max_kl, backend_options=backend_options, reference_options=reference_options, progress=progress,
+                          teacher_forced=teacher_forced)
         save_report(pkg, report, report_name(against))
     if record:
         record_report(pkg, report)

