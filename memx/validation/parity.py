@@ -179,6 +179,7 @@ def validate(
     per_tensor: dict[str, float] = {}
     per_segment: list[float] = []
     resets = padded = 0
+    previous_r: dict[str, np.ndarray] = {}  # the reference state after the last segment (teacher forcing)
     for seg in progress_range(segments, f"validate {backend}", enabled=progress):
         plan = plan_segment(rng, batch=batch, vocab=m.vocab_size, seg_min=m.segment["min"], seg_max=m.segment["max"], reset_prob=reset_prob)
         resets += int(plan.reset.sum())
