@@ -55,8 +55,7 @@ def check_package(
     else:
         report = compare_precision(pkg, against=against, segments=segments or DRIFT_SEGMENTS, batch=batch, seed=seed, drift_tol=drift_tol,
                                    max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_top1_agreement,
-                                   max_kl=max_kl, backend_options=backend_options, reference_options=reference_options, progress=progress,
-                          teacher_forced=teacher_forced)
+                                   max_kl=max_kl, backend_options=backend_options, reference_options=reference_options, progress=progress)
         save_report(pkg, report, report_name(against))
     if record:
         record_report(pkg, report)
