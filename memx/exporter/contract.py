@@ -92,9 +92,7 @@ def check_behaviour(model: SegmentModel, segment_len: int) -> None:
     """Padding invariance, reset = fresh stream, empty rows keep their state (module docstring)."""
     step = WholeStep(model)
     gen = torch.Generator().manual_seed(1234)
-    seg = max(2, min(segment_len, 8))
-    if seg > model.max_segment_len:
-        seg = model.max_segment_len
+    seg = min(max(2, min(segment_len, 8)), model.max_segment_len)
     outs, specs = model.output_specs(), model.state_specs()
     n_out = len(outs)
     warm = _warm_states(model, step, 3, seg, gen)

@@ -169,9 +169,6 @@ class WrappedModel(SegmentModel):
     def is_causal(self) -> bool:
         return self._causal
 
-    def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
-
     # --- initial states --------------------------------------------------------------------------
     def _init_values(self, module: nn.Module) -> None:
         self._init_names: dict[str, str] = {}

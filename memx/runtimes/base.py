@@ -238,9 +238,5 @@ class Runtime:
     def snapshot_of(self, st: StreamState) -> bytes:
         return snap.encode(snap.SnapshotData(self.model_id, st.states, st.pending_reset, st.segments))
 
-    def restore_from(self, blob: bytes, *, batch: int | None) -> StreamState:
-        data = snap.decode_checked(blob, model_id=self.model_id, batch=batch, schema=self.state_schema)
-        return StreamState(data.states, data.pending_reset.copy(), data.segments)
-
     def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision}

@@ -93,15 +93,18 @@ class LeakyKV(BatchSecondKV):
     leaks_padding = True  # the memory also reads the padded positions: the next state depends on padding
 
 
+def _wrap_kv(module: BatchSecondKV, name: str, factory: str | None = None):
+    return memx.wrap(module, state={"kv": memx.State((2, 4, 12), batch_axis=1)}, vocab_size=VOCAB, max_segment_len=SEG, mask="mask",
+                     outputs={"logits": "0"}, new_state={"kv": "1"}, name=name, call=lambda m, tokens, kv, mask: m(tokens, kv, mask.float()),
+                     factory=factory)
+
+
 def make_kv(config: dict | None = None):
-    return memx.wrap(BatchSecondKV(), state={"kv": memx.State((2, 4, 12), batch_axis=1)}, vocab_size=VOCAB, max_segment_len=SEG,
-                     mask="mask", outputs={"logits": "0"}, new_state={"kv": "1"}, name="batch-second-kv",
-                     call=lambda m, tokens, kv, mask: m(tokens, kv, mask.float()), factory="tests.models.byo_models:make_kv")
+    return _wrap_kv(BatchSecondKV(), "batch-second-kv", factory="tests.models.byo_models:make_kv")
 
 
 def make_leaky_kv(config: dict | None = None):
-    return memx.wrap(LeakyKV(), state={"kv": memx.State((2, 4, 12), batch_axis=1)}, vocab_size=VOCAB, max_segment_len=SEG,
-                     mask="mask", outputs={"logits": "0"}, new_state={"kv": "1"}, name="leaky-kv")
+    return _wrap_kv(LeakyKV(), "leaky-kv")
 
 
 class StepByStepGRU(nn.Module):

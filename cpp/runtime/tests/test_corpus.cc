@@ -44,15 +44,16 @@ std::string case_text(const json& base, const json& c) {
   return doc.dump();
 }
 
-// the most derived snapshot error type name, as Python names it
-std::string restore_verdict(const std::vector<uint8_t>& blob, const json& doc, int64_t batch, SnapshotData* out) {
-  std::vector<StateLayout> schema;
-  for (auto it = doc["schema"].begin(); it != doc["schema"].end(); ++it)
-    schema.push_back({it.key(), dtype_from_name(it.value()["dtype"].get<std::string>()), it.value()["shape"].get<Shape>()});
+// "ok" if `run` returns, else the most derived memx error type name, as Python names it
+template <typename Fn>
+std::string verdict_of(Fn run) {
   try {
-    *out = decode_snapshot(blob);
-    check_snapshot(*out, doc["model_id"].get<std::string>(), batch, schema);
+    run();
     return "ok";
+  } catch (const ManifestVersionError&) {
+    return "ManifestVersionError";
+  } catch (const ManifestError&) {
+    return "ManifestError";
   } catch (const SnapshotCorruptError&) {
     return "SnapshotCorruptError";
   } catch (const SnapshotMismatchError&) {
@@ -64,19 +65,18 @@ std::string restore_verdict(const std::vector<uint8_t>& blob, const json& doc, i
   }
 }
 
-// the most derived error type name, as Python names it
+std::string restore_verdict(const std::vector<uint8_t>& blob, const json& doc, int64_t batch, SnapshotData* out) {
+  std::vector<StateLayout> schema;
+  for (auto it = doc["schema"].begin(); it != doc["schema"].end(); ++it)
+    schema.push_back({it.key(), dtype_from_name(it.value()["dtype"].get<std::string>()), it.value()["shape"].get<Shape>()});
+  return verdict_of([&] {
+    *out = decode_snapshot(blob);
+    check_snapshot(*out, doc["model_id"].get<std::string>(), batch, schema);
+  });
+}
+
 std::string verdict(const std::string& text, std::string* model_id) {
-  try {
-    Manifest m = Manifest::parse(text);
-    *model_id = m.model_id;
-    return "ok";
-  } catch (const ManifestVersionError&) {
-    return "ManifestVersionError";
-  } catch (const ManifestError&) {
-    return "ManifestError";
-  } catch (const Error& e) {
-    return std::string("other memx error: ") + e.what();
-  }
+  return verdict_of([&] { *model_id = Manifest::parse(text).model_id; });
 }
 }  // namespace
 
