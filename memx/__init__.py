@@ -13,7 +13,7 @@ from memx.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _LAZY = {"export": "memx.exporter.to_onnx", "validate": "memx.validation.parity", "runtimes": "memx.runtimes", "errors": "memx.errors",
-         "wrap": "memx.models.wrap", "State": "memx.models.wrap"}
+         "wrap": "memx.models.wrap", "State": "memx.models.wrap", "Input": "memx.models.wrap"}
 
 
 __getattr__ = lazy_exports("memx", _LAZY)

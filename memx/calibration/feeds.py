@@ -111,7 +111,7 @@ def collect_feeds(
                 depths.append(d)
                 for name, v in stream.state.items():
                     absmax[name].append(float(np.abs(v).max()))
-            stream.step(tokens[:, d * seg : (d + 1) * seg])
+            stream.step(tokens[:, d * seg : (d + 1) * seg], **m.sample_inputs(rng, streams, seg))
     else:
         tokens = source.streams(streams, segments * seg, rng)
         for d in progress_range(segments, "calibration (first segments only)", enabled=progress):
@@ -120,6 +120,6 @@ def collect_feeds(
             depths.append(0)
             for name in absmax:
                 absmax[name].append(0.0)
-            stream.step(tokens[:, d * seg : (d + 1) * seg])
+            stream.step(tokens[:, d * seg : (d + 1) * seg], **m.sample_inputs(rng, streams, seg))
     rt.graph_observer = None
     return CalibrationSet(feeds, depths, source.describe(), mode, streams, horizon if mode == "rollout" else 1, seg, absmax)

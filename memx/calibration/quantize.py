@@ -200,6 +200,6 @@ def _smoke_test(stage: Path, segments: int = 4) -> None:
     rng = np.random.default_rng(0)
     try:
         for _ in range(segments):
-            stream.step(rng.integers(0, m.vocab_size, size=(2, m.segment["max"])))
+            stream.step(rng.integers(0, m.vocab_size, size=(2, m.segment["max"])), **m.sample_inputs(rng, 2, m.segment["max"]))
     except Exception as e:
         raise QuantizationError(f"the quantized package does not run in ONNX Runtime: {type(e).__name__}: {e}") from e

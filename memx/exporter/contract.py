@@ -25,9 +25,9 @@ import onnx
 import torch
 
 from memx.errors import ContractError, ExportError
-from memx.exporter.step import example_inputs
-from memx.models.base import SegmentModel, WholeStep
-from memx.package.manifest import GraphInfo, TensorInfo
+from memx.exporter.step import example_extras, example_inputs, zero_states
+from memx.models.base import RESERVED_INPUTS, InputSpec, SegmentModel, WholeStep
+from memx.package.manifest import DTYPES, GraphInfo, TensorInfo
 
 ATOL, RTOL = 1e-4, 1e-4  # float32 sums in another order (cut vs padded) differ by rounding only
 SKIP_HINT = "fix the model, or export with contract_checks=False (memx export --skip-contract-checks) if you know why"
@@ -41,6 +41,7 @@ def check_declared_io(model: SegmentModel, segment_len: int) -> None:
     names = [s.name for s in specs] + [o.name for o in outs]
     if len(set(names)) != len(names):
         raise ContractError("state and output names must be unique", expected="unique names", actual=names)
+    check_input_specs(model.input_specs(), taken=names)
     args = example_inputs(model, 2, segment_len)
     with torch.no_grad():
         result = WholeStep(model)(*args)
@@ -55,13 +56,45 @@ def check_declared_io(model: SegmentModel, segment_len: int) -> None:
             raise ContractError(f"output {spec.name!r} has no batch axis first", expected=2, actual=list(t.shape))
 
 
+def check_input_specs(inputs: list[InputSpec], *, taken: list[str]) -> None:
+    """Extra inputs: unique names that are not tokens/lengths/reset, a state or an output;
+    shapes of fixed dims and "segment"; a known dtype; integers with a (low, high) range."""
+    seen: set[str] = set()
+    for spec in inputs:
+        if not spec.name or spec.name in RESERVED_INPUTS or spec.name.startswith(("state_in.", "state_out.")) or spec.name in taken or spec.name in seen:
+            raise ContractError(f"extra input name {spec.name!r} is taken", expected=f"a new name (not {list(RESERVED_INPUTS)}, a state or an output)", actual=spec.name)
+        seen.add(spec.name)
+        if not all(d == "segment" or (isinstance(d, int) and not isinstance(d, bool) and d >= 1) for d in spec.shape):
+            raise ContractError(f"extra input {spec.name!r} has a shape memx cannot feed", expected='dims after the batch axis: positive ints or "segment"', actual=list(spec.shape))
+        if spec.dtype not in DTYPES:
+            raise ContractError(f"extra input {spec.name!r} has an unknown dtype", expected=f"one of {list(DTYPES)}", actual=spec.dtype)
+        integer = spec.dtype.startswith(("int", "uint"))
+        if integer and (spec.range is None or len(spec.range) != 2 or not spec.range[0] < spec.range[1]):
+            raise ContractError(f"integer extra input {spec.name!r} needs its range of values", expected="range=(low, high) with low < high (high exclusive)", actual=spec.range)
+        if integer and not spec.range[0] <= spec.pad < spec.range[1]:
+            raise ContractError(f"extra input {spec.name!r}: its pad value is outside its range", expected=f"{spec.range[0]} <= pad < {spec.range[1]}", actual=spec.pad)
+
+
 # --- behaviour ------------------------------------------------------------------------------
 Step = Callable[..., tuple[torch.Tensor, ...]]
 
 
-def _run(step: Step, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _run(step: Step, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, states: tuple[torch.Tensor, ...],
+         extras: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, ...]:
     with torch.no_grad():
-        return tuple(step(tokens, lengths, reset, *states))
+        return tuple(step(tokens, lengths, reset, *extras, *states))
+
+
+def _cut_row(inputs: list[InputSpec], extras: tuple[torch.Tensor, ...], row: int, length: int) -> tuple[torch.Tensor, ...]:
+    """Row ``row`` of each extra input, its "segment" axes cut to ``length``."""
+    out = []
+    for spec, t in zip(inputs, extras):
+        t = t[row : row + 1]
+        for axis, d in enumerate(spec.shape, start=1):
+            if d == "segment":
+                t = t.narrow(axis, 0, length)
+        out.append(t)
+    return tuple(out)
 
 
 def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -79,11 +112,11 @@ def _cut(t: torch.Tensor, axis: int | None, length: int) -> torch.Tensor:
 
 def _warm_states(model: SegmentModel, step: Step, batch: int, segment: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """States after two full segments from a fresh start: what a running stream holds."""
-    states = example_inputs(model, batch, segment)[3:]
+    states = zero_states(model, batch)
     n_out = len(model.output_specs())
     for i in range(2):
         tokens = torch.randint(0, model.vocab_size, (batch, segment), generator=gen)
-        out = _run(step, tokens, torch.full((batch,), segment), torch.full((batch,), i == 0), states)
+        out = _run(step, tokens, torch.full((batch,), segment), torch.full((batch,), i == 0), states, example_extras(model, batch, segment, gen))
         states = out[n_out:]
     return states
 
@@ -93,18 +126,19 @@ def check_behaviour(model: SegmentModel, segment_len: int) -> None:
     step = WholeStep(model)
     gen = torch.Generator().manual_seed(1234)
     seg = min(max(2, min(segment_len, 8)), model.max_segment_len)
-    outs, specs = model.output_specs(), model.state_specs()
+    outs, specs, inputs = model.output_specs(), model.state_specs(), model.input_specs()
     n_out = len(outs)
     warm = _warm_states(model, step, 3, seg, gen)
     tokens = torch.randint(0, model.vocab_size, (3, seg), generator=gen)
+    extras = example_extras(model, 3, seg, gen)
     no_reset = torch.zeros(3, dtype=torch.bool)
 
     # padding invariance: rows of lengths seg, seg-1, 1 padded with random tokens vs each row cut
     lengths = torch.tensor([seg, max(1, seg - 1), 1])
-    padded = _run(step, tokens, lengths, no_reset, warm)
+    padded = _run(step, tokens, lengths, no_reset, warm, extras)
     for row in range(3):
         n = int(lengths[row])
-        alone = _run(step, tokens[row : row + 1, :n], lengths[row : row + 1], no_reset[:1], tuple(s[row : row + 1] for s in warm))
+        alone = _run(step, tokens[row : row + 1, :n], lengths[row : row + 1], no_reset[:1], tuple(s[row : row + 1] for s in warm), _cut_row(inputs, extras, row, n))
         for spec, got, want in zip(outs, padded[:n_out], alone[:n_out]):
             axis = spec.segment_axis if spec.segment_axis is not None and got.dim() > 1 else None
             diff = _difference(_cut(got[row : row + 1], axis, n), want)
@@ -125,8 +159,8 @@ def check_behaviour(model: SegmentModel, segment_len: int) -> None:
     # reset = fresh stream: a reset row ignores the state it is handed
     full = torch.full((3,), seg)
     reset = torch.ones(3, dtype=torch.bool)
-    from_warm = _run(step, tokens, full, reset, warm)
-    from_zero = _run(step, tokens, full, reset, tuple(torch.zeros_like(s) for s in warm))
+    from_warm = _run(step, tokens, full, reset, warm, extras)
+    from_zero = _run(step, tokens, full, reset, tuple(torch.zeros_like(s) for s in warm), extras)
     for name, got, want in zip([o.name for o in outs] + [s.name for s in specs], from_warm, from_zero):
         diff = _difference(got, want)
         if not diff <= ATOL:
@@ -135,7 +169,7 @@ def check_behaviour(model: SegmentModel, segment_len: int) -> None:
 
     # an empty row keeps its state
     empty = torch.tensor([seg, 0, seg])
-    kept = _run(step, tokens, empty, no_reset, warm)
+    kept = _run(step, tokens, empty, no_reset, warm, extras)
     for spec, got, was in zip(specs, kept[n_out:], warm):
         diff = _difference(got[1:2], was[1:2])
         if not diff <= ATOL:

@@ -21,6 +21,7 @@ import memx
 from memx.errors import ContractError, ExportError
 from memx.package.manifest import (
     GraphInfo,
+    InputInfo,
     Manifest,
     OutputInfo,
     StateInfo,
@@ -56,6 +57,7 @@ def _tensor_catalog(model: SegmentModel, segment_max: int) -> dict[str, TensorIn
         return [seg if d == "segment" else d for d in shape]
 
     infos = [TensorInfo("tokens", "int64", ["batch", seg]), TensorInfo("lengths", "int64", ["batch"]), TensorInfo("reset", "bool", ["batch"])]
+    infos += [TensorInfo(i.name, i.dtype, ["batch", *dims(i.shape)]) for i in model.input_specs()]
     for s in model.state_specs():
         infos += [TensorInfo(state_input_name(s.name), s.dtype, ["batch", *s.shape]), TensorInfo(state_output_name(s.name), s.dtype, ["batch", *s.shape])]
     infos += [TensorInfo(o.name, o.dtype, dims(o.shape)) for o in model.output_specs() + model.intermediate_specs()]
@@ -110,7 +112,7 @@ def _example_feeds(model: SegmentModel, graphs: list[GraphInfo], segment_max: in
     """Example values of every graph input: the step's example inputs, then intermediates
     computed by running the earlier graphs on them."""
     args = example_inputs(model, batch=2, segment=min(segment_max, 8))
-    names = ["tokens", "lengths", "reset", *(state_input_name(s.name) for s in model.state_specs())]
+    names = ["tokens", "lengths", "reset", *(i.name for i in model.input_specs()), *(state_input_name(s.name) for s in model.state_specs())]
     feeds = dict(zip(names, args))
     with torch.no_grad():
         for g in graphs:
@@ -219,6 +221,7 @@ def build_manifest(model: SegmentModel, *, preset: str | None, segment_max: int,
             for s in model.state_specs()
         ],
         outputs=[OutputInfo(o.name, o.dtype, catalog[o.name].shape, o.segment_axis, _producer(graphs, o.name)) for o in model.output_specs()],
+        inputs=[InputInfo(i.name, i.dtype, catalog[i.name].shape, list(i.range) if i.range is not None else None, i.pad) for i in model.input_specs()],
         precision="fp32",
         provenance={
             "memx_version": memx.__version__,

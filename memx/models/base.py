@@ -1,6 +1,6 @@
 """The step contract (DESIGN.md §2) as a base class every family implements.
 
-    step(tokens int64[B,S], lengths int64[B], reset bool[B], *state_in) -> (*outputs, *state_out)
+    step(tokens int64[B,S], lengths int64[B], reset bool[B], *extra_inputs, *state_in) -> (*outputs, *state_out)
 
 A family declares its state tensors and outputs as specs; the exporter and the
 runtimes read only those specs (through the manifest), never the module.
@@ -27,6 +27,39 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """An extra step input beyond tokens/lengths/reset (an encoder-decoder's decoder ids, a
+    per-row speaker id): ``shape`` excludes the batch axis (axis 0) and may use "segment" for
+    an axis as long as the tokens' (padded and masked by ``lengths`` like them). Integer
+    inputs declare ``range`` = (low, high), high exclusive, which runtimes check; ``pad`` is
+    what pools put at padded positions."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "int64"
+    range: tuple[int, int] | None = None
+    pad: float = 0
+
+    def concrete_shape(self, batch: int, segment: int) -> tuple[int, ...]:
+        """Batch first, "segment" axes the tokens' length."""
+        return (batch, *(segment if d == "segment" else int(d) for d in self.shape))
+
+    def example(self, batch: int, segment: int, gen: torch.Generator) -> torch.Tensor:
+        """Random values this input may take: ids in its range, bools, floats ~ N(0, 1)."""
+        shape = self.concrete_shape(batch, segment)
+        dtype = getattr(torch, self.dtype)
+        if self.dtype == "bool":
+            return torch.randint(0, 2, shape, generator=gen).to(torch.bool)
+        if dtype.is_floating_point:
+            return torch.randn(shape, generator=gen).to(dtype)
+        low, high = self.range if self.range is not None else (0, 2)
+        return torch.randint(low, high, shape, generator=gen).to(dtype)
+
+
+RESERVED_INPUTS = ("tokens", "lengths", "reset")
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """One per-step output; ``shape`` uses "batch"/"segment" for the dynamic axes."""
 
@@ -40,7 +73,7 @@ class OutputSpec:
 @dataclass(frozen=True)
 class GraphSpec:
     """One exported graph of a model's step. Graphs run in the listed order; an input is a
-    step input ("tokens", "lengths", "reset", "state_in.<s>") or an intermediate produced
+    step input ("tokens", "lengths", "reset", an extra input, "state_in.<s>") or an intermediate produced
     by an earlier graph; outputs are step outputs, intermediates and "state_out.<s>"."""
 
     name: str
@@ -86,7 +119,11 @@ class SegmentModel(nn.Module):
     def output_specs(self) -> list[OutputSpec]:
         raise NotImplementedError
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
+    def input_specs(self) -> list[InputSpec]:
+        """Extra step inputs, passed to forward after ``reset`` and before the states (none by default)."""
+        return []
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *inputs_and_state: torch.Tensor):
         raise NotImplementedError
 
     # --- multi-graph models (Memformer: encoder + decoder) ---------------------------------
@@ -95,7 +132,7 @@ class SegmentModel(nn.Module):
         states = [s.name for s in self.state_specs()]
         return [GraphSpec(
             "step", "step",
-            ("tokens", "lengths", "reset", *(f"state_in.{n}" for n in states)),
+            ("tokens", "lengths", "reset", *(i.name for i in self.input_specs()), *(f"state_in.{n}" for n in states)),
             (*(o.name for o in self.output_specs()), *(f"state_out.{n}" for n in states)),
         )]
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from memx.errors import ContractError
-from memx.models.base import OutputSpec, SegmentModel, StateSpec
+from memx.models.base import InputSpec, OutputSpec, SegmentModel, StateSpec
 
 CARRIED_DTYPE = {"bool": "uint8"}  # dtypes carried between steps in another form (ORT has no bool Where)
 
@@ -53,6 +53,20 @@ class State:
     count: int | None = None
     grows: bool = False
     mask: str | None = None
+
+
+@dataclass(frozen=True)
+class Input:
+    """An extra step input the module takes by keyword (an encoder-decoder's decoder ids, a
+    speaker id), without the batch axis: ``shape`` of fixed dims and "segment" (an axis as long
+    as the tokens, padded and masked like them); integer inputs give ``range`` = (low, high),
+    high exclusive; ``pad`` fills padded positions in pools. Callers pass it to every step:
+    ``stream.step(tokens, decoder_ids=ids)``."""
+
+    shape: tuple[int | str, ...]
+    dtype: str = "int64"
+    range: tuple[int, int] | None = None
+    pad: float = 0
 
 
 @dataclass
@@ -142,12 +156,13 @@ class WrappedModel(SegmentModel):
 
     def __init__(self, module: nn.Module, state: dict[str, State], *, vocab_size: int, max_segment_len: int, call: Callable[..., Any] | None,
                  mask: str | None, outputs: dict[str, str] | None, new_state: dict[str, str] | None, causal: bool, name: str, config: Any,
-                 factory: str | None):
+                 factory: str | None, inputs: dict[str, Input] | None = None):
         cfg = WrapConfig(int(vocab_size), int(max_segment_len), f"{type(module).__module__}.{type(module).__qualname__}", config_to_dict(config))
         super().__init__(cfg)
         self.family = f"wrapped:{name}"
         self.inner = module
         self.memories = dict(state)
+        self._inputs = [InputSpec(k, tuple(v.shape), v.dtype, tuple(v.range) if v.range is not None else None, v.pad) for k, v in (inputs or {}).items()]
         self._call, self._mask, self._causal, self.factory = call, mask, causal, factory
         self._carried = _carried(self.memories)
         self._init_values(module)
@@ -164,6 +179,9 @@ class WrappedModel(SegmentModel):
 
     def output_specs(self) -> list[OutputSpec]:
         return [OutputSpec(name, shape, dtype, axis) for name, (_, shape, dtype, axis, _) in self._outputs.items()]
+
+    def input_specs(self) -> list[InputSpec]:
+        return list(self._inputs)
 
     @property
     def is_causal(self) -> bool:
@@ -200,9 +218,9 @@ class WrappedModel(SegmentModel):
         return getattr(self, attr).to(like.dtype)
 
     # --- the step ------------------------------------------------------------------------------
-    def _call_module(self, tokens: torch.Tensor, lengths: torch.Tensor, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _call_module(self, tokens: torch.Tensor, lengths: torch.Tensor, states: dict[str, torch.Tensor], extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Call the user's module with its own layouts; its results flattened by name."""
-        given: dict[str, Any] = {}
+        given: dict[str, Any] = dict(extras)
         for name, spec in self.memories.items():
             if spec.grows:
                 given[name] = self._to_user(states[name], spec)
@@ -237,12 +255,14 @@ class WrappedModel(SegmentModel):
         t = value.movedim(spec.batch_axis, 0) if spec.batch_axis else value
         return t.to(getattr(torch, CARRIED_DTYPE.get(spec.dtype, spec.dtype)))
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state_in: torch.Tensor):
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *rest: torch.Tensor):
+        n_in = len(self._inputs)
+        extras, state_in = dict(zip((i.name for i in self._inputs), rest[:n_in])), rest[n_in:]
         names = self.state_names()
         current = {}
         for sn, s in zip(names, state_in):
             current[sn] = self.select_initial(reset, self._initial(sn, s), s)
-        flat = self._call_module(tokens, lengths, current)
+        flat = self._call_module(tokens, lengths, current, extras)
         outputs = []
         for name, (key, _, _, axis, batch_axis) in self._outputs.items():
             t = flat[key]
@@ -277,10 +297,12 @@ class WrappedModel(SegmentModel):
         seg_max = self.max_segment_len
         sizes = [(2, min(3, seg_max)), (3, min(5, seg_max))]
         for batch, seg in sizes:
-            tokens = torch.randint(0, self.vocab_size, (batch, seg), generator=torch.Generator().manual_seed(0))
+            gen = torch.Generator().manual_seed(0)
+            tokens = torch.randint(0, self.vocab_size, (batch, seg), generator=gen)
             states = {c.name: torch.zeros(batch, *c.dims, dtype=getattr(torch, c.dtype)) for c in self._carried}
+            extras = {i.name: i.example(batch, seg, gen) for i in self._inputs}
             with torch.no_grad():
-                runs.append(self._call_module(tokens, torch.full((batch,), seg), states))
+                runs.append(self._call_module(tokens, torch.full((batch,), seg), states, extras))
         first, second = runs
         state_keys = set(self._returned_state.values())
         wanted = self._outputs_map or {k: k for k in first if k not in state_keys}
@@ -315,7 +337,8 @@ class WrappedModel(SegmentModel):
 
 def wrap(module: nn.Module, *, state: dict[str, State], vocab_size: int, max_segment_len: int, call: Callable[..., Any] | None = None,
          mask: str | None = None, outputs: dict[str, str] | Sequence[str] | None = None, new_state: dict[str, str] | None = None,
-         causal: bool = False, name: str | None = None, config: Any = None, factory: str | None = None) -> WrappedModel:
+         causal: bool = False, name: str | None = None, config: Any = None, factory: str | None = None,
+         inputs: dict[str, Input] | None = None) -> WrappedModel:
     """``module`` as an exportable memx step.
 
     state: the memories by the keyword the module takes them as; call: ``call(module, tokens,
@@ -325,7 +348,8 @@ def wrap(module: nn.Module, *, state: dict[str, State], vocab_size: int, max_seg
     all that are not states); new_state: {state: returned name} where they differ; causal: no
     output depends on later tokens; name: the family name ("wrapped:NAME"); config: recorded in
     the manifest (any kind); factory: "package.module:function" that rebuilds this wrapper from
-    the manifest's config, recorded so ``memx validate --trust-reference`` can find it.
+    the manifest's config, recorded so ``memx validate --trust-reference`` can find it;
+    inputs: extra step inputs ({keyword: memx.Input(shape, ...)}), passed to the module by keyword.
     """
     if not isinstance(module, nn.Module):
         raise ContractError("memx.wrap takes a torch module", expected="an nn.Module", actual=type(module).__name__)
@@ -339,8 +363,13 @@ def wrap(module: nn.Module, *, state: dict[str, State], vocab_size: int, max_seg
         if spec.grows and (spec.batch_axis or spec.count is not None or not spec.shape):
             raise ContractError(f"growing memory {key!r} must be (slots, ...) with the batch axis first and no count",
                                 expected="memx.State((slots, d), grows=True)", actual=spec)
+    for key, spec in (inputs or {}).items():
+        if not isinstance(spec, Input):
+            raise ContractError(f"input {key!r} is not a memx.Input", expected="memx.Input(shape, ...)", actual=type(spec).__name__)
+        if key in state or key == mask:
+            raise ContractError(f"input {key!r} is also a state or the mask", expected="distinct keywords", actual=key)
     if outputs is not None and not isinstance(outputs, Mapping):
         outputs = {o: o for o in outputs}
     return WrappedModel(module, state, vocab_size=vocab_size, max_segment_len=max_segment_len, call=call, mask=mask,
                         outputs=dict(outputs) if outputs is not None else None, new_state=new_state, causal=causal,
-                        name=name or type(module).__name__.lower(), config=config, factory=factory).eval()
+                        name=name or type(module).__name__.lower(), config=config, factory=factory, inputs=inputs).eval()

@@ -54,6 +54,31 @@ class StateInfo:
 
 
 @dataclass
+class InputInfo:
+    """An extra step input beyond tokens/lengths/reset (DESIGN.md §8): fed by the caller each
+    step. ``shape`` is ["batch", ...] with fixed dims or "segment" (the tokens' length: padded
+    with ``pad`` and masked by lengths); integer inputs carry their ``range`` [low, high)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+    range: list[int] | None = None
+    pad: int | float = 0
+
+    def sample(self, rng: Any, batch: int, segment: int) -> Any:
+        """Random values of this input for one step (numpy rng): ids in the range, bools,
+        floats ~ N(0, 1). For validation, calibration and profiling runs that have no data for it."""
+        import numpy as np
+
+        shape = tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in self.shape)
+        if self.dtype == "bool":
+            return rng.random(shape) < 0.5
+        if self.range is not None:
+            return rng.integers(self.range[0], self.range[1], size=shape).astype(self.dtype)
+        return rng.standard_normal(shape).astype(self.dtype)
+
+
+@dataclass
 class OutputInfo:
     name: str
     dtype: str
@@ -88,6 +113,7 @@ class Manifest:
     task: str | None = None  # the synthetic task a zoo model was trained on
     quantization: dict[str, Any] | None = None  # method, calibration, precision policy (memx quantize)
     engines: list[dict[str, Any]] = field(default_factory=list)  # TensorRT plans and their build tags (memx build)
+    inputs: list[InputInfo] = field(default_factory=list)  # extra step inputs, in the order the graphs take them
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -115,16 +141,22 @@ class Manifest:
                 return g
         raise ManifestError(f"package has no graph named {name!r}", expected=[g.name for g in self.graphs], actual=name)
 
+    def sample_inputs(self, rng: Any, batch: int, segment: int) -> dict[str, Any]:
+        """Random values of every extra step input (none for most packages): {name: array}."""
+        return {i.name: i.sample(rng, batch, segment) for i in self.inputs}
+
     @property
     def step_inputs(self) -> list[str]:
-        """Names a step feeds from outside the graphs: tokens, lengths, reset, state inputs."""
-        return ["tokens", "lengths", "reset", *(s.input for s in self.state)]
+        """Names a step feeds from outside the graphs: tokens, lengths, reset, extra inputs, state inputs."""
+        return ["tokens", "lengths", "reset", *(i.name for i in self.inputs), *(s.input for s in self.state)]
 
     # --- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["engines"]:
             del d["engines"]  # written only once there are engines, so readers before memx build still read it
+        if not d["inputs"]:
+            del d["inputs"]  # written only by models with extra inputs: older readers, which cannot feed them, refuse those
         head = {"format": d.pop("format"), "format_version": d.pop("format_version"), "model_id": self.model_id()}
         return {**head, **d}
 
@@ -260,6 +292,29 @@ def _parse_output(o: dict, where: str) -> OutputInfo:
     )
 
 
+def _parse_input(o: Any, where: str) -> InputInfo:
+    if not isinstance(o, dict):
+        raise ManifestError(f"manifest field {where} is not an object", expected="object", actual=type(o).__name__)
+    _no_unknown(o, {"name", "dtype", "shape", "range", "pad"}, where)
+    info = InputInfo(
+        name=_field(o, "name", "str", where + "."),
+        dtype=_dtype(_field(o, "dtype", "str", where + "."), where + ".dtype"),
+        shape=_shape(_field(o, "shape", "list", where + "."), where + ".shape"),
+        range=_field(o, "range", "list", where + ".", optional=True),
+        pad=o.get("pad", 0),
+    )
+    if info.name in ("tokens", "lengths", "reset") or info.name.startswith(("state_in.", "state_out.")):
+        raise ManifestError(f"manifest field {where}.name is reserved", expected="a name other than tokens/lengths/reset/state_*", actual=info.name)
+    if not info.shape or info.shape[0] != "batch" or not all(d == "segment" or (isinstance(d, int) and d >= 1) for d in info.shape[1:]):
+        raise ManifestError(f"manifest field {where}.shape must be the batch axis, then fixed dims or \"segment\"", expected='["batch", int | "segment", ...]', actual=info.shape)
+    integer = info.dtype.startswith(("int", "uint"))
+    if integer and (info.range is None or len(info.range) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in info.range) or info.range[0] >= info.range[1]):
+        raise ManifestError(f"manifest field {where}.range must be [low, high) of ints", expected="[low, high] with low < high", actual=info.range)
+    if not isinstance(info.pad, (int, float)) or isinstance(info.pad, bool) or (integer and not (isinstance(info.pad, int) and info.range[0] <= info.pad < info.range[1])):
+        raise ManifestError(f"manifest field {where}.pad is not a value of the input", expected=f"a number{f' in {info.range}' if integer else ''}", actual=info.pad)
+    return info
+
+
 def _parse_files(files: dict) -> dict[str, FileInfo]:
     out = {}
     for path, info in files.items():
@@ -274,7 +329,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
-    "quantization", "engines", "model_id",
+    "quantization", "engines", "model_id", "inputs",
 }
 
 
@@ -317,6 +372,7 @@ def _parse_manifest(data: Any) -> Manifest:
         task=_field(data, "task", "str", "", optional=True),
         quantization=_field(data, "quantization", "dict", "", optional=True),
         engines=_field(data, "engines", "list", "", optional=True) or [],
+        inputs=[_parse_input(o, f"inputs[{i}]") for i, o in enumerate(_field(data, "inputs", "list", "", optional=True) or [])],
     )
     _check_consistency(m)
     _check_model_id(data, m)
@@ -342,6 +398,14 @@ def _check_consistency(m: Manifest) -> None:
         raise ManifestError("manifest precision is unknown", expected=f"one of {list(PRECISIONS)}", actual=m.precision)
     if not m.graphs:
         raise ManifestError("manifest lists no graphs", expected="at least one graph", actual=0)
+    names = [i.name for i in m.inputs]
+    if len(set(names)) != len(names):
+        raise ManifestError("manifest extra input names are not unique", expected="unique names", actual=names)
+    for info in m.inputs:
+        fed = [t for g in m.graphs for t in g.inputs if t.name == info.name and t.name not in g.consumes]
+        if not fed or any(t.dtype != info.dtype or t.shape != info.shape for t in fed):
+            raise ManifestError(f"extra input {info.name!r} is not fed to a graph as declared", expected=f"a graph input {info.name} {info.dtype}{info.shape}",
+                                actual=[f"{t.name} {t.dtype}{t.shape}" for t in fed] or "no graph takes it")
     graphs = {g.name: g for g in m.graphs}
     if len(graphs) != len(m.graphs):
         raise ManifestError("manifest graph names are not unique", expected="unique names", actual=[g.name for g in m.graphs])

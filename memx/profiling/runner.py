@@ -189,12 +189,13 @@ def profile(
         events = {c.name: CudaEvents() for c in specs if c.device.startswith("cuda") and CudaEvents.available()}
         for r in progress_range(warmup + segments, f"profile {', '.join(names)}", enabled=progress):
             tokens = rng.integers(0, m.vocab_size, size=(batch, seg))
+            extras = m.sample_inputs(rng, batch, seg)
             for name in round_order(names, r):
                 ev = events.get(name)
                 if ev is not None:
                     ev.start()
                 t0 = timer()
-                streams[name].step(tokens)
+                streams[name].step(tokens, **extras)
                 dt = timer() - t0
                 if ev is not None:
                     ev.stop(keep=r >= warmup)

@@ -143,7 +143,7 @@ def scaling(
         for h in hs:
             steps = -(-(h - consumed) // seg)
             for _ in progress_range(steps, f"memory model: consume history up to {h:,} tokens", enabled=progress):
-                memory.step(rng.integers(0, m.vocab_size, size=(batch, seg)))
+                memory.step(rng.integers(0, m.vocab_size, size=(batch, seg)), **m.sample_inputs(rng, batch, seg))
             consumed += steps * seg
             contenders: dict[str, Any] = {"memory": memory}
             base_bytes = None
@@ -156,9 +156,10 @@ def scaling(
             samples: dict[str, list[float]] = {k: [] for k in contenders}
             for r in progress_range(warmup + segments, f"time at history {h:,}", enabled=progress):
                 tokens = rng.integers(0, m.vocab_size, size=(batch, seg))
+                extras = {"memory": m.sample_inputs(rng, batch, seg)}  # the kv-cache baseline takes tokens only
                 for name in round_order(list(contenders), r):
                     t0 = timer()
-                    contenders[name].step(tokens)
+                    contenders[name].step(tokens, **extras.get(name, {}))
                     dt = timer() - t0
                     if r >= warmup:
                         samples[name].append(dt * 1e3)

@@ -214,10 +214,12 @@ class Runtime:
         executor, device = parts
         return StreamPool(self, max_batch, DeviceSlots(self.package, executor, device))
 
-    def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """One validated call of the step graph: returns (outputs, new states); touches nothing."""
+    def run_step(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, state: Mapping[str, np.ndarray],
+                 extras: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One validated call of the step graph (``extras``: the manifest's extra inputs, checked
+        by the caller): returns (outputs, new states); touches nothing."""
         plan = self._plan
-        values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset}
+        values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset, **(extras or {})}
         for name, graph_input, _ in plan.state_io:
             values[graph_input] = np.ascontiguousarray(state[name])
         for graph, input_names in plan.graph_inputs:  # a later graph may consume an earlier one's outputs

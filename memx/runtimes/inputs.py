@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from memx.errors import BatchMismatchError, DTypeError, InputError, NonFiniteStateError, RankError, SegmentLengthError, TokenRangeError
+
+if TYPE_CHECKING:
+    from memx.package.manifest import InputInfo
+
+NO_EXTRAS: Mapping[str, np.ndarray] = {}
 
 
 def as_array(value: Any, name: str) -> np.ndarray:
@@ -90,3 +95,55 @@ def non_finite_state_error(name: str, arr: np.ndarray) -> NonFiniteStateError:
     """The error for a new state holding NaN/Inf, naming its rows."""
     rows = sorted(set(np.argwhere(~np.isfinite(arr))[:, 0].tolist()))
     return NonFiniteStateError(f"step produced NaN/Inf in state {name!r}; state left unchanged", expected="finite values", actual=f"non-finite in rows {rows}")
+
+
+def extra_shape(info: "InputInfo", batch: int, segment_len: int) -> tuple[int, ...]:
+    """An extra input's concrete shape for one step."""
+    return tuple(batch if d == "batch" else segment_len if d == "segment" else int(d) for d in info.shape)
+
+
+def _dtype_fits(arr: np.ndarray, dtype: str) -> bool:
+    if dtype == "bool":
+        return arr.dtype == np.bool_
+    if dtype.startswith(("int", "uint")):
+        return arr.dtype.kind in "iu"
+    return arr.dtype.kind == "f"
+
+
+def check_extra(value: Any, info: "InputInfo", *, batch: int, segment_len: int) -> np.ndarray:
+    """One extra input -> its declared dtype and shape; integers inside their range."""
+    arr = as_array(value, info.name)
+    want = extra_shape(info, batch, segment_len)
+    if batch == 1 and arr.ndim == len(want) - 1:
+        arr = arr[None]
+    if not _dtype_fits(arr, info.dtype):
+        raise DTypeError(f"extra input {info.name!r} has the wrong dtype", expected=info.dtype, actual=str(arr.dtype))
+    if arr.ndim != len(want):
+        raise RankError(f"extra input {info.name!r} has the wrong rank", expected=f"rank {len(want)} {info.shape}", actual=f"rank {arr.ndim} with shape {list(arr.shape)}")
+    if arr.shape[0] != batch:
+        raise BatchMismatchError(f"extra input {info.name!r} batch size differs from the stream's", expected=batch, actual=arr.shape[0])
+    if tuple(arr.shape) != want:
+        raise InputError(f"extra input {info.name!r} has the wrong shape", expected=f"{list(want)} ({info.shape}, segment {segment_len})", actual=list(arr.shape))
+    if info.range is not None and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.range[0] or hi >= info.range[1]:
+            bad = lo if lo < info.range[0] else hi
+            raise TokenRangeError(f"extra input {info.name!r} has a value outside its range", expected=f"{info.range[0]}..{info.range[1] - 1}",
+                                  actual=f"{bad} at {np.argwhere(arr == bad)[0].tolist()}")
+    if info.dtype != "bool" and info.dtype.startswith(("float", "bfloat")) and not np.isfinite(arr).all():
+        raise InputError(f"extra input {info.name!r} holds NaN/Inf", expected="finite values", actual="non-finite")
+    return arr.astype(info.dtype, copy=False)
+
+
+def check_extras(given: Mapping[str, Any], infos: "list[InputInfo]", *, batch: int, segment_len: int) -> Mapping[str, np.ndarray]:
+    """The step's extra inputs, every declared one and no other."""
+    if not infos and not given:
+        return NO_EXTRAS
+    declared = [i.name for i in infos]
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InputError("unknown step inputs", expected=f"extra inputs {declared}" if declared else "no extra inputs (this package takes tokens, lengths, reset)", actual=unknown)
+    missing = [n for n in declared if n not in given]
+    if missing:
+        raise InputError("missing step inputs", expected=f"every extra input of the package {declared}", actual=f"missing {missing}")
+    return {i.name: check_extra(given[i.name], i, batch=batch, segment_len=segment_len) for i in infos}

@@ -22,7 +22,7 @@ import numpy as np
 
 from memx.errors import InputError
 from memx.package import snapshot as snap
-from memx.runtimes.inputs import check_tokens
+from memx.runtimes.inputs import NO_EXTRAS, check_extras, check_tokens
 
 
 class SlotStore(Protocol):
@@ -40,7 +40,7 @@ class SlotStore(Protocol):
     def write(self, sid: int, states: dict[str, np.ndarray]) -> None:
         """Make ``states`` ((1, ...) each, checked by the caller) the stream's, all or nothing."""
 
-    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
         """One batched step of rows ``sids``: host outputs (B, ...) and the new rows, held apart."""
 
     def commit(self, sids: list[int], held: Any) -> None:
@@ -66,9 +66,9 @@ class HostSlots:
     def write(self, sid: int, states: dict[str, np.ndarray]) -> None:
         self.rows[sid] = dict(states)
 
-    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], Any]:
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], Any]:
         stacked = {name: np.concatenate([self.rows[s][name] for s in sids], axis=0) for name in self.runtime.state_schema}  # (B, ...)
-        return self.runtime.run_step(tokens, lengths, reset, stacked)
+        return self.runtime.run_step(tokens, lengths, reset, stacked, extras)
 
     def commit(self, sids: list[int], held: dict[str, np.ndarray]) -> None:
         for row, sid in enumerate(sids):
@@ -85,6 +85,7 @@ class StreamPool:
         pool = runtime.pool(max_batch=32)
         a, b = pool.open(), pool.open()
         out = pool.step({a: tokens_a, b: tokens_b})   # {a: {"logits": (S_a, V)}, b: ...}
+        out = pool.step({a: {"tokens": tokens_a, "decoder_ids": ids_a}})  # a package with extra inputs
     """
 
     def __init__(self, runtime: Any, max_batch: int, slots: SlotStore | None = None):
@@ -137,34 +138,39 @@ class StreamPool:
         return self.slots.read(sid)
 
     def step(self, inputs: Mapping[int, Any]) -> dict[int, dict[str, np.ndarray]]:
-        """Step each stream id in ``inputs`` by its 1-D token segment. Returns per stream its
+        """Step each stream id in ``inputs`` by its 1-D token segment (or, for a package with extra
+        step inputs, a dict of "tokens" and each extra input without batch axis). Returns per stream its
         outputs without batch axis, cut to its own segment length. All or nothing: if any
         call fails, no stream's state changes."""
         m = self.runtime.manifest
         checked: dict[int, np.ndarray] = {}
-        for sid, tokens in inputs.items():
+        extras: dict[int, Mapping[str, np.ndarray]] = {}
+        for sid, given in inputs.items():
             self._check(sid)
+            tokens, named = _split(given)
             checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
+            extras[sid] = check_extras(named, m.inputs, batch=1, segment_len=len(checked[sid]))
         results: dict[int, dict[str, np.ndarray]] = {}
         held: list[tuple[list[int], Any]] = []
         order = list(checked)
         for start in range(0, len(order), self.max_batch):
             chunk = order[start : start + self.max_batch]
-            held.append((chunk, self._run_chunk(chunk, checked, results)))
+            held.append((chunk, self._run_chunk(chunk, checked, extras, results)))
         for chunk, rows in held:  # commit only after every chunk succeeded
             self.slots.commit(chunk, rows)
             for sid in chunk:
                 self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
         return results
 
-    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], results: dict) -> Any:
+    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], extras: dict[int, Mapping[str, np.ndarray]], results: dict) -> Any:
         seg = max(len(tokens[sid]) for sid in chunk)
         batch = np.zeros((len(chunk), seg), dtype=np.int64)  # (B, S) padded with token 0
         lengths = np.array([len(tokens[sid]) for sid in chunk], dtype=np.int64)
         for row, sid in enumerate(chunk):
             batch[row, : lengths[row]] = tokens[sid]
         reset = np.array([self._pending[sid] for sid in chunk], dtype=bool)
-        outputs, rows = self.slots.run(chunk, batch, lengths, reset)
+        stacked = {i.name: _stack_padded([extras[sid][i.name] for sid in chunk], i.shape, seg, i.pad) for i in self.runtime.manifest.inputs} if self.runtime.manifest.inputs else NO_EXTRAS
+        outputs, rows = self.slots.run(chunk, batch, lengths, reset, stacked)
         for row, sid in enumerate(chunk):
             results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
         return rows
@@ -177,3 +183,20 @@ def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarra
     index = [slice(None)] * output.ndim
     index[segment_axis] = slice(0, length)
     return output[tuple(index)]
+
+
+def _split(given: Any) -> tuple[Any, dict[str, Any]]:
+    """A pool input: tokens alone, or {"tokens": ..., extra input: ...}."""
+    if isinstance(given, Mapping):
+        if "tokens" not in given:
+            raise InputError("a pool input given as a dict needs its tokens", expected='{"tokens": ids, <extra input>: ...}', actual=sorted(map(str, given)))
+        return given["tokens"], {k: v for k, v in given.items() if k != "tokens"}
+    return given, {}
+
+
+def _stack_padded(rows: list[np.ndarray], shape: list[int | str], segment_len: int, pad: float) -> np.ndarray:
+    """Rows (1, ...) of one extra input -> (B, ...), "segment" axes padded to ``segment_len``."""
+    out = np.full((len(rows), *(segment_len if d == "segment" else int(d) for d in shape[1:])), pad, dtype=rows[0].dtype)
+    for b, r in enumerate(rows):
+        out[(b, *(slice(0, n) for n in r.shape[1:]))] = r[0]
+    return out

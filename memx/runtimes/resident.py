@@ -15,14 +15,14 @@ each state tensor in two device buffers instead:
 - ``GraphCache``: one captured CUDA graph per (buffer parity, batch, segment); shapes that
   change drop the others (their per-shape buffers are gone).
 
-Only tokens, lengths and reset go up and the outputs come down each step; snapshots, ``state``
+Only tokens, lengths, reset and extra inputs go up and the outputs come down each step; snapshots, ``state``
 and ``reset(rows)`` move the state explicitly. Snapshot bytes are the common format.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -389,7 +389,7 @@ class DeviceStore:
         self.device.synchronize()
         return self.device.capture(lambda: self.executor.launch(handle))
 
-    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._ran = False
         m = self.package.manifest
         try:
@@ -397,6 +397,8 @@ class DeviceStore:
             self.device.upload(binding.inputs["tokens"], tokens)
             self.device.upload(binding.inputs["lengths"], lengths)
             self.device.upload(binding.inputs["reset"], reset)
+            for name, arr in extras.items():
+                self.device.upload(binding.inputs[name], np.ascontiguousarray(arr))
             self._launch(binding)
             writes = self.buffers.writes()
             host, finite = self.device.finish_step([binding.outputs[o.name] for o in m.outputs], list(writes.values()) if self.check_finite else [])
@@ -483,12 +485,12 @@ class DeviceSlots:
             self._stores[batch] = DeviceStore(self.package, self.executor, self.device, batch, cuda_graphs=False, check_finite=self.check_finite)
         return self._stores[batch]
 
-    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def run(self, sids: list[int], tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         rows, store = [self.row_of[s] for s in sids], self._store(len(sids))
         every = list(range(len(sids)))
         for name, buf in store.buffers.reads().items():  # gather the chunk's rows into the store's read set
             self.device.put_rows(buf, every, self.device.take_rows(self.buffers[name], rows))
-        outputs = store.run(tokens, lengths, reset)  # raises before anything of the slots changed
+        outputs = store.run(tokens, lengths, reset, extras)  # raises before anything of the slots changed
         written = {n: self.device.take_rows(b, every) for n, b in store.buffers.writes().items()}  # the next chunk may reuse the store
         return outputs, written
 

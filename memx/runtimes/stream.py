@@ -15,12 +15,12 @@ Stores (one per kind of memory):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import numpy as np
 
 from memx.package import snapshot as snap
-from memx.runtimes.inputs import as_array, check_lengths, check_reset, check_tokens, reset_selection
+from memx.runtimes.inputs import as_array, check_extras, check_lengths, check_reset, check_tokens, reset_selection
 
 if TYPE_CHECKING:
     from memx.package.manifest import Manifest
@@ -30,7 +30,7 @@ class StateStore(Protocol):
     """Where a stream's state lives. ``run`` must not change what ``read`` returns: the new
     state becomes current only at ``commit``."""
 
-    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One step from the current state: the outputs (host arrays); the new state is held apart."""
 
     def commit(self) -> None:
@@ -52,8 +52,8 @@ class HostStore:
         self.states: dict[str, np.ndarray] = runtime.fresh_state(batch_size).states
         self._next: dict[str, np.ndarray] | None = None
 
-    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray) -> dict[str, np.ndarray]:
-        outputs, self._next = self.runtime.run_step(tokens, lengths, reset, self.states)
+    def run(self, tokens: np.ndarray, lengths: np.ndarray, reset: np.ndarray, extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs, self._next = self.runtime.run_step(tokens, lengths, reset, self.states, extras)
         return outputs
 
     def commit(self) -> None:
@@ -108,17 +108,19 @@ class Stream:
         """bool (B,): rows whose next step starts from the learned initial state."""
         return self._pending
 
-    def step(self, tokens: Any, lengths: Any = None, reset: Any = None) -> dict[str, np.ndarray]:
+    def step(self, tokens: Any, lengths: Any = None, reset: Any = None, **inputs: Any) -> dict[str, np.ndarray]:
         """Run one segment. tokens (B, S) int (or (S,) for batch 1); lengths (B,) real tokens
-        per row (default S); reset (B,) bool starts rows anew. Returns the outputs by name
-        (batch axis dropped when tokens were 1-D). On any error the state is unchanged."""
+        per row (default S); reset (B,) bool starts rows anew; ``inputs``: the package's extra
+        step inputs by name (manifest ``inputs``, e.g. ``decoder_ids=``). Returns the outputs
+        by name (batch axis dropped when tokens were 1-D). On any error the state is unchanged."""
         m = self.manifest
         tokens = as_array(tokens, "tokens")
         squeeze = tokens.ndim == 1
         tok = check_tokens(tokens, batch=self.batch_size, vocab_size=m.vocab_size, segment=m.segment)
         lens = self._full_lengths(tok.shape[1]) if lengths is None else check_lengths(lengths, batch=self.batch_size, segment_len=tok.shape[1])
         rst = self._pending if reset is None else check_reset(reset, batch=self.batch_size) | self._pending
-        outputs = self._store.run(tok, lens, rst)
+        extras = check_extras(inputs, m.inputs, batch=self.batch_size, segment_len=tok.shape[1])
+        outputs = self._store.run(tok, lens, rst, extras)
         self._store.commit()
         self._pending = self._no_reset
         self._segments += 1

@@ -211,9 +211,11 @@ def compare_precision(
     kls: list[float] = []
     state_err: dict[str, list[float]] = {s.name: [] for s in m.state if s.dtype.startswith("float")}
     first = None
+    extra_rng = np.random.default_rng(seed + 1)  # values of the extra step inputs, if the package has any
     for d in progress_range(segments, f"drift vs {ref_name}", enabled=progress):
         chunk = tokens[:, d * seg : (d + 1) * seg]
-        out_r, out_c = ref_s.step(chunk), cand_s.step(chunk)
+        extras = m.sample_inputs(extra_rng, batch, seg)
+        out_r, out_c = ref_s.step(chunk, **extras), cand_s.step(chunk, **extras)
         out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
         if logits is not None:
             a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)

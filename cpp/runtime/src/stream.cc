@@ -51,20 +51,25 @@ Stream Runtime::stream(int64_t batch_size) const {
   return Stream(std::move(impl));
 }
 
-StepOutputs Stream::step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset) {
+StepOutputs Stream::step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const StepInputs& inputs) {
   Impl& st = *impl_;
   const Runtime::Impl& rt = *st.rt;
   check_tokens(tokens, st.batch, rt.manifest);
   const Tensor lens = checked_lengths(lengths, st.batch, tokens.shape[1]);
   Tensor rst = checked_reset(reset, st.batch);
+  check_inputs(inputs, rt.manifest, st.batch, tokens.shape[1]);
   for (int64_t b = 0; b < st.batch; ++b) rst.bytes[b] = (rst.bytes[b] || st.pending[b]) ? 1 : 0;
 
   std::vector<Ort::Value> owned;
-  owned.reserve(3);
+  owned.reserve(3 + inputs.size());  // no reallocation: feeds point into it
   owned.push_back(detail::wrap(rt.cpu_memory, tokens));
   owned.push_back(detail::wrap(rt.cpu_memory, lens));
   owned.push_back(detail::wrap(rt.cpu_memory, rst));
   std::map<std::string, const Ort::Value*> feeds = {{"tokens", &owned[0]}, {"lengths", &owned[1]}, {"reset", &owned[2]}};
+  for (const auto& [name, t] : inputs) {
+    owned.push_back(detail::wrap(rt.cpu_memory, t));
+    feeds[name] = &owned.back();
+  }
   for (std::size_t i = 0; i < st.states.size(); ++i) feeds[rt.manifest.state[i].input] = &st.states[i];
 
   std::map<std::string, Ort::Value> produced = rt.run_graphs(feeds, true);

@@ -25,6 +25,9 @@ options:
                         segment is padded and masked by lengths
   --out DIR             write DIR/<output>.npy ([steps, B, ...] per output) and
                         DIR/state.<name>.npy (the final state, [B, ...])
+  --input NAME=FILE     an extra step input of the package (memx.json "inputs"), one .npy of
+                        [steps, B, ...] holding each step's value ("segment" axes S long);
+                        once per extra input
   --snapshot-in FILE    restore the stream from this snapshot before the first step
   --snapshot-out FILE   write the stream's snapshot after the last step
   --device D            cpu (default), cuda or tensorrt (needs an ONNX Runtime built with them)
@@ -43,6 +46,7 @@ struct Args {
   int64_t segment_len = 0, warmup = 0;
   int threads = 0;
   bool quiet = false;
+  std::map<std::string, std::string> inputs;  // extra step input name -> .npy file
 };
 
 struct UsageError : std::runtime_error {
@@ -82,6 +86,12 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
     else if (arg == "--json") a.json = value();
     else if (arg == "--quiet") a.quiet = true;
+    else if (arg == "--input") {
+      const std::string spec = value();
+      const auto eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) throw UsageError("--input expects NAME=FILE, got '" + spec + "'");
+      if (!a.inputs.emplace(spec.substr(0, eq), spec.substr(eq + 1)).second) throw UsageError("--input " + spec.substr(0, eq) + " given twice");
+    }
     else if (!arg.empty() && arg[0] == '-') throw UsageError("unknown option " + arg);
     else positional.push_back(arg);
   }
@@ -136,6 +146,28 @@ std::pair<memx::Tensor, memx::Tensor> segment(const memx::Tensor& tokens, int64_
   return {ids, memx::make_lengths(std::vector<int64_t>(batch, len))};
 }
 
+// each extra input's file [steps, B, ...]: the value of step k is [B, ...]
+std::map<std::string, memx::Tensor> load_inputs(const std::map<std::string, std::string>& files, int64_t steps) {
+  std::map<std::string, memx::Tensor> loaded;
+  for (const auto& [name, path] : files) {
+    memx::Tensor t = memx::read_npy(path);
+    if (t.shape.size() < 2 || t.shape[0] != steps)
+      throw memx::ShapeError("input file for '" + name + "' must be [steps, B, ...] with one value per step", "[" + std::to_string(steps) + ", B, ...]", memx::shape_str(t.shape));
+    loaded.emplace(name, std::move(t));
+  }
+  return loaded;
+}
+
+memx::StepInputs inputs_of_step(const std::map<std::string, memx::Tensor>& files, int64_t k) {
+  memx::StepInputs step;
+  for (const auto& [name, t] : files) {
+    memx::Tensor row = t.rows(k, k + 1);
+    row.shape.erase(row.shape.begin());  // [B, ...]
+    step.emplace(name, std::move(row));
+  }
+  return step;
+}
+
 void write_outputs(const std::string& dir, const std::map<std::string, std::vector<memx::Tensor>>& steps, const memx::Stream& stream) {
   std::filesystem::create_directories(dir);
   for (const auto& [name, per_step] : steps) {
@@ -159,6 +191,7 @@ int run(const Args& a) {
   const memx::Tensor tokens = load_tokens(a.tokens);
   const int64_t batch = tokens.shape[0], seg = a.segment_len ? a.segment_len : m.segment_max;
   const int64_t steps = (tokens.shape[1] + seg - 1) / seg;
+  const std::map<std::string, memx::Tensor> inputs = load_inputs(a.inputs, steps);
   memx::Stream stream = rt.stream(batch);
   if (!a.snapshot_in.empty()) stream.restore(memx::read_file(a.snapshot_in));
   if (a.warmup > 0) {  // warm up on a copy of the stream, so the timed stream is untouched
@@ -166,7 +199,7 @@ int run(const Args& a) {
     warm.restore(stream.snapshot());
     for (int64_t k = 0; k < a.warmup; ++k) {
       auto [ids, lens] = segment(tokens, k % steps, seg);
-      warm.step(ids, lens);
+      warm.step(ids, lens, memx::Tensor(), inputs_of_step(inputs, k % steps));
     }
   }
   std::map<std::string, std::vector<memx::Tensor>> outputs;
@@ -174,8 +207,9 @@ int run(const Args& a) {
   ms.reserve(steps);
   for (int64_t k = 0; k < steps; ++k) {
     auto [ids, lens] = segment(tokens, k, seg);
+    const memx::StepInputs extras = inputs_of_step(inputs, k);
     const auto t0 = std::chrono::steady_clock::now();
-    memx::StepOutputs out = stream.step(ids, lens);
+    memx::StepOutputs out = stream.step(ids, lens, memx::Tensor(), extras);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!a.out.empty())
       for (auto& [name, t] : out.outputs) outputs[name].push_back(std::move(t));

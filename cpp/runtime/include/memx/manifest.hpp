@@ -42,6 +42,17 @@ struct StateSpec {
   std::string precision, input, output, graph;
 };
 
+// An extra step input beyond tokens/lengths/reset (memx.json "inputs"): fed by the caller each
+// step; shape is batch, then fixed dims or "segment" (the tokens' length, padded with `pad` in
+// pools); integer inputs carry their range [low, high).
+struct InputSpec {
+  std::string name;
+  DType dtype = DType::Int64;
+  std::vector<Dim> shape;
+  std::optional<std::pair<int64_t, int64_t>> range;
+  double pad = 0;
+};
+
 struct OutputSpec {
   std::string name;
   DType dtype = DType::Float32;
@@ -63,6 +74,7 @@ struct Manifest {
   std::vector<GraphSpec> graphs;  // run in this order each step
   std::vector<StateSpec> state;
   std::vector<OutputSpec> outputs;
+  std::vector<InputSpec> inputs;  // extra step inputs, in the order the graphs take them
   std::string precision;
   std::map<std::string, FileEntry> files;
   std::vector<std::string> custom_op_domains;
@@ -76,7 +88,7 @@ struct Manifest {
   static Manifest load(const std::string& package_dir);
 
   const StateSpec* find_state(const std::string& name) const;
-  std::vector<std::string> step_inputs() const;  // tokens, lengths, reset, state inputs
+  std::vector<std::string> step_inputs() const;  // tokens, lengths, reset, extra inputs, state inputs
 };
 
 }  // namespace memx

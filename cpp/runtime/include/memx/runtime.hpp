@@ -44,6 +44,16 @@ struct RuntimeOptions {
   int log_severity = 3;        // ONNX Runtime log level (3: errors only)
 };
 
+// A package's extra step inputs by name (manifest "inputs"), each with its batch axis.
+using StepInputs = std::map<std::string, Tensor>;
+
+// One stream's input to StreamPool::step for a package with extra inputs: its tokens and each
+// extra input without the batch axis ("segment" axes as long as the tokens).
+struct PoolInput {
+  std::vector<int64_t> tokens;
+  std::map<std::string, Tensor> inputs;
+};
+
 struct StepOutputs {
   std::map<std::string, Tensor> outputs;  // by output name, batch axis first
 };
@@ -56,8 +66,9 @@ class Stream {
   Stream& operator=(Stream&&) noexcept;
   ~Stream();
 
-  // tokens int64 [B, S]; lengths int64 [B] (empty tensor: all S); reset bool [B] (empty: none).
-  StepOutputs step(const Tensor& tokens, const Tensor& lengths = Tensor(), const Tensor& reset = Tensor());
+  // tokens int64 [B, S]; lengths int64 [B] (empty tensor: all S); reset bool [B] (empty: none);
+  // inputs: the package's extra step inputs (manifest "inputs"), every one and no other.
+  StepOutputs step(const Tensor& tokens, const Tensor& lengths = Tensor(), const Tensor& reset = Tensor(), const StepInputs& inputs = {});
   // rows start anew at the next step (their state is zeroed now); no rows: all
   void reset(const std::vector<int64_t>& rows = {});
   std::vector<uint8_t> snapshot() const;
@@ -92,6 +103,9 @@ class StreamPool {
   // longest segment and masked by lengths; at most max_batch rows per call. Returns per stream
   // its outputs without the batch axis, cut to its own length. All or nothing.
   std::map<int64_t, std::map<std::string, Tensor>> step(const std::map<int64_t, std::vector<int64_t>>& inputs);
+  // The same for a package with extra step inputs: each stream's tokens and extra inputs
+  // ("segment" axes padded with the input's pad value).
+  std::map<int64_t, std::map<std::string, Tensor>> step(const std::map<int64_t, PoolInput>& inputs);
 
  private:
   friend class Runtime;
@@ -122,7 +136,8 @@ class Runtime {
     std::map<std::string, Tensor> outputs;
     std::map<std::string, Tensor> states;
   };
-  StepResult run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states) const;
+  StepResult run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,
+                      const StepInputs& inputs = {}) const;
 
   // Zero state with every row pending reset (the graph substitutes the learned initial state).
   SnapshotData fresh_state(int64_t batch) const;
@@ -140,5 +155,7 @@ class Runtime {
 void check_tokens(const Tensor& tokens, int64_t batch, const Manifest& manifest);
 Tensor checked_lengths(const Tensor& lengths, int64_t batch, int64_t segment_len);
 Tensor checked_reset(const Tensor& reset, int64_t batch);
+// The extra step inputs: every declared one and no other, of its dtype and shape, in range.
+void check_inputs(const StepInputs& inputs, const Manifest& manifest, int64_t batch, int64_t segment_len);
 
 }  // namespace memx
