@@ -68,8 +68,6 @@ class InputInfo:
     def sample(self, rng: Any, batch: int, segment: int) -> Any:
         """Random values of this input for one step (numpy rng): ids in the range, bools,
         floats ~ N(0, 1). For validation, calibration and profiling runs that have no data for it."""
-        import numpy as np
-
         shape = tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in self.shape)
         if self.dtype == "bool":
             return rng.random(shape) < 0.5

@@ -92,7 +92,7 @@ def _initial_state(model: SegmentModel, batch: int) -> tuple[torch.Tensor, ...]:
 
 def _segment_loss(model: SegmentModel, tokens: torch.Tensor, targets: torch.Tensor, i: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
     """One segment: (summed cross-entropy, logits, new state)."""
-    b, s = tokens.shape[0], targets.shape[1]
+    b = tokens.shape[0]
     out = model(tokens, torch.full((b,), tokens.shape[1]), torch.full((b,), i == 0), *state)
     n_out = len(model.output_specs())
     logits = out[0]
