@@ -151,13 +151,13 @@ class SegmentModel(nn.Module):
     def select_initial(reset: torch.Tensor, initial: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """state = where(reset, learned initial, state_in); initial has no batch axis."""
         r = reset.reshape(-1, *([1] * initial.dim()))  # (B, 1, ..., 1)
-        return torch.where(r, initial.unsqueeze(0).to(state.dtype), state)
+        return where(r, initial.unsqueeze(0).to(state.dtype), state)
 
     @staticmethod
     def keep_if_empty(lengths: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """A row with lengths[b] == 0 (no tokens this step) keeps its state."""
         has_tokens = (lengths > 0).reshape(-1, *([1] * (new.dim() - 1)))  # (B, 1, ..., 1)
-        return torch.where(has_tokens, new, old)
+        return where(has_tokens, new, old)
 
     # --- identity ------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -174,6 +174,14 @@ class SegmentModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def where(condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.where that every runtime executes: ONNX Runtime has no Where kernel for bool and
+    TensorRT none for uint8, so bool tensors are selected as int32 and cast back."""
+    if a.dtype == torch.bool:
+        return torch.where(condition, a.to(torch.int32), b.to(torch.int32)).to(torch.bool)
+    return torch.where(condition, a, b)
 
 
 class WholeStep(nn.Module):

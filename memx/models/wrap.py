@@ -11,7 +11,7 @@ return a tensor, tuples, lists, dicts or Hugging Face ``ModelOutput``s, nested; 
 flattened with stable names ("logits", "memories.0", "1.hidden"). memx writes what every step
 needs around it: the reset to the initial state, rows with ``lengths == 0`` keeping their
 state, outputs zeroed past ``lengths``, the padding mask from ``lengths``, memories whose
-batch axis is not first (moved), bool memories (carried as uint8, which every runtime runs).
+batch axis is not first (moved), bool memories (selected as int32 inside the graph, which every runtime runs).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from memx.errors import ContractError
-from memx.models.base import InputSpec, OutputSpec, SegmentModel, StateSpec
+from memx.models.base import InputSpec, OutputSpec, SegmentModel, StateSpec, where
 
-CARRIED_DTYPE = {"bool": "uint8"}  # dtypes carried between steps in another form (ORT has no bool Where)
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class Carried:
 
     @property
     def dtype(self) -> str:
-        return "uint8" if self.kind == "valid" else CARRIED_DTYPE.get(self.spec.dtype, self.spec.dtype)
+        return "bool" if self.kind == "valid" else self.spec.dtype
 
 
 def _carried(memories: dict[str, State]) -> list[Carried]:
@@ -224,7 +223,7 @@ class WrappedModel(SegmentModel):
         for name, spec in self.memories.items():
             if spec.grows:
                 given[name] = self._to_user(states[name], spec)
-                given[spec.mask or f"{name}_mask"] = states[f"{name}.valid"].bool()
+                given[spec.mask or f"{name}_mask"] = states[f"{name}.valid"]
                 continue
             parts = [self._to_user(states[sn], spec) for sn in _state_names(name, spec)]
             given[name] = parts[0] if spec.count is None else parts
@@ -236,24 +235,23 @@ class WrappedModel(SegmentModel):
     @staticmethod
     def _append(buffer: torch.Tensor, valid: torch.Tensor, entries: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's real entries appended, the newest ``M`` kept: buffer (B, M, ...),
-        valid (B, M) uint8, entries (B, S, ...)."""
+        valid (B, M) bool, entries (B, S, ...)."""
         slots, seg = buffer.shape[1], entries.shape[1]
         real = torch.arange(seg, device=lengths.device)[None, :] < lengths[:, None]  # (B, S)
         joined = torch.cat([buffer, entries.to(buffer.dtype)], dim=1)  # (B, M + S, ...)
-        joined_valid = torch.cat([valid.bool(), real], dim=1)  # (B, M + S)
+        joined_valid = torch.cat([valid, real], dim=1).to(torch.int32)  # (B, M + S); gathered as int32, which every runtime runs
         index = torch.arange(slots, device=lengths.device)[None, :] + lengths[:, None]  # (B, M): the last M of the M + lengths[b] real-or-old
         picked = joined.gather(1, index.reshape(*index.shape, *([1] * (joined.dim() - 2))).expand(-1, -1, *joined.shape[2:]))
-        return picked, joined_valid.gather(1, index).to(torch.uint8)
+        return picked, joined_valid.gather(1, index).to(torch.bool)
 
     @staticmethod
     def _to_user(state: torch.Tensor, spec: State) -> torch.Tensor:
-        t = state.bool() if spec.dtype == "bool" else state
-        return t.movedim(0, spec.batch_axis) if spec.batch_axis else t
+        return state.movedim(0, spec.batch_axis) if spec.batch_axis else state
 
     @staticmethod
     def _from_user(value: torch.Tensor, spec: State) -> torch.Tensor:
         t = value.movedim(spec.batch_axis, 0) if spec.batch_axis else value
-        return t.to(getattr(torch, CARRIED_DTYPE.get(spec.dtype, spec.dtype)))
+        return t.to(getattr(torch, spec.dtype))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *rest: torch.Tensor):
         n_in = len(self._inputs)
@@ -272,7 +270,7 @@ class WrappedModel(SegmentModel):
                 real = torch.arange(t.shape[axis], device=t.device) < lengths[:, None]  # (B, S)
                 shape = [t.shape[0]] + [1] * (t.dim() - 1)
                 shape[axis] = t.shape[axis]
-                t = torch.where(real.reshape(shape), t, torch.zeros((), dtype=t.dtype, device=t.device))
+                t = where(real.reshape(shape), t, torch.zeros((), dtype=t.dtype, device=t.device))
             outputs.append(t)
         new_states = []
         for c in self._carried:

@@ -128,6 +128,14 @@ def check_unsupported_ops(ctx: GraphContext) -> Iterator[Finding]:
             seen.add(node.op_type)
             yield ctx.find("error", "unsupported_ops", f"ONNX Attention is imported from TensorRT 10.14 on, not by {ctx.version}", "target TensorRT >= 10.14, or export attention as MatMul/Softmax/MatMul", node)
             continue
+        reduction = _attr(node, "reduction") if node.op_type == "ScatterElements" else None
+        reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+        if reduction not in (None, "none") and "ScatterElements" not in ctx.plugins:
+            seen.add(node.op_type)
+            yield ctx.find("error", "unsupported_ops", f"ScatterElements with reduction={reduction!r}: TensorRT imports it only through the ScatterElements plugin of "
+                           "libnvinfer_plugin, which is not registered here (TensorRT-RTX has none)",
+                           "compute the update without a scatter reduction, e.g. a one-hot sum: (F.one_hot(ids, V) * mask[..., None]).sum(1)", node)
+            continue
         if not ctx.supports_op(node.op_type):
             seen.add(node.op_type)
             integer = node.op_type in {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv"}
@@ -142,8 +150,12 @@ def check_io_dtypes(ctx: GraphContext) -> Iterator[Finding]:
         for v in values:
             elem = v.type.tensor_type.elem_type
             name = onnx.TensorProto.DataType.Name(elem)
-            if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.STRING, onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128, onnx.TensorProto.UINT64):
+            if elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.STRING, onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128, onnx.TensorProto.UINT64,
+                        onnx.TensorProto.UINT32, onnx.TensorProto.UINT16, onnx.TensorProto.INT16):
                 yield ctx.find("error", "io_dtypes", f"graph {kind} {v.name!r} is {name}, which TensorRT has no tensor type for", "re-export with float32/float16/int32/int64/bool I/O")
+            elif elem == onnx.TensorProto.UINT8:
+                yield ctx.find("error", "io_dtypes", f"graph {kind} {v.name!r} is UINT8, which TensorRT's ONNX parser refuses as a graph input or output",
+                               "carry it as bool or int32 (memx.wrap carries bool memories as bool)")
             elif elem == onnx.TensorProto.INT64 and not tv.native_int64(ctx.version):
                 yield ctx.find("warning", "io_dtypes", f"graph {kind} {v.name!r} is INT64: TensorRT {ctx.version} casts it to INT32 (values beyond 2^31 are clamped)",
                                "token ids and lengths fit in INT32; target TensorRT >= 9 for native INT64")

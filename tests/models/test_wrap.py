@@ -60,7 +60,7 @@ def test_the_wrapper_calls_the_module_as_it_is():
 
 def test_memories_are_described_in_the_manifest_as_memx_carries_them(tmp_path):
     pkg = export(byo.make_seen(), tmp_path / "seen", verify_segments=0)
-    assert [(s.name, s.shape, s.dtype) for s in pkg.manifest.state] == [("seen", ["batch", byo.VOCAB], "uint8")]  # bool carried as uint8
+    assert [(s.name, s.shape, s.dtype) for s in pkg.manifest.state] == [("seen", ["batch", byo.VOCAB], "bool")]  # bool carried as bool, selected as int32 in the graph
     kv = export(byo.make_kv(), tmp_path / "kv", verify_segments=0)
     assert kv.manifest.state[0].shape == ["batch", 2, 4, 12]  # the module's [2, B, 4, 12], batch first
     assert kv.manifest.reference["factory"] == "tests.models.byo_models:make_kv"
@@ -142,8 +142,8 @@ def test_a_growing_memory_keeps_each_rows_newest_real_entries():
     """XL-style: 6 slots, segments of 4 and 1 real tokens; the buffer holds the newest entries
     of each row in order, and the validity mask says which slots are filled."""
     step = byo.make_xl()
-    assert [(s.name, s.shape, s.dtype) for s in step.state_specs()] == [("mem", (6, 16), "float32"), ("mem.valid", (6,), "uint8")]
-    buf, valid = torch.zeros(2, 6, 16), torch.zeros(2, 6, dtype=torch.uint8)
+    assert [(s.name, s.shape, s.dtype) for s in step.state_specs()] == [("mem", (6, 16), "float32"), ("mem.valid", (6,), "bool")]
+    buf, valid = torch.zeros(2, 6, 16), torch.zeros(2, 6, dtype=torch.bool)
     tokens = torch.randint(0, byo.VOCAB, (2, 4), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         _, buf1, valid1 = step(tokens, torch.tensor([4, 1]), torch.tensor([True, True]), buf, valid)

@@ -109,6 +109,8 @@ def test_version_compatible_build_is_tagged(package_of, tmp_path):
     assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
 
 
+# what memx doctor names, and memx build then refuses, for models TensorRT cannot import
+REFUSED = {"make_seen": "ScatterElements with reduction='add'"}
 WRAPPED = ["make_layered_lm", "make_kv", "make_gated", "make_seen", "make_xl", "make_seq2seq", "make_gpt2_rmt", "make_minilm_rmt"]
 
 
@@ -129,7 +131,8 @@ def test_wrapped_user_models_quantize_pass_the_doctor_and_build_for_sm89_in_fres
     as uint8, a growing XL buffer with its validity mask, extra step inputs, HF RMT cells),
     wrapped and exported; then, each in a fresh process as a user runs them: memx quantize
     int8-qdq, memx doctor (no errors) and memx build --target-cc sm89 of the fp32 and int8-qdq
-    packages with TensorRT-RTX."""
+    packages with TensorRT-RTX; or, for a model TensorRT cannot import (a scatter_add), the doctor
+    names the node and why, and the build refuses with the same reason and writes nothing."""
     from memx.exporter import export
     from tests.models import byo_models
 
@@ -142,6 +145,14 @@ def test_wrapped_user_models_quantize_pass_the_doctor_and_build_for_sm89_in_fres
     assert q.returncode == 0, q.stdout + q.stderr
     for path in (fp32.path, tmp_path / "qdq"):
         doctor = _memx_cli("doctor", str(path), "--target-cc", "sm89", "--json")
+        if make in REFUSED:
+            report = json.loads(doctor.stdout)
+            assert doctor.returncode == 1 and not report["ok"], doctor.stdout
+            assert any(REFUSED[make] in f["message"] and f["severity"] == "error" for f in report["findings"]), doctor.stdout
+            refused = _memx_cli("build", str(path), "--target-cc", "sm89")
+            assert refused.returncode == 2 and "reduction" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+            assert not Package.open(path, verify=True).manifest.engines and not (path / "engines").exists()
+            continue
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         assert json.loads(doctor.stdout)["ok"], doctor.stdout
         built = _memx_cli("build", str(path), "--target-cc", "sm89", "--batch", "1,2,4")
