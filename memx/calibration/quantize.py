@@ -175,7 +175,8 @@ def _quantized_manifest(m: Manifest, precision: str, method: str, policy: Precis
     new.engines = []  # built from the fp32 graphs: `memx build` the quantized package anew
     new.precision = precision
     for s in new.state:
-        s.precision = policy.state
+        if s.dtype.startswith(("float", "bfloat")):  # bool and integer states are carried as they are
+            s.precision = policy.state
     new.validation = None
     new.quantization = {
         "method": method,
@@ -194,11 +195,11 @@ def _smoke_test(stage: Path, segments: int = 4) -> None:
     """The quantized package must load and step with finite state before it is written."""
     from memx import runtimes
 
-    rt = runtimes.open(stage, backend="onnxruntime")
-    m = rt.manifest
-    stream = rt.stream(2)
-    rng = np.random.default_rng(0)
     try:
+        rt = runtimes.open(stage, backend="onnxruntime")
+        m = rt.manifest
+        stream = rt.stream(2)
+        rng = np.random.default_rng(0)
         for _ in range(segments):
             stream.step(rng.integers(0, m.vocab_size, size=(2, m.segment["max"])), **m.sample_inputs(rng, 2, m.segment["max"]))
     except Exception as e:

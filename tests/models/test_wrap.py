@@ -111,15 +111,20 @@ def test_a_fresh_process_rebuilds_the_reference_only_when_told_where_it_is(tmp_p
     assert missing.returncode == 2 and "cannot import the reference factory's module" in " ".join((missing.stdout + missing.stderr).split())
 
 
-def test_a_wrapped_package_quantizes_in_a_fresh_process(tmp_path):
-    pkg = export(byo.make_layered_lm(), tmp_path / "lm", verify_segments=0)
+@pytest.mark.parametrize("make", [*WRAPPED, byo.make_seq2seq], ids=lambda f: f.__name__)
+def test_a_wrapped_package_quantizes_and_validates_in_fresh_processes(make, tmp_path):
+    """memx quantize int8-dynamic and fp16, then memx validate (drift, top-1 agreement and KL
+    against the module, rebuilt from --reference), each in a fresh process."""
+    pkg = export(make(), tmp_path / "fp32", verify_segments=0)
+    reference = f"tests.models.byo_models:{make.__name__}"
     for method in ("int8-dynamic", "fp16"):
         q = _memx("quantize", str(pkg.path), "--out", str(tmp_path / method), "--method", method, "--calib-segments", "8", "--calib-streams", "2")
         assert q.returncode == 0, q.stdout + q.stderr
-        drift = _memx("validate", str(tmp_path / method), "--segments", "16", "--batch", "2", "--trust-reference")
-        assert drift.returncode == 0, drift.stdout + drift.stderr
-        rt = memx.runtimes.open(tmp_path / method)
-        out = rt.stream(2).step(np.zeros((2, 5), dtype=np.int64))
+        drift = _memx("validate", str(tmp_path / method), "--segments", "16", "--batch", "2", "--reference", reference)
+        assert drift.returncode == 0 and "PASS" in drift.stdout, drift.stdout + drift.stderr
+        m = Package.open(tmp_path / method).manifest
+        assert m.precision == method and m.state == pkg.manifest.state and m.inputs == pkg.manifest.inputs
+        out = memx.runtimes.open(tmp_path / method).stream(2).step(np.zeros((2, 5), dtype=np.int64), **m.sample_inputs(np.random.default_rng(0), 2, 5))
         assert out["logits"].shape == (2, 5, byo.VOCAB)
 
 
