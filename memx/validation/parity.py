@@ -7,6 +7,7 @@ segment lengths, and resets in the middle, in a batch of several streams.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,6 +16,12 @@ import numpy as np
 
 from memx.package import snapshot as snap
 from memx.package.files import Package
+
+
+# a free-running failure reads as amplified rounding (ParityReport.amplification) when the first
+# AMPLIFY_EARLY segments agree to AMPLIFY_ROUNDING x atol and the tolerance is crossed only from
+# segment AMPLIFY_MIN_SEGMENT on, growing steadily (half way within AMPLIFY_STEADY x the geometric mean)
+AMPLIFY_EARLY, AMPLIFY_ROUNDING, AMPLIFY_MIN_SEGMENT, AMPLIFY_STEADY = 4, 0.1, 8, 100.0
 
 
 @dataclass
@@ -63,7 +70,29 @@ class ParityReport:
         if self.first_failure:
             f = self.first_failure
             text += f"; first segment over tolerance: {f['segment']} ({f['tensor']}, error {f['error']:.3g})"
+        growth = self.amplification()
+        if growth is not None:
+            text += (f". The error starts at rounding level ({max(self.per_segment_max[:AMPLIFY_EARLY]):.2g} in the first {AMPLIFY_EARLY} segments) and grows"
+                     f" about x{growth:.2f} per segment: the model's memory recurrence amplifies rounding, so any two float implementations part;"
+                     " `memx validate --teacher-forced` measures each step's own error at every depth")
         return text
+
+    def amplification(self) -> float | None:
+        """For a free-running failure whose error starts at rounding level and grows steadily
+        (a memory recurrence that amplifies rounding, not a wrong graph): the mean growth factor
+        per segment up to the first failure; otherwise None."""
+        errors, f = self.per_segment_max, self.first_failure
+        if self.passed or self.teacher_forced or f is None or f["segment"] < AMPLIFY_MIN_SEGMENT or len(errors) <= f["segment"]:
+            return None
+        early = max(errors[:AMPLIFY_EARLY])
+        if not 0 < early <= self.atol * AMPLIFY_ROUNDING or not math.isfinite(errors[f["segment"]]):
+            return None
+        start = max(range(AMPLIFY_EARLY), key=lambda i: errors[i])
+        end = f["segment"]
+        middle = (start + end) // 2  # a steady growth passes the geometric mean half way; a jump (a graph wrong from some depth on) does not
+        if not math.sqrt(early * errors[end]) / AMPLIFY_STEADY <= max(errors[middle], early) <= math.sqrt(early * errors[end]) * AMPLIFY_STEADY:
+            return None
+        return float((errors[end] / early) ** (1.0 / max(1, end - start)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -56,6 +56,7 @@ def test_the_pretrained_minilm_rmt_encoder_matches_step_by_step_at_every_depth(m
     free = validate(pkg, segments=256, batch=2, progress=False, reference_options={"model": step}, reset_prob=0.0)
     assert max(free.per_segment_max[:8]) < 1e-4  # the first segments agree ...
     assert free.per_segment_max[-1] > 100 * max(free.per_segment_max[:8])  # ... then the recurrence amplifies the rounding
+    assert not free.passed and free.amplification() > 1.0 and "--teacher-forced" in free.summary()  # and the report says so
 
 
 def test_a_fresh_process_validates_the_minilm_package_with_its_recorded_factory(minilm):
