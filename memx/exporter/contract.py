@@ -2,7 +2,7 @@
 
 Before export, eagerly on small random inputs (any model, memx's families included):
 
-- the step returns the declared outputs and states (count, shapes, dtypes, batch axis first);
+- the step returns the declared outputs and states (count, shapes at batch 2, dtypes, batch axis first);
 - **padding invariance**: a row padded to the segment length gives the same real outputs and
   the same next state as the row cut to its own length (padding carries no value), and its
   outputs past ``lengths`` are zero;
@@ -10,7 +10,8 @@ Before export, eagerly on small random inputs (any model, memx's families includ
 - **an empty row keeps its state**: ``lengths == 0`` leaves the row's state as it came in.
 
 After export, on each ONNX graph: the batch axis (and the segment axis) of every input and
-output is symbolic, not a number the trace baked in.
+output is symbolic, not a number the trace baked in, and every axis declared fixed is fixed
+(not a size computed from the data, which runtimes could neither feed nor preallocate).
 
 Each violation is a :class:`~memx.errors.ContractError` naming the tensor and the measured
 difference; ``export(..., contract_checks=False)`` skips the eager checks (recorded in the
@@ -52,8 +53,13 @@ def check_declared_io(model: SegmentModel, segment_len: int) -> None:
         if tuple(t.shape) != want or str(t.dtype).removeprefix("torch.") != spec.dtype:
             raise ContractError(f"state {spec.name!r} does not match its spec", expected=f"{spec.dtype}{list(want)}", actual=f"{t.dtype}{list(t.shape)}")
     for spec, t in zip(outs, result[: len(outs)]):
-        if t.shape[0] != 2:
+        if t.dim() == 0 or t.shape[0] != 2:
             raise ContractError(f"output {spec.name!r} has no batch axis first", expected=2, actual=list(t.shape))
+        want = [2 if d == "batch" else segment_len if d == "segment" else d for d in spec.shape]
+        if list(t.shape) != want:
+            raise ContractError(f"output {spec.name!r} does not have its declared shape (at batch 2, segment {segment_len})",
+                                expected=f"{list(spec.shape)} = {want}", actual=list(t.shape),
+                                hint="a size that depends on the data (nonzero, masked selection) cannot be preallocated by the runtimes; pad to a fixed size")
 
 
 def check_input_specs(inputs: list[InputSpec], *, taken: list[str]) -> None:
@@ -194,6 +200,12 @@ def _check_axes(value: onnx.ValueInfoProto | None, info: TensorInfo, graph: str)
         return
     dims = value.type.tensor_type.shape.dim
     for axis, declared in enumerate(info.shape):
+        if isinstance(declared, int) and axis < len(dims) and dims[axis].HasField("dim_param"):
+            raise ExportError(
+                f"graph {graph!r}: axis {axis} of {info.name!r} has a size the graph computes ({dims[axis].dim_param}) where the manifest declares {declared}",
+                expected=f"{info.name} {info.shape}", actual=f"{info.name} [{', '.join(_dim_text(d) for d in dims)}]",
+                hint="a size that depends on the data (nonzero, masked selection, unique) cannot be fed or preallocated by the runtimes; pad to a fixed size",
+            )
         if isinstance(declared, str) and axis < len(dims) and dims[axis].HasField("dim_value"):
             raise ExportError(
                 f"graph {graph!r}: the {declared} axis (axis {axis}) of {info.name!r} was fixed to {dims[axis].dim_value} by the export",

@@ -105,3 +105,24 @@ def test_a_batch_axis_baked_into_the_graph_is_refused_naming_the_axis(tmp_path):
         export(BatchAsInt().eval(), tmp_path / "pkg", verify_segments=0)
     assert "int(x.shape[i])" in str(e.value)
     assert not (tmp_path / "pkg").exists()
+
+
+class DataSizedOutput(RunningMean):
+    """An output whose size is computed from the data (the positions of frequent tokens), as
+    detection-style heads do: no runtime can preallocate it."""
+
+    family = "test-data-sized"
+
+    def output_specs(self):
+        return [*super().output_specs(), OutputSpec("hits", ("batch", 3), "int64", None)]
+
+    def forward(self, tokens, lengths, reset, memory):
+        logits, new = super().forward(tokens, lengths, reset, memory)
+        hits = torch.nonzero(tokens > 3)[:, 1].reshape(1, -1).expand(tokens.shape[0], -1)  # (B, number of hits)
+        return logits, hits, new
+
+
+def test_an_output_sized_by_the_data_is_refused_naming_the_output(tmp_path):
+    with pytest.raises(ContractError, match=r"output 'hits' does not have its declared shape \(at batch 2, segment 8\): expected \['batch', 3\] = \[2, 3\], got \[2, \d+\]") as e:
+        export(DataSizedOutput().eval(), tmp_path / "pkg", verify_segments=0)
+    assert "pad to a fixed size" in str(e.value) and not (tmp_path / "pkg").exists()

@@ -157,3 +157,27 @@ def test_a_growing_memory_keeps_each_rows_newest_real_entries():
     assert valid2.tolist() == [[1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]]
     torch.testing.assert_close(buf2[0, :2], buf1[0, 4:])  # the older entries moved up
     torch.testing.assert_close(buf2[1], buf1[1])  # an empty row keeps its memory
+
+
+def _user_lines(fn) -> int:
+    """Lines a user writes to make the step: the function's statements (docstring left out),
+    with the module's private helpers it calls (make_kv's _wrap_kv)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(fn)).body[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    lines = sum(st.end_lineno - st.lineno + 1 for st in body)
+    called = {n.func.id for st in body for n in ast.walk(st) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id.startswith("_")}
+    return lines + sum(_user_lines(getattr(byo, name)) for name in sorted(called))
+
+
+def test_the_user_side_of_each_wrapped_model_is_a_few_lines():
+    """What memx.wrap asks of a user, counted: at most 15 lines around a module from another
+    project, at most 10 around a Hugging Face model (its construction included)."""
+    third_party = {f.__name__: _user_lines(f) for f in [*WRAPPED, byo.make_seq2seq, byo.make_gru, byo.make_leaky_kv]}
+    hugging_face = {f.__name__: _user_lines(f) for f in (byo.make_gpt2_rmt, byo.make_minilm_rmt)}
+    print("\nuser-side lines:", {**third_party, **hugging_face})
+    assert max(third_party.values()) <= 15 and max(hugging_face.values()) <= 10, (third_party, hugging_face)
+    assert min(third_party.values()) >= 2  # the helper's lines are counted
