@@ -49,7 +49,7 @@ $(CPP_BUILD)/memx-run: $(STAMP) $(CPP_SOURCES)
 
 # The C++ suite's package comes from the test cache that pytest shares (tests/package_cache.py):
 # exported once per code version, whichever asks first.
-CPP_TEST_PKG = pkg=$$($(PY) -m tests.package_cache rmt-tiny) &&
+CPP_TEST_PKG = pkg=$$($(PY) -m tests.package_cache rmt-tiny) && inputs_pkg=$$($(PY) -m tests.package_cache tests.models.byo_models:make_seq2seq) &&
 SANITIZERS := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 # GoogleTest suite, plain and under AddressSanitizer + UndefinedBehaviorSanitizer, and an
@@ -58,7 +58,7 @@ SANITIZERS := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_s
 cpp-test: cpp-gtest cpp-asan-tests cpp-embed
 
 cpp-gtest: cpp
-	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(CPP_BUILD)/memx_tests --gtest_brief=1
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg MEMX_TEST_INPUTS_PACKAGE=$$inputs_pkg $(CPP_BUILD)/memx_tests --gtest_brief=1
 
 cpp-asan-build: $(CPP_ASAN)/memx_tests
 
@@ -68,7 +68,7 @@ $(CPP_ASAN)/memx_tests: $(STAMP) $(CPP_SOURCES)
 	cmake --build $(CPP_ASAN) -j 2 --target memx_tests
 
 cpp-asan-tests: $(CPP_ASAN)/memx_tests
-	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg $(SANITIZERS) $(CPP_ASAN)/memx_tests --gtest_brief=1
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg MEMX_TEST_INPUTS_PACKAGE=$$inputs_pkg $(SANITIZERS) $(CPP_ASAN)/memx_tests --gtest_brief=1
 
 cpp-embed: cpp
 	rm -rf build/cpp-install build/cpp-embed

@@ -9,6 +9,7 @@ after its files match the hashes in its manifest (a test that altered a shared p
 otherwise poison later runs); entries of other code versions are removed.
 
     python -m tests.package_cache rmt-tiny      # prints the path of the cached package
+    python -m tests.package_cache tests.models.byo_models:make_seq2seq   # a user model, by its factory
 """
 
 from __future__ import annotations
@@ -132,11 +133,19 @@ def quantized(name: str, method: str, state: str = "fp32", **kwargs: Any):
     return cached(key, lambda path: quantize_package(source, path, progress=False, **options))
 
 
+def exported_factory(path: str):
+    """A user model exported through its factory ("tests.models.byo_models:make_seq2seq")."""
+    from memx.exporter.to_onnx import export_factory
+
+    key = entry_key("factory", name=path.replace(":", "-").replace(".", "-"))
+    return cached(key, lambda out: export_factory(path, out, verify_segments=0))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m tests.package_cache PRESET", file=sys.stderr)
+        print("usage: python -m tests.package_cache PRESET | module:factory", file=sys.stderr)
         return 2
-    print(exported(argv[0]).path)
+    print((exported_factory(argv[0]) if ":" in argv[0] else exported(argv[0])).path)
     return 0
 
 
