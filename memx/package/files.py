@@ -22,6 +22,7 @@ import onnx
 
 from memx.errors import ManifestError, PackageError, PackageExistsError, PackageFileError, UnsafePathError
 from memx.package.manifest import MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
+from memx.package.limits import MAX_MANIFEST_BYTES, regular_file_size
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -75,9 +76,17 @@ class Package:
         if not root.is_dir():
             raise PackageFileError("package directory not found", expected="a directory containing memx.json", actual=str(root))
         manifest_path = root / MANIFEST_FILE
-        if not manifest_path.is_file():
+        if not manifest_path.exists() and not manifest_path.is_symlink():
             raise ManifestError(f"package has no {MANIFEST_FILE}", expected=str(manifest_path), actual="missing file")
-        manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"), source=str(manifest_path))
+        regular_file_size(manifest_path, MANIFEST_FILE, ManifestError, limit=MAX_MANIFEST_BYTES)  # not a FIFO (it would block), not huge
+        if not manifest_path.resolve().is_relative_to(root.resolve()):
+            raise UnsafePathError(f"{MANIFEST_FILE} is a link to a file outside the package", expected=f"a file inside {root}", actual=str(manifest_path.resolve()))
+        raw = manifest_path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{MANIFEST_FILE} is not UTF-8 text", expected="UTF-8", actual=f"byte {raw[e.start]:#04x} at offset {e.start}") from None
+        manifest = Manifest.from_json(text, source=str(manifest_path))
         pkg = cls(root, manifest)
         pkg.check_files(verify=verify)
         return pkg

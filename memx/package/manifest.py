@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memx.errors import ManifestError, ManifestVersionError
+from memx.package.limits import MAX_JSON_DEPTH, json_depth
 from memx.package.precisions import PRECISIONS
 
 FORMAT = "memx.package"
@@ -176,6 +177,9 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = MANIFEST_FILE) -> "Manifest":
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise ManifestError(f"{source} is nested too deeply", expected=f"at most {MAX_JSON_DEPTH} levels of arrays and objects", actual=depth)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

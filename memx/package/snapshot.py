@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from memx.errors import NonFiniteStateError, SnapshotCorruptError, SnapshotMismatchError
+from memx.package.limits import MAX_JSON_DEPTH, json_depth
 
 MAGIC = b"MEMXSNAP"
 VERSION = 1
@@ -65,6 +66,9 @@ def decode(blob: bytes) -> SnapshotData:
     _, version, header_len = _PREFIX.unpack_from(body)
     if version != VERSION:
         raise SnapshotMismatchError("unsupported snapshot version", expected=VERSION, actual=version)
+    depth = json_depth(body[_PREFIX.size : _PREFIX.size + header_len])
+    if depth > MAX_JSON_DEPTH:
+        raise SnapshotCorruptError("snapshot header is nested too deeply", expected=f"at most {MAX_JSON_DEPTH} levels of arrays and objects", actual=depth)
     try:
         header = json.loads(body[_PREFIX.size : _PREFIX.size + header_len])
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -27,7 +27,7 @@ from memx.package import snapshot as snap
 from memx.runtimes.pool import StreamPool
 from memx.runtimes.resident import DeviceSlots, ResidentStream
 from memx.runtimes.stream import Stream
-from memx.runtimes.inputs import non_finite_state_error
+from memx.runtimes.inputs import check_count, non_finite_state_error
 
 
 class Backend(ABC):
@@ -181,8 +181,7 @@ class Runtime:
         """A stream of ``batch_size`` rows. ``resident`` (default: the Runtime's; None = on every
         device but the CPU) keeps the state in device buffers between steps (ResidentStream, same
         API); ``cuda_graphs`` replays each step as a captured CUDA graph (resident, CUDA only)."""
-        if batch_size < 1:
-            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
+        batch_size = check_count(batch_size, "batch_size")
         resident = self.resident if resident is None else resident
         cuda_graphs = self.cuda_graphs if cuda_graphs is None else cuda_graphs
         if resident is None:
@@ -201,8 +200,7 @@ class Runtime:
         """Many streams stepped in batched calls of at most ``max_batch`` rows. ``resident``
         (default: the Runtime's; None = on every device but the CPU) keeps each stream's
         state in rows of device buffers (DeviceSlots) instead of host arrays."""
-        if max_batch < 1:
-            raise InputError("max_batch must be positive", expected=">= 1", actual=max_batch)
+        max_batch = check_count(max_batch, "max_batch")
         resident = self.resident if resident is None else resident
         if resident is None:
             resident = self.backend.device != "cpu"

@@ -78,15 +78,34 @@ def check_reset(reset: Any, *, batch: int) -> np.ndarray:
     return arr
 
 
+MAX_BATCH = 1 << 16  # the batch dimension's upper bound in exported graphs (memx.exporter.to_onnx)
+
+
+def check_count(value: Any, name: str, *, high: int = MAX_BATCH) -> int:
+    """A batch size or pool capacity: an integer (not a bool, float or string) in 1..high."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise DTypeError(f"{name} must be an integer", expected="int", actual=f"{type(value).__name__} {value!r}")
+    if not 1 <= int(value) <= high:
+        raise InputError(f"{name} out of range", expected=f"1..{high}", actual=int(value))
+    return int(value)
+
+
 def reset_selection(rows: Any, batch: int) -> np.ndarray:
-    """Stream.reset's ``rows`` (None: all) -> bool (B,) of the rows to restart."""
+    """Stream.reset's ``rows`` (None: all; a row index, indices, or a bool mask of B) -> bool (B,)."""
     sel = np.ones(batch, dtype=bool)
     if rows is None:
         return sel
-    sel[:] = False
-    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+    arr = as_array(rows, "rows")
+    if arr.dtype == np.bool_:  # a mask, not the indices 0 and 1
+        if arr.shape != (batch,):
+            raise BatchMismatchError("a reset mask needs one entry per row", expected=[batch], actual=list(arr.shape))
+        return arr.copy()
+    if arr.dtype.kind not in "iu":
+        raise DTypeError("reset rows must be integer row indices or a bool mask", expected=f"ints in 0..{batch - 1} or bool ({batch},)", actual=f"{arr.dtype} {arr.tolist()}")
+    idx = arr.astype(np.int64).reshape(-1)
     if idx.size and (idx.min() < -batch or idx.max() >= batch):
         raise InputError("reset row out of range", expected=f"0..{batch - 1}", actual=idx.tolist())
+    sel[:] = False
     sel[idx] = True
     return sel
 

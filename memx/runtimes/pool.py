@@ -143,6 +143,8 @@ class StreamPool:
         outputs without batch axis, cut to its own segment length. All or nothing: if any
         call fails, no stream's state changes."""
         m = self.runtime.manifest
+        if not isinstance(inputs, Mapping):
+            raise InputError("pool.step takes a mapping of stream id to its segment", expected="{stream id: tokens}", actual=type(inputs).__name__)
         checked: dict[int, np.ndarray] = {}
         extras: dict[int, Mapping[str, np.ndarray]] = {}
         for sid, given in inputs.items():

@@ -26,10 +26,10 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from memx.errors import BackendRunError, BackendUnavailableError, InputError, MemxError
+from memx.errors import BackendRunError, BackendUnavailableError, MemxError
 from memx.package.files import Package
 from memx.package import snapshot as snap
-from memx.runtimes.inputs import non_finite_state_error
+from memx.runtimes.inputs import check_count, non_finite_state_error
 from memx.runtimes.stream import Stream
 
 
@@ -506,8 +506,7 @@ class ResidentStream(Stream):
     reset(rows), snapshot/restore in the common bytes)."""
 
     def __init__(self, package: Package, executor: Executor, device: Device, batch_size: int = 1, *, cuda_graphs: bool = False, check_finite: bool = True):
-        if batch_size < 1:
-            raise InputError("batch_size must be positive", expected=">= 1", actual=batch_size)
+        batch_size = check_count(batch_size, "batch_size")
         if cuda_graphs and not device.graphs_supported:
             raise BackendUnavailableError(f"CUDA graphs are not available for {executor.name} on this device", expected="a CUDA device of the torch or tensorrt backend",
                                           actual=str(getattr(device, "device", type(device).__name__)))

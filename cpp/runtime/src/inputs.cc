@@ -42,6 +42,10 @@ Tensor checked_reset(const Tensor& reset, int64_t batch) {
   return reset;
 }
 
+void check_count(int64_t value, const std::string& name) {
+  if (value < 1 || value > kMaxBatch) throw InputError(name + " out of range", "1.." + std::to_string(kMaxBatch), std::to_string(value));
+}
+
 namespace {
 std::string names_str(const std::vector<std::string>& names) {
   std::string s = "[";

@@ -2,6 +2,7 @@
 #include "memx/manifest.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -10,6 +11,7 @@
 
 #include "memx/errors.hpp"
 #include "memx/snapshot.hpp"
+#include "limits.hpp"
 
 namespace memx {
 
@@ -275,6 +277,13 @@ const std::set<std::string> kTopLevel = {"format",     "format_version", "family
 }  // namespace
 
 Manifest Manifest::parse(const std::string& json_text, const std::string& source) {
+  // what Python's json refuses, nlohmann would take: a byte-order mark, NUL bytes (an early end)
+  if (json_text.rfind("\xEF\xBB\xBF", 0) == 0) throw ManifestError(source + " is not valid JSON (it starts with a UTF-8 byte-order mark)");
+  if (json_text.find('\0') != std::string::npos)
+    throw ManifestError(source + " is not valid JSON (a NUL byte at offset " + std::to_string(json_text.find('\0')) + ")");
+  const int depth = detail::json_depth(json_text.begin(), json_text.end());
+  if (depth > detail::kMaxJsonDepth)
+    throw ManifestError(source + " is nested too deeply", "at most " + std::to_string(detail::kMaxJsonDepth) + " levels of arrays and objects", std::to_string(depth));
   json data;
   try {
     data = json::parse(json_text);
@@ -334,7 +343,22 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
 }
 
 Manifest Manifest::load(const std::string& package_dir) {
+  namespace fs = std::filesystem;
   const std::string path = package_dir + "/" + kManifestFile;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);  // follows links
+  if (!fs::exists(st) && !fs::is_symlink(fs::symlink_status(path, ec))) throw ManifestError(std::string("package has no ") + kManifestFile, path, "missing file");
+  if (!fs::is_regular_file(st)) {  // a FIFO would block the read
+    const char* kind = fs::is_directory(st) ? "a directory" : fs::is_fifo(st) ? "a FIFO" : fs::is_socket(st) ? "a socket" : !fs::exists(st) ? "a dangling link" : "a device or other special file";
+    throw ManifestError(std::string(kManifestFile) + " is not a regular file", "a regular file", kind);
+  }
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > detail::kMaxManifestBytes)
+    throw ManifestError(std::string(kManifestFile) + " is too large", "at most " + std::to_string(detail::kMaxManifestBytes) + " bytes", std::to_string(size) + " bytes");
+  const fs::path real = fs::weakly_canonical(path, ec), root = fs::weakly_canonical(package_dir, ec);
+  const auto rel = real.lexically_relative(root);
+  if (rel.empty() || *rel.begin() == "..")
+    throw UnsafePathError(std::string(kManifestFile) + " is a link to a file outside the package", "a file inside " + package_dir, real.string());
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ManifestError(std::string("package has no ") + kManifestFile, path, "missing file");
   std::stringstream text;

@@ -70,7 +70,13 @@ Tensor read_npy(const std::string& path) {
   if (dict_value(header, "fortran_order", path) != "False") throw NpyError(".npy array is in Fortran order", "C order (np.ascontiguousarray)", path);
   Shape shape = parse_shape_tuple(dict_value(header, "shape", path), path);
   DType dtype = dtype_from_numpy_descr(descr);
-  const std::size_t want = static_cast<std::size_t>(numel(shape)) * dtype_size(dtype), have = raw.size() - offset - header_len;
+  const std::size_t have = raw.size() - offset - header_len;
+  std::size_t want = 0;
+  try {
+    want = checked_nbytes(shape, dtype);
+  } catch (const ShapeError& e) {
+    throw NpyError(".npy shape does not describe an array memx can hold (" + e.message() + ")", e.expected(), e.actual() + " in " + path);
+  }
   if (have != want) throw NpyError(".npy data size does not match its header", std::to_string(want) + " bytes", std::to_string(have) + " bytes in " + path);
   return Tensor::from_bytes(dtype, shape, raw.data() + offset + header_len);
 }

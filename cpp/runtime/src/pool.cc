@@ -138,7 +138,7 @@ StreamPool& StreamPool::operator=(StreamPool&&) noexcept = default;
 StreamPool::~StreamPool() = default;
 
 StreamPool Runtime::pool(int64_t max_batch) const {
-  if (max_batch < 1) throw InputError("max_batch must be positive", ">= 1", std::to_string(max_batch));
+  check_count(max_batch, "max_batch");
   auto impl = std::make_unique<StreamPool::Impl>();
   impl->rt = impl_;
   impl->max_batch = max_batch;

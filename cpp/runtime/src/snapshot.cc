@@ -8,6 +8,7 @@
 
 #include "memx/errors.hpp"
 #include "pyjson.hpp"
+#include "limits.hpp"
 
 namespace memx {
 
@@ -60,8 +61,14 @@ SnapshotData parse_payload(const json& header, const uint8_t* payload, std::size
     if (available != static_cast<std::size_t>(nbytes)) throw SnapshotCorruptError("snapshot tensor '" + name + "' is truncated", std::to_string(nbytes), std::to_string(available));
     for (int64_t d : shape)
       if (d < 0) throw SnapshotCorruptError("snapshot tensor '" + name + "' has a negative dim", "dims >= 0", shape_str(shape));
-    if (static_cast<std::size_t>(numel(shape)) * dtype_size(dtype) != static_cast<std::size_t>(nbytes))
-      throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", std::to_string(numel(shape) * dtype_size(dtype)) + " bytes", std::to_string(nbytes));
+    std::size_t want = 0;
+    try {
+      want = checked_nbytes(shape, dtype);
+    } catch (const ShapeError&) {  // a product of dims that overflows: no such tensor was ever written
+      throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", "a shape whose size fits", shape_str(shape));
+    }
+    if (want != static_cast<std::size_t>(nbytes))
+      throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", std::to_string(want) + " bytes", std::to_string(nbytes));
     data.states.emplace(name, Tensor::from_bytes(dtype, shape, payload + offset));
     data.order.push_back(name);
   }
@@ -124,6 +131,9 @@ SnapshotData decode_snapshot(const std::vector<uint8_t>& blob) {
   uint32_t header_len = 0;
   for (int i = 0; i < 4; ++i) header_len |= uint32_t(blob[10 + i]) << (8 * i);
   if (kPrefix + header_len > body) throw SnapshotCorruptError("snapshot header is truncated", std::to_string(header_len) + " bytes", std::to_string(body - kPrefix) + " bytes");
+  const int depth = detail::json_depth(blob.begin() + kPrefix, blob.begin() + kPrefix + header_len);
+  if (depth > detail::kMaxJsonDepth)
+    throw SnapshotCorruptError("snapshot header is nested too deeply", "at most " + std::to_string(detail::kMaxJsonDepth) + " levels of arrays and objects", std::to_string(depth));
   json header;
   try {
     header = json::parse(blob.begin() + kPrefix, blob.begin() + kPrefix + header_len);

@@ -43,7 +43,7 @@ Stream& Stream::operator=(Stream&&) noexcept = default;
 Stream::~Stream() = default;
 
 Stream Runtime::stream(int64_t batch_size) const {
-  if (batch_size < 1) throw InputError("batch_size must be positive", ">= 1", std::to_string(batch_size));
+  check_count(batch_size, "batch_size");
   auto impl = std::make_unique<Stream::Impl>();
   impl->rt = impl_;
   impl->batch = batch_size;

@@ -50,8 +50,19 @@ DType dtype_from_numpy_descr(const std::string& descr) {
 
 int64_t numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    if (d < 0) throw ShapeError("a tensor dim is negative", "dims >= 0", shape_str(shape));
+    if (__builtin_mul_overflow(n, d, &n)) throw ShapeError("a tensor's number of elements overflows", "a product of dims below 2^63", shape_str(shape));
+  }
   return n;
+}
+
+std::size_t checked_nbytes(const Shape& shape, DType dtype) {
+  const int64_t n = numel(shape);
+  int64_t bytes = 0;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(dtype_size(dtype)), &bytes) || bytes > kMaxTensorBytes)
+    throw ShapeError("a tensor is too large", "at most " + std::to_string(kMaxTensorBytes) + " bytes", std::string(dtype_name(dtype)) + shape_str(shape));
+  return static_cast<std::size_t>(bytes);
 }
 
 std::string shape_str(const Shape& shape) {
@@ -63,7 +74,12 @@ std::string shape_str(const Shape& shape) {
 Tensor::Tensor(DType dtype_, Shape shape_) : dtype(dtype_), shape(std::move(shape_)) {
   for (int64_t d : shape)
     if (d < 0) throw ShapeError("tensor dims must be non-negative", "dims >= 0", shape_str(shape));
-  bytes.assign(static_cast<std::size_t>(numel(shape)) * dtype_size(dtype), 0);
+  const std::size_t n = checked_nbytes(shape, dtype);
+  try {
+    bytes.assign(n, 0);
+  } catch (const std::bad_alloc&) {
+    throw ShapeError("cannot allocate a tensor", std::to_string(n) + " bytes of free memory", std::string(dtype_name(dtype)) + shape_str(shape));
+  }
 }
 
 Tensor Tensor::from_bytes(DType dtype, Shape shape, const void* data) {
@@ -125,8 +141,9 @@ Tensor concat_rows(const std::vector<const Tensor*>& parts) {
 }
 
 Tensor make_tokens(const std::vector<int64_t>& ids, int64_t batch, int64_t segment_len) {
-  if (static_cast<int64_t>(ids.size()) != batch * segment_len)
-    throw ShapeError("token count does not fill [batch, segment]", std::to_string(batch * segment_len) + " ids", std::to_string(ids.size()) + " ids");
+  const int64_t n = numel({batch, segment_len});  // checked: a product that overflows is a ShapeError
+  if (static_cast<int64_t>(ids.size()) != n)
+    throw ShapeError("token count does not fill [batch, segment]", std::to_string(n) + " ids", std::to_string(ids.size()) + " ids");
   return Tensor::from_bytes(DType::Int64, {batch, segment_len}, ids.data());
 }
 

@@ -155,6 +155,9 @@ class Runtime {
 void check_tokens(const Tensor& tokens, int64_t batch, const Manifest& manifest);
 Tensor checked_lengths(const Tensor& lengths, int64_t batch, int64_t segment_len);
 Tensor checked_reset(const Tensor& reset, int64_t batch);
+constexpr int64_t kMaxBatch = int64_t(1) << 16;  // the batch dim's upper bound in exported graphs
+// A batch size or pool capacity in 1..kMaxBatch (InputError naming `name` otherwise).
+void check_count(int64_t value, const std::string& name);
 // The extra step inputs: every declared one and no other, of its dtype and shape, in range.
 void check_inputs(const StepInputs& inputs, const Manifest& manifest, int64_t batch, int64_t segment_len);
 

@@ -22,7 +22,11 @@ const char* numpy_descr(DType dtype);
 DType dtype_from_numpy_descr(const std::string& descr);  // throws DTypeError
 bool is_floating(DType dtype);
 
+// the number of elements; throws ShapeError for a negative dim or a product that overflows
 int64_t numel(const Shape& shape);
+constexpr int64_t kMaxTensorBytes = int64_t(1) << 40;  // 1 TiB: larger shapes are refused before allocating
+// numel(shape) * dtype_size(dtype), checked against overflow and kMaxTensorBytes (ShapeError)
+std::size_t checked_nbytes(const Shape& shape, DType dtype);
 std::string shape_str(const Shape& shape);  // "[2, 16, 64]" (Python list formatting)
 
 struct Tensor {
