@@ -18,7 +18,7 @@ from memx.cli.render import print_quantization, shape_text, state_summary
 def inspect(
     package: Path = typer.Argument(..., help="Package directory."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    verify: bool = typer.Option(False, help="Also check every file's sha256."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's sha256 (default), or sizes only."),
 ) -> None:
     """Show a package: state tensors, graph inputs/outputs, ops, precision, size, validation."""
     from memx.exporter import Package

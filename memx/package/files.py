@@ -33,6 +33,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# sha256 of files already hashed, by what changes when a file's bytes change: (path, size,
+# mtime_ns, ctime_ns, inode). A later open of the same unchanged file costs a stat, not a hash;
+# ctime cannot be set back by a user, so an edit whose mtime was restored still misses.
+_VERIFIED: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def cached_sha256(path: Path) -> str:
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    digest = _VERIFIED.get(key)
+    if digest is None:
+        digest = _VERIFIED[key] = sha256_file(path)
+    return digest
+
+
 def file_info(path: Path) -> FileInfo:
     return FileInfo(bytes=path.stat().st_size, sha256=sha256_file(path))
 
@@ -50,7 +65,10 @@ def safe_join(root: Path, relative: str) -> Path:
 
 def check_external_data(onnx_path: Path, root: Path) -> list[str]:
     """Return the external-data files an ONNX model uses, refusing any outside ``root``."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
+        raise PackageFileError(f"package file {onnx_path.name!r} is not a readable ONNX model", expected="an ONNX protobuf", actual=f"{type(e).__name__}: {str(e)[:200]}") from None
     locations: set[str] = set()
     tensors = list(model.graph.initializer)
     for node in model.graph.node:  # Constant nodes may carry external tensors too
@@ -70,8 +88,14 @@ class Package:
     path: Path
     manifest: Manifest
 
+    verified: bool = False  # every listed file's sha256 was checked at open (not only its size)
+
     @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> "Package":
+    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> "Package":
+        """Open and check a package: the manifest, every listed file's size and (``verify``, the
+        default) its sha256, so a file altered in place is refused before anything reads it.
+        Hashes are cached per unchanged file (size, mtime, ctime, inode): a second open costs
+        a stat. ``verify=False`` checks sizes only (``Package.verified`` says which)."""
         root = Path(path)
         if not root.is_dir():
             raise PackageFileError("package directory not found", expected="a directory containing memx.json", actual=str(root))
@@ -89,6 +113,7 @@ class Package:
         manifest = Manifest.from_json(text, source=str(manifest_path))
         pkg = cls(root, manifest)
         pkg.check_files(verify=verify)
+        pkg.verified = verify
         return pkg
 
     def file(self, relative: str) -> Path:
@@ -102,8 +127,9 @@ class Package:
             size = p.stat().st_size
             if size != info.bytes:
                 raise PackageFileError(f"package file {rel!r} has the wrong size", expected=f"{info.bytes} bytes", actual=f"{size} bytes")
-            if verify and sha256_file(p) != info.sha256:
-                raise PackageFileError(f"package file {rel!r} does not match its hash", expected=info.sha256, actual=sha256_file(p))
+            if verify and (digest := cached_sha256(p)) != info.sha256:
+                raise PackageFileError(f"package file {rel!r} does not match its hash (altered since export)", expected=info.sha256[:16], actual=digest[:16],
+                                       hint="re-export or re-copy the package; open(..., verify=False) / --no-verify skips the check")
         for g in self.manifest.graphs:
             for rel in check_external_data(self.file(g.file), self.path):
                 if rel not in self.manifest.files:

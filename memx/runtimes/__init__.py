@@ -22,13 +22,15 @@ register_lazy_backend("torch", "memx.runtimes.torch_backend")
 register_lazy_backend("tensorrt", "memx.runtimes.tensorrt_backend")  # engines from `memx build`; needs tensorrt + a GPU
 
 
-def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = False,  # noqa: A001
+def open(path: str | os.PathLike | Package, backend: str = "onnxruntime", device: str = "cpu", *, verify: bool = True,  # noqa: A001
          resident: bool | None = None, cuda_graphs: bool = False, **options: Any) -> Runtime:
     """Open a package. ``options`` go to the backend (e.g. ``providers=[...]`` for onnxruntime).
 
     ``resident`` (default: on every device but the CPU) makes ``stream()`` keep the memory in
     device buffers between steps; ``cuda_graphs`` (torch and tensorrt on CUDA) replays each step
-    as a captured CUDA graph. ``pool()`` follows ``resident`` too (rows of device buffers)."""
+    as a captured CUDA graph. ``pool()`` follows ``resident`` too (rows of device buffers).
+    ``verify`` (default) checks every package file's sha256 at open (cached per unchanged file);
+    ``verify=False`` checks sizes only, and ``describe()`` says so."""
     factory = get_backend(backend)
     package = path if isinstance(path, Package) else Package.open(path, verify=verify)
     return Runtime(package, factory(package, device=device, **options), resident=resident, cuda_graphs=cuda_graphs)

@@ -239,4 +239,5 @@ class Runtime:
         return snap.encode(snap.SnapshotData(self.model_id, st.states, st.pending_reset, st.segments))
 
     def describe(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision}
+        return {**self.backend.describe(), "package": str(self.package.path), "family": self.manifest.family, "precision": self.manifest.precision,
+                "verified": "sha256" if self.package.verified else "sizes only"}

@@ -35,7 +35,8 @@ void check_package_files(const std::string& root, const Manifest& manifest, bool
     if (verify_hashes) {
       const std::vector<uint8_t> raw = read_file(path);
       const std::string digest = sha256_hex(raw.data(), raw.size());
-      if (digest != entry.sha256) throw PackageFileError("package file '" + relative + "' has the wrong sha256", entry.sha256.substr(0, 16), digest.substr(0, 16));
+      if (digest != entry.sha256) throw PackageFileError("package file '" + relative + "' does not match its hash (altered since export)", entry.sha256.substr(0, 16), digest.substr(0, 16),
+                                                          "re-export or re-copy the package; --no-verify skips the check");
     }
   }
 }

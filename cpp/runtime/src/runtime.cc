@@ -229,7 +229,7 @@ std::map<std::string, std::string> Runtime::describe() const {
   for (const auto& p : impl_->providers) providers += (providers.empty() ? "" : ",") + p;
   return {{"backend", "onnxruntime"}, {"device", impl_->options.device}, {"providers", providers}, {"custom_ops", impl_->custom_ops},
           {"package", impl_->package_dir}, {"family", impl_->manifest.family}, {"precision", impl_->manifest.precision},
-          {"onnxruntime", Ort::GetVersionString()}};
+          {"onnxruntime", Ort::GetVersionString()}, {"verified", impl_->options.verify_hashes ? "sha256" : "sizes only"}};
 }
 
 Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,

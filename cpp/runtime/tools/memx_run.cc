@@ -35,6 +35,7 @@ options:
                         the ops' ONNX reference bodies)
   --threads N           ONNX Runtime intra-op threads (default: ONNX Runtime's choice)
   --warmup N            untimed steps before the timed stream (default 0; they advance a copy)
+  --no-verify           check package files by size only (default: size and sha256)
   --json FILE           write the latency report as JSON
   --quiet               print nothing but errors
   --help                this text
@@ -45,7 +46,7 @@ struct Args {
   std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu";
   int64_t segment_len = 0, warmup = 0;
   int threads = 0;
-  bool quiet = false;
+  bool quiet = false, verify = true;
   std::map<std::string, std::string> inputs;  // extra step input name -> .npy file
 };
 
@@ -86,6 +87,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
     else if (arg == "--json") a.json = value();
     else if (arg == "--quiet") a.quiet = true;
+    else if (arg == "--no-verify") a.verify = false;
     else if (arg == "--input") {
       const std::string spec = value();
       const auto eq = spec.find('=');
@@ -186,6 +188,7 @@ int run(const Args& a) {
   options.device = a.device;
   options.custom_op_library = a.ops_lib;
   options.intra_op_threads = a.threads;
+  options.verify_hashes = a.verify;
   memx::Runtime rt(a.package, options);
   const memx::Manifest& m = rt.manifest();
   const memx::Tensor tokens = load_tokens(a.tokens);

@@ -40,7 +40,7 @@ struct RuntimeOptions {
   // libmemx_ops.so for the memx custom ops; empty: $MEMX_OPS_LIBRARY if set, else the ops run
   // their ONNX reference bodies (same results, slower)
   std::string custom_op_library;
-  bool verify_hashes = false;  // check each listed file's sha256, not only its size
+  bool verify_hashes = true;  // check each listed file's sha256 at open (false: sizes only; describe() says which)
   int log_severity = 3;        // ONNX Runtime log level (3: errors only)
 };
 
