@@ -72,7 +72,9 @@ def test_validate_fails_with_exit_1_and_names_the_first_bad_segment(private_copy
     tensors = load_file(str(weights))
     tensors["head.bias"] = tensors["head.bias"] + 0.5  # same size, different numbers: only hashes notice
     save_file(tensors, str(weights))
-    r = invoke("validate", pkg, "--segments", "16", "--no-record")
+    refused = invoke("validate", pkg, "--segments", "16", "--no-record")
+    assert refused.exit_code == 2 and "does not match its hash" in " ".join(refused.output.split())  # the hash says so first
+    r = invoke("validate", pkg, "--segments", "16", "--no-record", "--no-verify")  # and parity, asked to look
     assert r.exit_code == 1
     assert "FAIL" in r.output and "first segment over tolerance: 0" in r.output
 

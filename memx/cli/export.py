@@ -93,6 +93,7 @@ def validate(
     reference: Optional[str] = typer.Option(None, help="The code that builds the PyTorch reference of a model that is not a memx family: package.module:function (called with the manifest's config)."),
     teacher_forced: bool = typer.Option(False, "--teacher-forced", help="Parity: start every segment of the backend from the reference's state (one step's error at every depth; for memories that amplify rounding)."),
     trust_reference: bool = typer.Option(False, "--trust-reference", help="Import the reference factory the package records (this runs code the package names: only for packages you trust)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Refuse a package whose files do not match their sha256 (default), or check sizes only."),
 ) -> None:
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
     --atol), or, for quantized packages (or with --against), drift and task accuracy."""
@@ -106,7 +107,7 @@ def validate(
     reference_options = {"factory": reference} if reference else {"trust_package_factory": True} if trust_reference else {}
     report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
                            drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_agreement, max_kl=max_kl, backend_options=options, reference_options=reference_options,
-                           record=record, teacher_forced=teacher_forced)
+                           record=record, teacher_forced=teacher_forced, verify=verify)
     if isinstance(report, DriftReport):
         print_drift(report)
         out.print("report: " + ", ".join(str(package / p) for p in report.reports.values()), highlight=False)

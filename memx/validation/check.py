@@ -33,6 +33,7 @@ def check_package(
     record: bool = True,
     progress: bool = True,
     teacher_forced: bool = False,
+    verify: bool = True,
 ) -> ParityReport | DriftReport:
     """fp32 packages (without ``against``): parity of ``backend`` with PyTorch, outputs and
     states within ``atol``, over ``segments`` (default 256). Quantized packages, or any with
@@ -41,8 +42,9 @@ def check_package(
     it passes on the task accuracy drop, or, without a task, on top-1 agreement and KL.
     With ``record`` the result is kept in the manifest (:func:`memx.validation.record`).
     ``reference_options`` say where the PyTorch reference comes from (memx.models.reference);
-    a torch candidate gets them too."""
-    pkg = package if isinstance(package, Package) else Package.open(package)
+    a torch candidate gets them too. ``verify`` (default) refuses a package whose files do not
+    match their sha256 before anything runs."""
+    pkg = package if isinstance(package, Package) else Package.open(package, verify=verify)
     if against is None and pkg.manifest.precision != "fp32":
         against = "torch"
     report: ParityReport | DriftReport
