@@ -36,7 +36,7 @@ def _run(pkg, *args: str, tokens=None) -> subprocess.CompletedProcess:
 
 def test_a_segment_length_of_2_to_the_61_is_refused_before_allocating(pkg):
     r = _run(pkg, "--segment-len", str(1 << 61))
-    assert r.returncode == 1 and "--segment-len outside what the package allows: expected 1..32, got 2305843009213693952" in r.stderr, r.stderr
+    assert r.returncode == 1 and "segment length (--segment-len) outside what the package allows: expected 1..32 tokens, got 2305843009213693952" in r.stderr, r.stderr
 
 
 def test_a_deeply_nested_memx_json_is_a_manifest_error_not_a_crash(pkg):

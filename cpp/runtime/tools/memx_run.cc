@@ -194,7 +194,8 @@ int run(const Args& a) {
   const memx::Tensor tokens = load_tokens(a.tokens);
   const int64_t batch = tokens.shape[0], seg = a.segment_len ? a.segment_len : m.segment_max;
   if (seg < m.segment_min || seg > m.segment_max)  // before any buffer of that length is made
-    throw memx::SegmentLengthError("--segment-len outside what the package allows", std::to_string(m.segment_min) + ".." + std::to_string(m.segment_max), std::to_string(seg));
+    throw memx::SegmentLengthError("segment length (--segment-len) outside what the package allows", std::to_string(m.segment_min) + ".." + std::to_string(m.segment_max) + " tokens",
+                                   std::to_string(seg));
   const int64_t steps = (tokens.shape[1] + seg - 1) / seg;
   const std::map<std::string, memx::Tensor> inputs = load_inputs(a.inputs, steps);
   memx::Stream stream = rt.stream(batch);
