@@ -11,6 +11,7 @@ from pathlib import Path
 
 MAX_JSON_DEPTH = 64  # memx writes depth <= 6; a user's config nests a few levels more
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_BATCH = 1 << 16  # the batch dimension's upper bound in exported graphs (memx.exporter.to_onnx); snapshots too
 
 
 def json_depth(text: str | bytes) -> int:

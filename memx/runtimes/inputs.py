@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from memx.errors import BatchMismatchError, DTypeError, InputError, NonFiniteStateError, RankError, SegmentLengthError, TokenRangeError
+from memx.package.limits import MAX_BATCH  # the batch dimension's upper bound, shared with snapshots
 
 if TYPE_CHECKING:
     from memx.package.manifest import InputInfo
@@ -78,7 +79,6 @@ def check_reset(reset: Any, *, batch: int) -> np.ndarray:
     return arr
 
 
-MAX_BATCH = 1 << 16  # the batch dimension's upper bound in exported graphs (memx.exporter.to_onnx)
 
 
 def check_count(value: Any, name: str, *, high: int = MAX_BATCH) -> int:

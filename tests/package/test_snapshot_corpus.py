@@ -35,7 +35,8 @@ def test_python_reader_gives_the_recorded_verdict(case):
     assert got == case["verdict"], f"{case['name']}: {got}"
     if data is not None:
         assert data.segments == case["segments"] and data.pending_reset.tolist() == case["pending_reset"]
-        assert snap.encode(data) == (HERE / case["file"]).read_bytes()  # the encoder is deterministic
+        if case.get("canonical", True):  # as memx writes it (not hand-edited): the encoder is deterministic
+            assert snap.encode(data) == (HERE / case["file"]).read_bytes()
         for name, total in case.get("sums", {}).items():
             assert np.isclose(data.states[name].astype(np.float64).sum(), total)
 

@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
 #include "memx/errors.hpp"
+#include "memx/runtime.hpp"
 #include "pyjson.hpp"
 #include "limits.hpp"
 
@@ -41,46 +43,133 @@ std::string bytes_repr(const std::vector<uint8_t>& blob) {  // like Python's b'.
   return s + "'";
 }
 
-SnapshotData parse_payload(const json& header, const uint8_t* payload, std::size_t payload_size) {
-  SnapshotData data;
-  data.model_id = header.at("model_id").get<std::string>();
-  for (const auto& t : header.at("tensors")) {
-    const std::string name = t.at("name").get<std::string>();
-    const int64_t offset = t.at("offset").get<int64_t>(), nbytes = t.at("nbytes").get<int64_t>();
-    Shape shape = t.at("shape").get<Shape>();
-    DType dtype;
-    try {
-      dtype = dtype_from_numpy_descr(t.at("dtype").get<std::string>());
-    } catch (const DTypeError&) {  // a well-formed snapshot of a layout no memx state has (float64, ...)
-      throw SnapshotMismatchError("snapshot tensor '" + name + "' has a dtype no memx state has", "float32/float16/bfloat16/int64/int32/int8/uint8/bool",
-                                  t.at("dtype").get<std::string>());
-    }
-    if (offset < 0 || nbytes < 0 || static_cast<std::size_t>(offset) > payload_size)
-      throw SnapshotCorruptError("snapshot tensor '" + name + "' is truncated", std::to_string(nbytes), "0");
-    const std::size_t available = std::min<std::size_t>(payload_size - offset, static_cast<std::size_t>(nbytes));
-    if (available != static_cast<std::size_t>(nbytes)) throw SnapshotCorruptError("snapshot tensor '" + name + "' is truncated", std::to_string(nbytes), std::to_string(available));
-    for (int64_t d : shape)
-      if (d < 0) throw SnapshotCorruptError("snapshot tensor '" + name + "' has a negative dim", "dims >= 0", shape_str(shape));
-    std::size_t want = 0;
-    try {
-      want = checked_nbytes(shape, dtype);
-    } catch (const ShapeError&) {  // a product of dims that overflows: no such tensor was ever written
-      throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", "a shape whose size fits", shape_str(shape));
-    }
-    if (want != static_cast<std::size_t>(nbytes))
-      throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", std::to_string(want) + " bytes", std::to_string(nbytes));
-    data.states.emplace(name, Tensor::from_bytes(dtype, shape, payload + offset));
-    data.order.push_back(name);
-  }
-  for (const auto& r : header.at("pending_reset")) data.pending_reset.push_back(r.get<bool>());
-  data.segments = header.at("segments").get<int64_t>();
-  return data;
-}
-
 std::string python_list(const std::vector<std::string>& items) {  // ['a', 'b'], as Python prints a list of names
   std::string s = "[";
   for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", '" : "'") + items[i] + "'";
   return s + "]";
+}
+
+// -- header fields: the twin of memx/package/snapshot.py's check_header, checked in the same
+//    order so both readers give every header the same verdict (tests/data/snapshots, tests/fuzz)
+
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+
+std::string short_json(const json& value) {  // the value as Python's _short writes it (ASCII JSON, at most 40 chars)
+  std::string text = value.dump(-1, ' ', true);
+  return text.size() <= 40 ? text : text.substr(0, 37) + "...";
+}
+
+const char* json_kind(const json& value) {
+  if (value.is_object()) return "an object";
+  if (value.is_array()) return "a list";
+  if (value.is_string()) return "a string";
+  if (value.is_boolean()) return "a boolean";
+  if (value.is_null()) return "null";
+  return "a number";
+}
+
+void exact_keys(const json& obj, const std::vector<std::string>& keys, const std::string& where) {
+  std::vector<std::string> got;
+  for (auto it = obj.begin(); it != obj.end(); ++it) got.push_back(it.key());  // nlohmann keeps keys sorted
+  if (got != keys) throw SnapshotCorruptError(where + " has the wrong fields", python_list(keys), python_list(got));
+}
+
+const std::string& text_field(const json& value, const std::string& field) {
+  if (!value.is_string()) throw SnapshotCorruptError("snapshot header field '" + field + "' is not text", "a string", short_json(value));
+  return value.get_ref<const std::string&>();
+}
+
+int64_t integer_field(const json& value, const std::string& field, int64_t low, int64_t high) {
+  bool ok = false;
+  int64_t v = 0;
+  if (value.is_number_unsigned()) {
+    const uint64_t u = value.get<uint64_t>();
+    ok = u <= static_cast<uint64_t>(high), v = static_cast<int64_t>(u);
+  } else if (value.is_number_integer()) {
+    v = value.get<int64_t>(), ok = v >= low && v <= high;
+  }
+  if (!ok || v < low)
+    throw SnapshotCorruptError("snapshot header field '" + field + "' is out of range", "an integer in " + std::to_string(low) + ".." + std::to_string(high), short_json(value));
+  return v;
+}
+
+DType state_dtype(const std::string& descr, const std::string& name) {
+  try {
+    return dtype_from_numpy_descr(descr);
+  } catch (const DTypeError&) {  // a well-formed snapshot of a layout no memx state has (float64, ...)
+    throw SnapshotMismatchError("snapshot tensor '" + name + "' has a dtype no memx state has", "float32/float16/bfloat16/int64/int32/int8/uint8/bool", descr);
+  }
+}
+
+struct TensorLayout {
+  std::string name;
+  DType dtype;
+  Shape shape;  // (B, ...)
+  std::size_t offset, nbytes;
+};
+
+TensorLayout tensor_layout(const json& t, std::size_t i, int64_t batch, std::size_t offset, const std::vector<TensorLayout>& seen) {
+  const std::string where = "tensors[" + std::to_string(i) + "]";
+  if (!t.is_object()) throw SnapshotCorruptError("snapshot header field '" + where + "' is malformed", "an object", json_kind(t));
+  exact_keys(t, {"dtype", "name", "nbytes", "offset", "shape"}, "snapshot header field '" + where + "'");
+  const std::string name = text_field(t["name"], where + ".name");
+  if (name.empty() || std::any_of(seen.begin(), seen.end(), [&](const TensorLayout& x) { return x.name == name; }))
+    throw SnapshotCorruptError("snapshot header field '" + where + ".name' is malformed", "a non-empty name no other tensor has", short_json(t["name"]));
+  const std::string descr = text_field(t["dtype"], where + ".dtype");
+  const json& shape = t["shape"];
+  if (!shape.is_array() || shape.empty()) throw SnapshotCorruptError("snapshot tensor '" + name + "' shape is malformed", "a list of dims, batch first", short_json(shape));
+  Shape dims;
+  for (const auto& d : shape) dims.push_back(integer_field(d, where + ".shape", 0, kInt64Max));
+  if (dims[0] != batch) throw SnapshotCorruptError("snapshot tensor '" + name + "' shape disagrees with the batch", std::to_string(batch) + " rows", shape_str(dims));
+  if (static_cast<std::size_t>(integer_field(t["offset"], where + ".offset", 0, kInt64Max)) != offset)
+    throw SnapshotCorruptError("snapshot tensor '" + name + "' does not start where the one before ends", std::to_string(offset), t["offset"].dump());
+  const auto nbytes = static_cast<std::size_t>(integer_field(t["nbytes"], where + ".nbytes", 0, kInt64Max));
+  const DType dtype = state_dtype(descr, name);
+  std::size_t want = 0;
+  bool fits = true;
+  try {
+    want = checked_nbytes(dims, dtype);
+  } catch (const ShapeError&) {  // a product of dims that overflows (Python computes it exactly: it cannot equal nbytes either)
+    fits = false;
+  }
+  if (!fits || want != nbytes)
+    throw SnapshotCorruptError("snapshot tensor '" + name + "' size does not match its shape", fits ? std::to_string(want) + " bytes" : "a shape whose size fits", std::to_string(nbytes));
+  return {name, dtype, dims, offset, nbytes};
+}
+
+std::vector<TensorLayout> check_header(const json& header, std::size_t payload_size) {
+  if (!header.is_object()) throw SnapshotCorruptError("snapshot header is not a JSON object", "an object", json_kind(header));
+  exact_keys(header, {"batch", "model_id", "pending_reset", "segments", "tensors"}, "snapshot header");
+  text_field(header["model_id"], "model_id");
+  const int64_t batch = integer_field(header["batch"], "batch", 1, kMaxBatch);
+  const json& pending = header["pending_reset"];
+  if (!pending.is_array() || static_cast<int64_t>(pending.size()) != batch || !std::all_of(pending.begin(), pending.end(), [](const json& r) { return r.is_boolean(); }))
+    throw SnapshotCorruptError("snapshot header field 'pending_reset' is malformed", "a list of " + std::to_string(batch) + " booleans", short_json(pending));
+  integer_field(header["segments"], "segments", 0, kInt64Max);
+  const json& tensors = header["tensors"];
+  if (!tensors.is_array()) throw SnapshotCorruptError("snapshot header field 'tensors' is malformed", "a list", json_kind(tensors));
+  std::vector<TensorLayout> layouts;
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    layouts.push_back(tensor_layout(tensors[i], i, batch, used, layouts));
+    used += layouts.back().nbytes;  // <= payload_size + one tensor: each is checked against the payload below
+    if (used > payload_size) break;
+  }
+  if (used != payload_size) throw SnapshotCorruptError("snapshot payload length differs from its tensors'", std::to_string(used) + " bytes", std::to_string(payload_size) + " bytes");
+  return layouts;
+}
+
+SnapshotData parse_payload(const json& header, const uint8_t* payload, std::size_t payload_size) {
+  const std::vector<TensorLayout> layouts = check_header(header, payload_size);
+  SnapshotData data;
+  data.model_id = header["model_id"].get<std::string>();
+  for (const auto& t : layouts) {
+    data.states.emplace(t.name, Tensor::from_bytes(t.dtype, t.shape, payload + t.offset));
+    data.order.push_back(t.name);
+  }
+  for (const auto& r : header["pending_reset"]) data.pending_reset.push_back(r.get<bool>());
+  data.segments = header["segments"].get<int64_t>();
+  return data;
 }
 
 std::vector<const std::string*> write_order(const SnapshotData& data) {
@@ -131,6 +220,8 @@ SnapshotData decode_snapshot(const std::vector<uint8_t>& blob) {
   uint32_t header_len = 0;
   for (int i = 0; i < 4; ++i) header_len |= uint32_t(blob[10 + i]) << (8 * i);
   if (kPrefix + header_len > body) throw SnapshotCorruptError("snapshot header is truncated", std::to_string(header_len) + " bytes", std::to_string(body - kPrefix) + " bytes");
+  if (header_len >= 3 && blob[kPrefix] == 0xEF && blob[kPrefix + 1] == 0xBB && blob[kPrefix + 2] == 0xBF)
+    throw SnapshotCorruptError("snapshot header is not valid JSON");  // strict UTF-8, no byte-order mark, as Python reads it
   const int depth = detail::json_depth(blob.begin() + kPrefix, blob.begin() + kPrefix + header_len);
   if (depth > detail::kMaxJsonDepth)
     throw SnapshotCorruptError("snapshot header is nested too deeply", "at most " + std::to_string(detail::kMaxJsonDepth) + " levels of arrays and objects", std::to_string(depth));

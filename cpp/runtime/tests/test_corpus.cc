@@ -97,7 +97,7 @@ TEST(Corpus, CppReaderGivesEveryRecordedVerdict) {
 
 TEST(Corpus, CppReaderGivesEverySnapshotItsRecordedVerdict) {
   const json doc = json::parse(data_file("snapshots/corpus.json"));
-  ASSERT_GE(doc["cases"].size(), 18u);
+  ASSERT_GE(doc["cases"].size(), 60u);
   for (const auto& c : doc["cases"]) {
     const std::string text = data_file("snapshots/" + c["file"].get<std::string>());
     const std::vector<uint8_t> blob(text.begin(), text.end());
@@ -107,6 +107,7 @@ TEST(Corpus, CppReaderGivesEverySnapshotItsRecordedVerdict) {
     if (c["verdict"] != "ok") continue;
     EXPECT_EQ(data.segments, c["segments"].get<int64_t>()) << c["name"];
     EXPECT_EQ(data.pending_reset, c["pending_reset"].get<std::vector<bool>>()) << c["name"];
+    if (!c.value("canonical", true)) continue;  // hand-edited bytes: not what an encoder writes
     data.order.clear();
     for (const auto& name : {"memory", "position"}) data.order.push_back(name);  // the order Python wrote them in
     EXPECT_EQ(encode_snapshot(data), blob) << c["name"] << ": C++ re-encodes to other bytes";

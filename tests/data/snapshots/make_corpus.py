@@ -72,6 +72,12 @@ def raw_header(blob: bytes, text: bytes) -> bytes:
     return reseal(struct.pack("<8sHI", snap.MAGIC, version, len(text)) + text + blob[start + length : -32])
 
 
+def header_text(blob: bytes) -> bytes:
+    _, _, length = struct.unpack_from("<8sHI", blob)
+    start = struct.calcsize("<8sHI")
+    return blob[start : start + length]
+
+
 def flipped(blob: bytes, at: int) -> bytes:
     b = bytearray(blob)
     b[at] ^= 0x10
@@ -80,6 +86,67 @@ def flipped(blob: bytes, at: int) -> bytes:
 
 def lie_about_nbytes(header: dict) -> None:
     header["tensors"][0]["nbytes"] += 4
+
+
+def setter(path: tuple[Any, ...], value: Any) -> Any:
+    """An edit that sets header[path...] = value (a forged field; the checksum is resealed)."""
+    def edit(header: dict) -> None:
+        node = header
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return edit
+
+
+def deleter(path: tuple[Any, ...]) -> Any:
+    def edit(header: dict) -> None:
+        node = header
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+    return edit
+
+
+# Forged headers (checksum recomputed), each refused by type or range in both readers: the
+# fields the hardening issue found read wrongly, or differently by Python and C++.
+FORGED: list[tuple[str, str, Any]] = [
+    ("segments-negative", "SnapshotCorruptError", setter(("segments",), -1)),
+    ("segments-fractional", "SnapshotCorruptError", setter(("segments",), 7.5)),
+    ("segments-integral-float", "SnapshotCorruptError", setter(("segments",), 7.0)),
+    ("segments-2-to-the-63", "SnapshotCorruptError", setter(("segments",), 1 << 63)),
+    ("segments-2-to-the-64", "SnapshotCorruptError", setter(("segments",), 1 << 64)),
+    ("segments-boolean", "SnapshotCorruptError", setter(("segments",), True)),
+    ("segments-string", "SnapshotCorruptError", setter(("segments",), "7")),
+    ("segments-null", "SnapshotCorruptError", setter(("segments",), None)),
+    ("pending-reset-strings", "SnapshotCorruptError", setter(("pending_reset",), ["no", "no"])),
+    ("pending-reset-integers", "SnapshotCorruptError", setter(("pending_reset",), [0, 1])),
+    ("pending-reset-too-short", "SnapshotCorruptError", setter(("pending_reset",), [False])),
+    ("pending-reset-not-a-list", "SnapshotCorruptError", setter(("pending_reset",), True)),
+    ("batch-zero", "SnapshotCorruptError", setter(("batch",), 0)),
+    ("batch-negative", "SnapshotCorruptError", setter(("batch",), -2)),
+    ("batch-disagrees-with-pending-reset", "SnapshotCorruptError", setter(("batch",), 3)),
+    ("batch-fractional", "SnapshotCorruptError", setter(("batch",), 2.0)),
+    ("model-id-a-number", "SnapshotCorruptError", setter(("model_id",), 7)),
+    ("model-id-lone-surrogate", "SnapshotCorruptError", setter(("model_id",), "\ud800" + MODEL_ID[1:])),
+    ("field-missing", "SnapshotCorruptError", deleter(("segments",))),
+    ("field-unknown", "SnapshotCorruptError", setter(("comment",), "hello")),
+    ("tensors-not-a-list", "SnapshotCorruptError", setter(("tensors",), {})),
+    ("tensor-not-an-object", "SnapshotCorruptError", setter(("tensors", 1), [])),
+    ("tensor-field-unknown", "SnapshotCorruptError", setter(("tensors", 0, "strides"), [128, 32, 4])),
+    ("tensor-name-empty", "SnapshotCorruptError", setter(("tensors", 0, "name"), "")),
+    ("tensor-name-twice", "SnapshotCorruptError", setter(("tensors", 1, "name"), "memory")),
+    ("tensor-dim-negative", "SnapshotCorruptError", setter(("tensors", 0, "shape"), [2, -4, -8])),
+    ("tensor-dim-fractional", "SnapshotCorruptError", setter(("tensors", 0, "shape"), [2, 4.0, 8])),
+    ("tensor-dims-overflow", "SnapshotCorruptError", setter(("tensors", 0, "shape"), [2, 1 << 62, 1 << 62])),
+    ("tensor-shape-empty", "SnapshotCorruptError", setter(("tensors", 0, "shape"), [])),
+    ("tensor-rows-disagree-with-batch", "SnapshotCorruptError", setter(("tensors", 0, "shape"), [1, 8, 8])),
+    ("tensor-offset-gap", "SnapshotCorruptError", setter(("tensors", 1, "offset"), 260)),
+    ("tensor-offset-negative", "SnapshotCorruptError", setter(("tensors", 0, "offset"), -1)),
+    ("tensor-nbytes-fractional", "SnapshotCorruptError", setter(("tensors", 0, "nbytes"), 256.0)),
+    ("tensor-dtype-not-text", "SnapshotCorruptError", setter(("tensors", 0, "dtype"), 4)),
+    ("tensor-dtype-unknown", "SnapshotMismatchError", setter(("tensors", 0, "dtype"), "xyz")),
+    ("tensor-dtype-big-endian", "SnapshotMismatchError", setter(("tensors", 0, "dtype"), ">f4")),
+]
 
 
 def cases() -> list[tuple[dict[str, Any], bytes]]:
@@ -106,11 +173,19 @@ def cases() -> list[tuple[dict[str, Any], bytes]]:
         ({"name": "tensor-nbytes-past-the-end", "verdict": "SnapshotCorruptError"}, edit_header(good, lie_about_nbytes)),
         ({"name": "another-model", "verdict": "SnapshotMismatchError"}, encoded(model_id=OTHER_MODEL_ID)),
         ({"name": "other-batch", "verdict": "SnapshotMismatchError", "batch": 3}, good),
-        ({"name": "state-missing", "verdict": "SnapshotMismatchError"}, edit_header(encoded(), lambda h: h["tensors"].pop())),
+        ({"name": "state-missing", "verdict": "SnapshotMismatchError"},
+         snap.encode(snap.SnapshotData(MODEL_ID, {"memory": states()["memory"]}, np.zeros(BATCH, bool), 7))),
         ({"name": "state-renamed", "verdict": "SnapshotMismatchError"},
          snap.encode(snap.SnapshotData(MODEL_ID, {"memory_v2": states()["memory"], "position": states()["position"]}, np.zeros(BATCH, bool), 7))),
         ({"name": "state-float64", "verdict": "SnapshotMismatchError"}, encoded(memory=states()["memory"].astype(np.float64))),
         ({"name": "state-wrong-slots", "verdict": "SnapshotMismatchError"}, encoded(memory=np.zeros((BATCH, 5, 8), np.float32))),
+        ({"name": "payload-longer-than-its-tensors", "verdict": "SnapshotCorruptError"}, reseal(good[:-32] + bytes(8))),
+        ({"name": "header-with-byte-order-mark", "verdict": "SnapshotCorruptError"}, raw_header(good, b"\xef\xbb\xbf" + header_text(good))),
+        ({"name": "header-nan-literal", "verdict": "SnapshotCorruptError"}, raw_header(good, header_text(good).replace(b'"segments": 7', b'"segments": NaN'))),
+        ({"name": "header-not-an-object", "verdict": "SnapshotCorruptError"}, raw_header(good, b"[]")),
+        ({"name": "header-keys-reordered", "verdict": "ok", "canonical": False, "segments": 7, "pending_reset": [False, True]},
+         raw_header(good, json.dumps(json.loads(header_text(good)), sort_keys=False, indent=2).encode())),
+        *[({"name": name, "verdict": verdict}, edit_header(good, edit)) for name, verdict, edit in FORGED],
         ({"name": "state-nan", "verdict": "NonFiniteStateError"}, encoded(memory=nan)),
         ({"name": "state-inf", "verdict": "NonFiniteStateError"}, encoded(memory=inf)),
     ]
