@@ -285,13 +285,24 @@ def _parse_state(s: dict, where: str) -> StateInfo:
 def _parse_output(o: dict, where: str) -> OutputInfo:
     _no_unknown(o, {"name", "dtype", "shape", "segment_axis", "graph"}, where)
     axis = _field(o, "segment_axis", "int", where + ".", optional=True)
-    return OutputInfo(
+    info = OutputInfo(
         name=_field(o, "name", "str", where + "."),
         dtype=_dtype(_field(o, "dtype", "str", where + "."), where + ".dtype"),
         shape=_shape(_field(o, "shape", "list", where + "."), where + ".shape"),
         segment_axis=axis,
         graph=_field(o, "graph", "str", where + "."),
     )
+    _check_segment_axis(info, where)
+    return info
+
+
+def _check_segment_axis(o: OutputInfo, where: str) -> None:
+    """``segment_axis`` is where the "segment" dim is (null when the output has none): pools
+    cut each row's output to its length along it, so an edited axis must not slice another dim."""
+    want = next((i for i, d in enumerate(o.shape) if d == "segment"), None)
+    if o.segment_axis != want:
+        raise ManifestError(f"manifest field {where}.segment_axis does not point at the output's segment dim",
+                            expected="null" if want is None else want, actual="null" if o.segment_axis is None else o.segment_axis)
 
 
 def _parse_input(o: Any, where: str) -> InputInfo:

@@ -148,14 +148,28 @@ StateSpec parse_state(const json& s, const std::string& where) {
   return spec;
 }
 
+// segment_axis is where the "segment" dim is (none when the output has none): pools cut each
+// row's output to its length along it, so an edited axis must not slice another dim.
+void check_segment_axis(const OutputSpec& o, const json* axis, const std::string& where) {
+  int64_t want = -1;
+  for (std::size_t i = 0; i < o.shape.size() && want < 0; ++i)
+    if (o.shape[i].name == "segment") want = static_cast<int64_t>(i);
+  const bool same = axis ? !(axis->is_number_unsigned() && axis->get<uint64_t>() > uint64_t(INT64_MAX)) && axis->get<int64_t>() == want : want < 0;
+  if (!same)
+    throw ManifestError("manifest field " + where + ".segment_axis does not point at the output's segment dim", want < 0 ? "null" : std::to_string(want),
+                        axis ? axis->dump() : "null");
+}
+
 OutputSpec parse_output(const json& o, const std::string& where) {
   no_unknown(o, {"name", "dtype", "shape", "segment_axis", "graph"}, where);
   OutputSpec spec;
   spec.name = str_field(o, "name", where + ".");
   spec.dtype = parse_dtype(o, where);
   spec.shape = parse_shape(*field(o, "shape", "list", where + "."), where + ".shape");
-  if (const json* axis = field(o, "segment_axis", "int", where + ".", true)) spec.segment_axis = axis->get<int>();
+  const json* axis = field(o, "segment_axis", "int", where + ".", true);
   spec.graph = str_field(o, "graph", where + ".");
+  check_segment_axis(spec, axis, where);
+  if (axis) spec.segment_axis = axis->get<int>();  // in 1..rank-1 once checked
   return spec;
 }
 
