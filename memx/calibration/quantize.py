@@ -28,7 +28,7 @@ from memx.calibration.policy import PrecisionPolicy, fold_constant_weights, name
 from memx.onnxgraph import MemoryPath, find_memory_path
 from memx.errors import QuantizationError
 from memx.package.manifest import Manifest
-from memx.package.files import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
+from memx.package.files import Package, check_target, file_info, mirror_manifest, staged_directory, write_text_atomic
 
 log = logging.getLogger("memx.calibration")
 
@@ -114,6 +114,7 @@ def quantize_package(
         raise QuantizationError("only fp32 packages can be quantized", expected="precision fp32", actual=m.precision, hint="quantize the fp32 package it came from")
     if Path(out_dir).resolve() == pkg.path.resolve():
         raise QuantizationError("the quantized package must not replace its source", expected="a different --out", actual=str(out_dir))
+    check_target(out_dir, force=force)  # before calibration: --force replaces only a memx package
     quant = get_method(method)
     policy = PrecisionPolicy(state_precision)
     warnings: list[str] = []

@@ -27,7 +27,7 @@ from memx.package.manifest import (
     StateInfo,
     TensorInfo,
 )
-from memx.package.files import Package, file_info, mirror_manifest, staged_directory, write_text_atomic
+from memx.package.files import Package, check_target, file_info, mirror_manifest, staged_directory, write_text_atomic
 from memx.exporter.contract import check_behaviour, check_declared_io, check_symbolic_axes
 from memx.exporter.step import example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
@@ -271,6 +271,7 @@ def export(
     unless ``contract_checks`` is False, which the manifest records.
     """
     say = progress or (lambda _msg: None)
+    check_target(out_dir, force=force)  # before minutes of export: --force replaces only a memx package
     if not isinstance(model, SegmentModel):
         raise ContractError("model does not implement the step contract", expected="a memx.models.SegmentModel", actual=type(model).__name__)
     model = model.eval()

@@ -4,24 +4,34 @@ Opening checks the manifest schema, that every listed file exists inside the
 package with its recorded size (hash too with ``verify=True``), and that no
 ONNX external-data path leaves the package. Writing goes through a staging
 directory that is renamed into place only when complete, so a failed export
-or update never leaves a half-written package.
+or update never leaves a half-written package. ``force`` replaces only a memx
+package (or an empty directory), in one step on Linux (renameat2 RENAME_EXCHANGE);
+staging directories of killed runs are removed at the next start; package files
+get the modes the user's umask allows (0755/0644 under 022).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
+import json
 import os
+import re
 import shutil
+import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import onnx
 
-from memx.errors import ManifestError, PackageError, PackageExistsError, PackageFileError, UnsafePathError
-from memx.package.manifest import MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
+from memx.errors import ManifestError, PackageExistsError, PackageFileError, UnsafePathError
+from memx.package.manifest import FORMAT, MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
 from memx.package.limits import MAX_MANIFEST_BYTES, regular_file_size
 
 
@@ -147,7 +157,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; packages and reports are meant to be shared
+        os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -170,26 +180,214 @@ def update_manifest(pkg: Package, manifest: Manifest) -> None:
     pkg.manifest = manifest
 
 
+# --- file modes: what the user's umask allows ------------------------------------------------
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc/self/status,
+    kernel >= 4.7); elsewhere set and restored at once (a thread creating a file in that
+    instant would get 0o077, owner-only: safe, never wider)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Mode of a file memx writes: 0o666 less the umask (0o644 under 022, 0o600 under 077)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a directory memx writes: 0o777 less the umask (0o755 under 022, 0o700 under 077)."""
+    return 0o777 & ~current_umask()
+
+
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and every directory and regular file under it the umask's modes: mkdtemp,
+    mkstemp and safetensors make them owner-only, copies keep their source's. Links are skipped
+    (chmod would follow them out of the package)."""
+    files, dirs = file_mode(), dir_mode()
+    os.chmod(root, dirs)
+    for here, subdirs, names in os.walk(root):
+        for name in subdirs + names:
+            path = os.path.join(here, name)
+            kind = os.lstat(path).st_mode
+            if stat.S_ISDIR(kind):
+                os.chmod(path, dirs)
+            elif stat.S_ISREG(kind):
+                os.chmod(path, files)
+
+
+# --- what --force may replace -------------------------------------------------------------------
+def _manifest_problem(path: Path) -> str | None:
+    """None when ``path`` looks like a memx manifest (a regular JSON file with the memx format
+    keys; cheap, not the full schema check of Package.open), else what is wrong with it."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_size > MAX_MANIFEST_BYTES:
+        return f"is {st.st_size} bytes, too large for a manifest"
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return "is not JSON"
+    if not isinstance(data, dict) or data.get("format") != FORMAT or "format_version" not in data:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        return f"is not a memx manifest (format {found!r})"
+    return None
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+
+
+def unreplaceable(target: Path) -> str | None:
+    """None when ``target`` may be replaced by --force (absent, an empty directory or a memx
+    package), else what it is, in words for the error message."""
+    try:
+        kind = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(kind):
+        return f"a symbolic link (to {os.readlink(target)})"
+    if stat.S_ISREG(kind):
+        return "a file"
+    if not stat.S_ISDIR(kind):
+        return "a special file (FIFO, socket or device), not a directory"
+    names = sorted(os.listdir(target))
+    if not names:
+        return None
+    if MANIFEST_FILE not in names:
+        return f"a directory that is not a memx package (no {MANIFEST_FILE}; holds {_some(names)})"
+    problem = _manifest_problem(target / MANIFEST_FILE)
+    return None if problem is None else f"a directory that is not a memx package ({MANIFEST_FILE} {problem})"
+
+
+def check_target(out_dir: str | os.PathLike, *, force: bool = False) -> None:
+    """Refuse an output path that exists (without ``force``) or that --force must not replace:
+    anything but a memx package or an empty directory. Cheap: callers check before long work."""
+    target = Path(out_dir)
+    if not os.path.lexists(target):
+        return
+    if not force:
+        raise PackageExistsError("output directory already exists", expected="a new path (or --force)", actual=str(target))
+    what = unreplaceable(target)
+    if what is not None:
+        raise PackageExistsError(f"--force replaces only a memx package; {target} is not one", expected="a memx package or an empty directory",
+                                 actual=what, hint="choose another --out, or move it away yourself")
+
+
+# --- staging directories and the runs that left them --------------------------------------------
+def _sibling(target: Path, kind: str) -> Path:
+    """A new directory ``.NAME.KIND-PID-RANDOM`` beside ``target``: the pid tells a later run
+    whether its owner is still alive."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts). Anything not known dead is alive."""
+    if os.name == "nt":  # os.kill(pid, 0) terminates the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_dead_leftovers(target: Path) -> list[Path]:
+    """Remove ``.NAME.staging-PID-*`` and ``.NAME.old-PID-*`` directories beside ``target`` whose
+    run is dead (killed before its cleanup ran); those of live runs and anything else stay."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|old)-([1-9][0-9]*)-[a-z0-9_]+")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:  # a parent we may write into but not list: nothing to clean, not a failed export
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and not _pid_alive(int(match[1])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+# --- renaming into place ------------------------------------------------------------------------
+AT_FDCWD = -100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # linux/fs.h
+_UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+@functools.cache
+def _libc_renameat2() -> Callable[..., int] | None:
+    """libc's renameat2 (glibc >= 2.28), or None off Linux or in an older libc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """rename(2) with ``flags``; False when the libc, kernel or file system has no such rename
+    (the caller falls back), an OSError for any other failure."""
+    fn = _libc_renameat2()
+    if fn is None:
+        return False
+    if fn(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the finished ``staging`` to ``target``, swapping out an old package in one step."""
+    if not os.path.lexists(target):
+        try:
+            if not _renameat2(staging, target, RENAME_NOREPLACE):
+                os.rename(staging, target)  # no renameat2 here: a plain rename (replaces only an empty directory)
+        except FileExistsError:
+            raise PackageExistsError("output directory appeared during the export", expected="a new path (or --force)", actual=str(target)) from None
+        return
+    if _renameat2(staging, target, RENAME_EXCHANGE):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old package
+        return
+    # Fallback where RENAME_EXCHANGE is not supported (not Linux, a libc without renameat2, a file
+    # system without exchange): two renames, with a moment between them when target is missing.
+    old = _sibling(target, "old")
+    os.replace(target, old / "pkg")
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(out_dir: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory beside ``out_dir``; on success it replaces
-    ``out_dir`` in one rename, on any error it is removed and ``out_dir`` is untouched."""
+    """Yield an empty staging directory beside ``out_dir``; on success it gets the umask's modes
+    and replaces ``out_dir`` (in one step on Linux), on any error it is removed and ``out_dir``
+    is untouched. ``force`` replaces only a memx package or an empty directory. Staging left by
+    killed runs for the same ``out_dir`` is removed first."""
     target = Path(out_dir)
-    if target.exists() and not force:
-        raise PackageExistsError("output directory already exists", expected="a new path (or --force)", actual=str(target))
-    if target.exists() and not target.is_dir():
-        raise PackageError("output path exists and is not a directory", expected="a directory path", actual=str(target))
+    check_target(target, force=force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    remove_dead_leftovers(target)
+    staging = _sibling(target, "staging")
     try:
         yield staging
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "pkg")
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        apply_umask(staging)
+        check_target(target, force=force)  # again: the export took a while, the path may have changed
+        _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from memx.errors import EngineCompatibilityError, EngineError, InputError
 from memx.package.manifest import GraphInfo, Manifest
-from memx.package.files import Package, file_info, update_manifest
+from memx.package.files import Package, file_info, file_mode, update_manifest
 from memx.tensorrt import versions as tv
 from memx.tensorrt.tags import BuildTags, Profile, normalize_cc
 
@@ -263,7 +263,7 @@ def _commit(pkg: Package, builds: list[GraphBuild]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=engine_dir)
         with os.fdopen(fd, "wb") as f:
             f.write(b.plan)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it
         os.replace(tmp, target)
         files[b.tags.file] = file_info(target)
     manifest = dataclasses.replace(pkg.manifest, files=files, engines=[b.tags.to_dict() for b in builds])
