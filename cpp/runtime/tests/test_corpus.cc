@@ -2,27 +2,18 @@
 // it records, the one Python's reader gives too (tests/package/test_corpus.py).
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "memx/memx.hpp"
+#include "verdicts.hpp"
 
 using namespace memx;
+using namespace memx::testing;
 using nlohmann::json;
 
 namespace {
-std::string data_file(const std::string& relative) {
-  const std::string path = std::string(MEMX_TEST_DATA_DIR) + "/" + relative;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 json corpus() { return json::parse(data_file("manifests/corpus.json")); }
 
 // a corpus path ["state", 0, "dtype"] -> the node's parent and the last key
@@ -44,40 +35,6 @@ std::string case_text(const json& base, const json& c) {
   return doc.dump();
 }
 
-// "ok" if `run` returns, else the most derived memx error type name, as Python names it
-template <typename Fn>
-std::string verdict_of(Fn run) {
-  try {
-    run();
-    return "ok";
-  } catch (const ManifestVersionError&) {
-    return "ManifestVersionError";
-  } catch (const ManifestError&) {
-    return "ManifestError";
-  } catch (const SnapshotCorruptError&) {
-    return "SnapshotCorruptError";
-  } catch (const SnapshotMismatchError&) {
-    return "SnapshotMismatchError";
-  } catch (const NonFiniteStateError&) {
-    return "NonFiniteStateError";
-  } catch (const Error& e) {
-    return std::string("other memx error: ") + e.what();
-  }
-}
-
-std::string restore_verdict(const std::vector<uint8_t>& blob, const json& doc, int64_t batch, SnapshotData* out) {
-  std::vector<StateLayout> schema;
-  for (auto it = doc["schema"].begin(); it != doc["schema"].end(); ++it)
-    schema.push_back({it.key(), dtype_from_name(it.value()["dtype"].get<std::string>()), it.value()["shape"].get<Shape>()});
-  return verdict_of([&] {
-    *out = decode_snapshot(blob);
-    check_snapshot(*out, doc["model_id"].get<std::string>(), batch, schema);
-  });
-}
-
-std::string verdict(const std::string& text, std::string* model_id) {
-  return verdict_of([&] { *model_id = Manifest::parse(text).model_id; });
-}
 }  // namespace
 
 TEST(Corpus, CppReaderGivesEveryRecordedVerdict) {
@@ -85,7 +42,7 @@ TEST(Corpus, CppReaderGivesEveryRecordedVerdict) {
   ASSERT_GE(doc["cases"].size(), 20u);
   for (const auto& c : doc["cases"]) {
     std::string id;
-    std::string got = verdict(case_text(doc["base"], c), &id);
+    std::string got = manifest_verdict(case_text(doc["base"], c), &id);
     EXPECT_EQ(got, c.value("cpp_verdict", c["verdict"].get<std::string>())) << c["name"];
     if (c.contains("cpp_model_id")) {
       EXPECT_EQ(id, c["cpp_model_id"].get<std::string>()) << c["name"];
@@ -103,7 +60,9 @@ TEST(Corpus, CppReaderGivesEverySnapshotItsRecordedVerdict) {
     const std::vector<uint8_t> blob(text.begin(), text.end());
     const json batch = c.contains("batch") ? c["batch"] : doc["batch"];
     SnapshotData data;
-    EXPECT_EQ(restore_verdict(blob, doc, batch.is_null() ? -1 : batch.get<int64_t>(), &data), c["verdict"].get<std::string>()) << c["name"];
+    EXPECT_EQ(restore_verdict(blob, doc["model_id"].get<std::string>(), batch.is_null() ? -1 : batch.get<int64_t>(), schema_of(doc["schema"]), &data),
+              c["verdict"].get<std::string>())
+        << c["name"];
     if (c["verdict"] != "ok") continue;
     EXPECT_EQ(data.segments, c["segments"].get<int64_t>()) << c["name"];
     EXPECT_EQ(data.pending_reset, c["pending_reset"].get<std::vector<bool>>()) << c["name"];
