@@ -66,8 +66,13 @@ def safe_join(root: Path, relative: str) -> Path:
     """root / relative, refusing absolute paths and paths that resolve outside root."""
     if not relative or os.path.isabs(relative) or Path(relative).drive:
         raise UnsafePathError("package path must be relative to the package", expected="a relative path inside the package", actual=relative)
-    root_resolved = root.resolve()
-    target = (root_resolved / relative).resolve()
+    if "\0" in relative:  # the OS takes no path with a NUL byte (ValueError: embedded null byte)
+        raise UnsafePathError("package path holds a NUL byte", expected="a relative path without NUL bytes", actual=repr(relative))
+    try:
+        root_resolved = root.resolve()
+        target = (root_resolved / relative).resolve()
+    except (OSError, RuntimeError) as e:  # a symbolic link loop: RuntimeError before Python 3.13, OSError (ELOOP) after
+        raise PackageFileError(f"package path {relative!r} cannot be resolved", expected="a file, or links that end at one", actual=f"{type(e).__name__}: {e}") from None
     if target != root_resolved and root_resolved not in target.parents:
         raise UnsafePathError("package path leaves the package directory", expected=f"a path inside {root}", actual=relative)
     return target
@@ -115,12 +120,7 @@ class Package:
         regular_file_size(manifest_path, MANIFEST_FILE, ManifestError, limit=MAX_MANIFEST_BYTES)  # not a FIFO (it would block), not huge
         if not manifest_path.resolve().is_relative_to(root.resolve()):
             raise UnsafePathError(f"{MANIFEST_FILE} is a link to a file outside the package", expected=f"a file inside {root}", actual=str(manifest_path.resolve()))
-        raw = manifest_path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ManifestError(f"{MANIFEST_FILE} is not UTF-8 text", expected="UTF-8", actual=f"byte {raw[e.start]:#04x} at offset {e.start}") from None
-        manifest = Manifest.from_json(text, source=str(manifest_path))
+        manifest = Manifest.from_bytes(manifest_path.read_bytes(), source=str(manifest_path))
         pkg = cls(root, manifest)
         pkg.check_files(verify=verify)
         pkg.verified = verify

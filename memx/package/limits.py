@@ -5,9 +5,12 @@ error, not a RecursionError or a stack overflow), bounded manifest size, regular
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 MAX_JSON_DEPTH = 64  # memx writes depth <= 6; a user's config nests a few levels more
 MAX_MANIFEST_BYTES = 64 << 20
@@ -52,3 +55,48 @@ def regular_file_size(path: Path, what: str, error: type[Exception], *, limit: i
     if st.st_size > limit:
         raise error(f"{what} is too large", expected=f"at most {limit} bytes", actual=f"{st.st_size} bytes")
     return st.st_size
+
+
+# JSON read the way libmemx reads it (nlohmann::json), so both readers see the same values and
+# compute the same model id: no NaN/Infinity, no number that overflows a double, integers past
+# the 64-bit range read as doubles, no lone UTF-16 surrogate in a string.
+INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_int(text: str) -> int | float:
+    value = int(text)
+    return value if INT_RANGE[0] <= value <= INT_RANGE[1] else _json_float(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number overflow parsing {text[:40]!r}")
+    return value
+
+
+def _check_text(node: Any) -> None:
+    """Refuse a string (or key) holding a lone surrogate: it is not Unicode text."""
+    if isinstance(node, str):
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"a string holds a lone UTF-16 surrogate: {node[:40]!r}") from None
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            _check_text(key)
+            _check_text(value)
+    elif isinstance(node, list):
+        for value in node:
+            _check_text(value)
+
+
+def strict_json_loads(text: str) -> Any:
+    """json.loads as libmemx parses JSON (see above); ValueError (json.JSONDecodeError among them) when it would refuse."""
+    data = json.loads(text, parse_constant=_not_json, parse_int=_json_int, parse_float=_json_float)
+    _check_text(data)
+    return data

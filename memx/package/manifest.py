@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from memx.errors import ManifestError, ManifestVersionError
-from memx.package.limits import MAX_JSON_DEPTH, json_depth
+from memx.package.limits import MAX_JSON_DEPTH, json_depth, strict_json_loads
 from memx.package.precisions import PRECISIONS
 
 FORMAT = "memx.package"
@@ -119,7 +119,8 @@ class Manifest:
     # --- identity ---------------------------------------------------------------------------
     def model_id(self) -> str:
         """What a snapshot is bound to: family, config, state schema and weights. Written into
-        memx.json as ``model_id`` (readers in other languages take it from there)."""
+        memx.json as ``model_id``; libmemx computes the same (cpp/runtime/src/manifest.cc) and both
+        refuse a stored id that differs."""
         ident = {
             "family": self.family,
             "config": self.config,
@@ -181,10 +182,21 @@ class Manifest:
         if depth > MAX_JSON_DEPTH:
             raise ManifestError(f"{source} is nested too deeply", expected=f"at most {MAX_JSON_DEPTH} levels of arrays and objects", actual=depth)
         try:
-            data = json.loads(text)
+            data = strict_json_loads(text)
         except json.JSONDecodeError as e:
             raise ManifestError(f"{source} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        except ValueError as e:
+            raise ManifestError(f"{source} is not valid JSON ({e})") from None
         return _parse_manifest(data)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, source: str = MANIFEST_FILE) -> "Manifest":
+        """A manifest from memx.json's bytes: strict UTF-8 (as libmemx reads it), then :meth:`from_json`."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{source} is not UTF-8 text", expected="UTF-8", actual=f"byte {raw[e.start]:#04x} at offset {e.start}") from None
+        return cls.from_json(text, source=source)
 
 
 # --- schema validation ---------------------------------------------------------------------------
@@ -199,8 +211,8 @@ def _field(obj: dict, key: str, kind: str, where: str, *, optional: bool = False
     value = obj[key]
     if value is None and optional:
         return None
-    ok = isinstance(value, _TYPES[kind]) and not (kind == "int" and isinstance(value, bool))
-    if not ok:
+    ok = isinstance(value, _TYPES[kind]) and not (kind == "int" and (isinstance(value, bool) or not -(1 << 63) <= value < 1 << 63))
+    if not ok:  # an int field holds a 64-bit signed integer, as libmemx reads it
         raise ManifestError(f"manifest field {where}{key} has the wrong type", expected=kind, actual=type(value).__name__)
     return value
 
@@ -213,7 +225,7 @@ def _no_unknown(obj: dict, allowed: set[str], where: str) -> None:
 
 def _shape(value: Any, where: str) -> list[int | str]:
     if not isinstance(value, list) or not all(
-        (isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d) for d in value
+        (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 63) or (isinstance(d, str) and d) for d in value
     ):
         raise ManifestError(f"manifest field {where} is not a shape", expected="a list of non-negative ints or dim names", actual=value)
     return value

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from memx.errors import NonFiniteStateError, SnapshotCorruptError, SnapshotMismatchError
-from memx.package.limits import MAX_BATCH, MAX_JSON_DEPTH, json_depth
+from memx.package.limits import MAX_BATCH, MAX_JSON_DEPTH, json_depth, strict_json_loads
 
 MAGIC = b"MEMXSNAP"
 VERSION = 1
@@ -73,17 +73,13 @@ def decode(blob: bytes) -> SnapshotData:
     if depth > MAX_JSON_DEPTH:
         raise SnapshotCorruptError("snapshot header is nested too deeply", expected=f"at most {MAX_JSON_DEPTH} levels of arrays and objects", actual=depth)
     try:  # strict UTF-8 (no byte-order mark, no UTF-16), as the C++ reader reads it
-        header = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        header = strict_json_loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         raise SnapshotCorruptError("snapshot header is not valid JSON") from None
     payload = body[_PREFIX.size + header_len :]
     layouts = check_header(header, len(payload))
     states = {t.name: np.frombuffer(payload, dtype=t.dtype, count=t.count, offset=t.offset).reshape(t.shape).copy() for t in layouts}
     return SnapshotData(header["model_id"], states, np.asarray(header["pending_reset"], dtype=bool).reshape(-1), header["segments"])
-
-
-def _refuse_constant(name: str) -> None:  # NaN / Infinity are not JSON (the C++ reader refuses them too)
-    raise ValueError(name)
 
 
 # -- header fields: the C++ twin is cpp/runtime/src/snapshot.cc's check_header; the snapshot corpus

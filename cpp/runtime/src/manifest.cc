@@ -12,6 +12,7 @@
 #include "memx/errors.hpp"
 #include "memx/snapshot.hpp"
 #include "limits.hpp"
+#include "pyjson.hpp"
 
 namespace memx {
 
@@ -35,7 +36,8 @@ const char* kind_of(const json& v) {
 
 bool is_kind(const json& v, const std::string& kind) {
   if (kind == "str") return v.is_string();
-  if (kind == "int") return v.is_number_integer();  // bools are not numbers in nlohmann
+  if (kind == "int")  // a 64-bit signed integer (bools are not numbers in nlohmann), as Python's reader checks
+    return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX));
   if (kind == "dict") return v.is_object();
   if (kind == "list") return v.is_array();
   if (kind == "bool") return v.is_boolean();
@@ -206,13 +208,30 @@ InputSpec parse_input(const json& o, const std::string& where) {
   return spec;
 }
 
-// the stored model id: absent in manifests written before it was stored, else a sha256
+// What a snapshot is bound to, as memx/package/manifest.py's Manifest.model_id computes it: the
+// sha256 of json.dumps({"config", "family", "state": [[name, shape, dtype], ...], "weights"}, sort_keys=True).
+std::string computed_model_id(const json& data) {
+  json state = json::array();
+  for (const auto& s : data["state"]) state.push_back(json::array({s["name"], s["shape"], s["dtype"]}));
+  const json& provenance = data["provenance"];
+  const json ident = {{"config", data["config"]}, {"family", data["family"]}, {"state", state},
+                      {"weights", provenance.contains("weights_sha256") ? provenance["weights_sha256"] : json(nullptr)}};
+  const std::string text = detail::python_dumps(ident);
+  return sha256_hex(text.data(), text.size());
+}
+
+// the model id: the stored one (absent in manifests written before it was stored) must be a
+// sha256 and the one the manifest's family, config, state schema and weights give
 std::string parse_model_id(const json& data) {
+  const std::string computed = computed_model_id(data);
   const json* id = field(data, "model_id", "str", "", true);
-  if (id == nullptr) return "";
+  if (id == nullptr) return computed;
   const std::string value = id->get<std::string>();
   const bool hex = value.size() == 64 && std::all_of(value.begin(), value.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
   if (!hex) throw ManifestError("manifest model_id is not a sha256", "64 lowercase hex digits", value);
+  if (value != computed)
+    throw ManifestError("manifest model_id does not match its family, config, state schema and weights", computed.substr(0, 16), value.substr(0, 16),
+                        "the manifest was edited after export: re-export the package");
   return value;
 }
 

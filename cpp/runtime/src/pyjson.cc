@@ -1,6 +1,10 @@
 #include "pyjson.hpp"
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "memx/errors.hpp"
@@ -58,13 +62,15 @@ void dump_string(std::string& out, const std::string& s) {
 }
 
 void dump(std::string& out, const nlohmann::json& v) {
+  if (v.is_number_float()) {
+    out += python_float_repr(v.get<double>());
+    return;
+  }
   switch (v.type()) {
     case nlohmann::json::value_t::null: out += "null"; break;
     case nlohmann::json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
     case nlohmann::json::value_t::number_integer: out += std::to_string(v.get<int64_t>()); break;
     case nlohmann::json::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); break;
-    case nlohmann::json::value_t::number_float:  // Python's float repr is not needed: the model id is read from memx.json
-      throw InternalError("a snapshot header holds no floats", "null/bool/int/string/array/object", "float");
     case nlohmann::json::value_t::string: dump_string(out, v.get_ref<const std::string&>()); break;
     case nlohmann::json::value_t::array: {
       out += '[';
@@ -95,6 +101,32 @@ void dump(std::string& out, const nlohmann::json& v) {
 }
 
 }  // namespace
+
+std::string python_float_repr(double x) {
+  if (std::isnan(x)) return "NaN";  // json.dumps's words for them (memx's readers refuse them as input)
+  if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+  if (x == 0) return std::signbit(x) ? "-0.0" : "0.0";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, std::fabs(x), std::chars_format::scientific);  // shortest round trip: d.ddde+XX
+  const std::string sci(buf, res.ptr);
+  const std::size_t e = sci.find('e');
+  std::string digits = sci.substr(0, e);
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const int exponent = std::atoi(sci.c_str() + e + 1);
+  const int n = static_cast<int>(digits.size()), point = exponent + 1;  // the decimal point sits after `point` digits
+  std::string out = x < 0 ? "-" : "";
+  if (point > -4 && point <= 16) {  // CPython's repr: fixed notation for 1e-4 <= |x| < 1e16
+    if (point <= 0) out += "0." + std::string(-point, '0') + digits;
+    else if (point >= n) out += digits + std::string(point - n, '0') + ".0";
+    else out += digits.substr(0, point) + "." + digits.substr(point);
+    return out;
+  }
+  out += digits.substr(0, 1);
+  if (n > 1) out += "." + digits.substr(1);
+  char exp[16];
+  std::snprintf(exp, sizeof exp, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+  return out + exp;
+}
 
 std::string python_dumps(const nlohmann::json& value) {
   std::string out;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "memx/memx.hpp"
+#include "pyjson.hpp"
 #include "package.hpp"
 
 using namespace memx;
@@ -49,15 +50,27 @@ TEST(Manifest, ParsesEveryField) {
   EXPECT_EQ(m.step_inputs(), (std::vector<std::string>{"tokens", "lengths", "reset", "state_in.memory"}));
 }
 
-TEST(Manifest, ModelIdIsReadFromTheManifest) {
+TEST(Manifest, ModelIdIsComputedAsPythonComputesItAndAStoredOneMustMatch) {
+  const std::string computed = Manifest::parse(kValid).model_id;  // written before the id was stored: computed
+  ASSERT_EQ(computed.size(), 64u);
   json with_id = valid();
+  with_id["model_id"] = computed;
+  EXPECT_EQ(Manifest::parse(with_id.dump()).model_id, computed);
   with_id["model_id"] = std::string(64, 'e');
-  EXPECT_EQ(Manifest::parse(with_id.dump()).model_id, std::string(64, 'e'));
-  EXPECT_EQ(Manifest::parse(kValid).model_id, "");  // written before the id was stored
+  auto edited = refused<ManifestError>(with_id);
+  EXPECT_EQ(edited.expected(), computed.substr(0, 16));
+  EXPECT_EQ(edited.actual(), std::string(16, 'e'));
   with_id["model_id"] = "EEEE";
   auto e = refused<ManifestError>(with_id);
   EXPECT_EQ(e.expected(), "64 lowercase hex digits");
   EXPECT_EQ(e.actual(), "EEEE");
+}
+
+TEST(Manifest, FloatsInTheConfigAreWrittenAsPythonWritesThem) {
+  for (const auto& [x, text] : std::vector<std::pair<double, std::string>>{
+           {1e-05, "1e-05"}, {0.0001, "0.0001"}, {0.125, "0.125"}, {0.0, "0.0"}, {-0.0, "-0.0"}, {1e16, "1e+16"}, {1e15, "1000000000000000.0"},
+           {123.0, "123.0"}, {0.1, "0.1"}, {1.0 / 3, "0.3333333333333333"}, {-2.5e-300, "-2.5e-300"}, {6.02214076e23, "6.02214076e+23"}})
+    EXPECT_EQ(detail::python_float_repr(x), text);
 }
 
 TEST(Manifest, RefusesUnknownFormatVersionNamingBoth) {
