@@ -15,7 +15,7 @@ CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
 CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/src/*.inc cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed
+.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,18 @@ cpp-embed: cpp
 	cmake -S cpp/runtime/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/cpp-install > /dev/null
 	cmake --build build/cpp-embed > /dev/null
 	$(CPP_TEST_PKG) build/cpp-embed/embed $$pkg 16
+
+# The fuzz suite at length (CI runs it at scale 1 inside `make test`): tests/fuzz at 20x its
+# CI case counts, libmemx's fuzz tests with 60,000 cases each, plain and under ASan/UBSan;
+# then one table of every family's cases, typed refusals and accepted inputs.
+FUZZ_SCALE ?= 20
+FUZZ_CPP_CASES ?= 60000
+fuzz: $(STAMP) cpp cpp-asan-build
+	rm -rf build/fuzz && mkdir -p build/fuzz
+	MEMX_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q tests/fuzz -p no:cacheprovider
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg MEMX_FUZZ_CASES=$(FUZZ_CPP_CASES) $(CPP_BUILD)/memx_tests --gtest_filter='Fuzz.*' --gtest_brief=1 > build/fuzz/cpp-plain.log 2>&1 || { tail -40 build/fuzz/cpp-plain.log; exit 1; }
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg MEMX_FUZZ_CASES=$$(( $(FUZZ_CPP_CASES) / 10 )) $(SANITIZERS) $(CPP_ASAN)/memx_tests --gtest_filter='Fuzz.*' --gtest_brief=1 > build/fuzz/cpp-asan.log 2>&1 || { tail -40 build/fuzz/cpp-asan.log; exit 1; }
+	$(PY) tools/fuzz_report.py build/fuzz/cpp-plain.log build/fuzz/cpp-asan.log
 
 quickstart: $(STAMP) ops-optional
 	$(VENV)/bin/memx quickstart
