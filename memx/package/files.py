@@ -26,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import onnx
 
@@ -78,6 +78,35 @@ def safe_join(root: Path, relative: str) -> Path:
     return target
 
 
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, sparse initializers, tensor attributes of its
+    nodes (Constant and friends) and, recursively, of their subgraphs (If/Loop/Scan bodies)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Iterator[onnx.TensorProto]:
+    for node in nodes:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _graph_tensors(a.g)
+            for g in a.graphs:
+                yield from _graph_tensors(g)
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """The main graph's tensors and those of model-local functions (the C++ twin: onnx_scan.cc)."""
+    yield from _graph_tensors(model.graph)
+    for f in model.functions:
+        yield from _node_tensors(f.node)
+
+
 def check_external_data(onnx_path: Path, root: Path) -> list[str]:
     """Return the external-data files an ONNX model uses, refusing any outside ``root``."""
     try:
@@ -85,10 +114,7 @@ def check_external_data(onnx_path: Path, root: Path) -> list[str]:
     except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
         raise PackageFileError(f"package file {onnx_path.name!r} is not a readable ONNX model", expected="an ONNX protobuf", actual=f"{type(e).__name__}: {str(e)[:200]}") from None
     locations: set[str] = set()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:  # Constant nodes may carry external tensors too
-        tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
-    for t in tensors:
+    for t in _all_tensors(model):
         if t.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in t.external_data}
             loc = entries.get("location", "")

@@ -75,3 +75,24 @@ def test_a_token_file_whose_shape_product_overflows_is_an_npy_error(pkg, tmp_pat
     (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 64)
     r = _run(pkg, tokens=tmp_path / "huge.npy")
     assert r.returncode == 1 and ".npy shape does not describe an array memx can hold" in r.stderr and "overflows" in r.stderr, r.stderr
+
+
+def test_unlisted_external_data_is_refused_by_memx_run_as_by_python(pkg):
+    import hashlib
+
+    import onnx
+
+    from memx import runtimes
+    from memx.errors import PackageFileError
+
+    doc = json.loads((pkg / "memx.json").read_text())
+    graph = doc["graphs"][0]["file"]
+    model = onnx.load(str(pkg / graph))
+    onnx.save(model, str(pkg / graph), save_as_external_data=True, all_tensors_to_one_file=True, location="stray.bin", size_threshold=0)
+    raw = (pkg / graph).read_bytes()
+    doc["files"][graph] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}  # the graph re-listed, its data not
+    (pkg / "memx.json").write_text(json.dumps(doc))
+    r = _run(pkg, "--segment-len", "8")
+    assert r.returncode == 1 and f"external data 'stray.bin' of {graph} is not listed in the manifest: expected listed in files, got unlisted" in r.stderr, r.stderr
+    with pytest.raises(PackageFileError, match=f"external data 'stray.bin' of {graph} is not listed in the manifest"):
+        runtimes.open(pkg)

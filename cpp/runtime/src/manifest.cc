@@ -322,6 +322,8 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
     data = json::parse(json_text);
   } catch (const json::parse_error& e) {
     throw ManifestError(source + " is not valid JSON (byte " + std::to_string(e.byte) + ")");
+  } catch (const json::exception& e) {  // out_of_range.406: a number that overflows a double (1e400), found by tests/fuzz
+    throw ManifestError(source + " is not valid JSON (" + e.what() + ")");
   }
   if (!data.is_object()) throw ManifestError("manifest is not a JSON object", "object", kind_of(data));
   auto fmt = data.find("format");

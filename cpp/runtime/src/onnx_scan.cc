@@ -1,6 +1,7 @@
 #include "onnx_scan.hpp"
 
 #include <filesystem>
+#include <set>
 
 #include "memx/errors.hpp"
 #include "memx/npy.hpp"
@@ -146,17 +147,20 @@ std::vector<std::string> external_data_locations(const std::vector<uint8_t>& mod
   return out;
 }
 
-void check_external_data(const std::string& root, const std::string& relative_model) {
+void check_external_data(const std::string& root, const std::string& relative_model, const std::set<std::string>& listed) {
   const std::string model = safe_join(root, relative_model);
   const std::filesystem::path model_dir = std::filesystem::path(relative_model).parent_path();
   for (const std::string& location : external_data_locations(read_file(model))) {
     if (std::filesystem::path(location).is_absolute())
       throw UnsafePathError("ONNX external data must be a relative path inside the package", "a relative path inside the package", location);
+    const std::string rel = (model_dir / location).lexically_normal().generic_string();
     try {
-      safe_join(root, (model_dir / location).lexically_normal().string());
+      safe_join(root, rel);
     } catch (const UnsafePathError&) {
       throw UnsafePathError("ONNX external data of '" + relative_model + "' leaves the package directory", "a path inside " + root, location);
     }
+    // an unlisted file has no size or hash to check: refused, as Python's Package.check_files refuses it
+    if (!listed.count(rel)) throw PackageFileError("external data '" + rel + "' of " + relative_model + " is not listed in the manifest", "listed in files", "unlisted");
   }
 }
 

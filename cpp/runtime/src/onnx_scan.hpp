@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@ namespace memx::detail {
 std::vector<std::string> external_data_locations(const std::vector<uint8_t>& model_bytes);
 
 // every external-data file of root/relative_model must resolve inside root (UnsafePathError)
-void check_external_data(const std::string& root, const std::string& relative_model);
+// and be one the manifest lists (PackageFileError: an unlisted file has no size or hash to check)
+void check_external_data(const std::string& root, const std::string& relative_model, const std::set<std::string>& listed);
 
 }  // namespace memx::detail

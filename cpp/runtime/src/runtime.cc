@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <set>
 
 #include "device_copy.hpp"
 #include "onnx_scan.hpp"
@@ -153,8 +154,10 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   }
   cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtArenaAllocator, options.device_id, OrtMemTypeDefault);
+  std::set<std::string> listed;
+  for (const auto& [rel, _] : manifest.files) listed.insert(rel);
   for (const auto& g : manifest.graphs) {
-    detail::check_external_data(dir, g.file);
+    detail::check_external_data(dir, g.file, listed);
     const std::string path = detail::safe_join(dir, g.file);
     try {
       sessions.push_back(std::make_unique<Ort::Session>(env, path.c_str(), *session_options));

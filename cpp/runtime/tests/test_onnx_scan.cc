@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "memx/memx.hpp"
 #include "onnx_scan.hpp"
@@ -59,15 +60,32 @@ TEST(OnnxScan, PackageRefusesExternalDataThatLeavesIt) {
   std::ofstream(root / "graphs/up-one.onnx", std::ios::binary) << model(graph_with_initializer("../w.bin"));
   std::ofstream(root / "graphs/escape.onnx", std::ios::binary) << model(graph_with_initializer("../../secret.bin"));
   std::ofstream(root / "graphs/absolute.onnx", std::ios::binary) << model(graph_with_initializer("/etc/passwd"));
-  EXPECT_NO_THROW(detail::check_external_data(root.string(), "graphs/inside.onnx"));
-  EXPECT_NO_THROW(detail::check_external_data(root.string(), "graphs/up-one.onnx"));  // still inside the package
+  const std::set<std::string> listed = {"graphs/w.bin", "w.bin"};
+  EXPECT_NO_THROW(detail::check_external_data(root.string(), "graphs/inside.onnx", listed));
+  EXPECT_NO_THROW(detail::check_external_data(root.string(), "graphs/up-one.onnx", listed));  // still inside the package
   try {
-    detail::check_external_data(root.string(), "graphs/escape.onnx");
+    detail::check_external_data(root.string(), "graphs/escape.onnx", listed);
     FAIL() << "escaping external data accepted";
   } catch (const UnsafePathError& e) {
     EXPECT_EQ(e.actual(), "../../secret.bin");
   }
-  EXPECT_THROW(detail::check_external_data(root.string(), "graphs/absolute.onnx"), UnsafePathError);
+  EXPECT_THROW(detail::check_external_data(root.string(), "graphs/absolute.onnx", listed), UnsafePathError);
+  std::filesystem::remove_all(root);
+}
+
+TEST(OnnxScan, UnlistedExternalDataIsRefusedAsPythonRefusesIt) {  // memx-run accepted it (issue 17)
+  const auto root = std::filesystem::temp_directory_path() / "memx-gtest-unlisted";
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root);
+  std::ofstream(root / "step.onnx", std::ios::binary) << model(graph_with_initializer("stray.bin"));
+  try {
+    detail::check_external_data(root.string(), "step.onnx", {"step.onnx"});
+    FAIL() << "unlisted external data accepted";
+  } catch (const PackageFileError& e) {
+    EXPECT_EQ(std::string(e.message()), "external data 'stray.bin' of step.onnx is not listed in the manifest");
+    EXPECT_EQ(e.expected(), "listed in files");
+  }
+  EXPECT_NO_THROW(detail::check_external_data(root.string(), "step.onnx", {"step.onnx", "stray.bin"}));
   std::filesystem::remove_all(root);
 }
 
@@ -75,5 +93,7 @@ TEST(OnnxScan, RealExportedGraphHasNoEscapingData) {
   const char* pkg = std::getenv("MEMX_TEST_PACKAGE");
   if (!pkg) GTEST_SKIP() << "needs MEMX_TEST_PACKAGE";
   Manifest m = Manifest::load(pkg);
-  for (const auto& g : m.graphs) EXPECT_NO_THROW(detail::check_external_data(pkg, g.file));
+  std::set<std::string> listed;
+  for (const auto& [rel, _] : m.files) listed.insert(rel);
+  for (const auto& g : m.graphs) EXPECT_NO_THROW(detail::check_external_data(pkg, g.file, listed));
 }

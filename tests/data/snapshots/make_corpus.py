@@ -183,6 +183,8 @@ def cases() -> list[tuple[dict[str, Any], bytes]]:
         ({"name": "header-with-byte-order-mark", "verdict": "SnapshotCorruptError"}, raw_header(good, b"\xef\xbb\xbf" + header_text(good))),
         ({"name": "header-nan-literal", "verdict": "SnapshotCorruptError"}, raw_header(good, header_text(good).replace(b'"segments": 7', b'"segments": NaN'))),
         ({"name": "header-not-an-object", "verdict": "SnapshotCorruptError"}, raw_header(good, b"[]")),
+        ({"name": "header-number-overflowing-a-double", "verdict": "SnapshotCorruptError"},
+         raw_header(good, header_text(good).replace(b'"segments": 7', b'"segments": 1e400'))),
         ({"name": "header-keys-reordered", "verdict": "ok", "canonical": False, "segments": 7, "pending_reset": [False, True]},
          raw_header(good, json.dumps(json.loads(header_text(good)), sort_keys=False, indent=2).encode())),
         *[({"name": name, "verdict": verdict}, edit_header(good, edit)) for name, verdict, edit in FORGED],
