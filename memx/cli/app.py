@@ -24,15 +24,28 @@ err = Console(stderr=True)
 
 
 def errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print memx errors as one clear line and exit 2 instead of a traceback."""
+    """Print memx errors as one clear line and exit 2 instead of a traceback. The library types
+    every error a user can cause; the one safety net is for errors the OS raises about a path
+    (a file that vanished, a permission, a link loop) before memx could look at it."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MemxError as e:
-            err.print(f"[bold red]error[/] ({type(e).__name__}): {escape(str(e))}", highlight=False)
+            _error_line(type(e).__name__, str(e))
+            raise typer.Exit(2) from None
+        except OSError as e:
+            if e.errno is None:  # not the OS's: a bug to see with its traceback
+                raise
+            what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename is not None else "") + (f" -> {e.filename2}" if e.filename2 is not None else "")
+            _error_line(type(e).__name__, what)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _error_line(kind: str, message: str) -> None:
+    """One line on stderr, however wide the terminal (soft_wrap: rich does not break it)."""
+    err.print(f"[bold red]error[/] ({kind}): {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 

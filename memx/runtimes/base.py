@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, MemxError, StateError
+from memx.errors import BackendRunError, BackendUnavailableError, InputError, InternalError, ManifestError, MemxError, StateError
 from memx.registry import Registry
 from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package
@@ -104,6 +104,7 @@ class StepPlan:
 
     @classmethod
     def of(cls, manifest: Manifest) -> "StepPlan":
+        _check_state_dtypes(manifest)
         schema = snap.state_schema(manifest)
         return cls(
             schema=schema,
@@ -121,6 +122,8 @@ class StepPlan:
         for name, arr in new_state.items():
             if arr.shape != shapes[name]:
                 raise StateError(f"backend returned state {name!r} with the wrong shape", expected=list(shapes[name]), actual=list(arr.shape))
+            if arr.dtype != self.schema[name][1]:  # a backend must not change what a snapshot of the state holds
+                raise StateError(f"backend returned state {name!r} with the wrong dtype", expected=self.schema[name][1], actual=str(arr.dtype))
         if not self.float_states:
             return
         # one reduction for all float states: a NaN or Inf anywhere makes the sum of squares
@@ -131,6 +134,33 @@ class StepPlan:
             arr = new_state[name]
             if not np.isfinite(arr).all():
                 raise non_finite_state_error(name, arr)
+
+
+def _check_state_dtypes(manifest: Manifest) -> None:
+    """Each state's dtype must be the one its graph input takes and its graph output gives, as
+    memx.json declares them: the state is fed as the state dtype says (every backend refuses
+    the same package with the same error, before any step)."""
+    for s in manifest.state:
+        for g in manifest.graphs:
+            for kind, tensors, name in (("input", g.inputs, s.input), ("output", g.outputs, s.output)):
+                for t in tensors:
+                    if t.name == name and t.dtype != s.dtype:
+                        raise ManifestError(f"state {s.name!r} has another dtype than graph {g.name!r} {kind} {t.name!r} in memx.json", expected=t.dtype, actual=s.dtype,
+                                            hint="the manifest was edited after export: re-export the package")
+
+
+def check_graph_dtypes(manifest: Manifest, taken: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse a package whose memx.json declares a graph tensor with another dtype than the graph,
+    as a backend loaded it, takes or gives (``taken``: graph name -> tensor name -> dtype; names
+    a backend does not know are not checked). Every backend raises this same error at open."""
+    for g in manifest.graphs:
+        known = taken.get(g.name, {})
+        for kind, tensors in (("input", g.inputs), ("output", g.outputs)):
+            for t in tensors:
+                actual = known.get(t.name)
+                if actual is not None and actual != t.dtype:
+                    raise ManifestError(f"graph {g.name!r} {kind} {t.name!r} has another dtype than memx.json declares", expected=t.dtype, actual=actual,
+                                        hint="the manifest or the graph was edited after export: re-export the package")
 
 
 @dataclass
@@ -219,7 +249,9 @@ class Runtime:
         plan = self._plan
         values: dict[str, np.ndarray] = {"tokens": tokens, "lengths": lengths, "reset": reset, **(extras or {})}
         for name, graph_input, _ in plan.state_io:
-            values[graph_input] = np.ascontiguousarray(state[name])
+            arr = values[graph_input] = np.ascontiguousarray(state[name])
+            if arr.dtype != plan.schema[name][1]:  # ONNX Runtime would refuse it, torch would cast it: every backend refuses it here
+                raise StateError(f"state {name!r} has the wrong dtype", expected=plan.schema[name][1], actual=str(arr.dtype))
         for graph, input_names in plan.graph_inputs:  # a later graph may consume an earlier one's outputs
             feeds = {n: values[n] for n in input_names}
             if self.graph_observer is not None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from memx.errors import BackendUnavailableError
+from memx.errors import BackendUnavailableError, PackageFileError
 from memx.package.manifest import GraphInfo
 from memx.package.files import Package
-from memx.runtimes.base import Backend, register_backend
+from memx.runtimes.base import Backend, check_graph_dtypes, register_backend
 from memx.runtimes.resident import Binding, OrtDevice
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
@@ -48,11 +48,24 @@ class OnnxRuntimeBackend(Backend):
             )
         so = options.get("session_options") or self._session_options(ort, options)
         self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))
-        self._sessions = {
-            g.name: ort.InferenceSession(str(package.file(g.file)), sess_options=so, providers=[p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available])
-            for g in package.manifest.graphs
-        }
+        usable = [p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available]
+        self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
+        check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
         self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
+
+    @staticmethod
+    def _session(ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any:
+        """An InferenceSession of one graph; a graph ONNX Runtime refuses (not ONNX, invalid, an
+        op it has no kernel for, types that do not agree) is a PackageFileError naming the file."""
+        path = package.file(graph.file)
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as e:  # onnxruntime's own types (InvalidGraph, Fail, InvalidArgument, ...) and RuntimeError
+            if type(e).__name__ == "EPFail":  # the provider, not the graph
+                raise BackendUnavailableError(f"execution provider failed to load graph {graph.name!r} ({graph.file})", expected=f"providers {providers}",
+                                              actual=_ort_text(e)) from None
+            raise PackageFileError(f"package file {graph.file!r} is a graph onnxruntime {ort.__version__} cannot load", expected="a valid ONNX graph",
+                                   actual=_ort_text(e)) from None
 
     @staticmethod
     def _register_custom_ops(so: Any, package: Package, choice: Any) -> str:
@@ -71,7 +84,10 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendUnavailableError("custom-op library requested but not available", expected="libmemx_ops.so", actual=library_status()[1])
             log.debug("memx ops run their reference bodies: %s", library_status()[1])
             return "reference body (no kernel library)"
-        so.register_custom_ops_library(str(path))
+        try:
+            so.register_custom_ops_library(str(path))
+        except Exception as e:  # not a shared library, or one built against another onnxruntime
+            raise BackendUnavailableError("custom-op library cannot be loaded", expected=f"a libmemx_ops built for this onnxruntime at {path}", actual=_ort_text(e)) from None
         log.debug("memx ops run the kernels of %s", path)
         return f"kernel ({path.name})"
 
@@ -113,6 +129,23 @@ class OnnxRuntimeBackend(Backend):
         sess = next(iter(self._sessions.values()))
         return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__,
                 "custom_ops": self.custom_op_kernels}
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16", "tensor(double)": "float64", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _session_dtypes(sess: Any) -> dict[str, str]:
+    """tensor name -> dtype of a session's inputs and outputs, as memx.json spells dtypes."""
+    return {a.name: _ORT_TYPES.get(a.type, a.type) for a in (*sess.get_inputs(), *sess.get_outputs())}
+
+
+def _ort_text(e: Exception) -> str:
+    """onnxruntime's error as one line: its type and the message without the "[ONNXRuntimeError] : N : KIND :" head."""
+    text = " ".join(str(e).split())
+    if text.startswith("[ONNXRuntimeError]"):
+        text = text.split(" : ", 3)[-1]
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 class OrtIoBindingExecutor:

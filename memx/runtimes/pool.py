@@ -20,7 +20,7 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from memx.errors import InputError
+from memx.errors import DTypeError, InputError
 from memx.package import snapshot as snap
 from memx.runtimes.inputs import NO_EXTRAS, check_extras, check_tokens
 
@@ -102,7 +102,7 @@ class StreamPool:
         return sid
 
     def close(self, sid: int) -> None:
-        self._check(sid)
+        sid = self._check(sid)
         self.slots.close(sid)
         del self._pending[sid], self._segments[sid]
 
@@ -112,29 +112,33 @@ class StreamPool:
     def __contains__(self, sid: object) -> bool:
         return sid in self._pending
 
-    def _check(self, sid: int) -> None:
-        if sid not in self._pending:
-            raise InputError("unknown stream id", expected=f"one of the {len(self._pending)} open streams", actual=sid)
+    def _check(self, sid: Any) -> int:
+        """An open stream's id as the int pool.open gave (numpy integers too; not a bool, float or str)."""
+        if isinstance(sid, (bool, np.bool_)) or not isinstance(sid, (int, np.integer)):
+            raise DTypeError("a stream id must be an integer", expected="an int that pool.open() returned", actual=f"{type(sid).__name__} {sid!r}")
+        if int(sid) not in self._pending:
+            raise InputError("unknown stream id", expected=f"one of the {len(self._pending)} open streams", actual=int(sid))
+        return int(sid)
 
     def reset(self, sid: int) -> None:
-        self._check(sid)
+        sid = self._check(sid)
         self.slots.close(sid)
         self.slots.open(sid)
         self._pending[sid], self._segments[sid] = True, 0
 
     def snapshot(self, sid: int) -> bytes:
-        self._check(sid)
+        sid = self._check(sid)
         return snap.encode(snap.SnapshotData(self.runtime.model_id, self.slots.read(sid), np.array([self._pending[sid]]), self._segments[sid]))
 
     def restore(self, sid: int, blob: bytes) -> None:
         """Replace stream ``sid``'s state by a snapshot's (batch 1); refuses, state unchanged, on any mismatch."""
-        self._check(sid)
+        sid = self._check(sid)
         data = snap.decode_checked(blob, model_id=self.runtime.model_id, batch=1, schema=self.runtime.state_schema)
         self.slots.write(sid, data.states)
         self._pending[sid], self._segments[sid] = bool(data.pending_reset[0]), data.segments
 
     def state(self, sid: int) -> dict[str, np.ndarray]:
-        self._check(sid)
+        sid = self._check(sid)
         return self.slots.read(sid)
 
     def step(self, inputs: Mapping[int, Any]) -> dict[int, dict[str, np.ndarray]]:
@@ -147,8 +151,13 @@ class StreamPool:
             raise InputError("pool.step takes a mapping of stream id to its segment", expected="{stream id: tokens}", actual=type(inputs).__name__)
         checked: dict[int, np.ndarray] = {}
         extras: dict[int, Mapping[str, np.ndarray]] = {}
-        for sid, given in inputs.items():
-            self._check(sid)
+        keys: dict[int, Any] = {}  # stream id -> the key that named it, to say which keys collide
+        for key, given in inputs.items():
+            sid = self._check(key)
+            if sid in keys:  # a Mapping whose items() repeat a stream: refuse rather than run only its last segment
+                raise InputError(f"stream {sid} is given twice in one pool.step", expected="each stream at most once per step",
+                                 actual=f"keys {keys[sid]!r} and {key!r}")
+            keys[sid] = key
             tokens, named = _split(given)
             checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
             extras[sid] = check_extras(named, m.inputs, batch=1, segment_len=len(checked[sid]))

@@ -62,6 +62,14 @@ class Device(Protocol):
 _ONNX_FLOATS = {"tensor(float)": 1, "tensor(float16)": 10, "tensor(double)": 11}  # OrtValue.data_type() -> onnx.TensorProto type
 
 
+def torch_ready(host: np.ndarray) -> np.ndarray:
+    """``host`` as torch.from_numpy takes it: writable (read-only inputs are copied), C-contiguous
+    and without a negative stride (numpy calls a view reversed along an axis of size 1
+    contiguous; torch refuses it), copied only when it is not already."""
+    arr = np.require(host, requirements=["C", "W"])
+    return arr if all(st >= 0 for st in arr.strides) else arr.copy()
+
+
 def _finite_host(arr: np.ndarray) -> bool:
     return arr.dtype.kind != "f" or bool(np.isfinite(arr).all())
 
@@ -91,7 +99,7 @@ class TorchDevice:
         return int(buf.data_ptr())
 
     def upload(self, buf: Any, host: np.ndarray) -> None:
-        src = self.torch.from_numpy(np.require(host, requirements=["C", "W"]))  # torch wants writable memory (read-only inputs are copied)
+        src = self.torch.from_numpy(torch_ready(host))
         if self.stream is None:
             buf.copy_(src)
             return

@@ -13,8 +13,8 @@ from memx.errors import BackendUnavailableError, CheckpointError, PackageFileErr
 from memx.package.manifest import GraphInfo
 from memx.package.files import Package
 from memx.models.reference import build_reference
-from memx.runtimes.base import Backend, register_backend
-from memx.runtimes.resident import Binding, TorchDevice
+from memx.runtimes.base import Backend, check_graph_dtypes, register_backend
+from memx.runtimes.resident import Binding, TorchDevice, torch_ready
 
 
 @register_backend("torch")
@@ -33,7 +33,8 @@ class TorchBackend(Backend):
         if not weights:
             raise PackageFileError("package has no reference weights for the torch backend", expected="reference.weights in memx.json", actual="none")
         model = build_reference(m, model=options.get("model"), factory=options.get("factory"), trust_package_factory=bool(options.get("trust_package_factory")))
-        tensors = load_file(str(package.file(weights)))
+        check_graph_dtypes(m, {g.name: _model_dtypes(model) for g in m.graphs})  # as the ONNX Runtime backend checks its sessions
+        tensors = _load_weights(package, weights)
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as e:
@@ -45,7 +46,7 @@ class TorchBackend(Backend):
         self._torch_device = torch.device(device)
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.require(feeds[t.name], requirements=["C", "W"])).to(self._torch_device) for t in graph.inputs]  # torch wants writable memory
+        args = [torch.from_numpy(torch_ready(feeds[t.name])).to(self._torch_device) for t in graph.inputs]
         with torch.inference_mode():
             out = self.modules[graph.name](*args)
         return {t.name: o.to("cpu").numpy() for t, o in zip(graph.outputs, out)}
@@ -57,6 +58,27 @@ class TorchBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def _load_weights(package: Package, weights: str) -> dict[str, torch.Tensor]:
+    """The reference weights; a file safetensors cannot read is a PackageFileError naming it."""
+    path = package.file(weights)
+    try:
+        return load_file(str(path))
+    except OSError as e:
+        raise PackageFileError(f"package file {weights!r} cannot be read", expected="a readable safetensors file", actual=f"{type(e).__name__}: {e.strerror or e}") from None
+    except Exception as e:  # SafetensorError (a bad header, truncated data) and what the Rust side raises
+        raise PackageFileError(f"package file {weights!r} is not a readable safetensors file", expected="safetensors weights", actual=f"{type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _model_dtypes(model: Any) -> dict[str, str]:
+    """tensor name -> dtype of every step tensor the model's specs declare (what its graphs take and give)."""
+    dtypes = {"tokens": "int64", "lengths": "int64", "reset": "bool"}
+    dtypes.update({i.name: i.dtype for i in model.input_specs()})
+    for s in model.state_specs():
+        dtypes[f"state_in.{s.name}"] = dtypes[f"state_out.{s.name}"] = s.dtype
+    dtypes.update({o.name: o.dtype for o in (*model.output_specs(), *model.intermediate_specs())})
+    return dtypes
 
 
 class TorchExecutor:
