@@ -122,7 +122,7 @@ def main() -> None:
                                  "speedup_vs_first": base / med})
 
     print(f"\nper-segment latency, {args.rounds} interleaved rounds after {args.warmup} warm-up; {machine()}")
-    print(f"speed-up = median of the first available contender / median of the row (higher is faster)")
+    print("speed-up = median of the first available contender / median of the row (higher is faster)")
     head = f"{'preset':<14}{'B':>3}{'S':>5}  {'backend':<26}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}{'tokens/s':>11}{'speed-up':>10}"
     print(head)
     print("-" * len(head))

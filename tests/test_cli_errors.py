@@ -198,3 +198,15 @@ def test_an_os_error_about_a_path_is_one_line_and_exit_2_at_the_cli(monkeypatch,
 
     with pytest.raises(OSError, match="not from the OS"):
         bug()
+
+
+def test_inspect_shows_a_hand_edited_validation_record_as_unreadable_not_a_traceback(private_copy):
+    pkg = private_copy("rmt-tiny")
+    m = json.loads((pkg / "memx.json").read_text())
+    m["validation"] = {"onnxruntime:cpu": {"max_error": "big"}, "precision:x": [1, 2], "ok:cpu": {"passed": True, "max_error": 1e-7, "segments": 8}}
+    (pkg / "memx.json").write_text(json.dumps(m))
+    r = memx_cli("inspect", pkg, "--no-verify")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    out = " ".join(r.stdout.split())  # rich wraps at the terminal's width
+    assert "validation onnxruntime:cpu: a record memx cannot read" in out and "validation precision:x: a record memx cannot read" in out, out
+    assert "validation ok:cpu: PASS, max error 1e-07 over 8 segments" in out, out

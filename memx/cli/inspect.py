@@ -63,18 +63,29 @@ def inspect(
             kt.add_row(backend_name, escape(how))
         out.print(kt)
     if info["quantization"]:
-        print_quantization(info["quantization"])
+        try:
+            print_quantization(info["quantization"])
+        except (KeyError, TypeError, ValueError, AttributeError):  # a free-form record, edited by hand
+            out.print("quantization: a record memx cannot read (memx.json edited?)")
     if info["validation"]:
         for key, v in info["validation"].items():
-            if key.startswith("precision:"):
-                acc = v.get("task_accuracy")
-                what = f"task {acc['candidate']:.2%} vs {acc['reference']:.2%} ({-acc['drop_points']:+.2f} points)" if acc else \
-                    f"top-1 agreement {v['summary']['top1_agreement_mean']:.2%}"
-                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, {what} over {v['segments']} segments", highlight=False)
-            else:
-                out.print(f"validation {key}: {'PASS' if v['passed'] else 'FAIL'}, max error {v['max_error']:.3g} over {v['segments']} segments")
+            try:
+                out.print(validation_line(key, v), highlight=False, emoji=False, markup=False)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                out.print(f"validation {key}: a record memx cannot read (memx.json edited?)", highlight=False, emoji=False, markup=False)
     else:
         out.print("validation: not run (memx validate records it)")
+
+
+def validation_line(key: str, v: dict) -> str:
+    """One recorded validation result (memx validate / memx quantize --check) as a line."""
+    verdict = "PASS" if v["passed"] else "FAIL"
+    if key.startswith("precision:"):
+        acc = v.get("task_accuracy")
+        what = f"task {acc['candidate']:.2%} vs {acc['reference']:.2%} ({-acc['drop_points']:+.2f} points)" if acc else \
+            f"top-1 agreement {v['summary']['top1_agreement_mean']:.2%}"
+        return f"validation {key}: {verdict}, {what} over {v['segments']} segments"
+    return f"validation {key}: {verdict}, max error {v['max_error']:.3g} over {v['segments']} segments"
 
 
 @app.command()
