@@ -304,17 +304,19 @@ def _parse_output(o: dict, where: str) -> OutputInfo:
         segment_axis=axis,
         graph=_field(o, "graph", "str", where + "."),
     )
-    _check_segment_axis(info, where)
     return info
 
 
-def _check_segment_axis(o: OutputInfo, where: str) -> None:
-    """``segment_axis`` is where the "segment" dim is (null when the output has none): pools
-    cut each row's output to its length along it, so an edited axis must not slice another dim."""
+def _check_segment_axis(o: OutputInfo, where: str, segment: dict[str, int]) -> None:
+    """``segment_axis`` is where the "segment" dim is (null when the output has none; in a
+    package of one fixed segment length, a dim of that length may be it): pools cut each row's
+    output to its length along it, so an edited axis must not slice another dim."""
     want = next((i for i, d in enumerate(o.shape) if d == "segment"), None)
-    if o.segment_axis != want:
+    axis = o.segment_axis
+    fixed = want is None and axis is not None and 1 <= axis < len(o.shape) and segment["min"] == segment["max"] == o.shape[axis]
+    if axis != want and not fixed:
         raise ManifestError(f"manifest field {where}.segment_axis does not point at the output's segment dim",
-                            expected="null" if want is None else want, actual="null" if o.segment_axis is None else o.segment_axis)
+                            expected="null" if want is None else want, actual="null" if axis is None else axis)
 
 
 def _parse_input(o: Any, where: str) -> InputInfo:
@@ -442,10 +444,11 @@ def _check_consistency(m: Manifest) -> None:
         if not fed or s.output not in {t.name for t in g.outputs}:
             raise ManifestError(f"state {s.name!r} is not wired to graph {g.name!r}", expected=f"inputs/outputs {s.input!r}/{s.output!r}", actual=[t.name for t in g.inputs + g.outputs])
     _check_pipeline(m)
-    for o in m.outputs:
+    for i, o in enumerate(m.outputs):
         g = graphs.get(o.graph)
         if g is None or o.name not in {t.name for t in g.outputs}:
             raise ManifestError(f"output {o.name!r} is not an output of graph {o.graph!r}", expected=sorted(graphs), actual=o.graph)
+        _check_segment_axis(o, f"outputs[{i}]", m.segment)
     for g in m.graphs:
         if g.file not in m.files:
             raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))

@@ -150,16 +150,26 @@ StateSpec parse_state(const json& s, const std::string& where) {
   return spec;
 }
 
-// segment_axis is where the "segment" dim is (none when the output has none): pools cut each
-// row's output to its length along it, so an edited axis must not slice another dim.
-void check_segment_axis(const OutputSpec& o, const json* axis, const std::string& where) {
-  int64_t want = -1;
+// segment_axis is where the "segment" dim is (none when the output has none; in a package of
+// one fixed segment length, a dim of that length may be it): pools cut each row's output to its
+// length along it, so an edited axis must not slice another dim. An axis outside the output's
+// dims is refused as it is read (raw, so 2^32+1 is not taken for 1).
+void check_segment_axis_range(const OutputSpec& o, const json* axis, const std::string& where) {
+  if (!axis) return;
+  const bool in_range = !(axis->is_number_unsigned() && axis->get<uint64_t>() > uint64_t(INT64_MAX)) && axis->get<int64_t>() >= 0 &&
+                        axis->get<int64_t>() < static_cast<int64_t>(o.shape.size());
+  if (!in_range) throw ManifestError("manifest field " + where + ".segment_axis does not point at the output's segment dim", "an axis of the output", axis->dump());
+}
+
+void check_segment_axis(const OutputSpec& o, const Manifest& m, const std::string& where) {
+  int want = -1;
   for (std::size_t i = 0; i < o.shape.size() && want < 0; ++i)
-    if (o.shape[i].name == "segment") want = static_cast<int64_t>(i);
-  const bool same = axis ? !(axis->is_number_unsigned() && axis->get<uint64_t>() > uint64_t(INT64_MAX)) && axis->get<int64_t>() == want : want < 0;
-  if (!same)
+    if (o.shape[i].name == "segment") want = static_cast<int>(i);
+  const int axis = o.segment_axis ? *o.segment_axis : -1;
+  const bool fixed = want < 0 && axis >= 1 && o.shape[axis].fixed() && m.segment_min == m.segment_max && o.shape[axis].size == m.segment_max;
+  if (axis != want && !fixed)
     throw ManifestError("manifest field " + where + ".segment_axis does not point at the output's segment dim", want < 0 ? "null" : std::to_string(want),
-                        axis ? axis->dump() : "null");
+                        axis < 0 ? "null" : std::to_string(axis));
 }
 
 OutputSpec parse_output(const json& o, const std::string& where) {
@@ -170,8 +180,8 @@ OutputSpec parse_output(const json& o, const std::string& where) {
   spec.shape = parse_shape(*field(o, "shape", "list", where + "."), where + ".shape");
   const json* axis = field(o, "segment_axis", "int", where + ".", true);
   spec.graph = str_field(o, "graph", where + ".");
-  check_segment_axis(spec, axis, where);
-  if (axis) spec.segment_axis = axis->get<int>();  // in 1..rank-1 once checked
+  check_segment_axis_range(spec, axis, where);
+  if (axis) spec.segment_axis = axis->get<int>();  // an axis of the output once checked
   return spec;
 }
 
@@ -294,9 +304,11 @@ void check_consistency(const Manifest& m) {
       throw ManifestError("state '" + s.name + "' is not wired to graph '" + s.graph + "'", "inputs/outputs '" + s.input + "'/'" + s.output + "'", "not found");
   }
   check_pipeline(m);
-  for (const auto& o : m.outputs) {
+  for (std::size_t i = 0; i < m.outputs.size(); ++i) {
+    const OutputSpec& o = m.outputs[i];
     auto g = graphs.find(o.graph);
     if (g == graphs.end() || !has(g->second->outputs, o.name)) throw ManifestError("output '" + o.name + "' is not an output of graph '" + o.graph + "'", "an output of that graph", o.graph);
+    check_segment_axis(o, m, "outputs[" + std::to_string(i) + "]");
   }
   for (const auto& g : m.graphs)
     if (!m.files.count(g.file)) throw ManifestError("graph '" + g.name + "' file is not listed in files", g.file, "not listed");
