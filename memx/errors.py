@@ -166,3 +166,24 @@ class EngineError(MemxError, RuntimeError):
 
 class EngineCompatibilityError(EngineError):
     """An engine built for another TensorRT version or GPU (compute capability)."""
+
+
+# --- serving (Triton Inference Server) -------------------------------------------------
+class ServingError(MemxError, RuntimeError):
+    """Serving through Triton Inference Server failed."""
+
+
+class ServerUnavailableError(ServingError, ConnectionError):
+    """No Triton server answers at the address (not started, stopped, or another port)."""
+
+
+class ModelNotReadyError(ServingError):
+    """The server runs but does not serve the model (unknown name, failed to load)."""
+
+
+class SequenceError(ServingError):
+    """A served sequence the server no longer knows (ended, idle past its timeout, or never started)."""
+
+
+class RepositoryError(ServingError, ValueError):
+    """A Triton model repository that memx cannot write or that does not fit the package."""

@@ -1,0 +1,75 @@
+"""`memx serve repo` and `memx serve up`: Triton Inference Server repositories and a local server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from memx.cli.app import app, err, errors_to_exit, out
+
+serve = typer.Typer(help="Serve packages on Triton Inference Server: write a model repository, start a local server.", no_args_is_help=True)
+app.add_typer(serve, name="serve")
+
+
+@serve.command("repo")
+@errors_to_exit
+def repo(
+    package: Path = typer.Argument(..., help="Package directory."),
+    out_dir: Path = typer.Option(..., "--out", help="Repository directory to write."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository (default: the package's preset or family)."),
+    backend: str = typer.Option("python", "--backend", help="Triton backend: python (memx's runtime inside Triton; every package)."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most sequences stepped in one batched call."),
+    strategy: str = typer.Option("oldest", "--strategy", help="Sequence batching: oldest (batch whichever sequences are ready) or direct (a slot per sequence)."),
+    instances: int = typer.Option(1, "--instances", help="Model instances (processes) on the server."),
+    idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="Seconds a sequence may wait between requests before the server releases it."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing repository (atomically)."),
+) -> None:
+    """Write a Triton model repository serving PACKAGE with sequence batching: each sequence
+    (correlation id) keeps its memory on the server, batched across live sequences.
+
+    Example:  memx serve repo rmt.memx --out repo --name rmt && memx serve up repo
+    """
+    from memx.package import Package
+    from memx.serving.repository import RepositoryOptions, write_repository
+
+    pkg = Package.open(package)
+    opt = RepositoryOptions(name=name or pkg.manifest.preset or pkg.manifest.family, backend=backend, max_batch=max_batch, strategy=strategy,
+                            instances=instances, idle_timeout_s=idle_timeout)
+    write_repository(pkg, out_dir, opt, force=force)
+    out.print(f"wrote {escape(str(out_dir))}/{escape(opt.name)} ({backend} backend, {strategy} batching up to {max_batch} sequences); "
+              f"start it with: memx serve up {escape(str(out_dir))}", highlight=False)
+
+
+@serve.command("up")
+@errors_to_exit
+def up(
+    repository: Path = typer.Argument(..., help="Model repository (memx serve repo writes one)."),
+    http_port: int = typer.Option(8000, "--http-port", help="HTTP port on 127.0.0.1 (0: a free one)."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port on 127.0.0.1 (0: a free one)."),
+) -> None:
+    """Start a local tritonserver (from nvidia-pytriton, in memx's server environment, made
+    once) on 127.0.0.1, wait until it is ready, serve until Ctrl-C, then shut it down.
+
+    Example:  memx serve up repo --grpc-port 8001   then, in Python:
+              memx.serving.connect("127.0.0.1:8001", "rmt").stream().step(tokens)
+    """
+    from memx.serving.launcher import TritonServer
+
+    server = TritonServer(repository, http_port=http_port or None, grpc_port=grpc_port or None, progress=lambda m: err.print(f"[dim]{escape(m)}…[/]"))
+    server.start()
+    out.print(f"serving {escape(str(repository))}: gRPC {server.grpc_url}, HTTP {server.http_url} (log {escape(str(server.log))}); Ctrl-C stops", highlight=False)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        err.print(f"tritonserver exited with status {server.process.returncode}: {escape(server.log_tail(600))}", highlight=False)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        out.print("stopping…")
+    finally:
+        server.stop()

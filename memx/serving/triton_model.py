@@ -1,0 +1,73 @@
+"""The Triton Python-backend model memx writes into a repository (``model.py`` imports this):
+it reads the package named in config.pbtxt, keeps a stream per sequence in a
+:class:`~memx.serving.sequences.SequenceServer` and turns Triton requests into its requests.
+Runs only inside Triton's Python backend (``triton_python_backend_utils``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memx.serving.sequences import Reply, Request, SequenceServer, error_text
+
+CONTROLS = ("START", "END", "READY", "CORRID")
+COMMAND_INPUT, SNAPSHOT_INPUT, SNAPSHOT_OUTPUT = "MEMX_COMMAND", "MEMX_SNAPSHOT", "MEMX_SNAPSHOT"
+
+
+def parameter(config: dict[str, Any], key: str, default: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        from memx import runtimes
+
+        config = json.loads(args["model_config"])
+        here = Path(args["model_repository"]) / args["model_version"]
+        package = here / parameter(config, "memx_package", "package")
+        self.input_names = [i["name"] for i in config["input"] if i["name"] not in (COMMAND_INPUT, SNAPSHOT_INPUT) and i["name"] != "TOKENS"]
+        self.output_names = [o["name"] for o in config["output"] if o["name"] != SNAPSHOT_OUTPUT]
+        self.server = SequenceServer(runtimes.open(package, verify=parameter(config, "memx_verify", "true") == "true"),
+                                     max_batch=int(config.get("max_batch_size", 64)) or 64,
+                                     idle_timeout_s=float(parameter(config, "memx_idle_timeout_s", "60")))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        import triton_python_backend_utils as pb
+
+        replies = self.server.handle([self._request(pb, r) for r in requests])
+        return [self._response(pb, reply) for reply in replies]
+
+    def _request(self, pb: Any, r: Any) -> Request:
+        def scalar(name: str) -> Any:
+            t = pb.get_input_tensor_by_name(r, name)
+            return None if t is None else t.as_numpy().reshape(-1)[0]
+
+        tokens = pb.get_input_tensor_by_name(r, "TOKENS").as_numpy()  # (1, S)
+        command = scalar(COMMAND_INPUT)
+        blob = scalar(SNAPSHOT_INPUT)
+        inputs = {}
+        for name in self.input_names:
+            t = pb.get_input_tensor_by_name(r, name)
+            if t is not None:
+                inputs[name] = t.as_numpy()[0]
+        return Request(corrid=int(scalar("CORRID")), tokens=tokens.reshape(-1).astype(np.int64, copy=False), start=bool(scalar("START")),
+                       end=bool(scalar("END")), ready=bool(scalar("READY")), inputs=inputs,
+                       command=command.decode() if isinstance(command, bytes) else (command or "step"), snapshot=bytes(blob) if blob is not None else None)
+
+    def _response(self, pb: Any, reply: Reply) -> Any:
+        if reply.error is not None:
+            return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(error_text(reply.error)))
+        tensors = []
+        for name, value in reply.outputs.items():
+            if name == SNAPSHOT_OUTPUT:
+                tensors.append(pb.Tensor(name, np.array([[value]], dtype=np.object_)))
+            else:
+                tensors.append(pb.Tensor(name, np.ascontiguousarray(value)[None]))
+        return pb.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self) -> None:
+        for corrid in list(self.server.streams):
+            self.server.close(corrid)

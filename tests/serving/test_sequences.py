@@ -1,0 +1,96 @@
+"""The Python-backend model's logic without Triton (memx.serving.sequences): many sequences
+stepped together give each one exactly what its own local Stream gives, over ragged lengths,
+restarts and ends; idle sequences are released; a bad request fails alone, typed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.errors import SequenceError, TokenRangeError
+from memx.package import snapshot as snap
+from memx.serving.sequences import Request, SequenceServer, error_text
+
+SEQUENCES, SEGMENTS = 24, 64
+
+
+@pytest.fixture(scope="module")
+def rt(package_of):
+    return runtimes.open(package_of("rmt-tiny"))
+
+
+def test_many_sequences_batched_give_each_what_its_own_stream_gives(rt):
+    server = SequenceServer(rt, max_batch=8)
+    rng = np.random.default_rng(0)
+    vocab, seg = rt.manifest.vocab_size, rt.manifest.segment["max"]
+    local = {c: rt.stream(1) for c in range(1, SEQUENCES + 1)}
+    started: set[int] = set()
+    worst = 0.0
+    for step in range(SEGMENTS):
+        live = sorted(rng.choice(list(local), size=rng.integers(1, SEQUENCES), replace=False).tolist())  # some sequences wait a turn
+        reqs, want = [], {}
+        for c in live:
+            n = int(rng.integers(1, seg + 1))
+            tokens = rng.integers(0, vocab, n)
+            restart = c not in started or rng.random() < 0.03  # START mid-stream: the stream restarts
+            reqs.append(Request(corrid=c, tokens=tokens, start=restart))
+            want[c] = local[c].step(tokens[None], reset=np.array([restart]))["logits"][0, :n]
+            started.add(c)
+        replies = server.handle(reqs)
+        for req, reply in zip(reqs, replies):
+            assert reply.error is None, reply.error
+            assert reply.outputs["logits"].shape == want[req.corrid].shape
+            worst = max(worst, float(np.abs(reply.outputs["logits"] - want[req.corrid]).max()))
+    assert worst <= 1e-5
+    for c in local:  # states too
+        blob = server.pool.snapshot(server.streams[c])
+        assert np.allclose(snap.decode(blob).states["memory"], local[c].state["memory"], atol=1e-5)
+
+
+def test_end_frees_a_sequence_and_a_request_without_start_is_a_sequence_error(rt):
+    server = SequenceServer(rt)
+    assert server.handle([Request(corrid=5, tokens=np.arange(4), start=True, end=True)])[0].error is None
+    assert 5 not in server.streams
+    reply = server.handle([Request(corrid=5, tokens=np.arange(4))])[0]
+    assert isinstance(reply.error, SequenceError) and "sequence 5 is not live on this server" in str(reply.error)
+    assert error_text(reply.error).startswith("SequenceError: sequence 5")
+
+
+def test_a_sequence_idle_past_its_timeout_is_released(rt):
+    now = [0.0]
+    server = SequenceServer(rt, idle_timeout_s=10, clock=lambda: now[0])
+    server.handle([Request(corrid=1, tokens=np.arange(3), start=True), Request(corrid=2, tokens=np.arange(3), start=True)])
+    now[0] = 8.0
+    server.handle([Request(corrid=2, tokens=np.arange(3))])
+    now[0] = 12.0
+    replies = server.handle([Request(corrid=1, tokens=np.arange(3)), Request(corrid=2, tokens=np.arange(3))])
+    assert isinstance(replies[0].error, SequenceError) and replies[1].error is None
+    assert set(server.streams) == {2}
+
+
+def test_a_bad_request_fails_alone_and_leaves_its_stream_and_the_others_unchanged(rt):
+    server = SequenceServer(rt)
+    server.handle([Request(corrid=c, tokens=np.arange(4), start=True) for c in (1, 2, 3)])
+    before = {c: server.pool.snapshot(server.streams[c]) for c in (1, 2, 3)}
+    replies = server.handle([Request(corrid=1, tokens=np.arange(4)), Request(corrid=2, tokens=np.array([0, 10**6])), Request(corrid=3, tokens=np.arange(2))])
+    assert replies[0].error is None and replies[2].error is None
+    assert isinstance(replies[1].error, TokenRangeError)
+    assert server.pool.snapshot(server.streams[2]) == before[2]
+    assert server.pool.snapshot(server.streams[1]) != before[1]
+
+
+def test_snapshot_and_restore_commands_move_a_sequence_between_servers(rt):
+    a, b = SequenceServer(rt), SequenceServer(rt)
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        a.handle([Request(corrid=9, tokens=rng.integers(0, 64, 6), start=i == 0)])
+    blob = a.handle([Request(corrid=9, command="snapshot")])[0].outputs["MEMX_SNAPSHOT"]
+    assert b.handle([Request(corrid=42, start=True, command="restore", snapshot=blob)])[0].error is None
+    tokens = rng.integers(0, 64, 6)
+    ya = a.handle([Request(corrid=9, tokens=tokens)])[0].outputs["logits"]
+    yb = b.handle([Request(corrid=42, tokens=tokens)])[0].outputs["logits"]
+    assert np.array_equal(ya, yb)
+    reply = b.handle([Request(corrid=43, start=True, command="restore", snapshot=blob[:-1])])[0]
+    assert reply.error is not None and type(reply.error).__name__ == "SnapshotCorruptError"
+    assert isinstance(b.handle([Request(corrid=42, command="explode")])[0].error, SequenceError)

@@ -1,0 +1,112 @@
+"""memx packages served by a real tritonserver (nvidia-pytriton's, started here on 127.0.0.1
+with free ports by memx.serving.launcher): every sequence's outputs equal a local Stream fed
+the same inputs; snapshots move sequences between the server and local streams; errors come
+back typed. Marker ``triton``: skipped with the reason where the Triton client is absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memx import runtimes
+from memx.errors import ModelNotReadyError, SequenceError, ServerUnavailableError, TokenRangeError
+from memx.serving.launcher import TritonServer, free_port
+from memx.serving.repository import RepositoryOptions, write_repository
+
+pytestmark = pytest.mark.triton
+
+SEQUENCES, SEGMENTS = 16, 48
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, package_of):
+    pkg = package_of("rmt-tiny")
+    repo = tmp_path_factory.mktemp("repo") / "repo"
+    write_repository(pkg, repo, RepositoryOptions(name="rmt", max_batch=8, idle_timeout_s=30))
+    with TritonServer(repo) as server:
+        yield pkg, server
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_concurrent_served_streams_equal_local_streams_over_ragged_lengths_and_resets(served, protocol):
+    from memx import serving
+
+    pkg, server = served
+    model = serving.connect(server.grpc_url if protocol == "grpc" else server.http_url, "rmt", protocol)
+    remote, local = model.stream(SEQUENCES), runtimes.open(pkg).stream(SEQUENCES)
+    rng = np.random.default_rng(3)
+    seg, vocab = local.manifest.segment["max"], local.manifest.vocab_size
+    worst = 0.0
+    for step in range(SEGMENTS):
+        width = int(rng.integers(1, seg + 1))
+        tokens = rng.integers(0, vocab, (SEQUENCES, width))
+        lengths = rng.integers(1, width + 1, SEQUENCES)
+        reset = rng.random(SEQUENCES) < 0.05
+        want, got = local.step(tokens, lengths, reset), remote.step(tokens, lengths, reset)
+        worst = max(worst, float(np.abs(want["logits"] - got["logits"]).max()))
+    assert worst <= 1e-5
+    local2 = runtimes.open(pkg).stream(SEQUENCES)
+    local2.restore(remote.snapshot())  # out of the server, into a local stream: it continues exactly
+    for name in local.state:
+        assert np.allclose(local2.state[name], local.state[name], atol=1e-5)
+    remote.close()
+
+
+def test_a_local_stream_moves_onto_the_server_and_continues(served):
+    from memx import serving
+
+    pkg, server = served
+    local = runtimes.open(pkg).stream(2)
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        local.step(rng.integers(0, 64, (2, 8)))
+    remote = serving.connect(server.grpc_url, "rmt").stream(2)
+    remote.restore(local.snapshot())
+    tokens = rng.integers(0, 64, (2, 8))
+    assert np.allclose(remote.step(tokens)["logits"], local.step(tokens)["logits"], atol=1e-5)
+    assert remote.segments == local.segments
+    remote.close()
+
+
+def test_errors_come_back_typed_and_disturb_no_other_sequence(served):
+    from memx import serving
+
+    pkg, server = served
+    model = serving.connect(server.grpc_url, "rmt")
+    a, b = model.stream(1), model.stream(1)
+    a.step(np.arange(4)[None]), b.step(np.arange(4)[None])
+    before = b.snapshot()
+    with pytest.raises(TokenRangeError):
+        b.step(np.array([[0, 10**6]]))
+    assert b.snapshot() == before
+    a.close()
+    with pytest.raises(SequenceError, match="no longer knows this sequence"):
+        a.fresh = [False]  # as if the stream did not know it had ended
+        a.step(np.arange(4)[None])
+    with pytest.raises(ModelNotReadyError):
+        serving.connect(server.grpc_url, "no-such-model")
+    for protocol in ("grpc", "http"):
+        with pytest.raises(ServerUnavailableError):
+            serving.connect(f"127.0.0.1:{free_port()}", "rmt", protocol)
+    b.close()
+
+
+def test_a_package_with_extra_step_inputs_is_served_with_them(tmp_path):
+    from memx import serving
+    from tests.package_cache import exported_factory
+
+    pkg = exported_factory("tests.models.byo_models:make_seq2seq")
+    write_repository(pkg, tmp_path / "repo", RepositoryOptions(name="s2s", max_batch=4))
+    local = runtimes.open(pkg).stream(3)
+    rng = np.random.default_rng(11)
+    with TritonServer(tmp_path / "repo") as server:
+        remote = serving.connect(server.grpc_url, "s2s").stream(3)
+        for _ in range(12):
+            width = int(rng.integers(1, pkg.manifest.segment["max"] + 1))
+            lengths = rng.integers(1, width + 1, 3)
+            feed = dict(tokens=rng.integers(0, pkg.manifest.vocab_size, (3, width)), lengths=lengths)
+            extra = {i.name: rng.integers(i.range[0], i.range[1], [3] + [width if d == "segment" else d for d in i.shape[1:]]) for i in pkg.manifest.inputs}
+            want, got = local.step(**feed, **extra), remote.step(**feed, **extra)
+            for name in want:
+                assert np.allclose(want[name], got[name], atol=1e-5), name
+        remote.close()
