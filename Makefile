@@ -15,14 +15,22 @@ CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
 CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/src/*.inc cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz
+.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz serving-client
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(MAKE) --no-print-directory serving-client
 	touch $(STAMP)
+
+# The Triton client for tests/serving. Its [grpc] extra pins protobuf<7, which would move the
+# protobuf every other tool here runs on; the client works with protobuf 7, so its own
+# dependencies are installed without that pin (`pip install 'memx[serving]'` is the user's way).
+serving-client:
+	$(PY) -m pip install -q --no-deps "tritonclient[http,grpc]>=2.50"
+	$(PY) -m pip install -q grpcio python-rapidjson geventhttpclient "urllib3>=2.0.7" packaging
 
 install: $(STAMP) ops-optional
 

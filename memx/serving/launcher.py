@@ -3,9 +3,9 @@
 
 - **the server environment**: a virtual environment of its own (``$MEMX_TRITON_ENV``, default
   ``~/.cache/memx/triton-pyX.Y``) with ``nvidia-pytriton`` and numpy < 2 (the Python backend's
-  stub is built against numpy 1: with numpy 2 every output reaches the client empty), whose
-  ``.pth`` file puts this Python's site-packages and memx after its own, so the model runs the
-  memx and onnxruntime the user has;
+  stub is built against numpy 1: with numpy 2 every output reaches the client empty); the
+  model appends this Python's site-packages and memx (``MEMX_SERVING_PATH``) after the env's
+  own, so it runs the memx and onnxruntime the user has;
 - **a backend directory** holding the Python backend and the stub for this Python;
 - **the process**: bound to 127.0.0.1, free ports picked, ``LD_LIBRARY_PATH`` and ``PATH`` set
   (the stub ignores PYTHONPATH and takes its interpreter from PATH), ready when
@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -56,29 +57,37 @@ def _memx_root() -> Path:
 
 
 def ensure_server_env(env: Path | None = None, *, progress: Callable[[str], None] = lambda m: None) -> Path:
-    """The server environment at ``env`` (made once: a venv, pip install, a .pth, the backend
-    directory); returns it. Needs the package index the first time."""
+    """The server environment at ``env`` (made once, under a lock: a venv, pip install, the
+    backend directory); returns it. Needs the package index the first time."""
     env = env or default_env_dir()
     stamp = env / ".memx-triton-env"
     if stamp.is_file() and (env / "backends" / "python" / "triton_python_backend_stub").is_file():
-        _write_pth(env)
         return env
-    progress(f"creating the Triton server environment in {env} (once; pip installs {', '.join(SERVER_REQUIREMENTS)})")
     env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.parent / f".{env.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be making it right now
+        if not stamp.is_file():
+            _make_server_env(env, progress)
+    return env
+
+
+def _make_server_env(env: Path, progress: Callable[[str], None]) -> None:
+    progress(f"creating the Triton server environment in {env} (once; pip installs {', '.join(SERVER_REQUIREMENTS)})")
     staging = Path(tempfile.mkdtemp(prefix=f".{env.name}.staging-", dir=env.parent))
     try:
         _run([sys.executable, "-m", "venv", str(staging)], "create the server's virtual environment")
         _run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *SERVER_REQUIREMENTS], "install the server's packages")
-        if env.exists():
+        if env.exists():  # a half-made env of an earlier run (no stamp); never a directory of the user's
+            if not (env / "pyvenv.cfg").is_file() and any(env.iterdir()):
+                raise ServingError("the Triton server environment path holds something else", expected="an empty directory or a memx server env",
+                                   actual=str(env), hint="set MEMX_TRITON_ENV to another path")
             shutil.rmtree(env)
         os.replace(staging, env)  # venv scripts hold the staging path; only bin/python and site-packages are used
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _write_pth(env)
     _backend_dir(env)
-    stamp.write_text("memx Triton server environment\n")
-    return env
+    (env / ".memx-triton-env").write_text("memx Triton server environment\n")
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -87,10 +96,10 @@ def _run(cmd: list[str], what: str) -> None:
         raise ServingError(f"could not {what}", expected="exit status 0", actual=f"{r.returncode}: {(r.stderr or r.stdout)[-600:].strip()}")
 
 
-def _write_pth(env: Path) -> None:
-    """This Python's package directories and memx after the server env's own (numpy < 2 wins)."""
-    paths = [str(_memx_root())] + [p for p in dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]) if p]
-    (_site_packages(env) / "memx_host_packages.pth").write_text("".join(p + "\n" for p in paths))
+def host_paths() -> list[str]:
+    """memx and this Python's package directories, for the model to append to its sys.path."""
+    paths = [str(_memx_root()), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    return list(dict.fromkeys(p for p in paths if p))
 
 
 def _pytriton_dir(env: Path) -> Path:
@@ -152,6 +161,7 @@ class TritonServer:
         out["LD_LIBRARY_PATH"] = ":".join([p for p in libs if p] + ([out["LD_LIBRARY_PATH"]] if out.get("LD_LIBRARY_PATH") else []))
         out["PATH"] = f"{env / 'bin'}:{out.get('PATH', '')}"
         out.pop("PYTHONHOME", None)
+        out["MEMX_SERVING_PATH"] = os.pathsep.join(host_paths())
         return out
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":

@@ -25,8 +25,17 @@ STRATEGIES = ("oldest", "direct")
 BACKENDS = ("python",)
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
                 "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
-MODEL_PY = '''"""Written by memx (memx serve repo): Triton runs this memx package with memx's runtime."""
-from memx.serving.triton_model import TritonPythonModel  # noqa: F401
+MODEL_PY = '''"""Written by memx (memx serve repo): Triton runs this memx package with memx's runtime.
+memx must be importable in the Python backend's environment: `memx serve up` puts the
+launching Python's packages (MEMX_SERVING_PATH) after the server environment's own."""
+import os
+import sys
+
+for _path in os.environ.get("MEMX_SERVING_PATH", "").split(os.pathsep):
+    if _path and _path not in sys.path:
+        sys.path.append(_path)
+
+from memx.serving.triton_model import TritonPythonModel  # noqa: E402,F401
 '''
 
 

@@ -110,3 +110,61 @@ def test_a_package_with_extra_step_inputs_is_served_with_them(tmp_path):
             for name in want:
                 assert np.allclose(want[name], got[name], atol=1e-5), name
         remote.close()
+
+
+def test_every_zoo_package_is_served_as_its_local_stream_runs(tmp_path):
+    """∞-former (many states: the swap bug of Triton's implicit state), Memformer (two graphs), all of them."""
+    from memx import serving
+    from memx.zoo import zoo_entries
+    from tests.package_cache import exported
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    pkgs = {}
+    for entry in zoo_entries():
+        pkgs[entry.name] = exported(entry.name)
+        one = write_repository(pkgs[entry.name], tmp_path / f"one-{entry.name}", RepositoryOptions(name=entry.name, max_batch=8))
+        (one / entry.name).rename(repo / entry.name)
+    rng = np.random.default_rng(17)
+    with TritonServer(repo) as server:
+        for name, pkg in pkgs.items():
+            local, remote = runtimes.open(pkg).stream(8), serving.connect(server.grpc_url, name).stream(8)
+            worst = 0.0
+            for _ in range(24):
+                width = int(rng.integers(1, pkg.manifest.segment["max"] + 1))
+                tokens, lengths = rng.integers(0, pkg.manifest.vocab_size, (8, width)), rng.integers(1, width + 1, 8)
+                reset = rng.random(8) < 0.05
+                want, got = local.step(tokens, lengths, reset), remote.step(tokens, lengths, reset)
+                worst = max(worst, *(float(np.abs(want[k] - got[k]).max()) for k in want))
+            assert worst <= 1e-5, (name, worst)
+            remote.close()
+
+
+def test_memx_serve_up_in_a_fresh_process_serves_until_interrupted(tmp_path, package_of):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from memx import serving
+    from tests.test_cli_errors import ROOT
+
+    write_repository(package_of("rmt-tiny"), tmp_path / "repo", RepositoryOptions(name="rmt"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from memx.cli import main; main()", "serve", "up", str(tmp_path / "repo"), "--grpc-port", str(port), "--http-port", "0"],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        line = proc.stdout.readline()
+        assert "serving" in line and f"127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        stream = serving.connect(f"127.0.0.1:{port}", "rmt").stream(1)
+        assert stream.step(np.arange(5)[None])["logits"].shape == (1, 5, 64)
+        stream.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(ServerUnavailableError):
+        serving.connect(f"127.0.0.1:{port}", "rmt")
