@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("zoo",),  # the zoo's public face and its tools (make, report)
     ("calibration",),  # quantization methods, precision policy, calibration rollouts
     ("inspection",),
-    ("profiling", "quickstart"),
+    ("profiling", "quickstart", "serving"),  # serving: Triton repositories, the in-Triton model, launcher, client
     ("cli",),
 ]
 RANK = {layer: rank for rank, names in enumerate(LAYERS) for layer in names}
