@@ -145,7 +145,6 @@ def test_memx_serve_up_in_a_fresh_process_serves_until_interrupted(tmp_path, pac
     import signal
     import subprocess
     import sys
-    import time
 
     from memx import serving
     from tests.test_cli_errors import ROOT
@@ -155,14 +154,13 @@ def test_memx_serve_up_in_a_fresh_process_serves_until_interrupted(tmp_path, pac
     proc = subprocess.Popen([sys.executable, "-c", "from memx.cli import main; main()", "serve", "up", str(tmp_path / "repo"), "--grpc-port", str(port), "--http-port", "0"],
                             env=dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        line = proc.stdout.readline()
+        line = proc.stdout.readline()  # after the server env is made (pip, once) and the server is ready
         assert "serving" in line and f"127.0.0.1:{port}" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
         stream = serving.connect(f"127.0.0.1:{port}", "rmt").stream(1)
         assert stream.step(np.arange(5)[None])["logits"].shape == (1, 5, 64)
         stream.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=max(1, deadline - time.monotonic())) == 0
+        assert proc.wait(timeout=60) == 0  # Triton drains its models first (about 4 s here)
     finally:
         if proc.poll() is None:
             proc.kill()
