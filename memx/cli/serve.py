@@ -63,7 +63,10 @@ def up(
     server = TritonServer(repository, http_port=http_port or None, grpc_port=grpc_port or None, progress=lambda m: err.print(f"[dim]{escape(m)}…[/]"))
     server.start()
     out.print(f"serving {escape(str(repository))}: gRPC {server.grpc_url}, HTTP {server.http_url} (log {escape(str(server.log))}); Ctrl-C stops", highlight=False)
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM and Ctrl-C both stop the server. Both handlers are set explicitly: a process
+    # started in the background by a shell inherits SIGINT ignored, and Python keeps it so.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         while server.process.poll() is None:
             time.sleep(0.5)
@@ -73,3 +76,7 @@ def up(
         out.print("stopping…")
     finally:
         server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
