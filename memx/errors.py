@@ -15,6 +15,7 @@ class MemxError(Exception):
     """Base class of every memx error."""
 
     def __init__(self, message: str, *, expected: Any = None, actual: Any = None, hint: str | None = None):
+        self.message = message
         self.expected = expected
         self.actual = actual
         self.hint = hint

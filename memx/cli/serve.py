@@ -27,6 +27,8 @@ def repo(
     strategy: str = typer.Option("oldest", "--strategy", help="Sequence batching: oldest (batch whichever sequences are ready) or direct (a slot per sequence)."),
     instances: int = typer.Option(1, "--instances", help="Model instances (processes) on the server."),
     idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="Seconds a sequence may wait between requests before the server releases it."),
+    snapshot_store: Optional[str] = typer.Option(None, "--snapshot-store", help="Directory on the server where every sequence's state is kept between requests "
+                                                  "(relative: to the model's directory): sequences survive server restarts and idle timeouts."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository (atomically)."),
 ) -> None:
     """Write a Triton model repository serving PACKAGE with sequence batching: each sequence
@@ -39,7 +41,7 @@ def repo(
 
     pkg = Package.open(package)
     opt = RepositoryOptions(name=name or pkg.manifest.preset or pkg.manifest.family, backend=backend, max_batch=max_batch, strategy=strategy,
-                            instances=instances, idle_timeout_s=idle_timeout)
+                            instances=instances, idle_timeout_s=idle_timeout, snapshot_store=snapshot_store)
     write_repository(pkg, out_dir, opt, force=force)
     out.print(f"wrote {escape(str(out_dir))}/{escape(opt.name)} ({backend} backend, {strategy} batching up to {max_batch} sequences); "
               f"start it with: memx serve up {escape(str(out_dir))}", highlight=False)

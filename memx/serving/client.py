@@ -14,6 +14,7 @@ SequenceError, no server as ServerUnavailableError, an unknown model as ModelNot
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -59,11 +60,25 @@ def typed_error(e: BaseException, *, model: str, url: str) -> MemxError:
     if m := _MEMX_ERROR.search(body):
         cls = getattr(errors, m.group(1), None)
         if isinstance(cls, type) and issubclass(cls, MemxError):
-            out = cls.__new__(cls)
-            Exception.__init__(out, m.group(2))
-            out.expected = out.actual = out.hint = None
-            return out
+            return _rebuilt(cls, m.group(2))
     return ServingError("the server refused the request", expected="a response", actual=body[:300])
+
+
+def _rebuilt(cls: type, text: str) -> MemxError:
+    """The server's memx error with its fields (the JSON after ERROR_TRAILER), or its text alone."""
+    from memx.serving.sequences import ERROR_TRAILER
+
+    head, _, tail = text.rpartition(ERROR_TRAILER)
+    try:
+        fields = json.loads(tail[:-1]) if head and tail.endswith("]") else None
+        if isinstance(fields, dict):
+            return cls(fields.get("message", head), expected=fields.get("expected"), actual=fields.get("actual"), hint=fields.get("hint"))
+    except (ValueError, TypeError):
+        pass
+    out = cls.__new__(cls)
+    Exception.__init__(out, text)
+    out.message, out.expected, out.actual, out.hint = text, None, None, None
+    return out
 
 
 class ServedModel:
@@ -155,8 +170,17 @@ class ServedStream:
             return x.reshape(1) if x.ndim == 0 else x
 
         def row(b: int) -> Any:
-            return self.model.infer(self.ids[b], t[b, : int(n[b])], start=self.fresh[b] or bool(restart[b]),
-                                    inputs={k: row_input(k, v, b) for k, v in inputs.items()})
+            feed = {k: row_input(k, v, b) for k, v in inputs.items()}
+            start = self.fresh[b] or bool(restart[b])
+            try:
+                return self.model.infer(self.ids[b], t[b, : int(n[b])], start=start, inputs=feed)
+            except SequenceError as lost:
+                if start:
+                    raise
+                try:  # the server restarted or released the sequence: its snapshot store may hold it
+                    return self.model.infer(self.ids[b], t[b, : int(n[b])], start=True, command="resume", inputs=feed)
+                except SequenceError:
+                    raise lost from None
 
         results = list(self._pool.map(row, range(self.batch_size))) if self._pool else [row(b) for b in range(self.batch_size)]
         self.fresh = [False] * self.batch_size

@@ -72,8 +72,11 @@ def ensure_server_env(env: Path | None = None, *, progress: Callable[[str], None
 
 
 def _make_server_env(env: Path, progress: Callable[[str], None]) -> None:
+    from memx.package.files import remove_dead_leftovers
+
     progress(f"creating the Triton server environment in {env} (once; pip installs {', '.join(SERVER_REQUIREMENTS)})")
-    staging = Path(tempfile.mkdtemp(prefix=f".{env.name}.staging-", dir=env.parent))
+    remove_dead_leftovers(env)  # of a build that was killed
+    staging = Path(tempfile.mkdtemp(prefix=f".{env.name}.staging-{os.getpid()}-", dir=env.parent))
     try:
         _run([sys.executable, "-m", "venv", str(staging)], "create the server's virtual environment")
         _run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *SERVER_REQUIREMENTS], "install the server's packages")
@@ -140,6 +143,7 @@ class TritonServer:
         self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
         self.env, self.progress = env, progress
         self.log = log
+        self._own_log = log is None  # a temporary log of ours: removed when the server stops
         self.process: subprocess.Popen | None = None
 
     @property
@@ -176,13 +180,16 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                tail = self.log_tail()
+                self.stop()
                 raise ServerUnavailableError("tritonserver exited before it was ready", expected="a running server",
-                                             actual=f"exit status {self.process.returncode}; log: {self.log_tail()}")
+                                             actual=f"exit status {self.process.returncode}; log: {tail}")
             if self.ready():
                 return
             time.sleep(0.1)
+        tail = self.log_tail()
         self.stop()
-        raise ServerUnavailableError("tritonserver was not ready in time", expected=f"ready within {timeout_s:g} s", actual=f"log: {self.log_tail()}")
+        raise ServerUnavailableError("tritonserver was not ready in time", expected=f"ready within {timeout_s:g} s", actual=f"log: {tail}")
 
     def ready(self) -> bool:
         try:
@@ -205,6 +212,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
+        if self._own_log and self.log is not None:
+            Path(self.log).unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self

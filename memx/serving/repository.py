@@ -49,6 +49,7 @@ class RepositoryOptions:
     idle_timeout_s: float = 60.0
     queue_delay_us: int = 500
     max_candidates: int = 256
+    snapshot_store: str | None = None  # a directory on the server (relative: to the model's directory): sequences survive restarts
 
 
 def triton_dims(shape: list[Any]) -> list[int]:
@@ -90,7 +91,8 @@ def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
         "sequence_batching": {"max_sequence_idle_microseconds": int(opt.idle_timeout_s * 1e6), opt.strategy: strategy, "control_input": control_inputs()},
         "instance_group": [{"count": opt.instances, "kind": Enum("KIND_CPU")}],
         "parameters": [{"key": k, "value": {"string_value": v}} for k, v in
-                       {"memx_package": "package", "memx_idle_timeout_s": repr(opt.idle_timeout_s), "memx_model_id": m.model_id()}.items()],
+                       {"memx_package": "package", "memx_idle_timeout_s": repr(opt.idle_timeout_s), "memx_model_id": m.model_id(),
+                        **({"memx_snapshot_store": opt.snapshot_store} if opt.snapshot_store else {})}.items()],
     }
 
 

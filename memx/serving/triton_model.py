@@ -30,9 +30,11 @@ class TritonPythonModel:
         package = here / parameter(config, "memx_package", "package")
         self.input_names = [i["name"] for i in config["input"] if i["name"] not in (COMMAND_INPUT, SNAPSHOT_INPUT) and i["name"] != "TOKENS"]
         self.output_names = [o["name"] for o in config["output"] if o["name"] != SNAPSHOT_OUTPUT]
+        store = parameter(config, "memx_snapshot_store", "")
         self.server = SequenceServer(runtimes.open(package, verify=parameter(config, "memx_verify", "true") == "true"),
                                      max_batch=int(config.get("max_batch_size", 64)) or 64,
-                                     idle_timeout_s=float(parameter(config, "memx_idle_timeout_s", "60")))
+                                     idle_timeout_s=float(parameter(config, "memx_idle_timeout_s", "60")),
+                                     store=(Path(args["model_repository"]) / store) if store else None)  # relative: to the model's directory
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb

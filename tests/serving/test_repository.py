@@ -73,8 +73,10 @@ def test_text_format_round_trips():
 
 def test_memx_serve_repo_in_a_fresh_process(tmp_path, package_of):
     pkg = package_of("rmt-tiny")
-    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo", "--name", "rmt")
+    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo", "--name", "rmt", "--snapshot-store", "/var/memx/store")
     assert r.returncode == 0 and "memx serve up" in " ".join(r.stdout.split()), r.stderr
-    check_repository(tmp_path / "repo", "rmt")
+    config = check_repository(tmp_path / "repo", "rmt")
+    params = {p["key"][0]: p["value"][0]["string_value"][0] for p in config["parameters"]}
+    assert params["memx_snapshot_store"] == "/var/memx/store"
     r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo2", "--backend", "tensorrt")
     assert r.returncode == 2 and "RepositoryError" in r.stderr and "python" in r.stderr and "Traceback" not in r.stderr, r.stderr

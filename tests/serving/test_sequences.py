@@ -94,3 +94,49 @@ def test_snapshot_and_restore_commands_move_a_sequence_between_servers(rt):
     reply = b.handle([Request(corrid=43, start=True, command="restore", snapshot=blob[:-1])])[0]
     assert reply.error is not None and type(reply.error).__name__ == "SnapshotCorruptError"
     assert isinstance(b.handle([Request(corrid=42, command="explode")])[0].error, SequenceError)
+
+
+def test_a_snapshot_store_keeps_sequences_across_a_restart_and_forgets_them_at_their_end(rt, tmp_path):
+    store = tmp_path / "store"
+    rng = np.random.default_rng(4)
+    local = {c: rt.stream(1) for c in (3, 4)}
+    first = SequenceServer(rt, store=store)
+    for i in range(6):
+        reqs = [Request(corrid=c, tokens=rng.integers(0, 64, 5), start=i == 0) for c in local]
+        for req, reply in zip(reqs, first.handle(reqs)):
+            assert reply.error is None
+            local[req.corrid].step(req.tokens[None], reset=np.array([i == 0]))
+    assert sorted(p.name for p in store.iterdir()) == ["3.snap", "4.snap"]
+    del first  # the server restarts: a new process, the same store
+    second = SequenceServer(rt, store=store)
+    tokens = rng.integers(0, 64, 5)
+    reply = second.handle([Request(corrid=3, tokens=tokens, start=True, command="resume")])[0]
+    assert reply.error is None
+    assert np.allclose(reply.outputs["logits"], local[3].step(tokens[None])["logits"][0], atol=1e-6)
+    assert second.handle([Request(corrid=3, command="end", end=True)])[0].error is None
+    assert sorted(p.name for p in store.iterdir()) == ["4.snap"]  # ended: gone; the other kept
+    missing = second.handle([Request(corrid=3, tokens=tokens, start=True, command="resume")])[0].error
+    assert isinstance(missing, SequenceError) and "not in this server's snapshot store" in str(missing)
+    assert 3 not in second.streams
+    bad = second.handle([Request(corrid=4, tokens=np.array([1, 10**6]), start=True, command="resume")])[0].error
+    assert isinstance(bad, TokenRangeError)
+    assert snap.decode((store / "4.snap").read_bytes()).states["memory"].shape[0] == 1  # a failed step left the stored state
+    nostore = SequenceServer(rt).handle([Request(corrid=4, tokens=tokens, start=True, command="resume")])[0].error
+    assert isinstance(nostore, SequenceError) and "no store" in str(nostore)
+
+
+def test_a_typed_error_crosses_the_wire_with_its_fields(rt):
+    from memx.serving.client import typed_error
+
+    server = SequenceServer(rt)
+    server.handle([Request(corrid=1, tokens=np.arange(3), start=True)])
+    e = server.handle([Request(corrid=1, tokens=np.array([0, 10**6]))])[0].error
+    wire = f"[StatusCode.INTERNAL] {error_text(e)}"
+    back = typed_error(RuntimeError(wire), model="m", url="u")
+    assert type(back) is TokenRangeError and str(back) == str(e)
+    import json
+
+    as_json = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731  (what JSON keeps of a value)
+    assert e.expected is not None and (back.expected, back.actual, back.hint) == (as_json(e.expected), as_json(e.actual), e.hint)
+    plain = typed_error(RuntimeError("[StatusCode.INTERNAL] TokenRangeError: token 7 out of range"), model="m", url="u")
+    assert type(plain) is TokenRangeError and str(plain) == "token 7 out of range"
