@@ -22,29 +22,73 @@ def repo(
     package: Path = typer.Argument(..., help="Package directory."),
     out_dir: Path = typer.Option(..., "--out", help="Repository directory to write."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository (default: the package's preset or family)."),
-    backend: str = typer.Option("python", "--backend", help="Triton backend: python (memx's runtime inside Triton; every package)."),
+    backend: str = typer.Option("python", "--backend", help="Triton backend: python (memx's runtime inside Triton; every package, snapshots), "
+                                "onnxruntime or tensorrt (Triton runs the step graph and keeps the memory as implicit state; single-graph packages)."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most sequences stepped in one batched call."),
     strategy: str = typer.Option("oldest", "--strategy", help="Sequence batching: oldest (batch whichever sequences are ready) or direct (a slot per sequence)."),
     instances: int = typer.Option(1, "--instances", help="Model instances (processes) on the server."),
     idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="Seconds a sequence may wait between requests before the server releases it."),
     snapshot_store: Optional[str] = typer.Option(None, "--snapshot-store", help="Directory on the server where every sequence's state is kept between requests "
                                                   "(relative: to the model's directory): sequences survive server restarts and idle timeouts."),
+    op_library: Optional[str] = typer.Option(None, "--op-library", help="onnxruntime: absolute path of libmemx_ops.so on the server (model_operations); "
+                                              "without it the memx ops run their portable bodies."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository (atomically)."),
 ) -> None:
     """Write a Triton model repository serving PACKAGE with sequence batching: each sequence
     (correlation id) keeps its memory on the server, batched across live sequences.
 
-    Example:  memx serve repo rmt.memx --out repo --name rmt && memx serve up repo
+    Examples:
+      memx serve repo rmt.memx --out repo --name rmt && memx serve up repo
+      memx serve repo rmt.memx --out repo --backend onnxruntime --max-batch 32
+      memx serve repo rmt.memx --out repo --backend tensorrt    (then, on the server: memx serve plan repo --name rmt)
     """
     from memx.package import Package
-    from memx.serving.repository import RepositoryOptions, write_repository
+    from memx.serving.repository import RepositoryOptions, pending_plan, write_repository
 
     pkg = Package.open(package)
     opt = RepositoryOptions(name=name or pkg.manifest.preset or pkg.manifest.family, backend=backend, max_batch=max_batch, strategy=strategy,
-                            instances=instances, idle_timeout_s=idle_timeout, snapshot_store=snapshot_store)
+                            instances=instances, idle_timeout_s=idle_timeout, snapshot_store=snapshot_store, op_library=op_library)
     write_repository(pkg, out_dir, opt, force=force)
-    out.print(f"wrote {escape(str(out_dir))}/{escape(opt.name)} ({backend} backend, {strategy} batching up to {max_batch} sequences); "
-              f"start it with: memx serve up {escape(str(out_dir))}", highlight=False)
+    where = f"{escape(str(out_dir))}/{escape(opt.name)}"
+    out.print(f"wrote {where} ({backend} backend, {strategy} batching up to {max_batch} sequences)", highlight=False)
+    if backend == "tensorrt" and pending_plan(out_dir, opt.name):
+        _plan_now_or_later(out_dir, opt.name)
+    elif backend == "python":
+        out.print(f"start it with: memx serve up {escape(str(out_dir))}", highlight=False)
+    else:
+        out.print("serve it with a tritonserver that has the onnxruntime backend (e.g. NGC's tritonserver container): "
+                  f"tritonserver --model-repository {escape(str(out_dir))}", highlight=False)
+
+
+def _plan_now_or_later(repo: Path, name: str) -> None:
+    """Build the plan here when full TensorRT and a GPU are present; else say how to build it on the server."""
+    from memx.errors import EngineError
+    from memx.serving.plan import build_plan
+
+    try:
+        plan = build_plan(repo, name, progress=lambda m: err.print(f"[dim]{escape(m)}…[/]"))
+        out.print(f"built {escape(str(plan))}", highlight=False)
+    except EngineError as e:
+        out.print(f"the plan is not built yet ({escape(e.message)}): on the server's machine run  memx serve plan {escape(str(repo))} --name {escape(name)}",
+                  highlight=False)
+
+
+@serve.command("plan")
+@errors_to_exit
+def plan(
+    repository: Path = typer.Argument(..., help="Model repository written by memx serve repo --backend tensorrt."),
+    name: str = typer.Option(..., "--name", help="Model name in the repository."),
+    segment_len: Optional[str] = typer.Option(None, "--segment-len", help="MIN,OPT,MAX segment lengths of the plan's profile (default: the package's range)."),
+) -> None:
+    """Build NAME/1/model.plan from the model's serving graph with full TensorRT on this
+    machine's GPU (run it where the server runs: plans are bound to a GPU and a TensorRT version).
+
+    Example:  memx serve plan repo --name rmt
+    """
+    from memx.serving.plan import build_plan
+
+    path = build_plan(repository, name, segment=segment_len, progress=lambda m: err.print(f"[dim]{escape(m)}…[/]"))
+    out.print(f"built {escape(str(path))}", highlight=False)
 
 
 @serve.command("up")
