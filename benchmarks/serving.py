@@ -1,9 +1,16 @@
 #!/usr/bin/env python
-"""Serving throughput: N concurrent sequences through a local tritonserver (memx's Python
+"""Serving throughput: N concurrent streams through a local tritonserver (memx's Python
 backend, gRPC on loopback) vs the in-process StreamPool on the same package, one run, side by
-side. Each round every sequence steps one segment; the table shows segments/s and the p50/p99
-of a round, and Triton's throughput as a share of the in-process one. Target (issue 18): >= 90%
-at 64 sequences on this CPU.
+side. Each round every stream steps one segment; the table shows segments/s and the p50/p99
+of a round, and each Triton way's throughput as a share of the in-process one. Target (issue
+18): >= 90% at 64 sequences on this CPU.
+
+Two ways through Triton:
+- "N clients": N sequences of one row each, one request per sequence and round (gRPC aio, all
+  in flight together), as N independent clients would send them; the server batches them.
+- "stream(N)": memx.serving.connect(...).stream(N), one sequence carrying N rows, one request
+  per round, as one client stepping a batch (like a local Stream(N)) sends it; its outputs
+  over the wire ("wire") or through a shared-memory region ("shm", the default on one host).
 
     python benchmarks/serving.py
     python benchmarks/serving.py --preset rmt-tiny --sequences 1,8,64 --rounds 30 --segment-len 16
@@ -52,7 +59,7 @@ async def through_triton(url: str, name: str, vocab: int, n: int, rounds: int, s
     ids = list(range(1, n + 1))
 
     async def one(sid: int, first: bool, last: bool) -> None:
-        t = rng.integers(0, vocab, (1, seg)).astype(np.int64)
+        t = rng.integers(0, vocab, (1, 1, seg)).astype(np.int64)  # Triton batch 1, one row, S tokens
         x = grpc.InferInput("TOKENS", list(t.shape), "INT64")
         x.set_data_from_numpy(t)
         await client.infer(name, [x], outputs=[grpc.InferRequestedOutput("logits")], sequence_id=sid, sequence_start=first, sequence_end=last)
@@ -64,6 +71,21 @@ async def through_triton(url: str, name: str, vocab: int, n: int, rounds: int, s
         times.append(time.perf_counter() - t0)
     await client.close()
     return times[1:]  # the first round opens the sequences
+
+
+def one_stream(url: str, name: str, vocab: int, n: int, rounds: int, seg: int, shared_memory: bool) -> list[float]:
+    from memx import serving
+
+    stream = serving.connect(url, name, shared_memory=shared_memory).stream(n)
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(rounds):
+        t = rng.integers(0, vocab, (n, seg))
+        t0 = time.perf_counter()
+        stream.step(t)
+        times.append(time.perf_counter() - t0)
+    stream.close()
+    return times[1:]  # the first round opens the sequence
 
 
 def main() -> None:
@@ -81,14 +103,22 @@ def main() -> None:
         with TritonServer(Path(tmp) / "repo") as server:
             for n in (int(s) for s in args.sequences.split(",")):
                 local = in_process(pkg, n, args.rounds, args.segment_len)
-                served = asyncio.run(through_triton(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len))
-                rows.append((n, local, served))
+                clients = asyncio.run(through_triton(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len))
+                wire = one_stream(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len, shared_memory=False)
+                shm = one_stream(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len, shared_memory=True)
+                rows.append((n, {"in-process": local, "Triton, N clients": clients, "Triton, stream(N), wire": wire, "Triton, stream(N), shm": shm}))
     print(f"{args.preset}, segment length {args.segment_len}, {args.rounds} rounds, max batch {args.max_batch}; {machine()}")
-    print(f"{'sequences':>9} | {'in-process seg/s':>16} {'p50 ms':>8} {'p99 ms':>8} | {'Triton seg/s':>12} {'p50 ms':>8} {'p99 ms':>8} | {'Triton/in-process':>17}")
-    for n, local, served in rows:
-        a, b = n / statistics.median(local), n / statistics.median(served)
-        print(f"{n:>9} | {a:>16.0f} {percentile(local, 50) * 1e3:>8.2f} {percentile(local, 99) * 1e3:>8.2f} | "
-              f"{b:>12.0f} {percentile(served, 50) * 1e3:>8.2f} {percentile(served, 99) * 1e3:>8.2f} | {b / a:>16.0%}")
+    labels = list(rows[0][1])
+    print("| streams | " + " | ".join(f"{label} seg/s (p50 / p99 ms)" for label in labels) + " |")
+    print("|---:|" + "---:|" * len(labels))
+    for n, ways in rows:
+        base = n / statistics.median(ways["in-process"])
+        cells = []
+        for label, times in ways.items():
+            rate = n / statistics.median(times)
+            ratio = "" if label == "in-process" else f" **{rate / base:.0%}**"
+            cells.append(f"{rate:.0f} ({percentile(times, 50) * 1e3:.2f} / {percentile(times, 99) * 1e3:.2f}){ratio}")
+        print(f"| {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

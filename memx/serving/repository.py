@@ -85,14 +85,22 @@ def control_inputs() -> list[dict[str, Any]]:
     return out + [{"name": "CORRID", "control": [{"kind": Enum("CONTROL_SEQUENCE_CORRID"), "data_type": Enum("TYPE_UINT64")}]}]
 
 
+def rows_dims(shape: list[Any]) -> list[int]:
+    """Dims of a python-backend tensor: a request carries a sequence's R rows, so the manifest's
+    batch axis becomes a variable rows axis (Triton's own batch axis, 1 per request, comes first)."""
+    return [-1, *(d if isinstance(d, int) else -1 for d in shape[1:])]
+
+
 def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
     m = pkg.manifest
-    inputs = [{"name": "TOKENS", "data_type": Enum("TYPE_INT64"), "dims": [-1]}]
+    inputs = [{"name": "TOKENS", "data_type": Enum("TYPE_INT64"), "dims": [-1, -1]}]  # [R, S]: the sequence's rows
     # optional for Triton so that commands (snapshot, restore, end) need none; a step without
     # them is refused by memx, typed, like a local one
-    inputs += [{**tensor_config(i.name, i.dtype, i.shape), "optional": True} for i in m.inputs]
+    inputs += [{"name": "LENGTHS", "data_type": Enum("TYPE_INT64"), "dims": [-1], "optional": True},
+               {"name": "RESET", "data_type": Enum("TYPE_BOOL"), "dims": [-1], "optional": True}]
+    inputs += [{"name": i.name, "data_type": Enum(TRITON_TYPES[i.dtype]), "dims": rows_dims(i.shape), "optional": True} for i in m.inputs]
     inputs += [{"name": n, "data_type": Enum("TYPE_STRING"), "dims": [1], "optional": True} for n in ("MEMX_COMMAND", "MEMX_SNAPSHOT")]
-    outputs = [tensor_config(o.name, o.dtype, o.shape) for o in m.outputs]
+    outputs = [{"name": o.name, "data_type": Enum(TRITON_TYPES[o.dtype]), "dims": rows_dims(o.shape)} for o in m.outputs]
     outputs += [{"name": "MEMX_SNAPSHOT", "data_type": Enum("TYPE_STRING"), "dims": [1]}]
     strategy = {"max_candidate_sequences": opt.max_candidates, "preferred_batch_size": [opt.max_batch], "max_queue_delay_microseconds": opt.queue_delay_us} \
         if opt.strategy == "oldest" else {"max_queue_delay_microseconds": opt.queue_delay_us}
@@ -106,6 +114,7 @@ def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
         "instance_group": [{"count": opt.instances, "kind": Enum("KIND_CPU")}],
         "parameters": [{"key": k, "value": {"string_value": v}} for k, v in
                        {"memx_package": "package", "memx_idle_timeout_s": repr(opt.idle_timeout_s), "memx_model_id": m.model_id(),
+                        "memx_max_segment": str(m.segment["max"]),  # what a client's shared-memory region is sized for
                         **({"memx_snapshot_store": opt.snapshot_store} if opt.snapshot_store else {})}.items()],
     }
 
@@ -153,7 +162,7 @@ def graph_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
 
 def check_options(opt: RepositoryOptions) -> None:
     if opt.backend not in BACKENDS:
-        raise RepositoryError("memx cannot write a repository for this Triton backend yet", expected=list(BACKENDS), actual=opt.backend,
+        raise RepositoryError("memx cannot write a repository for this Triton backend", expected=list(BACKENDS), actual=opt.backend,
                               hint="the python backend serves every package")
     if opt.strategy not in STRATEGIES:
         raise RepositoryError("unknown sequence batching strategy", expected=list(STRATEGIES), actual=opt.strategy)
@@ -229,9 +238,9 @@ def check_repository(repo: str | Path, name: str) -> dict[str, Any]:
         m = Package.open(model_dir / "1" / "package").manifest
     else:
         m = Manifest.from_bytes((model_dir / "1" / MANIFEST_FILE).read_bytes(), source=str(model_dir / "1" / MANIFEST_FILE))
-    tokens = "TOKENS" if backend == "python" else serving_graph.TOKENS
-    want_in = {tokens: ("TYPE_INT64", [-1]), **{i.name: (TRITON_TYPES[i.dtype], triton_dims(i.shape)) for i in m.inputs}}
-    want_out = {o.name: (TRITON_TYPES[o.dtype], triton_dims(o.shape)) for o in m.outputs}
+    dims = rows_dims if backend == "python" else triton_dims  # python: a request carries its sequence's rows
+    want_in = {serving_graph.TOKENS: ("TYPE_INT64", [-1, -1] if backend == "python" else [-1]), **{i.name: (TRITON_TYPES[i.dtype], dims(i.shape)) for i in m.inputs}}
+    want_out = {o.name: (TRITON_TYPES[o.dtype], dims(o.shape)) for o in m.outputs}
     for section, want in (("input", want_in), ("output", want_out)):
         got = {_one(t, "name"): (_one(t, "data_type").word, t.get("dims", [])) for t in config.get(section, [])}
         for tensor, (dtype, dims) in want.items():

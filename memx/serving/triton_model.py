@@ -28,7 +28,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         here = Path(args["model_repository"]) / args["model_version"]
         package = here / parameter(config, "memx_package", "package")
-        self.input_names = [i["name"] for i in config["input"] if i["name"] not in (COMMAND_INPUT, SNAPSHOT_INPUT) and i["name"] != "TOKENS"]
+        self.input_names = [i["name"] for i in config["input"] if i["name"] not in (COMMAND_INPUT, SNAPSHOT_INPUT, "TOKENS", "LENGTHS", "RESET")]
         self.output_names = [o["name"] for o in config["output"] if o["name"] != SNAPSHOT_OUTPUT]
         store = parameter(config, "memx_snapshot_store", "")
         self.server = SequenceServer(runtimes.open(package, verify=parameter(config, "memx_verify", "true") == "true"),
@@ -43,20 +43,22 @@ class TritonPythonModel:
         return [self._response(pb, reply) for reply in replies]
 
     def _request(self, pb: Any, r: Any) -> Request:
-        def scalar(name: str) -> Any:
+        def tensor(name: str) -> Any:
             t = pb.get_input_tensor_by_name(r, name)
-            return None if t is None else t.as_numpy().reshape(-1)[0]
+            return None if t is None else t.as_numpy()
 
-        tokens = pb.get_input_tensor_by_name(r, "TOKENS").as_numpy()  # (1, S)
+        def scalar(name: str) -> Any:
+            t = tensor(name)
+            return None if t is None else t.reshape(-1)[0]
+
+        tokens = tensor("TOKENS")[0]  # (R, S): the sequence's rows (Triton's batch axis is 1)
         command = scalar(COMMAND_INPUT)
         blob = scalar(SNAPSHOT_INPUT)
-        inputs = {}
-        for name in self.input_names:
-            t = pb.get_input_tensor_by_name(r, name)
-            if t is not None:
-                inputs[name] = t.as_numpy()[0]
-        return Request(corrid=int(scalar("CORRID")), tokens=tokens.reshape(-1).astype(np.int64, copy=False), start=bool(scalar("START")),
+        lengths, reset = tensor("LENGTHS"), tensor("RESET")
+        inputs = {name: t[0] for name in self.input_names if (t := tensor(name)) is not None}
+        return Request(corrid=int(scalar("CORRID")), tokens=tokens.astype(np.int64, copy=False), start=bool(scalar("START")),
                        end=bool(scalar("END")), ready=bool(scalar("READY")), inputs=inputs,
+                       lengths=None if lengths is None else lengths[0], reset=None if reset is None else reset[0],
                        command=command.decode() if isinstance(command, bytes) else (command or "step"), snapshot=bytes(blob) if blob is not None else None)
 
     def _response(self, pb: Any, reply: Reply) -> Any:

@@ -228,3 +228,18 @@ def test_the_tensorrt_serving_graph_builds_into_a_plan_with_a_profile_up_to_max_
     assert profile.batch == (1, 16, 16) and profile.shapes[START]["max"] == [16, 1] and profile.shapes[TOKENS]["max"][0] == 16
     assert all(v == "function body" for v in build.tags.custom_ops.values())
     shutil.rmtree(repo)
+
+
+def test_a_served_stream_of_a_graph_backend_model_refuses_snapshots_typed():
+    """Triton's implicit state cannot be read out: snapshot()/restore() say so before any request."""
+    from types import SimpleNamespace
+
+    from memx.errors import ServingError
+    from memx.serving.client import ServedStream
+
+    stream = ServedStream(SimpleNamespace(backend="onnxruntime", protocol="http"), 2)
+    for call in (stream.snapshot, lambda: stream.restore(b"")):
+        with pytest.raises(ServingError, match="python backend") as e:
+            call()
+        assert e.value.expected == "backend python" and e.value.actual == "onnxruntime"
+    stream.close()  # nothing to end: the server's idle timeout releases graph-backend sequences

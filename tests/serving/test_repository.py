@@ -8,7 +8,7 @@ import pytest
 
 from memx.errors import PackageExistsError, RepositoryError
 from memx.serving import pbtxt
-from memx.serving.repository import RepositoryOptions, check_repository, triton_dims, write_repository
+from memx.serving.repository import RepositoryOptions, check_repository, rows_dims, write_repository
 from tests.test_cli_errors import memx_cli
 
 
@@ -20,7 +20,7 @@ def test_the_repository_reads_back_as_the_package_it_serves(tmp_path, package_of
     seq = config["sequence_batching"][0]
     assert seq["max_sequence_idle_microseconds"] == [5_000_000] and "direct" in seq
     outputs = {o["name"][0]: o["dims"] for o in config["output"]}
-    assert outputs["logits"] == [-1, pkg.manifest.vocab_size]
+    assert outputs["logits"] == [-1, -1, pkg.manifest.vocab_size]  # [rows, segment, vocab]: a request carries its sequence's rows
     assert (repo / "rmt" / "1" / "package" / "memx.json").is_file() and "memx.serving.triton_model" in (repo / "rmt" / "1" / "model.py").read_text()
 
 
@@ -32,7 +32,7 @@ def test_a_package_with_extra_inputs_has_them_as_triton_inputs(tmp_path):
     inputs = {i["name"][0]: (i["data_type"][0].word, i["dims"]) for i in check_repository(repo, "s2s")["input"]}
     assert pkg.manifest.inputs
     for spec in pkg.manifest.inputs:
-        assert inputs[spec.name][1] == triton_dims(spec.shape)
+        assert inputs[spec.name][1] == rows_dims(spec.shape)
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -50,7 +50,7 @@ def test_a_repository_edited_out_of_step_with_its_package_is_refused(tmp_path, p
 
 def test_options_memx_cannot_serve_are_typed_errors(tmp_path, package_of):
     pkg = package_of("rmt-tiny")
-    for opt, match in [(RepositoryOptions(name="x", backend="onnxruntime"), "cannot write a repository for this Triton backend yet"),
+    for opt, match in [(RepositoryOptions(name="x", backend="tensorflow"), "cannot write a repository for this Triton backend"),
                        (RepositoryOptions(name="x", strategy="newest"), "unknown sequence batching strategy"),
                        (RepositoryOptions(name="../x"), "plain directory name"), (RepositoryOptions(name="x", max_batch=0), "max_batch")]:
         with pytest.raises(RepositoryError, match=match):
@@ -78,5 +78,5 @@ def test_memx_serve_repo_in_a_fresh_process(tmp_path, package_of):
     config = check_repository(tmp_path / "repo", "rmt")
     params = {p["key"][0]: p["value"][0]["string_value"][0] for p in config["parameters"]}
     assert params["memx_snapshot_store"] == "/var/memx/store"
-    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo2", "--backend", "tensorrt")
-    assert r.returncode == 2 and "RepositoryError" in r.stderr and "python" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo2", "--backend", "tensorflow")
+    assert r.returncode == 2 and "RepositoryError" in r.stderr and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr

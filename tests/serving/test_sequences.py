@@ -20,22 +20,30 @@ def rt(package_of):
     return runtimes.open(package_of("rmt-tiny"))
 
 
-def test_many_sequences_batched_give_each_what_its_own_stream_gives(rt):
+def test_many_sequences_of_many_rows_batched_give_each_what_its_own_stream_gives(rt):
+    """24 sequences of 1..4 rows (a client's stream(R) is one sequence), 64 segments: some wait
+    a turn, rows have ragged lengths and their own resets, START restarts a whole sequence.
+    Every output (zero past each row's length) and every state equals a local Stream(R)'s."""
     server = SequenceServer(rt, max_batch=8)
     rng = np.random.default_rng(0)
     vocab, seg = rt.manifest.vocab_size, rt.manifest.segment["max"]
-    local = {c: rt.stream(1) for c in range(1, SEQUENCES + 1)}
+    rows = {c: int(rng.integers(1, 5)) for c in range(1, SEQUENCES + 1)}
+    local = {c: rt.stream(r) for c, r in rows.items()}
     started: set[int] = set()
     worst = 0.0
     for step in range(SEGMENTS):
         live = sorted(rng.choice(list(local), size=rng.integers(1, SEQUENCES), replace=False).tolist())  # some sequences wait a turn
         reqs, want = [], {}
         for c in live:
-            n = int(rng.integers(1, seg + 1))
-            tokens = rng.integers(0, vocab, n)
-            restart = c not in started or rng.random() < 0.03  # START mid-stream: the stream restarts
-            reqs.append(Request(corrid=c, tokens=tokens, start=restart))
-            want[c] = local[c].step(tokens[None], reset=np.array([restart]))["logits"][0, :n]
+            R, S = rows[c], int(rng.integers(1, seg + 1))
+            tokens = rng.integers(0, vocab, (R, S))
+            lengths = rng.integers(1, S + 1, R)
+            restart = c not in started or rng.random() < 0.03  # START mid-stream: the whole sequence restarts
+            reset = rng.random(R) < 0.05  # single rows start anew
+            reqs.append(Request(corrid=c, tokens=tokens, start=restart, lengths=lengths, reset=reset))
+            if restart:
+                local[c].reset()  # START: a new sequence, its segment count from 0
+            want[c] = local[c].step(tokens, lengths, reset)["logits"]
             started.add(c)
         replies = server.handle(reqs)
         for req, reply in zip(reqs, replies):
@@ -43,9 +51,27 @@ def test_many_sequences_batched_give_each_what_its_own_stream_gives(rt):
             assert reply.outputs["logits"].shape == want[req.corrid].shape
             worst = max(worst, float(np.abs(reply.outputs["logits"] - want[req.corrid]).max()))
     assert worst <= 1e-5
-    for c in local:  # states too
-        blob = server.pool.snapshot(server.streams[c])
-        assert np.allclose(snap.decode(blob).states["memory"], local[c].state["memory"], atol=1e-5)
+    for c in local:  # states too, and the sequence's snapshot is a local Stream(R)'s
+        data = snap.decode(server.snapshot(c))
+        assert data.pending_reset.shape == (rows[c],) and data.segments == local[c].segments
+        assert np.allclose(data.states["memory"], local[c].state["memory"], atol=1e-5)
+
+
+def test_a_sequence_restored_from_a_local_streams_snapshot_continues_it(rt):
+    local = rt.stream(3)
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        local.step(rng.integers(0, 64, (3, 5)))
+    server = SequenceServer(rt)
+    assert server.handle([Request(corrid=8, start=True, command="restore", snapshot=local.snapshot())])[0].error is None
+    assert len(server.streams[8]) == 3
+    tokens, lengths = rng.integers(0, 64, (3, 5)), np.array([5, 2, 4])
+    got = server.handle([Request(corrid=8, tokens=tokens, lengths=lengths)])[0].outputs["logits"]
+    assert np.allclose(got, local.step(tokens, lengths)["logits"], atol=1e-6)
+    assert server.snapshot(8) == local.snapshot()
+    wrong_rows = server.handle([Request(corrid=8, tokens=tokens[:2])])[0].error
+    assert type(wrong_rows).__name__ == "BatchMismatchError" and wrong_rows.expected == 3 and wrong_rows.actual == 2
+    assert server.snapshot(8) == local.snapshot()  # refused: unchanged
 
 
 def test_end_frees_a_sequence_and_a_request_without_start_is_a_sequence_error(rt):
@@ -72,12 +98,15 @@ def test_a_sequence_idle_past_its_timeout_is_released(rt):
 def test_a_bad_request_fails_alone_and_leaves_its_stream_and_the_others_unchanged(rt):
     server = SequenceServer(rt)
     server.handle([Request(corrid=c, tokens=np.arange(4), start=True) for c in (1, 2, 3)])
-    before = {c: server.pool.snapshot(server.streams[c]) for c in (1, 2, 3)}
+    before = {c: server.snapshot(c) for c in (1, 2, 3)}
     replies = server.handle([Request(corrid=1, tokens=np.arange(4)), Request(corrid=2, tokens=np.array([0, 10**6])), Request(corrid=3, tokens=np.arange(2))])
     assert replies[0].error is None and replies[2].error is None
     assert isinstance(replies[1].error, TokenRangeError)
-    assert server.pool.snapshot(server.streams[2]) == before[2]
-    assert server.pool.snapshot(server.streams[1]) != before[1]
+    assert server.snapshot(2) == before[2]
+    assert server.snapshot(1) != before[1]
+    # a reset row of a request that fails is put back as it was
+    replies = server.handle([Request(corrid=2, tokens=np.array([[0, 10**6]]), reset=np.array([True]))])
+    assert isinstance(replies[0].error, TokenRangeError) and server.snapshot(2) == before[2]
 
 
 def test_snapshot_and_restore_commands_move_a_sequence_between_servers(rt):
@@ -112,7 +141,7 @@ def test_a_snapshot_store_keeps_sequences_across_a_restart_and_forgets_them_at_t
     tokens = rng.integers(0, 64, 5)
     reply = second.handle([Request(corrid=3, tokens=tokens, start=True, command="resume")])[0]
     assert reply.error is None
-    assert np.allclose(reply.outputs["logits"], local[3].step(tokens[None])["logits"][0], atol=1e-6)
+    assert np.allclose(reply.outputs["logits"], local[3].step(tokens[None])["logits"], atol=1e-6)
     assert second.handle([Request(corrid=3, command="end", end=True)])[0].error is None
     assert sorted(p.name for p in store.iterdir()) == ["4.snap"]  # ended: gone; the other kept
     missing = second.handle([Request(corrid=3, tokens=tokens, start=True, command="resume")])[0].error

@@ -30,13 +30,18 @@ def served(tmp_path_factory, package_of):
         yield pkg, server
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_concurrent_served_streams_equal_local_streams_over_ragged_lengths_and_resets(served, protocol):
+@pytest.mark.parametrize("protocol, shared_memory", [("grpc", True), ("grpc", False), ("http", True), ("http", False)])
+def test_a_served_stream_equals_a_local_stream_over_ragged_lengths_and_resets(served, protocol, shared_memory):
+    """A stream of 16 rows (one sequence), 48 segments; outputs over the wire or through a shared-memory region."""
+    import os
+
     from memx import serving
 
     pkg, server = served
-    model = serving.connect(server.grpc_url if protocol == "grpc" else server.http_url, "rmt", protocol)
+    model = serving.connect(server.grpc_url if protocol == "grpc" else server.http_url, "rmt", protocol, shared_memory=shared_memory)
     remote, local = model.stream(SEQUENCES), runtimes.open(pkg).stream(SEQUENCES)
+    assert (remote.region is not None) == shared_memory
+    region = f"/dev/shm/{remote.region.name}" if shared_memory else None
     rng = np.random.default_rng(3)
     seg, vocab = local.manifest.segment["max"], local.manifest.vocab_size
     worst = 0.0
@@ -52,7 +57,43 @@ def test_concurrent_served_streams_equal_local_streams_over_ragged_lengths_and_r
     local2.restore(remote.snapshot())  # out of the server, into a local stream: it continues exactly
     for name in local.state:
         assert np.allclose(local2.state[name], local.state[name], atol=1e-5)
+    if region:
+        assert os.path.exists(region)
     remote.close()
+    if region:
+        assert not os.path.exists(region)  # the region is given back
+
+
+def test_shared_memory_falls_back_to_the_wire_or_refuses_typed_and_is_freed_with_the_stream(served, monkeypatch):
+    import gc
+    import os
+
+    from memx import serving
+    from memx.errors import ServingError
+
+    pkg, server = served
+    model = serving.connect(server.grpc_url, "rmt")
+    dropped = model.stream(2)
+    path = f"/dev/shm/{dropped.region.name}"
+    dropped.step(np.arange(6).reshape(2, 3))
+    del dropped  # never closed: its region still goes
+    gc.collect()
+    assert not os.path.exists(path)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("failed to open shared memory region")  # a server in another IPC namespace
+
+    monkeypatch.setattr(model.client, "register_system_shared_memory", refuse)
+    fallback = model.stream(2)
+    assert fallback.region is None
+    assert fallback.step(np.arange(6).reshape(2, 3))["logits"].shape == (2, 3, 64)
+    fallback.close()
+    strict = serving.connect(server.grpc_url, "rmt", shared_memory=True)
+    monkeypatch.setattr(strict.client, "register_system_shared_memory", refuse)
+    with pytest.raises(ServingError, match="shared-memory region") as e:
+        strict.stream(2)
+    assert "shared_memory=False" in e.value.hint
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith(f"memx-{os.getpid()}-")]  # nothing left behind
 
 
 def test_a_local_stream_moves_onto_the_server_and_continues(served):
@@ -87,7 +128,7 @@ def test_errors_come_back_typed_and_disturb_no_other_sequence(served):
         a.fresh = [False]  # as if the stream did not know it had ended
         a.step(np.arange(4)[None])
     with pytest.raises(SequenceError, match="no longer knows this sequence"):  # a sequence id nobody started
-        model.infer(123456789, np.arange(4))
+        model.infer(123456789, {"TOKENS": np.arange(4)[None, None]})
     assert np.allclose(b.step(np.arange(4)[None])["logits"], _step_local(pkg, before, np.arange(4)), atol=1e-5)  # b went on undisturbed
     with pytest.raises(ModelNotReadyError):
         serving.connect(server.grpc_url, "no-such-model")
@@ -189,7 +230,11 @@ def test_a_package_with_extra_step_inputs_is_served_with_them(tmp_path):
 
 
 def test_every_zoo_package_is_served_as_its_local_stream_runs(tmp_path):
-    """∞-former (many states: the swap bug of Triton's implicit state), Memformer (two graphs), all of them."""
+    """∞-former (many states: the swap bug of Triton's implicit state), Memformer (two graphs), all
+    of them: 64 one-row client streams and one stream of 8 rows (65 sequences) step concurrently,
+    the server batching them, and every row equals its row of a local Stream(72)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from memx import serving
     from memx.zoo import zoo_entries
     from tests.package_cache import exported
@@ -202,21 +247,29 @@ def test_every_zoo_package_is_served_as_its_local_stream_runs(tmp_path):
         one = write_repository(pkgs[entry.name], tmp_path / f"one-{entry.name}", RepositoryOptions(name=entry.name, max_batch=ZOO_SEQUENCES))
         (one / entry.name).rename(repo / entry.name)
     rng = np.random.default_rng(17)
-    with TritonServer(repo) as server:
+    wide = 8
+    rows = ZOO_SEQUENCES + wide
+    with TritonServer(repo) as server, ThreadPoolExecutor(16) as clients:
         for name, pkg in pkgs.items():
-            n = ZOO_SEQUENCES
-            local, remote = runtimes.open(pkg).stream(n), serving.connect(server.grpc_url, name).stream(n)
+            local = runtimes.open(pkg).stream(rows)
+            model = serving.connect(server.grpc_url, name)
+            streams = [model.stream(1) for _ in range(ZOO_SEQUENCES)] + [model.stream(wide)]
+            spans = [slice(b, b + 1) for b in range(ZOO_SEQUENCES)] + [slice(ZOO_SEQUENCES, rows)]
             worst = 0.0
             for _ in range(ZOO_SEGMENTS):
                 width = int(rng.integers(1, pkg.manifest.segment["max"] + 1))
-                tokens, lengths = rng.integers(0, pkg.manifest.vocab_size, (n, width)), rng.integers(1, width + 1, n)
-                reset = rng.random(n) < 0.02
-                want, got = local.step(tokens, lengths, reset), remote.step(tokens, lengths, reset)
-                # relative to the output's scale: the server batches other rows together than the
-                # local stream does, so fp32 sums run in another order (memformer's logits reach ~10)
-                worst = max(worst, *(float(np.abs(want[k] - got[k]).max() / max(1.0, float(np.abs(want[k]).max()))) for k in want))
+                tokens, lengths = rng.integers(0, pkg.manifest.vocab_size, (rows, width)), rng.integers(1, width + 1, rows)
+                reset = rng.random(rows) < 0.02
+                want = local.step(tokens, lengths, reset)
+                got = list(clients.map(lambda i: streams[i].step(tokens[spans[i]], lengths[spans[i]], reset[spans[i]]), range(len(streams))))
+                for k in want:
+                    served = np.concatenate([g[k] for g in got])
+                    # relative to the output's scale: the server batches other rows together than the
+                    # local stream does, so fp32 sums run in another order (memformer's logits reach ~10)
+                    worst = max(worst, float(np.abs(want[k] - served).max() / max(1.0, float(np.abs(want[k]).max()))))
             assert worst <= 1e-5, (name, worst)
-            remote.close()
+            for s in streams:
+                s.close()
 
 
 def test_memx_serve_up_in_a_fresh_process_serves_until_stopped(tmp_path, package_of):
