@@ -95,10 +95,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--segment-len", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--queue-delay-us", type=int, default=RepositoryOptions.queue_delay_us, help="the sequence batcher's max_queue_delay_microseconds")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pkg = export_preset(args.preset, Path(tmp) / "pkg.memx", verify_segments=0)
-        write_repository(pkg, Path(tmp) / "repo", RepositoryOptions(name="m", max_batch=args.max_batch, max_candidates=max(256, args.max_batch)))
+        write_repository(pkg, Path(tmp) / "repo", RepositoryOptions(name="m", max_batch=args.max_batch, max_candidates=max(256, args.max_batch),
+                                                                  queue_delay_us=args.queue_delay_us))
         rows = []
         with TritonServer(Path(tmp) / "repo") as server:
             for n in (int(s) for s in args.sequences.split(",")):
@@ -107,7 +109,7 @@ def main() -> None:
                 wire = one_stream(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len, shared_memory=False)
                 shm = one_stream(server.grpc_url, "m", pkg.manifest.vocab_size, n, args.rounds + 1, args.segment_len, shared_memory=True)
                 rows.append((n, {"in-process": local, "Triton, N clients": clients, "Triton, stream(N), wire": wire, "Triton, stream(N), shm": shm}))
-    print(f"{args.preset}, segment length {args.segment_len}, {args.rounds} rounds, max batch {args.max_batch}; {machine()}")
+    print(f"{args.preset}, segment length {args.segment_len}, {args.rounds} rounds, max batch {args.max_batch}, queue delay {args.queue_delay_us} us; {machine()}")
     labels = list(rows[0][1])
     print("| streams | " + " | ".join(f"{label} seg/s (p50 / p99 ms)" for label in labels) + " |")
     print("|---:|" + "---:|" * len(labels))

@@ -28,6 +28,8 @@ def repo(
     strategy: str = typer.Option("oldest", "--strategy", help="Sequence batching: oldest (batch whichever sequences are ready) or direct (a slot per sequence)."),
     instances: int = typer.Option(1, "--instances", help="Model instances (processes) on the server."),
     idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="Seconds a sequence may wait between requests before the server releases it."),
+    queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="How long the sequence batcher waits for more sequences' requests to batch "
+                                       "(0: run what is queued at once; requests queue while the model runs)."),
     snapshot_store: Optional[str] = typer.Option(None, "--snapshot-store", help="Directory on the server where every sequence's state is kept between requests "
                                                   "(relative: to the model's directory): sequences survive server restarts and idle timeouts."),
     op_library: Optional[str] = typer.Option(None, "--op-library", help="onnxruntime: absolute path of libmemx_ops.so on the server (model_operations); "
@@ -47,7 +49,8 @@ def repo(
 
     pkg = Package.open(package)
     opt = RepositoryOptions(name=name or pkg.manifest.preset or pkg.manifest.family, backend=backend, max_batch=max_batch, strategy=strategy,
-                            instances=instances, idle_timeout_s=idle_timeout, snapshot_store=snapshot_store, op_library=op_library)
+                            instances=instances, idle_timeout_s=idle_timeout, queue_delay_us=queue_delay_us, snapshot_store=snapshot_store,
+                            op_library=op_library)
     write_repository(pkg, out_dir, opt, force=force)
     where = f"{escape(str(out_dir))}/{escape(opt.name)}"
     out.print(f"wrote {where} ({backend} backend, {strategy} batching up to {max_batch} sequences)", highlight=False)

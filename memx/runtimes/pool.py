@@ -22,7 +22,7 @@ import numpy as np
 
 from memx.errors import DTypeError, InputError
 from memx.package import snapshot as snap
-from memx.runtimes.inputs import NO_EXTRAS, check_extras, check_tokens
+from memx.runtimes.inputs import NO_EXTRAS, check_extras, check_lengths, check_reset, check_tokens
 
 
 class SlotStore(Protocol):
@@ -172,6 +172,34 @@ class StreamPool:
             for sid in chunk:
                 self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
         return results
+
+    def step_rows(self, sids: Any, tokens: Any, lengths: Any = None, reset: Any = None, **inputs: Any) -> dict[str, np.ndarray]:
+        """Step streams ``sids`` by the rows of one batch, as a Stream steps: tokens (N, S), lengths
+        (N,) (default S), reset (N,) bool (rows that start anew), the package's extra inputs (N, ...)
+        each. Returns the outputs (N, S, ...), zero past each row's length. The batched form of
+        :meth:`step` for callers that hold many streams' rows as one array (memx's Triton model);
+        the same chunks of ``max_batch`` rows, all or nothing."""
+        m = self.runtime.manifest
+        ids = [self._check(s) for s in sids]
+        if len(set(ids)) != len(ids):
+            raise InputError("a stream is given twice in one step", expected="each stream at most once per step", actual=[s for s in ids if ids.count(s) > 1][:4])
+        tok = check_tokens(tokens, batch=len(ids), vocab_size=m.vocab_size, segment=m.segment)
+        lens = check_lengths(lengths, batch=len(ids), segment_len=tok.shape[1])
+        rst = check_reset(reset, batch=len(ids)) | np.array([self._pending[s] for s in ids], dtype=bool)
+        extras = check_extras(inputs, m.inputs, batch=len(ids), segment_len=tok.shape[1])
+        outputs: list[dict[str, np.ndarray]] = []
+        held: list[tuple[list[int], Any]] = []
+        for start in range(0, len(ids), self.max_batch):
+            rows = slice(start, start + self.max_batch)
+            chunk = ids[rows]
+            out, new = self.slots.run(chunk, tok[rows], lens[rows], rst[rows], {k: v[rows] for k, v in extras.items()} if extras else NO_EXTRAS)
+            outputs.append(out)
+            held.append((chunk, new))
+        for chunk, new in held:  # commit only after every chunk succeeded
+            self.slots.commit(chunk, new)
+            for sid in chunk:
+                self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
+        return {o.name: outputs[0][o.name] if len(outputs) == 1 else np.concatenate([c[o.name] for c in outputs]) for o in m.outputs}
 
     def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], extras: dict[int, Mapping[str, np.ndarray]], results: dict) -> Any:
         seg = max(len(tokens[sid]) for sid in chunk)

@@ -194,6 +194,7 @@ class OutputRegion:
             self.slots[name] = (total, size)
             total += (size + 63) // 64 * 64
         self.size = max(total, 64)
+        self._requested: list[Any] | None = None
         self.handle = shm.create_shared_memory_region(self.name, "/" + self.name, self.size)
         try:
             self.register()
@@ -208,12 +209,14 @@ class OutputRegion:
         self.model.client.register_system_shared_memory(self.name, "/" + self.name, self.size)
 
     def requested(self) -> list[Any]:
-        out = []
-        for name, (offset, size) in self.slots.items():
-            r = self.model.module.InferRequestedOutput(name)
-            r.set_shared_memory(self.name, size, offset=offset)
-            out.append(r)
-        return out
+        """The outputs requested into their slots (made once: the same every step)."""
+        if self._requested is None:
+            self._requested = []
+            for name, (offset, size) in self.slots.items():
+                r = self.model.module.InferRequestedOutput(name)
+                r.set_shared_memory(self.name, size, offset=offset)
+                self._requested.append(r)
+        return self._requested
 
     def read(self, result: Any, name: str) -> np.ndarray:
         """A copy of output ``name`` of ``result`` (the region is reused by the next step)."""

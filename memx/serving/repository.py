@@ -60,7 +60,7 @@ class RepositoryOptions:
     strategy: str = "oldest"
     instances: int = 1
     idle_timeout_s: float = 60.0
-    queue_delay_us: int = 500
+    queue_delay_us: int = 0  # the sequence batcher runs what is queued (requests queue while the model runs); > 0 waits for more
     max_candidates: int = 256
     snapshot_store: str | None = None  # python: a directory on the server (relative: to the model's directory): sequences survive restarts
     op_library: str | None = None  # onnxruntime: libmemx_ops.so's path on the server (model_operations); else the ops' model-local bodies run
@@ -171,6 +171,8 @@ def check_options(opt: RepositoryOptions) -> None:
     for field, value, low in (("max_batch", opt.max_batch, 1), ("instances", opt.instances, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise RepositoryError(f"{field} must be a positive integer", expected=f">= {low}", actual=value)
+    if isinstance(opt.queue_delay_us, bool) or not isinstance(opt.queue_delay_us, int) or opt.queue_delay_us < 0:
+        raise RepositoryError("the queue delay must be a whole number of microseconds", expected=">= 0", actual=opt.queue_delay_us)
     if not opt.idle_timeout_s > 0:
         raise RepositoryError("the idle timeout must be positive", expected="> 0 seconds", actual=opt.idle_timeout_s)
     if opt.snapshot_store and opt.backend != "python":

@@ -212,81 +212,65 @@ class SequenceServer:
             raise
         self.segments[corrid] = data.segments
 
-    def _row_inputs(self, req: Request, sids: list[int]) -> dict[int, dict[str, np.ndarray]]:
-        """Each row of a request as a pool input: its tokens and extra inputs cut to its length."""
-        tokens = req.tokens if req.tokens.ndim == 2 else req.tokens[None]
+    def _rows_of(self, req: Request, sids: list[int]) -> dict[str, Any]:
+        """A request's rows, checked against its sequence: tokens (R, S), lengths (R,), reset (R,), extra inputs (R, ...)."""
+        tokens = np.asarray(req.tokens)
+        tokens = tokens if tokens.ndim == 2 else tokens.reshape(1, -1)
         if len(sids) != tokens.shape[0]:
             raise BatchMismatchError("a request carries as many rows as its sequence has", expected=len(sids), actual=int(tokens.shape[0]),
                                      hint="START the sequence again to change its rows")
-        lengths = np.full(len(sids), tokens.shape[1]) if req.lengths is None else np.asarray(req.lengths).reshape(-1)
-        if lengths.shape[0] != len(sids) or (lengths.size and (lengths.min() < 0 or lengths.max() > tokens.shape[1])):
-            raise BatchMismatchError("lengths must give each row's real tokens", expected=f"{len(sids)} values in 0..{tokens.shape[1]}", actual=lengths.tolist())
-        out: dict[int, dict[str, np.ndarray]] = {}
-        for r, sid in enumerate(sids):
-            n = int(lengths[r])
-            row = {"tokens": tokens[r, :n]}
-            for name, value in req.inputs.items():
-                x = np.asarray(value)[r] if np.ndim(value) else np.asarray(value)
-                axis = self.segment_axes.get(name)
-                row[name] = x[(slice(None),) * axis + (slice(0, n),)] if axis is not None else x
-            out[sid] = row
+        width = tokens.shape[1]
+        lengths = np.full(len(sids), width, np.int64) if req.lengths is None else np.asarray(req.lengths).reshape(-1)
+        if lengths.shape[0] != len(sids) or (lengths.size and (lengths.min() < 0 or lengths.max() > width)):
+            raise BatchMismatchError("lengths must give each row's real tokens", expected=f"{len(sids)} values in 0..{width}", actual=lengths.tolist())
+        reset = np.zeros(len(sids), bool) if req.reset is None else np.asarray(req.reset, dtype=bool).reshape(-1)
+        if reset.shape[0] != len(sids):
+            raise BatchMismatchError("reset must flag each row", expected=len(sids), actual=int(reset.shape[0]))
+        return {"tokens": tokens, "lengths": lengths, "reset": reset, **{k: np.asarray(v) for k, v in req.inputs.items()}}
+
+    def _padded(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Several requests' rows as one batch: tokens (and extra inputs along the segment) padded to the widest."""
+        width = max(p["tokens"].shape[1] for p in parts)
+        pads = {i.name: i.pad for i in self.runtime.manifest.inputs}
+        out: dict[str, Any] = {}
+        for key in parts[0]:
+            arrays = [p[key] for p in parts]
+            axis = 1 if key == "tokens" else (self.segment_axes[key] + 1 if key in self.segment_axes else None)
+            if axis is not None:
+                arrays = [_pad_to(a, axis, width, pads.get(key, 0)) for a in arrays]
+            out[key] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         return out
 
     def _step(self, requests: list[Request], replies: list[Reply], stepping: dict[int, list[int]]) -> None:
-        """Every row of every stepping request in one pool call; if it fails, each request alone
-        (so only a bad request fails, and its sequence's state is unchanged)."""
-        if not stepping:
-            return
-        batch: dict[int, dict[int, dict[str, np.ndarray]]] = {}
-        resets: dict[int, dict[int, bytes]] = {}
+        """Every row of every stepping request in one batched pool call; if it fails, each request
+        alone (so only a bad request fails, and its sequence's state is unchanged)."""
+        parts: dict[int, dict[str, Any]] = {}
         for i, sids in stepping.items():
             try:
-                batch[i] = self._row_inputs(requests[i], sids)
-                resets[i] = self._reset_rows(requests[i], sids)
+                parts[i] = self._rows_of(requests[i], sids)
             except MemxError as e:
-                batch.pop(i, None)
                 replies[i].error = e
+        if not parts:
+            return
+        order = list(parts)
         try:
-            out = self.pool.step({sid: row for rows in batch.values() for sid, row in rows.items()})
+            batch = self._padded([parts[i] for i in order])
+            out = self.pool.step_rows([sid for i in order for sid in stepping[i]], **batch)
         except MemxError:
             out = None
-        for i, rows in batch.items():
+        start = 0
+        for i in order:
+            rows = len(stepping[i])
             try:
-                got = out if out is not None else self.pool.step(rows)
+                got = {k: v[start : start + rows] for k, v in out.items()} if out is not None else self.pool.step_rows(stepping[i], **parts[i])
             except MemxError as e:
-                for sid, blob in resets[i].items():  # the step failed: rows reset for it are as they were
-                    self.pool.restore(sid, blob)
                 replies[i].error = e
                 continue
-            replies[i].outputs.update(self._stacked(requests[i], [got[sid] for sid in rows]))
+            finally:
+                start += rows
+            width = parts[i]["tokens"].shape[1]
+            replies[i].outputs.update({k: _cut_to(v, self.outputs[k].segment_axis, width) for k, v in got.items()})
             self.segments[requests[i].corrid] += 1
-
-    def _reset_rows(self, req: Request, sids: list[int]) -> dict[int, bytes]:
-        """Start the request's reset rows anew; returns their states before, to put back if the step fails."""
-        if req.reset is None:
-            return {}
-        flags = np.asarray(req.reset, dtype=bool).reshape(-1)
-        if flags.shape[0] != len(sids):
-            raise BatchMismatchError("reset must flag each row", expected=len(sids), actual=int(flags.shape[0]))
-        before = {sid: self.pool.snapshot(sid) for sid, flag in zip(sids, flags) if flag}
-        for sid in before:
-            self.pool.reset(sid)
-        return before
-
-    def _stacked(self, req: Request, rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Per-row outputs (cut to each row's length) as (R, ...) arrays padded with zeros to the request's width."""
-        width = req.tokens.shape[-1]
-        out: dict[str, np.ndarray] = {}
-        for name, spec in self.outputs.items():
-            shape = list(rows[0][name].shape)
-            if spec.segment_axis is not None:
-                shape[spec.segment_axis - 1] = width
-            full = np.zeros((len(rows), *shape), dtype=rows[0][name].dtype)
-            for r, row in enumerate(rows):
-                x = row[name]
-                full[(r, *(slice(0, d) for d in x.shape))] = x
-            out[name] = full
-        return out
 
     def close(self, corrid: int, *, forget: bool = False) -> None:
         """Free a sequence's rows; ``forget``: its stored state too (its end)."""
@@ -306,3 +290,21 @@ class SequenceServer:
 
 def _rows(tokens: np.ndarray) -> int:
     return int(tokens.shape[0]) if tokens.ndim == 2 else 1
+
+
+def _pad_to(a: np.ndarray, axis: int, width: int, pad: float) -> np.ndarray:
+    """``a`` padded with ``pad`` along ``axis`` to ``width``."""
+    if a.shape[axis] == width:
+        return a
+    shape = list(a.shape)
+    shape[axis] = width
+    out = np.full(shape, pad, dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return out
+
+
+def _cut_to(a: np.ndarray, segment_axis: int | None, width: int) -> np.ndarray:
+    """An output of the padded batch back at its request's width (zero past each row's length already)."""
+    if segment_axis is None or a.shape[segment_axis] == width:
+        return a
+    return a[(slice(None),) * segment_axis + (slice(0, width),)]

@@ -285,6 +285,31 @@ def test_pool_step_is_all_or_nothing(rt):
     assert a not in pool and len(pool) == 2
 
 
+def test_pool_step_rows_equals_a_stream_of_the_same_rows(rt):
+    """The batched pool entry (one array of many streams' rows, chunked by max_batch): every
+    output and state equal a local Stream(5)'s over 200 steps with ragged lengths and row
+    resets; all or nothing on a bad row; a stream given twice is refused."""
+    rng = np.random.default_rng(12)
+    pool = rt.pool(max_batch=2)
+    sids = [pool.open() for _ in range(5)]
+    local = rt.stream(5)
+    for _ in range(200):
+        width = int(rng.integers(1, S_MAX + 1))
+        tokens, lengths, reset = rng.integers(0, V, (5, width)), rng.integers(0, width + 1, 5), rng.random(5) < 0.05
+        got, want = pool.step_rows(sids, tokens, lengths, reset), local.step(tokens, lengths, reset)
+        np.testing.assert_allclose(got["logits"], want["logits"], atol=1e-5)
+    for b, sid in enumerate(sids):
+        np.testing.assert_allclose(pool.state(sid)["memory"], local.state["memory"][b : b + 1], atol=1e-5)
+    before = [pool.snapshot(sid) for sid in sids]
+    bad = rng.integers(0, V, (5, 4))
+    bad[4, 1] = V + 3  # a bad row in the last chunk: no stream changes
+    with pytest.raises(TokenRangeError):
+        pool.step_rows(sids, bad)
+    assert [pool.snapshot(sid) for sid in sids] == before
+    with pytest.raises(InputError, match="given twice"):
+        pool.step_rows([sids[0], sids[0]], bad[:2] % V)
+
+
 def test_pool_snapshots_interoperate_with_streams(rt):
     rng = np.random.default_rng(10)
     s = rt.stream()
