@@ -111,11 +111,6 @@ class ServedModel:
         self.output_dims = {name: [int(d) for d in dims] for name, dims in outputs if name != SNAPSHOT}
         self.output_dtypes = {name: _numpy_dtype(o) for name, o in zip((n for n, _ in outputs), (config.output if hasattr(config, "output") else config["output"]))}
         self.max_segment = int(_parameter(config, "memx_max_segment") or 0)
-        inputs = [(i.name, list(i.dims)) if hasattr(i, "name") else (i["name"], list(i["dims"])) for i in (config.input if hasattr(config, "input") else config["input"])]
-        # extra step inputs along the segment (cut to each row's length like its tokens)
-        self.input_segment_axes = {name: next((i for i, d in enumerate(dims) if int(d) == -1), None) for name, dims in inputs}
-        # the segment axis of each output (after batch): its variable dim; None for outputs without one
-        self.segment_axes = {name: next((i for i, d in enumerate(dims) if int(d) == -1), None) for name, dims in outputs if name != SNAPSHOT}
 
     def stream(self, batch_size: int = 1) -> "ServedStream":
         from memx.runtimes.inputs import check_count
@@ -324,30 +319,15 @@ class ServedStream:
         return {name: r.as_numpy(name)[0] for name in self.model.outputs}
 
     def _step_rows(self, t: np.ndarray, n: np.ndarray, restart: np.ndarray, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        def row_input(name: str, value: Any, b: int) -> np.ndarray:
-            x = np.asarray(value)[b]
-            axis = self.model.input_segment_axes.get(name)
-            if axis is not None:
-                x = x[(slice(None),) * axis + (slice(0, int(n[b])),)]
-            return (x.reshape(1) if x.ndim == 0 else x)[None]
-
+        """Each row its own sequence (graph backends): rows padded to the stream's width with their
+        lengths, so Triton batches all sequences stepping the same width."""
         def row(b: int) -> Any:
-            arrays = {"TOKENS": np.ascontiguousarray(t[b, : int(n[b])], dtype=np.int64)[None], **{k: row_input(k, v, b) for k, v in inputs.items()}}
+            arrays = {"TOKENS": np.ascontiguousarray(t[b : b + 1], dtype=np.int64), "LENGTHS": np.asarray(n[b : b + 1], np.int64).reshape(1, 1)}
+            arrays.update({k: np.asarray(v)[b : b + 1].reshape(1, -1) if np.ndim(v) == 1 else np.asarray(v)[b : b + 1] for k, v in inputs.items()})
             return self._request(self.ids[b], arrays, self.fresh[b] or bool(restart[b]) or bool(self.reset_rows[b]))
 
         results = list(self._pool.map(row, range(self.batch_size))) if self._pool else [row(b) for b in range(self.batch_size)]
-        out: dict[str, np.ndarray] = {}
-        for name in self.model.outputs:
-            rows = [r.as_numpy(name)[0] for r in results]
-            shape = list(rows[0].shape)
-            axis = self.model.segment_axes.get(name)
-            if axis is not None:
-                shape[axis] = t.shape[1]
-            full = np.zeros((self.batch_size, *shape), dtype=rows[0].dtype)
-            for b, x in enumerate(rows):
-                full[(b, *tuple(slice(0, d) for d in x.shape))] = x
-            out[name] = full
-        return out
+        return {name: np.concatenate([r.as_numpy(name) for r in results]) for name in self.model.outputs}
 
     def reset(self, rows: Any = None) -> None:
         """Rows (default: all) start anew at their next step, from the learned initial state; all

@@ -137,7 +137,8 @@ def graph_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
         if len(s.shape) < 2 or not all(isinstance(d, int) for d in s.shape[1:]):
             raise RepositoryError(f"state {s.name!r} has no fixed dims after the batch axis, which Triton's implicit state needs",
                                   expected="[batch, fixed dims...]", actual=s.shape, hint="serve it with --backend python")
-    inputs = [{"name": serving_graph.TOKENS, "data_type": Enum("TYPE_INT64"), "dims": [-1]}]
+    inputs = [{"name": serving_graph.TOKENS, "data_type": Enum("TYPE_INT64"), "dims": [-1]},
+              tensor_config(serving_graph.LENGTHS, "int64", ["batch"])]  # dims [1], reshaped to one value per row
     inputs += [tensor_config(i.name, i.dtype, i.shape) for i in m.inputs]
     strategy = {"max_candidate_sequences": opt.max_candidates, "preferred_batch_size": [opt.max_batch], "max_queue_delay_microseconds": opt.queue_delay_us} \
         if opt.strategy == "oldest" else {"max_queue_delay_microseconds": opt.queue_delay_us}
@@ -241,7 +242,8 @@ def check_repository(repo: str | Path, name: str) -> dict[str, Any]:
     else:
         m = Manifest.from_bytes((model_dir / "1" / MANIFEST_FILE).read_bytes(), source=str(model_dir / "1" / MANIFEST_FILE))
     dims = rows_dims if backend == "python" else triton_dims  # python: a request carries its sequence's rows
-    want_in = {serving_graph.TOKENS: ("TYPE_INT64", [-1, -1] if backend == "python" else [-1]), **{i.name: (TRITON_TYPES[i.dtype], dims(i.shape)) for i in m.inputs}}
+    want_in = {serving_graph.TOKENS: ("TYPE_INT64", [-1, -1] if backend == "python" else [-1]), serving_graph.LENGTHS: ("TYPE_INT64", [-1] if backend == "python" else [1]),
+               **{i.name: (TRITON_TYPES[i.dtype], dims(i.shape)) for i in m.inputs}}
     want_out = {o.name: (TRITON_TYPES[o.dtype], dims(o.shape)) for o in m.outputs}
     for section, want in (("input", want_in), ("output", want_out)):
         got = {_one(t, "name"): (_one(t, "data_type").word, t.get("dims", [])) for t in config.get(section, [])}
