@@ -32,6 +32,8 @@ def repo(
                                        "(0: run what is queued at once; requests queue while the model runs)."),
     snapshot_store: Optional[str] = typer.Option(None, "--snapshot-store", help="Directory on the server where every sequence's state is kept between requests "
                                                   "(relative: to the model's directory): sequences survive server restarts and idle timeouts."),
+    snapshot_ttl: Optional[float] = typer.Option(None, "--snapshot-ttl", help="Seconds after which a stored sequence nobody stepped is removed "
+                                                  "(clients that never came back; default: kept until its END)."),
     op_library: Optional[str] = typer.Option(None, "--op-library", help="onnxruntime: absolute path of libmemx_ops.so on the server (model_operations); "
                                               "without it the memx ops run their portable bodies."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository (atomically)."),
@@ -50,7 +52,7 @@ def repo(
     pkg = Package.open(package)
     opt = RepositoryOptions(name=name or pkg.manifest.preset or pkg.manifest.family, backend=backend, max_batch=max_batch, strategy=strategy,
                             instances=instances, idle_timeout_s=idle_timeout, queue_delay_us=queue_delay_us, snapshot_store=snapshot_store,
-                            op_library=op_library)
+                            snapshot_ttl_s=snapshot_ttl, op_library=op_library)
     write_repository(pkg, out_dir, opt, force=force)
     where = f"{escape(str(out_dir))}/{escape(opt.name)}"
     out.print(f"wrote {where} ({backend} backend, {strategy} batching up to {max_batch} sequences)", highlight=False)

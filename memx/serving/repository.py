@@ -63,6 +63,7 @@ class RepositoryOptions:
     queue_delay_us: int = 0  # the sequence batcher runs what is queued (requests queue while the model runs); > 0 waits for more
     max_candidates: int = 256
     snapshot_store: str | None = None  # python: a directory on the server (relative: to the model's directory): sequences survive restarts
+    snapshot_ttl_s: float | None = None  # python, with a store: stored sequences untouched this long are removed (None: kept until their END)
     op_library: str | None = None  # onnxruntime: libmemx_ops.so's path on the server (model_operations); else the ops' model-local bodies run
 
 
@@ -115,7 +116,8 @@ def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
         "parameters": [{"key": k, "value": {"string_value": v}} for k, v in
                        {"memx_package": "package", "memx_idle_timeout_s": repr(opt.idle_timeout_s), "memx_model_id": m.model_id(),
                         "memx_max_segment": str(m.segment["max"]),  # what a client's shared-memory region is sized for
-                        **({"memx_snapshot_store": opt.snapshot_store} if opt.snapshot_store else {})}.items()],
+                        **({"memx_snapshot_store": opt.snapshot_store} if opt.snapshot_store else {}),
+                        **({"memx_snapshot_ttl_s": repr(float(opt.snapshot_ttl_s))} if opt.snapshot_ttl_s is not None else {})}.items()],
     }
 
 
@@ -179,6 +181,9 @@ def check_options(opt: RepositoryOptions) -> None:
     if opt.snapshot_store and opt.backend != "python":
         raise RepositoryError("a snapshot store needs the python backend (Triton's implicit state cannot be saved to disk)", expected="--backend python",
                               actual=opt.backend)
+    if opt.snapshot_ttl_s is not None and (not opt.snapshot_store or not opt.snapshot_ttl_s > 0):
+        raise RepositoryError("a snapshot TTL needs a snapshot store and a positive number of seconds", expected="--snapshot-store DIR --snapshot-ttl S (S > 0)",
+                              actual=f"store {opt.snapshot_store!r}, ttl {opt.snapshot_ttl_s!r}")
     if opt.op_library is not None and (opt.backend != "onnxruntime" or not Path(opt.op_library).is_absolute()):
         raise RepositoryError("the kernel library is loaded by the onnxruntime backend from an absolute path on the server",
                               expected="--backend onnxruntime and an absolute path", actual=f"--backend {opt.backend}, {opt.op_library}")

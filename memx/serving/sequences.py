@@ -96,12 +96,30 @@ class SnapshotStore:
     def remove(self, corrid: int) -> None:
         self.path(corrid).unlink(missing_ok=True)
 
+    def expire(self, ttl_s: float, *, keep: set[int], now: float | None = None) -> list[int]:
+        """Remove stored sequences untouched for ``ttl_s`` seconds (clients that never came back),
+        except those in ``keep`` (live here); returns their correlation ids."""
+        now = time.time() if now is None else now
+        gone = []
+        for path in self.root.glob("*.snap"):
+            try:
+                corrid = int(path.stem)
+                old = now - path.stat().st_mtime > ttl_s
+            except (ValueError, FileNotFoundError):
+                continue  # not a sequence's file, or removed meanwhile
+            if old and corrid not in keep:
+                path.unlink(missing_ok=True)
+                gone.append(corrid)
+        return gone
+
 
 class SequenceServer:
     def __init__(self, runtime: Any, *, max_batch: int = 64, idle_timeout_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 store: str | Path | None = None):
+                 store: str | Path | None = None, store_ttl_s: float | None = None):
         self.runtime = runtime
         self.store = SnapshotStore(store) if store else None
+        self.store_ttl_s = store_ttl_s  # stored sequences untouched this long are removed (None: kept until their END)
+        self._next_expiry = 0.0
         self.pool = runtime.pool(max_batch)
         self.idle_timeout_s = idle_timeout_s
         self.clock = clock
@@ -282,10 +300,14 @@ class SequenceServer:
             self.store.remove(corrid)
 
     def release_idle(self) -> None:
-        """Close sequences idle past the timeout (Triton forgets them without telling the model)."""
+        """Close sequences idle past the timeout (Triton forgets them without telling the model);
+        with a store TTL, remove stored sequences untouched that long (checked at most once a minute)."""
         now = self.clock()
         for corrid in [c for c, t in self.last_seen.items() if now - t > self.idle_timeout_s]:
             self.close(corrid)
+        if self.store is not None and self.store_ttl_s is not None and now >= self._next_expiry:
+            self._next_expiry = now + min(60.0, self.store_ttl_s)
+            self.store.expire(self.store_ttl_s, keep=set(self.streams))
 
 
 def _rows(tokens: np.ndarray) -> int:

@@ -34,7 +34,8 @@ class TritonPythonModel:
         self.server = SequenceServer(runtimes.open(package, verify=parameter(config, "memx_verify", "true") == "true"),
                                      max_batch=int(config.get("max_batch_size", 64)) or 64,
                                      idle_timeout_s=float(parameter(config, "memx_idle_timeout_s", "60")),
-                                     store=(Path(args["model_repository"]) / store) if store else None)  # relative: to the model's directory
+                                     store=(Path(args["model_repository"]) / store) if store else None,  # relative: to the model's directory
+                                     store_ttl_s=float(ttl) if (ttl := parameter(config, "memx_snapshot_ttl_s", "")) else None)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb

@@ -52,7 +52,9 @@ def test_options_memx_cannot_serve_are_typed_errors(tmp_path, package_of):
     pkg = package_of("rmt-tiny")
     for opt, match in [(RepositoryOptions(name="x", backend="tensorflow"), "cannot write a repository for this Triton backend"),
                        (RepositoryOptions(name="x", strategy="newest"), "unknown sequence batching strategy"),
-                       (RepositoryOptions(name="../x"), "plain directory name"), (RepositoryOptions(name="x", max_batch=0), "max_batch")]:
+                       (RepositoryOptions(name="../x"), "plain directory name"), (RepositoryOptions(name="x", max_batch=0), "max_batch"),
+                       (RepositoryOptions(name="x", snapshot_ttl_s=60), "snapshot TTL needs a snapshot store"),
+                       (RepositoryOptions(name="x", queue_delay_us=-1), "queue delay")]:
         with pytest.raises(RepositoryError, match=match):
             write_repository(pkg, tmp_path / "r", opt)
     assert not (tmp_path / "r").exists()
@@ -73,10 +75,10 @@ def test_text_format_round_trips():
 
 def test_memx_serve_repo_in_a_fresh_process(tmp_path, package_of):
     pkg = package_of("rmt-tiny")
-    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo", "--name", "rmt", "--snapshot-store", "/var/memx/store")
+    r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo", "--name", "rmt", "--snapshot-store", "/var/memx/store", "--snapshot-ttl", "86400")
     assert r.returncode == 0 and "memx serve up" in " ".join(r.stdout.split()), r.stderr
     config = check_repository(tmp_path / "repo", "rmt")
     params = {p["key"][0]: p["value"][0]["string_value"][0] for p in config["parameters"]}
-    assert params["memx_snapshot_store"] == "/var/memx/store"
+    assert params["memx_snapshot_store"] == "/var/memx/store" and float(params["memx_snapshot_ttl_s"]) == 86400
     r = memx_cli("serve", "repo", pkg.path, "--out", tmp_path / "repo2", "--backend", "tensorflow")
     assert r.returncode == 2 and "RepositoryError" in r.stderr and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr

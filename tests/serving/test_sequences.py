@@ -169,3 +169,25 @@ def test_a_typed_error_crosses_the_wire_with_its_fields(rt):
     assert e.expected is not None and (back.expected, back.actual, back.hint) == (as_json(e.expected), as_json(e.actual), e.hint)
     plain = typed_error(RuntimeError("[StatusCode.INTERNAL] TokenRangeError: token 7 out of range"), model="m", url="u")
     assert type(plain) is TokenRangeError and str(plain) == "token 7 out of range"
+
+
+def test_a_store_ttl_removes_sequences_nobody_came_back_for_and_keeps_live_ones(rt, tmp_path):
+    import os
+    import time as clock
+
+    store = tmp_path / "store"
+    now = [0.0]
+    server = SequenceServer(rt, store=store, store_ttl_s=3600, idle_timeout_s=60, clock=lambda: now[0])
+    server.handle([Request(corrid=c, tokens=np.arange(4), start=True) for c in (1, 2, 3)])
+    (store / "notes.txt").write_text("not a sequence")
+    day_ago = clock.time() - 86400
+    for c in (1, 2):  # untouched for a day; 2 is still live on this server
+        os.utime(store / f"{c}.snap", (day_ago, day_ago))
+    now[0] = 50.0  # within the idle timeout: 1, 2, 3 are live
+    server.handle([Request(corrid=2, command="snapshot")])
+    assert sorted(p.name for p in store.iterdir()) == ["1.snap", "2.snap", "3.snap", "notes.txt"]  # checked at most once a minute
+    now[0] = 70.0  # 1 and 3 idle past 60 s (released here), 2 (seen at 50) live and stepping
+    server.handle([Request(corrid=2, tokens=np.arange(4))])
+    assert sorted(p.name for p in store.iterdir()) == ["2.snap", "3.snap", "notes.txt"]  # 1: a day old and not live; 3: fresh
+    reply = server.handle([Request(corrid=1, tokens=np.arange(4), start=True, command="resume")])[0]
+    assert isinstance(reply.error, SequenceError) and "not in this server's snapshot store" in str(reply.error)
