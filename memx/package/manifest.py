@@ -25,6 +25,11 @@ METADATA_KEY = "memx.manifest"  # key of the mirrored manifest in ONNX metadata_
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 
 
+def concrete_shape(spec: list[int | str], batch: int, segment: int) -> tuple[int, ...]:
+    """A manifest shape with its "batch" and "segment" dims filled in."""
+    return tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in spec)
+
+
 @dataclass
 class TensorInfo:
     name: str
@@ -69,7 +74,7 @@ class InputInfo:
     def sample(self, rng: Any, batch: int, segment: int) -> Any:
         """Random values of this input for one step (numpy rng): ids in the range, bools,
         floats ~ N(0, 1). For validation, calibration and profiling runs that have no data for it."""
-        shape = tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in self.shape)
+        shape = concrete_shape(self.shape, batch, segment)
         if self.dtype == "bool":
             return rng.random(shape) < 0.5
         if self.range is not None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from memx.errors import BatchMismatchError, DTypeError, InputError, NonFiniteStateError, RankError, SegmentLengthError, TokenRangeError
 from memx.package.limits import MAX_BATCH  # the batch dimension's upper bound, shared with snapshots
+from memx.package.manifest import concrete_shape
 
 if TYPE_CHECKING:
     from memx.package.manifest import InputInfo
@@ -118,7 +119,7 @@ def non_finite_state_error(name: str, arr: np.ndarray) -> NonFiniteStateError:
 
 def extra_shape(info: "InputInfo", batch: int, segment_len: int) -> tuple[int, ...]:
     """An extra input's concrete shape for one step."""
-    return tuple(batch if d == "batch" else segment_len if d == "segment" else int(d) for d in info.shape)
+    return concrete_shape(info.shape, batch, segment_len)
 
 
 def _dtype_fits(arr: np.ndarray, dtype: str) -> bool:

@@ -29,6 +29,7 @@ import numpy as np
 from memx.errors import BackendRunError, BackendUnavailableError, MemxError
 from memx.package.files import Package
 from memx.package import snapshot as snap
+from memx.package.manifest import concrete_shape
 from memx.runtimes.inputs import check_count, non_finite_state_error
 from memx.runtimes.stream import Stream
 
@@ -313,10 +314,6 @@ class GraphCache:
     def clear(self) -> None:
         self.graphs = {}
 
-
-def concrete_shape(spec: list[int | str], batch: int, segment: int) -> tuple[int, ...]:
-    """A manifest shape with its "batch" and "segment" dims filled in."""
-    return tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in spec)
 
 
 @dataclass
