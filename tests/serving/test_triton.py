@@ -145,6 +145,7 @@ def _step_local(pkg, blob, tokens):
 
 
 def test_sequences_outlive_a_server_restart_and_an_idle_timeout_through_the_snapshot_store(tmp_path, package_of):
+    """...and a snapshot taken on one server continues on another."""
     from memx import serving
 
     pkg = package_of("rmt-tiny")
@@ -161,6 +162,9 @@ def test_sequences_outlive_a_server_restart_and_an_idle_timeout_through_the_snap
         remote = serving.connect(server.grpc_url, "rmt").stream(3)
         assert max(step_both(remote) for _ in range(5)) <= 1e-5
         port = server.grpc_port
+        moved = remote.snapshot()  # bytes out of this server, for another one below
+        twin = runtimes.open(pkg).stream(3)
+        twin.restore(local.snapshot())
     with TritonServer(tmp_path / "repo", grpc_port=port) as server:  # restarted: Triton knows no sequence
         remote.model = serving.connect(server.grpc_url, "rmt")
         assert max(step_both(remote) for _ in range(3)) <= 1e-5  # resumed from the store
@@ -169,6 +173,12 @@ def test_sequences_outlive_a_server_restart_and_an_idle_timeout_through_the_snap
         remote.close()
         assert not list((tmp_path / "store").glob("*.snap"))  # ended: forgotten
     with TritonServer(tmp_path / "plain") as server:  # without a store an idle sequence is lost, typed
+        other = serving.connect(server.grpc_url, "rmt").stream(3)
+        other.restore(moved)  # the first server's sequence continues on a second server
+        for _ in range(4):
+            tokens = rng.integers(0, 64, (3, 6))
+            assert np.abs(other.step(tokens)["logits"] - twin.step(tokens)["logits"]).max() <= 1e-5
+        other.close()
         remote = serving.connect(server.grpc_url, "rmt").stream(1)
         remote.step(np.arange(4)[None])
         time.sleep(2.5)
