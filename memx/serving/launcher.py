@@ -36,6 +36,7 @@ from typing import Callable
 from memx.errors import ServerUnavailableError, ServingError
 
 SERVER_REQUIREMENTS = ("nvidia-pytriton", "numpy<2")
+LOCAL_BACKENDS = ("python",)  # what the nvidia-pytriton tritonserver ships
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
 
@@ -132,6 +133,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_local_backends(repo: Path) -> None:
+    """Refuse, before anything starts, a repository with models this local server cannot load
+    (memx's onnxruntime/tensorrt repositories need a tritonserver that has those backends)."""
+    import re
+
+    for config in sorted(repo.glob("*/config.pbtxt")):
+        m = re.search(r'^\s*(?:backend|platform):\s*"([^"]+)"', config.read_text(errors="replace"), re.M)
+        backend = m.group(1) if m else "unknown"
+        if backend not in LOCAL_BACKENDS:
+            raise ServingError(f"the local tritonserver (nvidia-pytriton) has only the python backend, and model {config.parent.name!r} needs another",
+                               expected=list(LOCAL_BACKENDS), actual=backend,
+                               hint="serve this repository with a tritonserver that has it (e.g. NGC's tritonserver container: "
+                                    f"tritonserver --model-repository {repo}), or write it with --backend python")
+
+
 class TritonServer:
     """A tritonserver process serving ``repo`` on 127.0.0.1 (context manager: started and stopped)."""
 
@@ -140,6 +156,7 @@ class TritonServer:
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
             raise ServingError("model repository not found", expected="a directory (memx serve repo writes one)", actual=str(self.repo))
+        check_local_backends(self.repo)
         self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
         self.env, self.progress = env, progress
         self.log = log

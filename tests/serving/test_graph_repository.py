@@ -295,3 +295,16 @@ def test_memx_client_streams_on_a_graph_backend_continue_like_a_local_stream(nam
         want, got = local.step(tokens, lengths, reset, **extras), served.step(tokens, lengths, reset, **extras)
         worst = max(worst, *(_relative_difference(want[k], got[k]) for k in want))
     assert worst <= 1e-5, worst
+
+
+def test_memx_serve_up_refuses_a_graph_repository_the_local_server_cannot_load(package_of, tmp_path):
+    """nvidia-pytriton's tritonserver has only the python backend: say so before starting anything."""
+    from memx.errors import ServingError
+    from memx.serving.launcher import TritonServer
+
+    repo = write_repository(package_of("rmt-ar"), tmp_path / "repo", RepositoryOptions(name="m", backend="onnxruntime"))
+    with pytest.raises(ServingError, match="only the python backend") as e:
+        TritonServer(repo)
+    assert e.value.actual == "onnxruntime" and "tritonserver --model-repository" in e.value.hint
+    r = memx_cli("serve", "up", repo)
+    assert r.returncode == 2 and "ServingError" in r.stderr and "Traceback" not in r.stderr, r.stderr
