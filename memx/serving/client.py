@@ -111,6 +111,11 @@ class ServedModel:
         self.output_dims = {name: [int(d) for d in dims] for name, dims in outputs if name != SNAPSHOT}
         self.output_dtypes = {name: _numpy_dtype(o) for name, o in zip((n for n, _ in outputs), (config.output if hasattr(config, "output") else config["output"]))}
         self.max_segment = int(_parameter(config, "memx_max_segment") or 0)
+        inputs = {i.name if hasattr(i, "name") else i["name"]: list(i.dims if hasattr(i, "dims") else i["dims"])
+                  for i in (config.input if hasattr(config, "input") else config["input"])}
+        if self.backend == "python" and len(inputs.get("TOKENS", [])) != 2:
+            raise ServingError("the model's repository was written by an older memx (one row per sequence)", expected="TOKENS dims [-1, -1]",
+                               actual=f"TOKENS dims {inputs.get('TOKENS')}", hint="write it again: memx serve repo PKG --out REPO --force")
 
     def stream(self, batch_size: int = 1) -> "ServedStream":
         from memx.runtimes.inputs import check_count

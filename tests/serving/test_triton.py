@@ -304,7 +304,26 @@ def test_memx_serve_up_in_a_fresh_process_serves_until_stopped(tmp_path, package
         proc.send_signal(signal.SIGTERM)  # how a supervisor stops it (Ctrl-C takes the same path)
         assert proc.wait(timeout=60) == 0  # Triton drains its models first (about 4 s here)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed check: stop it the way that stops its tritonserver too
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     with pytest.raises(ServerUnavailableError):
         serving.connect(f"127.0.0.1:{port}", "rmt")
+
+
+def test_a_repository_of_an_older_memx_is_refused_at_connect_naming_the_fix(tmp_path, package_of):
+    from memx import serving
+    from memx.errors import ServingError
+
+    repo = write_repository(package_of("rmt-tiny"), tmp_path / "repo", RepositoryOptions(name="rmt"))
+    config = repo / "rmt" / "config.pbtxt"
+    text = config.read_text()
+    assert 'name: "TOKENS"\n  data_type: TYPE_INT64\n  dims: [ -1, -1 ]' in text
+    config.write_text(text.replace('name: "TOKENS"\n  data_type: TYPE_INT64\n  dims: [ -1, -1 ]', 'name: "TOKENS"\n  data_type: TYPE_INT64\n  dims: [ -1 ]'))
+    with TritonServer(repo) as server:
+        with pytest.raises(ServingError, match="older memx") as e:
+            serving.connect(server.grpc_url, "rmt")
+        assert "--force" in e.value.hint
