@@ -41,11 +41,23 @@ def register_custom_op(op: CustomOp) -> CustomOp:
     return op
 
 
+BUILTIN_MODULES = ("memx.ops.lga_op",)  # memx's own ops (they import torch): registered on first lookup
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def custom_ops() -> list[CustomOp]:
+    _load_builtin()
     return list(_OPS.values())
 
 
 def get_custom_op(name: str) -> CustomOp:
+    _load_builtin()
     return _OPS.get(name)
 
 

@@ -26,13 +26,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import onnx
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from memx.errors import ManifestError, PackageExistsError, PackageFileError, UnsafePathError
 from memx.package.manifest import FORMAT, MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
 from memx.package.limits import MAX_MANIFEST_BYTES, regular_file_size
+from memx.package.onnx_scan import MalformedProtobuf, external_data_locations
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -78,49 +80,18 @@ def safe_join(root: Path, relative: str) -> Path:
     return target
 
 
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a graph holds: initializers, sparse initializers, tensor attributes of its
-    nodes (Constant and friends) and, recursively, of their subgraphs (If/Loop/Scan bodies)."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes: Any) -> Iterator[onnx.TensorProto]:
-    for node in nodes:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("g"):
-                yield from _graph_tensors(a.g)
-            for g in a.graphs:
-                yield from _graph_tensors(g)
-
-
-def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """The main graph's tensors and those of model-local functions (the C++ twin: onnx_scan.cc)."""
-    yield from _graph_tensors(model.graph)
-    for f in model.functions:
-        yield from _node_tensors(f.node)
-
-
 def check_external_data(onnx_path: Path, root: Path) -> list[str]:
-    """Return the external-data files an ONNX model uses, refusing any outside ``root``."""
+    """Return the external-data files an ONNX model uses, refusing any outside ``root``. Reads
+    the protobuf bytes directly (``onnx_scan``): opening a package does not import onnx."""
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX model
-        raise PackageFileError(f"package file {onnx_path.name!r} is not a readable ONNX model", expected="an ONNX protobuf", actual=f"{type(e).__name__}: {str(e)[:200]}") from None
+        names = external_data_locations(onnx_path.read_bytes())
+    except MalformedProtobuf as e:  # not an ONNX model
+        raise PackageFileError(f"package file {onnx_path.name!r} is not a readable ONNX model", expected="an ONNX protobuf", actual=f"malformed protobuf: {e}") from None
     locations: set[str] = set()
-    for t in _all_tensors(model):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {e.key: e.value for e in t.external_data}
-            loc = entries.get("location", "")
-            rel = os.path.relpath(os.path.join(os.path.dirname(onnx_path), loc), root)
-            safe_join(root, rel)
-            locations.add(rel)
+    for loc in names:
+        rel = os.path.relpath(os.path.join(os.path.dirname(onnx_path), loc), root)
+        safe_join(root, rel)
+        locations.add(rel)
     return sorted(locations)
 
 
@@ -419,8 +390,10 @@ def staged_directory(out_dir: str | os.PathLike, *, force: bool = False) -> Iter
         raise
 
 
-def mirror_manifest(path: Path, proto: onnx.ModelProto, manifest: Manifest) -> None:
+def mirror_manifest(path: Path, proto: "onnx.ModelProto", manifest: Manifest) -> None:
     """Write the manifest into metadata_props so a bare .onnx is self-describing."""
+    import onnx
+
     import memx
 
     kept = [p for p in proto.metadata_props if p.key not in (METADATA_KEY, "memx.format_version")]
