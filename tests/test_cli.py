@@ -202,3 +202,13 @@ def test_profile_compare_writes_json_csv_html(package_of, tmp_path):
     assert (tmp_path / "p.csv").read_text().count("\n") == 3 and (tmp_path / "p.html").stat().st_size > 1000
     r = invoke("profile", package_of("rmt-tiny").path, "--backend", "onnx runtime")
     assert r.exit_code == 2 and "backend[:precision][@device]" in r.output
+
+
+def test_the_cli_starts_without_importing_torch_or_onnx():
+    """`memx --help`, `memx inspect`, `memx serve up` must not pay torch's import (about 3 s here)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from memx.cli import main; print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -18,7 +18,6 @@ from memx.errors import PackageFileError
 from memx.registry import Registry
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "zoo" / "checkpoints"  # shipped as package data of memx.zoo
-DEFAULT_MODEL = "gmat-majority"  # what `memx quickstart` and `make quickstart` run
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ report them (``report.py``, docs/zoo.md). ``memx export NAME`` accepts zoo names
 
 from __future__ import annotations
 
-from memx.models.zoo import CHECKPOINTS, DEFAULT_MODEL, ZooEntry, build_zoo_model, get_zoo, is_zoo, register_zoo, zoo_entries
+from memx.lazy import lazy_exports
 
-__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "ZooEntry", "build_zoo_model", "get_zoo", "is_zoo", "register_zoo", "zoo_entries"]
+DEFAULT_MODEL = "gmat-majority"  # what `memx quickstart` and `make quickstart` run (here, not in memx.models: reading it imports no torch)
+
+_NAMES = {name: "memx.models.zoo" for name in ("CHECKPOINTS", "ZooEntry", "build_zoo_model", "get_zoo", "is_zoo", "register_zoo", "zoo_entries")}
+__getattr__ = lazy_exports(__name__, _NAMES)
+__all__ = sorted([*_NAMES, "DEFAULT_MODEL"])
