@@ -167,11 +167,15 @@ class StreamPool:
         for start in range(0, len(order), self.max_batch):
             chunk = order[start : start + self.max_batch]
             held.append((chunk, self._run_chunk(chunk, checked, extras, results)))
-        for chunk, rows in held:  # commit only after every chunk succeeded
+        self._commit(held)
+        return results
+
+    def _commit(self, held: list[tuple[list[int], Any]]) -> None:
+        """Make every chunk's new rows current (called only after every chunk succeeded)."""
+        for chunk, rows in held:
             self.slots.commit(chunk, rows)
             for sid in chunk:
                 self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
-        return results
 
     def step_rows(self, sids: Any, tokens: Any, lengths: Any = None, reset: Any = None, **inputs: Any) -> dict[str, np.ndarray]:
         """Step streams ``sids`` by the rows of one batch, as a Stream steps: tokens (N, S), lengths
@@ -195,10 +199,7 @@ class StreamPool:
             out, new = self.slots.run(chunk, tok[rows], lens[rows], rst[rows], {k: v[rows] for k, v in extras.items()} if extras else NO_EXTRAS)
             outputs.append(out)
             held.append((chunk, new))
-        for chunk, new in held:  # commit only after every chunk succeeded
-            self.slots.commit(chunk, new)
-            for sid in chunk:
-                self._pending[sid], self._segments[sid] = False, self._segments[sid] + 1
+        self._commit(held)
         return {o.name: outputs[0][o.name] if len(outputs) == 1 else np.concatenate([c[o.name] for c in outputs]) for o in m.outputs}
 
     def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], extras: dict[int, Mapping[str, np.ndarray]], results: dict) -> Any:

@@ -266,9 +266,12 @@ class ServedStream:
 
     def _region(self) -> OutputRegion | None:
         """A shared-memory region for the outputs, or None (the wire) where the server cannot map it."""
+        from tritonclient.utils import InferenceServerException
+        from tritonclient.utils.shared_memory import SharedMemoryException
+
         try:
             return OutputRegion(self.model, self.batch_size)
-        except Exception as e:  # noqa: BLE001  (tritonclient and the OS raise their own)
+        except (InferenceServerException, SharedMemoryException, OSError) as e:  # the server's refusal, or /dev/shm's
             if self.model._shared_memory_required:
                 raise ServingError("the server could not map a shared-memory region of this client", expected="client and server on one host, sharing /dev/shm",
                                    actual=str(e)[:200], hint="connect(..., shared_memory=False) sends outputs over the wire") from None
@@ -342,7 +345,9 @@ class ServedStream:
             self.reset_rows[:] = False
             self.segments = 0
         else:
-            self.reset_rows[np.asarray(rows, dtype=np.int64).reshape(-1)] = True
+            from memx.runtimes.inputs import reset_selection
+
+            self.reset_rows |= reset_selection(rows, self.batch_size)
 
     def _needs_memx_state(self, what: str) -> None:
         if not self.one_sequence:

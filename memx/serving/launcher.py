@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -136,8 +137,6 @@ def free_port() -> int:
 def check_local_backends(repo: Path) -> None:
     """Refuse, before anything starts, a repository with models this local server cannot load
     (memx's onnxruntime/tensorrt repositories need a tritonserver that has those backends)."""
-    import re
-
     for config in sorted(repo.glob("*/config.pbtxt")):
         m = re.search(r'^\s*(?:backend|platform):\s*"([^"]+)"', config.read_text(errors="replace"), re.M)
         backend = m.group(1) if m else "unknown"

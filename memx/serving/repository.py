@@ -92,6 +92,13 @@ def rows_dims(shape: list[Any]) -> list[int]:
     return [-1, *(d if isinstance(d, int) else -1 for d in shape[1:])]
 
 
+def sequence_batching(opt: RepositoryOptions, controls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sequence batcher's settings: idle timeout, strategy, the control inputs."""
+    strategy = {"max_candidate_sequences": opt.max_candidates, "preferred_batch_size": [opt.max_batch], "max_queue_delay_microseconds": opt.queue_delay_us} \
+        if opt.strategy == "oldest" else {"max_queue_delay_microseconds": opt.queue_delay_us}
+    return {"max_sequence_idle_microseconds": int(opt.idle_timeout_s * 1e6), opt.strategy: strategy, "control_input": controls}
+
+
 def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
     m = pkg.manifest
     inputs = [{"name": "TOKENS", "data_type": Enum("TYPE_INT64"), "dims": [-1, -1]}]  # [R, S]: the sequence's rows
@@ -103,15 +110,13 @@ def python_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
     inputs += [{"name": n, "data_type": Enum("TYPE_STRING"), "dims": [1], "optional": True} for n in ("MEMX_COMMAND", "MEMX_SNAPSHOT")]
     outputs = [{"name": o.name, "data_type": Enum(TRITON_TYPES[o.dtype]), "dims": rows_dims(o.shape)} for o in m.outputs]
     outputs += [{"name": "MEMX_SNAPSHOT", "data_type": Enum("TYPE_STRING"), "dims": [1]}]
-    strategy = {"max_candidate_sequences": opt.max_candidates, "preferred_batch_size": [opt.max_batch], "max_queue_delay_microseconds": opt.queue_delay_us} \
-        if opt.strategy == "oldest" else {"max_queue_delay_microseconds": opt.queue_delay_us}
     return {
         "name": opt.name,
         "backend": "python",
         "max_batch_size": opt.max_batch,
         "input": inputs,
         "output": outputs,
-        "sequence_batching": {"max_sequence_idle_microseconds": int(opt.idle_timeout_s * 1e6), opt.strategy: strategy, "control_input": control_inputs()},
+        "sequence_batching": sequence_batching(opt, control_inputs()),
         "instance_group": [{"count": opt.instances, "kind": Enum("KIND_CPU")}],
         "parameters": [{"key": k, "value": {"string_value": v}} for k, v in
                        {"memx_package": "package", "memx_idle_timeout_s": repr(opt.idle_timeout_s), "memx_model_id": m.model_id(),
@@ -142,8 +147,6 @@ def graph_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
     inputs = [{"name": serving_graph.TOKENS, "data_type": Enum("TYPE_INT64"), "dims": [-1]},
               tensor_config(serving_graph.LENGTHS, "int64", ["batch"])]  # dims [1], reshaped to one value per row
     inputs += [tensor_config(i.name, i.dtype, i.shape) for i in m.inputs]
-    strategy = {"max_candidate_sequences": opt.max_candidates, "preferred_batch_size": [opt.max_batch], "max_queue_delay_microseconds": opt.queue_delay_us} \
-        if opt.strategy == "oldest" else {"max_queue_delay_microseconds": opt.queue_delay_us}
     start = {"name": serving_graph.START, "control": [{"kind": Enum("CONTROL_SEQUENCE_START"), "bool_false_true": [False, True]}]}
     config: dict[str, Any] = {
         "name": opt.name,
@@ -152,8 +155,7 @@ def graph_config(pkg: Package, opt: RepositoryOptions) -> dict[str, Any]:
         "default_model_filename": PLAN_FILE if opt.backend == "tensorrt" else SERVING_GRAPH_FILE["onnxruntime"],
         "input": inputs,
         "output": [tensor_config(o.name, o.dtype, o.shape) for o in m.outputs],
-        "sequence_batching": {"max_sequence_idle_microseconds": int(opt.idle_timeout_s * 1e6), opt.strategy: strategy, "control_input": [start],
-                              "state": [state_config(s) for s in m.state]},
+        "sequence_batching": {**sequence_batching(opt, [start]), "state": [state_config(s) for s in m.state]},
         # tensorrt runs on a GPU; onnxruntime's kind is left to Triton (GPU when there is one)
         "instance_group": [{"count": opt.instances, **({"kind": Enum("KIND_GPU")} if opt.backend == "tensorrt" else {})}],
         "parameters": [{"key": "memx_model_id", "value": {"string_value": m.model_id()}}],

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from memx.errors import BatchMismatchError, MemxError, SequenceError
+from memx.errors import BatchMismatchError, InputError, MemxError, SequenceError
 from memx.package import snapshot as snap
 
 COMMANDS = ("step", "snapshot", "restore", "end", "resume")
@@ -130,6 +130,7 @@ class SequenceServer:
         # extra inputs' segment axis within a row (cut to the row's length like its tokens)
         self.segment_axes = {i.name: i.shape.index("segment") - 1 for i in m.inputs if "segment" in i.shape}
         self.outputs = {o.name: o for o in m.outputs}
+        self.pads = {i.name: i.pad for i in m.inputs}
 
     def handle(self, requests: list[Request]) -> list[Reply]:
         """One reply per request, in order."""
@@ -212,10 +213,8 @@ class SequenceServer:
     def restore(self, corrid: int, blob: bytes) -> None:
         """Continue (or start) the sequence from snapshot bytes of any batch R (its rows become
         the snapshot's). All or nothing: a refused snapshot leaves the sequence as it was."""
-        rt = self.runtime
-        data = snap.decode(blob)
+        data = snap.decode_checked(blob, model_id=self.runtime.model_id, batch=None, schema=self.runtime.state_schema)  # refuse before anything changes
         rows = int(data.pending_reset.shape[0])
-        snap.decode_checked(blob, model_id=rt.model_id, batch=rows, schema=rt.state_schema)  # refuse before anything changes
         before = self.snapshot(corrid) if corrid in self.streams else None
         sids = self._open(corrid, rows)
         try:
@@ -249,13 +248,14 @@ class SequenceServer:
     def _padded(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """Several requests' rows as one batch: tokens (and extra inputs along the segment) padded to the widest."""
         width = max(p["tokens"].shape[1] for p in parts)
-        pads = {i.name: i.pad for i in self.runtime.manifest.inputs}
+        if any(p.keys() != parts[0].keys() for p in parts):
+            raise InputError("requests of one batch give different extra inputs", expected=sorted(parts[0]), actual=[sorted(p) for p in parts])
         out: dict[str, Any] = {}
         for key in parts[0]:
             arrays = [p[key] for p in parts]
             axis = 1 if key == "tokens" else (self.segment_axes[key] + 1 if key in self.segment_axes else None)
             if axis is not None:
-                arrays = [_pad_to(a, axis, width, pads.get(key, 0)) for a in arrays]
+                arrays = [_pad_to(a, axis, width, self.pads.get(key, 0)) for a in arrays]
             out[key] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         return out
 
@@ -274,7 +274,7 @@ class SequenceServer:
         try:
             batch = self._padded([parts[i] for i in order])
             out = self.pool.step_rows([sid for i in order for sid in stepping[i]], **batch)
-        except MemxError:
+        except (MemxError, ValueError, IndexError):  # a request whose inputs do not stack with the others' (numpy's errors): each alone says which
             out = None
         start = 0
         for i in order:

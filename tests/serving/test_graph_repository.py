@@ -237,6 +237,10 @@ def test_a_served_stream_of_a_graph_backend_model_refuses_snapshots_typed():
         with pytest.raises(ServingError, match="python backend") as e:
             call()
         assert e.value.expected == "backend python" and e.value.actual == "onnxruntime"
+    from memx.errors import InputError
+
+    with pytest.raises(InputError, match="out of range"):  # checked like a local Stream's reset(rows)
+        stream.reset([7])
     stream.close()  # nothing to end: the server's idle timeout releases graph-backend sequences
 
 

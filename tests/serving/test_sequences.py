@@ -191,3 +191,22 @@ def test_a_store_ttl_removes_sequences_nobody_came_back_for_and_keeps_live_ones(
     assert sorted(p.name for p in store.iterdir()) == ["2.snap", "3.snap", "notes.txt"]  # 1: a day old and not live; 3: fresh
     reply = server.handle([Request(corrid=1, tokens=np.arange(4), start=True, command="resume")])[0]
     assert isinstance(reply.error, SequenceError) and "not in this server's snapshot store" in str(reply.error)
+
+
+def test_a_request_whose_inputs_do_not_stack_with_the_others_fails_alone():
+    """Requests of one execute call are stacked into one batch; one with a wrong extra-input
+    shape (it cannot be stacked) gets its typed error, the other steps as its own stream would."""
+    from tests.package_cache import exported_factory
+
+    rt2 = runtimes.open(exported_factory("tests.models.byo_models:make_seq2seq"))
+    server = SequenceServer(rt2)
+    rng = np.random.default_rng(6)
+    m = rt2.manifest
+    good, bad = m.sample_inputs(rng, 1, 5), m.sample_inputs(rng, 1, 5)
+    bad["decoder_ids"] = np.zeros((1, 7), dtype=bad["decoder_ids"].dtype)  # declared (batch, 4)
+    tokens = rng.integers(0, m.vocab_size, (1, 5))
+    local = rt2.stream(1)
+    replies = server.handle([Request(corrid=1, tokens=tokens, start=True, inputs=good), Request(corrid=2, tokens=tokens, start=True, inputs=bad)])
+    assert replies[0].error is None
+    assert np.allclose(replies[0].outputs["logits"], local.step(tokens, **good)["logits"], atol=1e-6)
+    assert replies[1].error is not None and "decoder_ids" in str(replies[1].error)

@@ -80,8 +80,10 @@ def test_shared_memory_falls_back_to_the_wire_or_refuses_typed_and_is_freed_with
     gc.collect()
     assert not os.path.exists(path)
 
+    from tritonclient.utils import InferenceServerException
+
     def refuse(*args, **kwargs):
-        raise RuntimeError("failed to open shared memory region")  # a server in another IPC namespace
+        raise InferenceServerException("failed to open shared memory region")  # a server in another IPC namespace
 
     monkeypatch.setattr(model.client, "register_system_shared_memory", refuse)
     fallback = model.stream(2)
