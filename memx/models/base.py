@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from memx.models.decode import CacheSpec
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,25 @@ class SegmentModel(nn.Module):
         if name != "step":
             raise KeyError(name)
         return WholeStep(self)
+
+    # --- token-by-token decoding (memx.models.decode) ---------------------------------------
+    def decode_support(self) -> str | None:
+        """None when the model has decode graphs; otherwise why not (shown by export and generate)."""
+        if not self.is_causal:
+            return f"{self.family} is not causal: a token's output depends on later tokens of its segment, so it cannot be produced before them"
+        return f"the {self.family} family defines no decode graphs"
+
+    def decode_cache_specs(self, capacity: int) -> list["CacheSpec"]:
+        """The decode cache for segments of up to ``capacity`` tokens (decode_support() is None)."""
+        raise NotImplementedError
+
+    def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(reset, *state_in) -> the cache entries written by "decode_open", in spec order."""
+        raise NotImplementedError
+
+    def decode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, position: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(tokens (B, n), lengths, position, *every cache entry) -> (logits (B, n, V), *entries written by "decode")."""
+        raise NotImplementedError
 
     # --- helpers for subclasses -------------------------------------------------------
     @staticmethod

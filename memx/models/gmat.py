@@ -28,6 +28,7 @@ from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import BackboneConfig, Block, SegmentEmbedding, init_params, init_weights, token_valid
+from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_positions, new_valid, write_slots
 from memx.models.registry import register_family, register_preset
 from memx.ops import PATTERNS, dense_local_global_attention, sparse_attention
 
@@ -142,6 +143,75 @@ class GMAT(SegmentModel):
         if not c.recurrent:
             return (logits,)
         return logits, self.keep_if_empty(lengths, self.ln_f(mem), memory)
+
+
+    # --- decoding (causal form): tokens read the read stream, a function of the memory alone ---
+    def decode_support(self) -> str | None:
+        if self.is_causal:
+            return None
+        if self.config.compression:
+            return "a compressing GMAT's outputs are read from the memory slots after the whole segment"
+        return super().decode_support()
+
+    def decode_cache_specs(self, capacity: int) -> list[CacheSpec]:
+        c = self.config
+        h, dh = c.n_heads, c.d_model // c.n_heads
+        specs = []
+        if c.num_memory:
+            for i in range(c.n_layers):
+                specs += [head_cache(f"read_k{i}", h, c.num_memory, dh, OPEN), head_cache(f"read_v{i}", h, c.num_memory, dh, OPEN)]
+        for i in range(c.n_layers):
+            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+        return specs
+
+    def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per layer the keys/values of the read stream, updated from memory alone (GMATLayer)."""
+        c = self.config
+        if not c.num_memory:
+            return ()
+        b = reset.shape[0]
+        initial = self.init_memory.unsqueeze(0).expand(b, -1, -1)  # (B, M, d)
+        read = (self.select_initial(reset, self.init_memory, state[0]) if c.recurrent else initial) + self.mem_pos
+        cache = []
+        for layer in self.layers:
+            rn = layer.ln_attn(read)
+            read = read + layer.attn(rn, rn, None)
+            cache += list(layer.attn.keys_values(layer.ln_attn(read)))  # (B, h, M, dh) each
+            read = layer._ffn(read)
+        return tuple(cache)
+
+    def _local_slots(self, position: torch.Tensor, n: int | torch.SymInt, capacity: int | torch.SymInt) -> torch.Tensor:
+        """(B, n, G) bool: the causal band or chunk of each new token among the slots."""
+        c = self.config
+        seen = causal_slots(position, n, capacity)  # (B, n, G): g <= p
+        p = new_positions(position, n).unsqueeze(-1)  # (B, n, 1)
+        g = torch.arange(capacity, device=position.device).reshape(1, 1, -1)  # (1, 1, G)
+        near = (g // c.window == p // c.window) if c.pattern == "chunked" else (p - g <= c.window)
+        return seen & near
+
+    def decode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, position: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        c = self.config
+        n_prefix = 2 * c.n_layers if c.num_memory else 0
+        prefix, tok_cache = cache[:n_prefix], cache[n_prefix:]
+        n, capacity = tokens.shape[1], tok_cache[0].shape[2]
+        local = self._local_slots(position, n, capacity)  # (B, n, G)
+        if n_prefix:
+            local = torch.cat([torch.ones_like(local[:, :, :1]).expand(-1, -1, c.num_memory), local], dim=2)  # (B, n, M+G)
+        mask = local.unsqueeze(1)  # (B, 1, n, M+G)
+        x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
+        written = []
+        for i, layer in enumerate(self.layers):
+            xn = layer.ln_attn(x)
+            k_new, v_new = layer.attn.keys_values(xn)  # (B, h, n, dh)
+            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
+            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
+            keys = torch.cat([prefix[2 * i], k], dim=2) if n_prefix else k  # (B, h, M+G, dh)
+            values = torch.cat([prefix[2 * i + 1], v], dim=2) if n_prefix else v
+            x = x + attend(layer.attn, layer.attn.queries(xn), keys, values, mask)
+            x = x + layer.ffn(layer.ln_ffn(x))
+            written += [k, v]
+        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        return (logits, *written)
 
 
 _SMALL = dict(vocab_size=1024, d_model=256, n_heads=4, n_layers=4, d_ff=1024, num_memory=16, max_segment_len=128)

@@ -35,6 +35,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, token_valid,
 )
+from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots
 from memx.models.registry import register_family, register_preset
 
 SIGMA2_MIN = 1e-6
@@ -146,16 +147,25 @@ class LongTermAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, coeffs: torch.Tensor, centres: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, h, S, dh) queries, coeffs B (B, N, d) -> (output (B, S, d), μ, σ² (B, h, S, 1))."""
-        b, n, d = coeffs.shape
+        return self.read(q, *self.memory_kv(coeffs), centres, widths)
+
+    def memory_kv(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K = B W_K, V = B W_V per head: (B, h, N, dh) each."""
+        b, n, _ = coeffs.shape
         k, v = self.kv_proj(coeffs).chunk(2, dim=-1)
         k = k.reshape(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, h, N, dh)
         v = v.reshape(b, n, self.n_heads, self.d_head).transpose(1, 2)  # (B, h, N, dh)
-        s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))  # (B, h, S, N)
-        mu = torch.sigmoid(self.mu_proj(s))  # (B, h, S, 1)
-        sigma2 = torch.clamp(nn.functional.softplus(self.sigma_proj(s)), min=SIGMA2_MIN)  # (B, h, S, 1)
+        return k, v
+
+    def read(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, centres: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Continuous attention of queries q (B, h, S, dh) to the memory's K/V (B, h, N, dh)."""
+        b, s = q.shape[0], q.shape[2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))  # (B, h, S, N)
+        mu = torch.sigmoid(self.mu_proj(scores))  # (B, h, S, 1)
+        sigma2 = torch.clamp(nn.functional.softplus(self.sigma_proj(scores)), min=SIGMA2_MIN)  # (B, h, S, 1)
         r = gaussian_rbf_integral(mu, sigma2, centres, widths)  # (B, h, S, N)
         z = torch.matmul(r, v)  # (B, h, S, dh)
-        z = z.transpose(1, 2).reshape(b, q.shape[2], d)  # (B, S, d)
+        z = z.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head)  # (B, S, d)
         return self.out_proj(z), mu, sigma2
 
 
@@ -274,6 +284,57 @@ class InfFormer(SegmentModel):
             out_state += [a, b]
         out_state += [new_valid, new_has]
         return (logits, *(self.keep_if_empty(lengths, n, o) for n, o in zip(out_state, state)))
+
+
+    # --- decoding: tokens read the STM (reset applied) and the LTM; neither changes in a segment --
+    def decode_support(self) -> str | None:
+        return None
+
+    def decode_cache_specs(self, capacity: int) -> list[CacheSpec]:
+        c = self.config
+        h, dh = c.n_heads, c.d_model // c.n_heads
+        specs = []
+        for i in range(c.n_layers):
+            specs += [head_cache(f"stm_k{i}", h, c.cache_len, dh, OPEN), head_cache(f"stm_v{i}", h, c.cache_len, dh, OPEN),
+                      head_cache(f"ltm_k{i}", h, c.num_memory, dh, OPEN), head_cache(f"ltm_v{i}", h, c.num_memory, dh, OPEN)]
+        specs += [CacheSpec("stm_valid", (c.cache_len,), OPEN), CacheSpec("ltm_on", (1,), OPEN)]
+        for i in range(c.n_layers):
+            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+        return specs
+
+    def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        c = self.config
+        keep = (~reset).to(torch.float32)  # reset rows start from nothing remembered, as in forward
+        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        cache = []
+        for i, layer in enumerate(self.layers):
+            stm_k, stm_v = layer.attn.keys_values(layer.ln_attn(state[2 * i + 1]))  # (B, h, L, dh)
+            cache += [stm_k, stm_v, *layer.ltm.memory_kv(state[2 * i])]
+        return (*cache, state[-2], state[-1])
+
+    def decode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, position: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        c = self.config
+        per_layer, stm_valid, ltm_on = cache[: 4 * c.n_layers], cache[4 * c.n_layers], cache[4 * c.n_layers + 1]
+        tok_cache = cache[4 * c.n_layers + 2 :]
+        n, capacity = tokens.shape[1], tok_cache[0].shape[2]
+        stm = (stm_valid > 0.5).unsqueeze(1).expand(-1, n, -1)  # (B, n, L)
+        mask = torch.cat([stm, causal_slots(position, n, capacity)], dim=2).unsqueeze(1)  # (B, 1, n, L+G)
+        h = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
+        written = []
+        for i, layer in enumerate(self.layers):
+            stm_k, stm_v, ltm_k, ltm_v = per_layer[4 * i : 4 * i + 4]
+            hn = layer.ln_attn(h)
+            k_new, v_new = layer.attn.keys_values(hn)  # (B, h, n, dh)
+            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
+            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
+            q = layer.attn.queries(hn)
+            short = attend(layer.attn, q, torch.cat([stm_k, k], dim=2), torch.cat([stm_v, v], dim=2), mask)
+            long, _, _ = layer.ltm.read(q, ltm_k, ltm_v, self.centres, self.widths)
+            h = h + short + long * ltm_on[:, :, None]
+            h = h + layer.ffn(layer.ln_ffn(h))
+            written += [k, v]
+        logits = self.head(self.ln_f(h)) * new_valid(lengths, n).unsqueeze(-1).to(h.dtype)  # (B, n, V)
+        return (logits, *written)
 
 
 register_preset("infformer-tiny", "infformer", size="tiny", description="∞-former: STM cache + continuous LTM (16 RBFs), sticky memories, d=32")

@@ -21,6 +21,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     MASKED_LOGIT, BackboneConfig, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, make_blocks, token_valid,
 )
+from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots
 from memx.models.registry import register_family, register_preset
 
 
@@ -88,6 +89,49 @@ class KVCacheTransformer(SegmentModel):
         new_state.append(last_real(valid_cache, valid.to(valid_cache.dtype), lengths))
         logits = self.head(self.ln_f(h)) * valid.unsqueeze(-1).to(h.dtype)  # (B, S, V)
         return (logits, *(self.keep_if_empty(lengths, n, o) for n, o in zip(new_state, state)))
+
+
+    # --- decoding: the history (reset applied) is the prefix every token reads ---------------
+    def decode_support(self) -> str | None:
+        return None
+
+    def decode_cache_specs(self, capacity: int) -> list[CacheSpec]:
+        c = self.config
+        h, dh = c.n_heads, c.d_model // c.n_heads
+        specs = []
+        for i in range(c.n_layers):
+            specs += [head_cache(f"hist_k{i}", h, c.history, dh, OPEN), head_cache(f"hist_v{i}", h, c.history, dh, OPEN)]
+        specs.append(CacheSpec("hist_valid", (c.history,), OPEN))
+        for i in range(c.n_layers):
+            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+        return specs
+
+    def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        keep = (~reset).to(torch.float32)  # reset rows start with an empty cache, as in forward
+        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        split = self.blocks[0].attn.split_heads
+        return (*(split(t) for t in state[:-1]), state[-1])  # (B, h, H, dh) per key/value, valid (B, H)
+
+    def decode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, position: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n_layers = self.config.n_layers
+        history, hist_valid, tok_cache = cache[: 2 * n_layers], cache[2 * n_layers], cache[2 * n_layers + 1 :]
+        n, capacity = tokens.shape[1], tok_cache[0].shape[2]
+        sees = causal_slots(position, n, capacity)  # (B, n, G)
+        hist = (hist_valid > 0.5).unsqueeze(1).expand(-1, n, -1)  # (B, n, H)
+        mask = torch.cat([hist, sees], dim=2).unsqueeze(1)  # (B, 1, n, H+G)
+        x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
+        written = []
+        for i, block in enumerate(self.blocks):
+            hn = block.ln_attn(x)
+            k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
+            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
+            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
+            keys, values = torch.cat([history[2 * i], k], dim=2), torch.cat([history[2 * i + 1], v], dim=2)  # (B, h, H+G, dh)
+            x = x + attend(block.attn, block.attn.queries(hn), keys, values, mask)
+            x = x + block.ffn(block.ln_ffn(x))
+            written += [k, v]
+        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        return (logits, *written)
 
 
 register_preset("kvcache-tiny", "kvcache", size="tiny", description="plain causal Transformer keeping a 64-token KV cache (full-history baseline), d=32")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
+from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots
 from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
 from memx.models.registry import register_family, register_preset
 
@@ -103,6 +104,55 @@ class RMT(SegmentModel):
         logits = self.head(h[:, m : m + s]) * valid.unsqueeze(-1).to(h.dtype)  # (B, S, V)
         new_memory = h[:, m + s :] if self.config.form == "decoder" else h[:, :m]  # (B, M, d)
         return logits, self.keep_if_empty(lengths, new_memory, memory)
+
+
+    # --- decoding (decoder form): the read block is a function of the memory alone ---------
+    def decode_support(self) -> str | None:
+        return None if self.config.form == "decoder" else super().decode_support()
+
+    def decode_cache_specs(self, capacity: int) -> list[CacheSpec]:
+        c = self.config
+        h, dh = c.n_heads, c.d_model // c.n_heads
+        specs = []
+        for i in range(c.n_layers):
+            specs += [head_cache(f"read_k{i}", h, c.num_memory, dh, OPEN), head_cache(f"read_v{i}", h, c.num_memory, dh, OPEN)]
+        for i in range(c.n_layers):
+            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+        return specs
+
+    def decode_open(self, reset: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per layer the keys/values of the read block [memory + read_pos], which attends only
+        within itself: what every token of the segment reads."""
+        h = self.select_initial(reset, self.init_memory, memory) + self.read_pos  # (B, M, d)
+        cache = []
+        for block in self.blocks:
+            q = block.ln_attn(h)
+            k, v = block.attn.keys_values(q)  # (B, h, M, dh)
+            h = h + block.attn(q, q, None)
+            h = h + block.ffn(block.ln_ffn(h))
+            cache += [k, v]
+        return tuple(cache)
+
+    def decode_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor, position: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n_layers = self.config.n_layers
+        prefix, tok_cache = cache[: 2 * n_layers], cache[2 * n_layers :]
+        n, capacity = tokens.shape[1], tok_cache[0].shape[2]
+        m = prefix[0].shape[2]
+        sees = causal_slots(position, n, capacity)  # (B, n, G)
+        mask = torch.cat([torch.ones_like(sees[:, :, :1]).expand(-1, -1, m), sees], dim=2).unsqueeze(1)  # (B, 1, n, M+G)
+        x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
+        written = []
+        for i, block in enumerate(self.blocks):
+            hn = block.ln_attn(x)
+            k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
+            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
+            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
+            keys, values = torch.cat([prefix[2 * i], k], dim=2), torch.cat([prefix[2 * i + 1], v], dim=2)  # (B, h, M+G, dh)
+            x = x + attend(block.attn, block.attn.queries(hn), keys, values, mask)
+            x = x + block.ffn(block.ln_ffn(x))
+            written += [k, v]
+        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        return (logits, *written)
 
 
 register_preset("rmt-tiny", "rmt", size="tiny", description="RMT decoder, 2 layers, d=32, 4 memory tokens")
