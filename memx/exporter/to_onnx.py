@@ -20,6 +20,8 @@ from torch.export import Dim
 import memx
 from memx.errors import ContractError, ExportError
 from memx.package.manifest import (
+    CacheInfo,
+    DecodeInfo,
     GraphInfo,
     InputInfo,
     Manifest,
@@ -31,6 +33,7 @@ from memx.package.files import Package, check_target, file_info, mirror_manifest
 from memx.exporter.contract import check_behaviour, check_declared_io, check_symbolic_axes
 from memx.exporter.step import example_inputs, state_input_name, state_output_name
 from memx.models.base import SegmentModel
+from memx.models.decode import DECODE, OPEN, DecodeGraph
 from memx.models.checkpoint import load_checkpoint
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
 from memx.ops.registry import DOMAIN_VERSION as OPS_VERSION
@@ -135,12 +138,17 @@ def _dynamic_shapes(graph: GraphInfo, batch: Dim, segment: Dim | None) -> tuple:
 def _export_onnx(model: SegmentModel, graph: GraphInfo, path: Path, feeds: dict[str, torch.Tensor], segment_max: int, opset: int, custom_ops: bool) -> None:
     batch = Dim("batch", min=1, max=1 << 16)
     segment = Dim("segment", min=1, max=segment_max) if _segment_dim(model, segment_max) == "segment" else None
+    _export_module(model, model.graph_module(graph.name), graph, path, feeds, _dynamic_shapes(graph, batch, segment), opset, custom_ops)
+
+
+def _export_module(model: SegmentModel, module: torch.nn.Module, graph: GraphInfo, path: Path, feeds: dict[str, torch.Tensor], dynamic_shapes: tuple,
+                   opset: int, custom_ops: bool) -> None:
     args = tuple(feeds[t.name] for t in graph.inputs)
     table = {op.torch_op(): op.translate for op in registered_custom_ops()} if custom_ops else None
     with _quiet_export() as log, exporting_custom_ops(custom_ops):
         try:
             program = torch.onnx.export(
-                model.graph_module(graph.name), args, dynamo=True, dynamic_shapes=_dynamic_shapes(graph, batch, segment), opset_version=opset,
+                module, args, dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=opset,
                 input_names=[t.name for t in graph.inputs], output_names=[t.name for t in graph.outputs], verbose=False,
                 custom_translation_table=table,
             )
@@ -148,6 +156,52 @@ def _export_onnx(model: SegmentModel, graph: GraphInfo, path: Path, feeds: dict[
             raise ExportError(f"torch.onnx could not export the {model.family} graph {graph.name!r}: {type(e).__name__}: {str(e)[:2000]}\n{log.getvalue()[-2000:]}") from e
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     program.save(str(path), external_data=nbytes > EXTERNAL_DATA_THRESHOLD)
+
+
+# --- decode graphs (memx.models.decode) ------------------------------------------------------------
+def decode_info(model: SegmentModel, capacity: int) -> DecodeInfo | None:
+    """The decode section of the manifest, or None when the model cannot decode token by token."""
+    if model.decode_support() is not None:
+        return None
+    cache = [CacheInfo(c.name, ["batch", *c.shape], c.dtype, f"cache_in.{c.name}", f"cache_out.{c.name}", c.graph) for c in model.decode_cache_specs(capacity)]
+    new: int | str = "new" if capacity > 1 else 1
+    states = [t for t in _tensor_catalog(model, capacity).values() if t.name.startswith("state_in.")]
+    open_graph = GraphInfo(OPEN, f"{OPEN}.onnx", OPEN, [TensorInfo("reset", "bool", ["batch"]), *states],
+                           [TensorInfo(c.output, c.dtype, c.shape) for c in cache if c.graph == OPEN])
+    step_graph = GraphInfo(DECODE, f"{DECODE}.onnx", DECODE,
+                           [TensorInfo("tokens", "int64", ["batch", new]), TensorInfo("lengths", "int64", ["batch"]), TensorInfo("position", "int64", ["batch"]),
+                            *(TensorInfo(c.input, c.dtype, c.shape) for c in cache)],
+                           [TensorInfo("logits", "float32", ["batch", new, model.vocab_size]), *(TensorInfo(c.output, c.dtype, c.shape) for c in cache if c.graph == DECODE)])
+    return DecodeInfo(capacity, [open_graph, step_graph], cache)
+
+
+def _decode_feeds(model: SegmentModel, info: DecodeInfo) -> dict[str, torch.Tensor]:
+    """Example inputs of both decode graphs: the step's reset and states, the open graph's cache,
+    zero token caches, 2 rows of n tokens at positions 0 and 1 (n >= 2 unless the capacity is 1)."""
+    args = example_inputs(model, batch=2, segment=2)
+    feeds = {"reset": args[2], **{state_input_name(s.name): a for s, a in zip(model.state_specs(), args[3 + len(model.input_specs()):])}}
+    open_graph = info.graph(OPEN)
+    with torch.no_grad():
+        opened = DecodeGraph(model, OPEN, info.capacity)(*(feeds[t.name] for t in open_graph.inputs))
+    feeds.update({t.name.replace("cache_out.", "cache_in."): o for t, o in zip(open_graph.outputs, opened)})
+    for c in info.cache:
+        if c.graph == DECODE:
+            feeds[c.input] = torch.zeros(2, *c.shape[1:], dtype=getattr(torch, c.dtype))
+    n = 1 if info.capacity == 1 else min(info.capacity - 1, 3)
+    feeds["tokens"] = torch.randint(0, model.vocab_size, (2, n), generator=torch.Generator().manual_seed(0))
+    feeds["lengths"] = torch.tensor([n, max(1, n - 1)])
+    feeds["position"] = torch.tensor([0, 1 if info.capacity > n else 0])
+    return feeds
+
+
+def _export_decode(model: SegmentModel, info: DecodeInfo, stage: Path, opset: int) -> None:
+    feeds = _decode_feeds(model, info)
+    batch = Dim("batch", min=1, max=1 << 16)
+    new = Dim("new", min=1, max=info.capacity) if info.capacity > 1 else None
+    for graph in info.graphs:
+        dynamic = tuple({0: batch, **({1: new} if t.name == "tokens" and new is not None else {})} for t in graph.inputs)
+        _export_module(model, DecodeGraph(model, graph.role, info.capacity), graph, stage / graph.file, feeds, (dynamic,), opset, custom_ops=False)
+        check_symbolic_axes(_check_graph_io(stage / graph.file, graph.inputs, graph.outputs), graph)
 
 
 def _last_dim(proto: onnx.ModelProto, name: str) -> int:
@@ -255,6 +309,7 @@ def export(
     verify_segments: int = 32,
     inline_custom_ops: bool = False,
     contract_checks: bool = True,
+    decode: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Package:
     """Export ``model``'s segment step to the package ``out_dir``.
@@ -269,6 +324,9 @@ def export(
     Before export the module's behaviour is checked against the contract (padding
     invariance, reset = fresh stream, empty rows keep their state: memx.exporter.contract)
     unless ``contract_checks`` is False, which the manifest records.
+
+    Causal families also get their decode graphs (token-by-token generation inside a segment,
+    memx.models.decode) unless ``decode`` is False.
     """
     say = progress or (lambda _msg: None)
     check_target(out_dir, force=force)  # before minutes of export: --force replaces only a memx package
@@ -287,6 +345,7 @@ def export(
         check_behaviour(model, segment_max)
     manifest = build_manifest(model, preset=preset, segment_max=segment_max, opset=opset, checkpoint_sha256=checkpoint_sha, task=task)
     manifest.provenance["contract_checks"] = "passed" if contract_checks else "skipped"
+    manifest.decode = decode_info(model, segment_max) if decode else None
     feeds = _example_feeds(model, manifest.graphs, segment_max)
     with staged_directory(out_dir, force=force) as stage:
         for graph in manifest.graphs:
@@ -297,7 +356,10 @@ def export(
             check_symbolic_axes(proto, graph)
             manifest.custom_ops += [{**e, "graph": graph.name} for e in _attach_reference_bodies(proto, opset)]
             onnx.save(proto, str(onnx_path))
-        for graph in manifest.graphs:  # the manifest is complete only now (custom ops of every graph)
+        if manifest.decode is not None:
+            say("exporting the decode graphs (token by token inside a segment)")
+            _export_decode(model, manifest.decode, stage, opset)
+        for graph in manifest.graphs + (manifest.decode.graphs if manifest.decode else []):  # the manifest is complete only now (custom ops of every graph)
             onnx_path = stage / graph.file
             mirror_manifest(onnx_path, onnx.load(str(onnx_path), load_external_data=False), manifest)
         (stage / WEIGHTS_FILE).parent.mkdir(parents=True, exist_ok=True)

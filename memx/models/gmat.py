@@ -147,8 +147,10 @@ class GMAT(SegmentModel):
 
     # --- decoding (causal form): tokens read the read stream, a function of the memory alone ---
     def decode_support(self) -> str | None:
-        if self.is_causal:
+        if self.is_causal and self.config.num_memory:
             return None
+        if self.is_causal:
+            return "a causal GMAT without memory slots has no read memory to open a segment with (not supported yet)"
         if self.config.compression:
             return "a compressing GMAT's outputs are read from the memory slots after the whole segment"
         return super().decode_support()

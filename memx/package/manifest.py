@@ -92,6 +92,42 @@ class OutputInfo:
 
 
 @dataclass
+class CacheInfo:
+    """One tensor of the decode cache (DESIGN.md §8): batch axis 0, fixed dims after; ``graph``
+    is the decode graph that writes it ("decode_open": from the read memory, once a segment;
+    "decode": the segment's tokens, slot by slot; runtimes start it from zeros)."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str
+    input: str  # "cache_in.<name>"
+    output: str  # "cache_out.<name>"
+    graph: str
+
+
+@dataclass
+class DecodeInfo:
+    """Token-by-token decoding inside a segment (memx.models.decode): two graphs beside the step,
+
+        decode_open(reset, *state_in) -> *cache_out of the "decode_open" entries
+        decode(tokens [B, new], lengths, position, *cache_in) -> logits [B, new, V], *cache_out of the "decode" entries
+
+    ``capacity``: tokens one segment holds while decoding (the token cache's slots). Only the
+    step graph writes memory: a runtime steps the segment's tokens when it is full."""
+
+    capacity: int
+    graphs: list[GraphInfo]
+    cache: list[CacheInfo]
+
+    def graph(self, role: str) -> GraphInfo:
+        return next(g for g in self.graphs if g.role == role)
+
+
+DECODE_GRAPHS = ("decode_open", "decode")
+DECODE_INPUTS = ("tokens", "lengths", "position")
+
+
+@dataclass
 class FileInfo:
     bytes: int
     sha256: str
@@ -118,6 +154,7 @@ class Manifest:
     quantization: dict[str, Any] | None = None  # method, calibration, precision policy (memx quantize)
     engines: list[dict[str, Any]] = field(default_factory=list)  # TensorRT plans and their build tags (memx build)
     inputs: list[InputInfo] = field(default_factory=list)  # extra step inputs, in the order the graphs take them
+    decode: DecodeInfo | None = None  # decode graphs (causal families): generation token by token
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -160,6 +197,8 @@ class Manifest:
         d = asdict(self)
         if not d["engines"]:
             del d["engines"]  # written only once there are engines, so readers before memx build still read it
+        if d["decode"] is None:
+            del d["decode"]  # written only by packages with decode graphs: older readers cannot generate from them
         if not d["inputs"]:
             del d["inputs"]  # written only by models with extra inputs: older readers, which cannot feed them, refuse those
         head = {"format": d.pop("format"), "format_version": d.pop("format_version"), "model_id": self.model_id()}
@@ -347,6 +386,69 @@ def _parse_input(o: Any, where: str) -> InputInfo:
     return info
 
 
+def _parse_cache(c: dict, where: str) -> CacheInfo:
+    _no_unknown(c, {"name", "shape", "dtype", "input", "output", "graph"}, where)
+    info = CacheInfo(
+        name=_field(c, "name", "str", where + "."),
+        shape=_shape(_field(c, "shape", "list", where + "."), where + ".shape"),
+        dtype=_dtype(_field(c, "dtype", "str", where + "."), where + ".dtype"),
+        input=_field(c, "input", "str", where + "."),
+        output=_field(c, "output", "str", where + "."),
+        graph=_field(c, "graph", "str", where + "."),
+    )
+    if not info.shape or info.shape[0] != "batch" or not all(isinstance(d, int) for d in info.shape[1:]):
+        raise ManifestError(f"manifest field {where}.shape must have the batch axis first and fixed dims after", expected='["batch", int, ...]', actual=info.shape)
+    if (info.input, info.output) != (f"cache_in.{info.name}", f"cache_out.{info.name}"):
+        raise ManifestError(f"manifest field {where} names its tensors wrongly", expected=[f"cache_in.{info.name}", f"cache_out.{info.name}"], actual=[info.input, info.output])
+    if info.graph not in DECODE_GRAPHS:
+        raise ManifestError(f"manifest field {where}.graph is not a decode graph", expected=list(DECODE_GRAPHS), actual=info.graph)
+    return info
+
+
+def _parse_decode(d: dict | None) -> DecodeInfo | None:
+    if d is None:
+        return None
+    _no_unknown(d, {"capacity", "graphs", "cache"}, "decode")
+    return DecodeInfo(
+        capacity=_field(d, "capacity", "int", "decode."),
+        graphs=[_parse_graph(g, f"decode.graphs[{i}]") for i, g in enumerate(_objects(d, "graphs", "decode."))],
+        cache=[_parse_cache(c, f"decode.cache[{i}]") for i, c in enumerate(_objects(d, "cache", "decode."))],
+    )
+
+
+def _check_decode(m: Manifest) -> None:
+    """The decode graphs take and give exactly what DecodeInfo says, in order; their files are listed."""
+    d = m.decode
+    if d is None:
+        return
+    if not 1 <= d.capacity <= m.segment["max"]:
+        raise ManifestError("manifest decode.capacity is out of range", expected=f"1..{m.segment['max']} (segment.max)", actual=d.capacity)
+    if [(g.name, g.role) for g in d.graphs] != [(n, n) for n in DECODE_GRAPHS]:
+        raise ManifestError("manifest decode.graphs are not the decode graphs", expected=[f"{n} (role {n})" for n in DECODE_GRAPHS],
+                            actual=[f"{g.name} (role {g.role})" for g in d.graphs])
+    names = [c.name for c in d.cache]
+    if len(set(names)) != len(names):
+        raise ManifestError("manifest decode cache names are not unique", expected="unique names", actual=names)
+    open_graph, decode_graph = d.graphs
+    state_inputs = {s.input for s in m.state}
+    wants = {
+        "decode_open inputs": ([t.name for t in open_graph.inputs], [n for n in [t.name for t in open_graph.inputs] if n == "reset" or n in state_inputs]),
+        "decode_open outputs": ([t.name for t in open_graph.outputs], [c.output for c in d.cache if c.graph == "decode_open"]),
+        "decode inputs": ([t.name for t in decode_graph.inputs], [*DECODE_INPUTS, *(c.input for c in d.cache)]),
+        "decode outputs": ([t.name for t in decode_graph.outputs], ["logits", *(c.output for c in d.cache if c.graph == "decode")]),
+    }
+    for what, (actual, expected) in wants.items():
+        if actual != expected:
+            raise ManifestError(f"manifest decode graph {what} differ from its cache and the step's state", expected=expected, actual=actual)
+    if "reset" not in [t.name for t in open_graph.inputs]:
+        raise ManifestError("manifest decode_open graph does not take reset", expected="reset among its inputs", actual=[t.name for t in open_graph.inputs])
+    if not any(o.name == "logits" for o in m.outputs):
+        raise ManifestError("a package with decode graphs has no logits output", expected="an output named logits", actual=[o.name for o in m.outputs])
+    for g in d.graphs:
+        if g.file not in m.files:
+            raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))
+
+
 def _parse_files(files: dict) -> dict[str, FileInfo]:
     out = {}
     for path, info in files.items():
@@ -361,7 +463,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
-    "quantization", "engines", "model_id", "inputs",
+    "quantization", "engines", "model_id", "inputs", "decode",
 }
 
 
@@ -405,6 +507,7 @@ def _parse_manifest(data: Any) -> Manifest:
         quantization=_field(data, "quantization", "dict", "", optional=True),
         engines=_field(data, "engines", "list", "", optional=True) or [],
         inputs=[_parse_input(o, f"inputs[{i}]") for i, o in enumerate(_field(data, "inputs", "list", "", optional=True) or [])],
+        decode=_parse_decode(_field(data, "decode", "dict", "", optional=True)),
     )
     _check_consistency(m)
     _check_model_id(data, m)
@@ -457,6 +560,7 @@ def _check_consistency(m: Manifest) -> None:
     for g in m.graphs:
         if g.file not in m.files:
             raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))
+    _check_decode(m)
 
 
 def _check_pipeline(m: Manifest) -> None:

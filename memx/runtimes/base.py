@@ -154,13 +154,17 @@ def check_graph_dtypes(manifest: Manifest, taken: Mapping[str, Mapping[str, str]
     as a backend loaded it, takes or gives (``taken``: graph name -> tensor name -> dtype; names
     a backend does not know are not checked). Every backend raises this same error at open."""
     for g in manifest.graphs:
-        known = taken.get(g.name, {})
-        for kind, tensors in (("input", g.inputs), ("output", g.outputs)):
-            for t in tensors:
-                actual = known.get(t.name)
-                if actual is not None and actual != t.dtype:
-                    raise ManifestError(f"graph {g.name!r} {kind} {t.name!r} has another dtype than memx.json declares", expected=t.dtype, actual=actual,
-                                        hint="the manifest or the graph was edited after export: re-export the package")
+        check_graph_dtypes_of(g, taken.get(g.name, {}))
+
+
+def check_graph_dtypes_of(g: GraphInfo, known: Mapping[str, str]) -> None:
+    """One graph's tensors against the dtypes a backend loaded (see check_graph_dtypes)."""
+    for kind, tensors in (("input", g.inputs), ("output", g.outputs)):
+        for t in tensors:
+            actual = known.get(t.name)
+            if actual is not None and actual != t.dtype:
+                raise ManifestError(f"graph {g.name!r} {kind} {t.name!r} has another dtype than memx.json declares", expected=t.dtype, actual=actual,
+                                    hint="the manifest or the graph was edited after export: re-export the package")
 
 
 @dataclass
@@ -266,6 +270,16 @@ class Runtime:
         new_state = {name: values[graph_output] for name, _, graph_output in plan.state_io}
         plan.check_state(new_state, batch=tokens.shape[0])
         return outputs, new_state
+
+    def generator(self) -> Any:
+        """The decode engine of this Runtime (memx.runtimes.generation), made on first use; a
+        BackendUnavailableError when the package has no decode graphs."""
+        gen = getattr(self, "_generator", None)
+        if gen is None:
+            from memx.runtimes.generation import Generator
+
+            gen = self._generator = Generator(self)
+        return gen
 
     def snapshot_of(self, st: StreamState) -> bytes:
         return snap.encode(snap.SnapshotData(self.model_id, st.states, st.pending_reset, st.segments))

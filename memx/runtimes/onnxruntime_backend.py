@@ -12,7 +12,7 @@ import numpy as np
 from memx.errors import BackendUnavailableError, PackageFileError
 from memx.package.manifest import GraphInfo
 from memx.package.files import Package
-from memx.runtimes.base import Backend, check_graph_dtypes, register_backend
+from memx.runtimes.base import Backend, check_graph_dtypes, check_graph_dtypes_of, register_backend
 from memx.runtimes.resident import Binding, OrtDevice
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
@@ -52,6 +52,18 @@ class OnnxRuntimeBackend(Backend):
         self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
         check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
         self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
+        self._lazy = (ort, so, usable)  # decode graphs get their sessions on first use
+
+    def _extra_session(self, graph: GraphInfo) -> tuple[Any, list[str]]:
+        """A session for a graph outside the step (the decode graphs), made once on first use."""
+        decode = self.package.manifest.decode
+        if decode is None or graph.name not in {g.name for g in decode.graphs}:
+            raise BackendUnavailableError(f"graph {graph.name!r} is not a graph of this package", expected=[g.name for g in self.package.manifest.graphs], actual=graph.name)
+        ort, so, providers = self._lazy
+        sess = self._session(ort, self.package, graph, so, providers)
+        check_graph_dtypes_of(graph, _session_dtypes(sess))
+        self._runs[graph.name] = (sess, [o.name for o in graph.outputs])
+        return self._runs[graph.name]
 
     @staticmethod
     def _session(ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any:
@@ -109,7 +121,7 @@ class OnnxRuntimeBackend(Backend):
         return so
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sess, names = self._runs[graph.name]
+        sess, names = self._runs.get(graph.name) or self._extra_session(graph)
         return dict(zip(names, sess.run(names, feeds)))
 
     def resident(self) -> tuple["OrtIoBindingExecutor", OrtDevice]:

@@ -43,6 +43,10 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(options["threads"]))
         model = model.to(device).eval()
         self.modules = {g.name: model.graph_module(g.name) for g in m.graphs}  # each graph as the exporter saw it
+        if m.decode is not None:  # the decode graphs, as the exporter saw them
+            from memx.models.decode import DecodeGraph
+
+            self.modules.update({g.name: DecodeGraph(model, g.role, m.decode.capacity) for g in m.decode.graphs})
         self._torch_device = torch.device(device)
 
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
