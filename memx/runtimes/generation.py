@@ -72,6 +72,13 @@ class DecodeRows:
             self.cache[k][rows] = v
         self.tokens[rows], self.position[rows], self.logits[rows], self.has_logits[rows] = part.tokens, part.position, part.logits, part.has_logits
 
+    @classmethod
+    def stack(cls, parts: list["DecodeRows"]) -> "DecodeRows":
+        """Rows of several (batch-1) streams as one batch."""
+        cat = lambda get: np.concatenate([get(p) for p in parts])  # noqa: E731
+        return cls({k: cat(lambda p: p.cache[k]) for k in parts[0].cache}, cat(lambda p: p.tokens), cat(lambda p: p.position), cat(lambda p: p.logits),
+                   cat(lambda p: p.has_logits))
+
     def copy(self) -> "DecodeRows":
         return self.take(np.arange(len(self.position)))
 

@@ -16,7 +16,7 @@ Stores:
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -94,6 +94,8 @@ class StreamPool:
         self._pending: dict[int, bool] = {}  # stream id -> its next step starts from the learned initial state
         self._segments: dict[int, int] = {}
         self._ids = itertools.count()
+        self._gen: dict[int, Any] = {}  # stream id -> its DecodeRows (batch 1) once it generates
+        self.segment_len: int | None = None  # generation: tokens a segment holds before its memory is written (None: the decode capacity)
 
     def open(self) -> int:
         sid = next(self._ids)
@@ -105,6 +107,7 @@ class StreamPool:
         sid = self._check(sid)
         self.slots.close(sid)
         del self._pending[sid], self._segments[sid]
+        self._gen.pop(sid, None)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -125,17 +128,144 @@ class StreamPool:
         self.slots.close(sid)
         self.slots.open(sid)
         self._pending[sid], self._segments[sid] = True, 0
+        self._gen.pop(sid, None)
 
     def snapshot(self, sid: int) -> bytes:
         sid = self._check(sid)
-        return snap.encode(snap.SnapshotData(self.runtime.model_id, self.slots.read(sid), np.array([self._pending[sid]]), self._segments[sid]))
+        states = self.slots.read(sid)
+        if sid in self._gen:
+            states.update({k: v.copy() for k, v in self._gen[sid].to_tensors().items()})
+        return snap.encode(snap.SnapshotData(self.runtime.model_id, states, np.array([self._pending[sid]]), self._segments[sid]))
 
     def restore(self, sid: int, blob: bytes) -> None:
         """Replace stream ``sid``'s state by a snapshot's (batch 1); refuses, state unchanged, on any mismatch."""
+        from memx.runtimes.generation import DecodeRows, split_snapshot
+
         sid = self._check(sid)
-        data = snap.decode_checked(blob, model_id=self.runtime.model_id, batch=1, schema=self.runtime.state_schema)
+        data, decode = split_snapshot(blob, self.runtime.manifest, model_id=self.runtime.model_id, batch=1, schema=self.runtime.state_schema)
         self.slots.write(sid, data.states)
         self._pending[sid], self._segments[sid] = bool(data.pending_reset[0]), data.segments
+        if decode is not None:
+            self._gen[sid] = DecodeRows.from_tensors(decode)
+        else:
+            self._gen.pop(sid, None)
+
+    # --- generation (memx.runtimes.generation) ----------------------------------------------------
+    def position(self, sid: int) -> int:
+        """Tokens stream ``sid`` holds in its current (not yet written) segment."""
+        sid = self._check(sid)
+        return int(self._gen[sid].position[0]) if sid in self._gen else 0
+
+    def next_logits(self, sid: int) -> np.ndarray:
+        """Logits (V,) of stream ``sid``'s next token (after append or generate)."""
+        sid = self._check(sid)
+        rows = self._gen.get(sid)
+        if rows is None or not rows.has_logits[0]:
+            raise InputError("no logits yet: append a prompt to this stream first", expected="a stream that has consumed a token", actual=f"stream {sid}")
+        return rows.logits[0].copy()
+
+    def append(self, inputs: Mapping[int, Any]) -> None:
+        """Append each stream's 1-D tokens (any number each, ragged): whole segments through the
+        step graph, the rest into its decode cache; memory is written when a segment fills.
+        Streams are batched (at most ``max_batch`` rows per call). All or nothing."""
+        from memx.runtimes.generation import check_new_tokens, check_segment_len
+
+        gen = self.runtime.generator()
+        if not isinstance(inputs, Mapping):
+            raise InputError("pool.append takes a mapping of stream id to its tokens", expected="{stream id: tokens}", actual=type(inputs).__name__)
+        checked: dict[int, np.ndarray] = {}
+        for key, given in inputs.items():
+            sid = self._check(key)
+            if sid in checked:
+                raise InputError(f"stream {sid} is given twice in one pool.append", expected="each stream at most once", actual=repr(key))
+            checked[sid] = check_new_tokens(given, batch=1, vocab_size=self.runtime.manifest.vocab_size)[0]
+        self._append(gen, checked, check_segment_len(self.segment_len, gen.info))
+
+    def _rows_of(self, gen: Any, sid: int) -> Any:
+        from memx.runtimes.generation import DecodeRows
+
+        rows = self._gen.get(sid)
+        return rows if rows is not None else DecodeRows.empty(gen.info, self.runtime.manifest.vocab_size, 1)
+
+    def _append(self, gen: Any, tokens: dict[int, np.ndarray], segment_len: int) -> None:
+        held = []
+        order = [sid for sid, t in tokens.items() if len(t)]
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            n = max(len(tokens[sid]) for sid in chunk)
+            batch = np.zeros((len(chunk), n), np.int64)  # (k, n) padded with token 0
+            for row, sid in enumerate(chunk):
+                batch[row, : len(tokens[sid])] = tokens[sid]
+            counts = np.array([len(tokens[sid]) for sid in chunk], np.int64)
+            reads = [self.slots.read(sid) for sid in chunk]
+            states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
+            pending = np.array([self._pending[sid] for sid in chunk], bool)
+            rows = DecodeRowsOf(self, gen, chunk)
+            if (rows.position > segment_len).any():
+                raise InputError("a stream's partial segment is longer than the pool's segment length", expected=f"<= {segment_len} tokens", actual=rows.position.tolist())
+            held.append((chunk, gen.append_rows(states, pending, rows, batch, counts, segment_len)))
+        for chunk, (states, pending, rows, committed) in held:  # every chunk succeeded: commit
+            for row, sid in enumerate(chunk):
+                self.slots.write(sid, {k: v[row : row + 1].copy() for k, v in states.items()})
+                self._pending[sid] = bool(pending[row])
+                self._segments[sid] += int(committed[row])
+                self._gen[sid] = rows.take(np.array([row]))
+
+    def flush(self, sids: Any = None) -> None:
+        """Write the memory of the partial segments of ``sids`` (default: every stream) now."""
+        gen = self.runtime.generator()
+        ids = list(self._gen) if sids is None else [self._check(s) for s in sids]
+        ids = [sid for sid in ids if sid in self._gen and self._gen[sid].position[0] > 0]
+        held = []
+        for start in range(0, len(ids), self.max_batch):
+            chunk = ids[start : start + self.max_batch]
+            reads = [self.slots.read(sid) for sid in chunk]
+            states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
+            pending = np.array([self._pending[sid] for sid in chunk], bool)
+            held.append((chunk, gen.flush_rows(states, pending, DecodeRowsOf(self, gen, chunk))))
+        for chunk, (states, pending, rows, committed) in held:
+            for row, sid in enumerate(chunk):
+                self.slots.write(sid, {k: v[row : row + 1].copy() for k, v in states.items()})
+                self._pending[sid] = bool(pending[row])
+                self._segments[sid] += int(committed[row])
+                self._gen[sid] = rows.take(np.array([row]))
+
+    def generate(self, sids: Any, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Any = None,
+                 stop_tokens: Any = (), callback: Any = None) -> Iterator[dict[int, int]]:
+        """Generate for streams ``sids`` together: yields {stream id: token} each round for the
+        streams still running (each token already appended). A stream stops after one of
+        ``stop_tokens`` or ``max_new_tokens``. ``seed``: an int (every stream samples from its own
+        generator seeded with it, so each equals the stream generating alone with that seed) or
+        {stream id: int}. ``callback({sid: token})`` sees each round."""
+        from memx.runtimes.generation import check_max_new_tokens, check_segment_len, check_stop_tokens
+        from memx.runtimes.sampling import SamplingOptions, SplitMix64, row_rngs, sample
+
+        gen = self.runtime.generator()
+        ids = [self._check(s) for s in sids]
+        if len(set(ids)) != len(ids):
+            raise InputError("a stream is given twice to pool.generate", expected="each stream once", actual=ids)
+        steps = check_max_new_tokens(max_new_tokens)
+        options = SamplingOptions(temperature, top_k, top_p)
+        stops = check_stop_tokens(stop_tokens, self.runtime.manifest.vocab_size)
+        seeds = seed if isinstance(seed, Mapping) else {sid: seed for sid in ids}
+        rngs = {sid: row_rngs(seeds.get(sid), 1)[0] for sid in ids}
+        segment_len = check_segment_len(self.segment_len, gen.info)
+        for sid in ids:
+            self.next_logits(sid)
+        return self._generate(gen, ids, steps, options, stops, rngs, segment_len, callback, sample)
+
+    def _generate(self, gen: Any, ids: list[int], steps: int, options: Any, stops: frozenset[int], rngs: dict, segment_len: int, callback: Any,
+                  sample: Any) -> Iterator[dict[int, int]]:
+        running = list(ids)
+        for _ in range(steps):
+            if not running:
+                return
+            chosen = {sid: sample(self._gen[sid].logits[0], options, rngs[sid]) for sid in running}
+            self._append(gen, {sid: np.array([t], np.int64) for sid, t in chosen.items()}, segment_len)
+            running = [sid for sid in running if chosen[sid] not in stops]
+            if callback is not None:
+                callback(dict(chosen))
+            yield chosen
 
     def state(self, sid: int) -> dict[str, np.ndarray]:
         sid = self._check(sid)
@@ -214,6 +344,13 @@ class StreamPool:
         for row, sid in enumerate(chunk):
             results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
         return rows
+
+
+def DecodeRowsOf(pool: StreamPool, gen: Any, chunk: list[int]) -> Any:
+    """The generation rows of ``chunk``'s streams as one batch (fresh rows for streams that never generated)."""
+    from memx.runtimes.generation import DecodeRows
+
+    return DecodeRows.stack([pool._rows_of(gen, sid) for sid in chunk])
 
 
 def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:

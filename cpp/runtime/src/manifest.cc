@@ -218,6 +218,90 @@ InputSpec parse_input(const json& o, const std::string& where) {
   return spec;
 }
 
+CacheSpec parse_cache(const json& c, const std::string& where) {
+  no_unknown(c, {"name", "shape", "dtype", "input", "output", "graph"}, where);
+  CacheSpec spec;
+  spec.name = str_field(c, "name", where + ".");
+  const json& shape = *field(c, "shape", "list", where + ".");
+  std::vector<Dim> dims = parse_shape(shape, where + ".shape");
+  spec.dtype = parse_dtype(c, where);
+  spec.input = str_field(c, "input", where + ".");
+  spec.output = str_field(c, "output", where + ".");
+  spec.graph = str_field(c, "graph", where + ".");
+  bool ok = !dims.empty() && dims[0].name == "batch";
+  for (std::size_t i = 1; ok && i < dims.size(); ++i) ok = dims[i].fixed();
+  if (!ok) throw ManifestError("manifest field " + where + ".shape must have the batch axis first and fixed dims after", "[\"batch\", int, ...]", shape.dump());
+  for (std::size_t i = 1; i < dims.size(); ++i) spec.dims.push_back(dims[i].size);
+  if (spec.input != "cache_in." + spec.name || spec.output != "cache_out." + spec.name)
+    throw ManifestError("manifest field " + where + " names its tensors wrongly", json({"cache_in." + spec.name, "cache_out." + spec.name}).dump(),
+                        json({spec.input, spec.output}).dump());
+  if (spec.graph != "decode_open" && spec.graph != "decode")
+    throw ManifestError("manifest field " + where + ".graph is not a decode graph", "[\"decode_open\", \"decode\"]", spec.graph);
+  return spec;
+}
+
+DecodeSpec parse_decode(const json& d) {
+  no_unknown(d, {"capacity", "graphs", "cache"}, "decode");
+  DecodeSpec spec;
+  spec.capacity = field(d, "capacity", "int", "decode.")->get<int64_t>();
+  const json& graphs = objects(d, "graphs", "decode.");
+  std::vector<GraphSpec> parsed;
+  for (std::size_t i = 0; i < graphs.size(); ++i) parsed.push_back(parse_graph(graphs[i], "decode.graphs[" + std::to_string(i) + "]"));
+  const bool named = parsed.size() == 2 && parsed[0].name == "decode_open" && parsed[0].role == "decode_open" && parsed[1].name == "decode" && parsed[1].role == "decode";
+  if (!named) {
+    json actual = json::array();
+    for (const auto& g : parsed) actual.push_back(g.name + " (role " + g.role + ")");
+    throw ManifestError("manifest decode.graphs are not the decode graphs", "[\"decode_open (role decode_open)\", \"decode (role decode)\"]", actual.dump());
+  }
+  spec.open = parsed[0];
+  spec.decode = parsed[1];
+  const json& cache = objects(d, "cache", "decode.");
+  for (std::size_t i = 0; i < cache.size(); ++i) spec.cache.push_back(parse_cache(cache[i], "decode.cache[" + std::to_string(i) + "]"));
+  return spec;
+}
+
+std::vector<std::string> names_of(const std::vector<TensorSpec>& ts) {
+  std::vector<std::string> names;
+  for (const auto& t : ts) names.push_back(t.name);
+  return names;
+}
+
+// The decode graphs take and give exactly what "decode" says, in order; their files are listed
+// (memx/package/manifest.py _check_decode).
+void check_decode(const Manifest& m) {
+  if (!m.decode) return;
+  const DecodeSpec& d = *m.decode;
+  if (d.capacity < 1 || d.capacity > m.segment_max)
+    throw ManifestError("manifest decode.capacity is out of range", "1.." + std::to_string(m.segment_max) + " (segment.max)", std::to_string(d.capacity));
+  std::set<std::string> seen;
+  for (const auto& c : d.cache)
+    if (!seen.insert(c.name).second) throw ManifestError("manifest decode cache names are not unique", "unique names", c.name);
+  std::set<std::string> state_inputs;
+  for (const auto& s : m.state) state_inputs.insert(s.input);
+  std::vector<std::string> open_in = names_of(d.open.inputs), open_in_want, open_out_want, dec_in_want = {"tokens", "lengths", "position"}, dec_out_want = {"logits"};
+  for (const auto& n : open_in)
+    if (n == "reset" || state_inputs.count(n)) open_in_want.push_back(n);
+  for (const auto& c : d.cache) {
+    dec_in_want.push_back(c.input);
+    (c.graph == "decode_open" ? open_out_want : dec_out_want).push_back(c.output);
+  }
+  const std::vector<std::pair<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>>> wants = {
+      {"decode_open inputs", {open_in, open_in_want}},
+      {"decode_open outputs", {names_of(d.open.outputs), open_out_want}},
+      {"decode inputs", {names_of(d.decode.inputs), dec_in_want}},
+      {"decode outputs", {names_of(d.decode.outputs), dec_out_want}},
+  };
+  for (const auto& [what, pair] : wants)
+    if (pair.first != pair.second)
+      throw ManifestError("manifest decode graph " + what + " differ from its cache and the step's state", json(pair.second).dump(), json(pair.first).dump());
+  if (std::find(open_in.begin(), open_in.end(), "reset") == open_in.end())
+    throw ManifestError("manifest decode_open graph does not take reset", "reset among its inputs", json(open_in).dump());
+  if (std::none_of(m.outputs.begin(), m.outputs.end(), [](const OutputSpec& o) { return o.name == "logits"; }))
+    throw ManifestError("a package with decode graphs has no logits output", "an output named logits", "none");
+  for (const GraphSpec* g : {&d.open, &d.decode})
+    if (!m.files.count(g->file)) throw ManifestError("graph '" + g->name + "' file is not listed in files", g->file, "not listed");
+}
+
 // What a snapshot is bound to, as memx/package/manifest.py's Manifest.model_id computes it: the
 // sha256 of json.dumps({"config", "family", "state": [[name, shape, dtype], ...], "weights"}, sort_keys=True).
 std::string computed_model_id(const json& data) {
@@ -312,12 +396,13 @@ void check_consistency(const Manifest& m) {
   }
   for (const auto& g : m.graphs)
     if (!m.files.count(g.file)) throw ManifestError("graph '" + g.name + "' file is not listed in files", g.file, "not listed");
+  check_decode(m);
 }
 
 const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
                                          "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
                                          "custom_ops", "validation",     "causal",     "task",       "quantization", "engines",
-                                         "model_id",   "inputs"};
+                                         "model_id",   "inputs",         "decode"};
 
 }  // namespace
 
@@ -384,6 +469,7 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
       if (op.is_object() && op.contains("domain") && op["domain"].is_string()) m.custom_op_domains.push_back(op["domain"].get<std::string>());
   if (const json* c = field(data, "causal", "bool", "", true)) m.causal = c->get<bool>();
   if (const json* t = field(data, "task", "str", "", true)) m.task = t->get<std::string>();
+  if (const json* d = field(data, "decode", "dict", "", true)) m.decode = parse_decode(*d);
   check_consistency(m);
   m.model_id = parse_model_id(data);
   return m;

@@ -61,6 +61,26 @@ struct OutputSpec {
   std::string graph;
 };
 
+// One tensor of the decode cache (memx.json "decode.cache"): batch axis 0, fixed dims after;
+// `graph` is the decode graph that writes it ("decode_open": from the read memory, once a
+// segment; "decode": the segment's tokens, slot by slot; runtimes start it from zeros).
+struct CacheSpec {
+  std::string name;
+  Shape dims;  // the fixed dims after the batch axis
+  DType dtype = DType::Float32;
+  std::string input, output, graph;
+};
+
+// Token-by-token decoding inside a segment (memx.json "decode"):
+//   decode_open(reset, *state_in) -> *cache_out of the "decode_open" entries
+//   decode(tokens [B, new], lengths, position, *cache_in) -> logits [B, new, V], *cache_out of the "decode" entries
+// Only the step graphs write memory: a runtime steps a segment's tokens when it is full.
+struct DecodeSpec {
+  int64_t capacity = 0;  // tokens one segment holds while decoding
+  GraphSpec open, decode;
+  std::vector<CacheSpec> cache;
+};
+
 struct FileEntry {
   int64_t bytes = 0;
   std::string sha256;
@@ -81,6 +101,7 @@ struct Manifest {
   std::optional<std::string> weights_sha256;  // provenance.weights_sha256
   bool causal = false;
   std::optional<std::string> task;
+  std::optional<DecodeSpec> decode;  // decode graphs (causal families)
   std::string model_id;  // what snapshots are bound to: memx.json's model_id, written by Python at export; empty if absent
 
   // Parse and validate manifest text; `source` names the file in error messages.
