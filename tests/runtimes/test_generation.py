@@ -1,0 +1,280 @@
+"""Generation (issue 19): decode graphs equal the step, memory is written at segment
+boundaries, sampling is deterministic, pools equal streams alone, bad input is refused with
+the stream unchanged. Every decodable preset (registry-enumerated) and zoo model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from memx.errors import BackendUnavailableError, InputError, MemxError, SnapshotMismatchError, TokenRangeError
+from memx.models import build_preset
+from memx.models.registry import presets
+from memx.models.zoo import build_zoo_model, zoo_entries
+from memx.runtimes import open as open_runtime
+from memx.runtimes.sampling import SamplingOptions, SplitMix64, sample
+
+DECODABLE_TINY = [p.name for p in presets("tiny") if build_preset(p.name).decode_support() is None]
+DECODABLE_ZOO = [e.name for e in zoo_entries() if build_zoo_model(e.name).decode_support() is None]
+NOT_DECODABLE_TINY = [p.name for p in presets("tiny") if build_preset(p.name).decode_support() is not None]
+
+
+def test_the_causal_families_decode_and_the_others_say_why():
+    families = {build_preset(n).family for n in DECODABLE_TINY}
+    assert families == {"rmt", "kvcache", "gmat", "infformer"}
+    assert "rmt-ar" in DECODABLE_ZOO and "infformer-sort" in DECODABLE_ZOO
+    for name in NOT_DECODABLE_TINY:
+        assert build_preset(name).decode_support()  # a reason, shown by export and generate
+    assert "not causal" in build_preset("memtr-tiny").decode_support()
+    assert "not causal" in build_preset("memformer-tiny").decode_support()
+
+
+def _greedy_run(rt, prompt: np.ndarray, new_tokens: int, segment_len: int):
+    """Stream generating greedily: every next-token logits row and the state after each commit."""
+    s = rt.stream()
+    s.segment_len = segment_len
+    s.append(prompt)
+    logits = [s.next_logits()]
+    states = []
+    tokens = []
+    for tok in s.generate(new_tokens, temperature=0):
+        tokens.append(tok)
+        logits.append(s.next_logits())
+        if s.position[0] == 0:
+            states.append(s.state)
+    return np.array(tokens), np.stack(logits), states, s
+
+
+@pytest.mark.parametrize("name", DECODABLE_TINY + DECODABLE_ZOO)
+def test_decoding_token_by_token_equals_stepping_whole_segments(name, package_of):
+    """64 segments of greedy generation with commits: the logits of every token and the
+    memory after every segment equal one step over each whole segment."""
+    rt = open_runtime(package_of(name).path, backend="onnxruntime")
+    g = 4
+    prompt = np.random.default_rng(0).integers(0, rt.manifest.vocab_size, size=g + 1)
+    tokens, logits, states, _ = _greedy_run(rt, prompt, 64 * g - 1, g)
+    full = np.concatenate([prompt, tokens])  # 65 segments of g tokens... the last one not full
+    ref = rt.stream()
+    ref_logits, ref_states = [], []
+    for i in range(0, len(full), g):
+        out = ref.step(full[i : i + g])
+        ref_logits.append(out["logits"])
+        if len(full[i : i + g]) == g:
+            ref_states.append(ref.state)
+    ref_logits = np.concatenate(ref_logits)  # (T, V): row t predicts token t+1
+    assert len(states) >= 64
+    np.testing.assert_allclose(logits, ref_logits[len(prompt) - 1 :], atol=1e-4, rtol=0)
+    for got, want in zip(states, ref_states[1:]):
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["rmt-tiny", "gmat-causal-tiny", "infformer-tiny", "rmt-ar"])
+def test_generation_equals_pytorch_generating_greedily_across_segment_boundaries(name, package_of):
+    pkg = package_of(name)
+    rt = open_runtime(pkg.path, backend="onnxruntime")
+    model = build_zoo_model(name) if name in DECODABLE_ZOO else build_preset(name)
+    model.eval()
+    g = 6
+    prompt = np.random.default_rng(3).integers(0, rt.manifest.vocab_size, size=9)
+    s = rt.stream()
+    s.segment_len = g
+    s.append(prompt)
+    got = list(s.generate(12 * g, temperature=0))
+    want = _segment_loop_reference(model, prompt.tolist(), 12 * g, g)
+    assert s.segments >= 10
+    assert got == want
+
+
+def _segment_loop_reference(model, prompt: list[int], new_tokens: int, g: int) -> list[int]:
+    """Tokens consumed one at a time: each next token from the step over the partial segment."""
+    states = [torch.zeros(1, *s.shape, dtype=getattr(torch, s.dtype)) for s in model.state_specs()]
+    reset = torch.tensor([True])
+    segment: list[int] = []
+    pending = list(prompt)
+    out: list[int] = []
+    with torch.no_grad():
+        while len(out) < new_tokens:
+            tok = pending.pop(0) if pending else out[-1]
+            segment.append(tok)
+            result = model(torch.tensor([segment]), torch.tensor([len(segment)]), reset, *states)
+            if len(segment) == g:
+                states, reset, segment = list(result[1:]), torch.tensor([False]), []
+            if not pending:
+                out.append(int(torch.argmax(result[0][0, -1])))
+    return out
+
+
+def test_the_torch_backend_generates_the_same_tokens(package_of):
+    pkg = package_of("rmt-tiny")
+    prompt = np.arange(11) % 60
+    runs = []
+    for backend in ("onnxruntime", "torch"):
+        s = open_runtime(pkg.path, backend=backend).stream()
+        s.segment_len = 8
+        s.append(prompt)
+        runs.append(list(s.generate(40, temperature=0.7, top_k=8, seed=5)))
+    assert runs[0] == runs[1]
+
+
+def test_snapshot_in_the_middle_of_a_segment_continues_identically(package_of):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    s = rt.stream()
+    s.segment_len = 8
+    s.append(np.arange(13) % 50)  # one whole segment, then 5 tokens into the second
+    assert s.position[0] == 5 and s.segments == 1
+    blob, logits = s.snapshot(), s.next_logits()
+    first = list(s.generate(30, temperature=0.9, seed=11))
+    r = rt.stream()
+    r.segment_len = 8
+    r.restore(blob)
+    assert r.position[0] == 5 and r.segments == 1
+    np.testing.assert_array_equal(r.next_logits(), logits)
+    assert list(r.generate(30, temperature=0.9, seed=11)) == first
+    for k, v in s.state.items():
+        np.testing.assert_array_equal(r.state[k], v)
+    # a plain (state-only) snapshot still restores, and a generating one is refused by a package without decode graphs
+    plain = rt.stream()
+    plain.step(np.arange(8))
+    rt.stream().restore(plain.snapshot())
+    other = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    other.manifest.decode = None
+    with pytest.raises(SnapshotMismatchError, match="no decode graphs"):
+        other.stream().restore(blob)
+
+
+def test_pool_generation_of_32_ragged_streams_equals_each_stream_alone(package_of):
+    rt = open_runtime(package_of("gmat-causal-tiny").path, backend="onnxruntime")
+    v = rt.manifest.vocab_size
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, v, size=int(rng.integers(1, 40))) for _ in range(32)]
+    pool = rt.pool(max_batch=12)
+    pool.segment_len = 8
+    ids = [pool.open() for _ in prompts]
+    pool.append(dict(zip(ids, prompts)))
+    got: dict[int, list[int]] = {i: [] for i in ids}
+    stops = [int(t) for t in rng.integers(0, v, size=3)]
+    for round_ in pool.generate(ids, 24, temperature=1.0, top_p=0.9, seed=4, stop_tokens=stops):
+        for sid, tok in round_.items():
+            got[sid].append(tok)
+    assert len({len(t) for t in got.values()}) > 1  # streams finished at different times
+    for sid, prompt in zip(ids, prompts):
+        s = rt.stream()
+        s.segment_len = 8
+        s.append(prompt)
+        assert list(s.generate(24, temperature=1.0, top_p=0.9, seed=4, stop_tokens=stops)) == got[sid]
+        assert s.position[0] == pool.position(sid)
+        for k, want in s.state.items():
+            np.testing.assert_allclose(pool.state(sid)[k], want, atol=1e-5, rtol=0)
+
+
+def test_a_batch_stream_generates_each_row_like_a_stream_alone(package_of):
+    rt = open_runtime(package_of("kvcache-tiny").path, backend="onnxruntime")
+    prompts = np.random.default_rng(5).integers(0, rt.manifest.vocab_size, size=(3, 10))
+    s = rt.stream(3)
+    s.segment_len = 6
+    s.append(prompts)
+    rows = np.stack(list(s.generate(20, temperature=0.8, seed=100)))  # (20, 3): row b uses seed 100 + b
+    for b in range(3):
+        alone = rt.stream()
+        alone.segment_len = 6
+        alone.append(prompts[b])
+        assert list(alone.generate(20, temperature=0.8, seed=100 + b)) == rows[:, b].tolist()
+
+
+def test_step_then_generate_and_flush_write_memory(package_of):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    a, b = rt.stream(), rt.stream()
+    a.step(np.arange(16) % 60)  # a prompt stepped as one segment
+    b.segment_len = 16
+    b.append(np.arange(16) % 60)
+    np.testing.assert_allclose(a.next_logits(), b.next_logits(), atol=1e-5)
+    a.append([3, 4, 5])
+    with pytest.raises(InputError, match="partial segment"):
+        a.step(np.arange(4))
+    a.flush()  # the 3 tokens become a short segment: memory as one step over them
+    ref = rt.stream()
+    ref.step(np.arange(16) % 60)
+    ref.step(np.array([3, 4, 5]))
+    for k, v in ref.state.items():
+        np.testing.assert_allclose(a.state[k], v, atol=1e-6)
+    assert a.segments == 2 and a.position[0] == 0
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda s: s.append([]), InputError, "empty"),
+    (lambda s: s.append([10 ** 6]), TokenRangeError, "outside the vocabulary"),
+    (lambda s: s.append(np.zeros((2, 3), np.int64)), MemxError, "batch"),
+    (lambda s: s.generate(-1), InputError, "max_new_tokens"),
+    (lambda s: s.generate(3, temperature=-1), InputError, "temperature"),
+    (lambda s: s.generate(3, top_p=0), InputError, "top_p"),
+    (lambda s: s.generate(3, stop_tokens=[10 ** 6]), InputError, "stop token"),
+    (lambda s: s.generate(3, seed="x"), InputError, "seed"),
+])
+def test_bad_input_is_refused_and_the_stream_is_unchanged(package_of, call, error, message):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    s = rt.stream()
+    s.segment_len = 8
+    s.append(np.arange(11) % 60)
+    before, logits, blob = s.state, s.next_logits(), s.snapshot()
+    with pytest.raises(error, match=message):
+        call(s)
+    assert s.snapshot() == blob
+    np.testing.assert_array_equal(s.next_logits(), logits)
+
+
+def test_generation_refusals(package_of):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    with pytest.raises(InputError, match="no logits yet"):
+        rt.stream().generate(4)
+    pool = rt.pool()
+    sid = pool.open()
+    pool.close(sid)
+    with pytest.raises(InputError, match="unknown stream id"):
+        pool.append({sid: [1, 2]})
+    with pytest.raises(BackendUnavailableError, match="not causal"):
+        open_runtime(package_of("memtr-tiny").path, backend="onnxruntime").stream().append([1])
+    s = rt.stream()
+    s.segment_len = 99
+    with pytest.raises(InputError, match="segment length"):
+        s.append([1])
+
+
+def test_a_failed_decode_call_leaves_the_stream_unchanged(package_of, monkeypatch):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    s = rt.stream()
+    s.segment_len = 8
+    s.append(np.arange(6))
+    blob = s.snapshot()
+    gen = rt.generator()
+    calls = {"n": 0}
+    real = gen.decode
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemxError("injected failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "decode", failing)
+    with pytest.raises(MemxError, match="injected"):
+        s.append(np.arange(20))  # commits a segment before the failing call: undone too
+    assert s.snapshot() == blob
+
+
+def test_sampling_is_seeded_splitmix64_with_the_documented_arithmetic():
+    rng = SplitMix64(0)
+    assert rng.next_u64() == 0xE220A8397B1DCDAF  # SplitMix64's published first output for seed 0
+    logits = np.array([2.0, 1.0, 0.5, 3.0, -1.0], np.float32)
+    assert sample(logits, SamplingOptions(temperature=0), SplitMix64(1)) == 3
+    assert all(sample(logits, SamplingOptions(top_k=1), SplitMix64(s)) == 3 for s in range(20))
+    draws = [sample(logits, SamplingOptions(temperature=1.0), SplitMix64(s)) for s in range(4000)]
+    freq = np.bincount(draws, minlength=5) / len(draws)
+    p = np.exp(logits - logits.max())
+    np.testing.assert_allclose(freq, p / p.sum(), atol=0.03)
+    top_p = {sample(logits, SamplingOptions(top_p=0.6), SplitMix64(s)) for s in range(200)}
+    assert top_p == {3}  # token 3 alone holds >= 60% of the mass
+    assert math.isclose(SplitMix64(7).uniform(), (SplitMix64(7).next_u64() >> 11) / 2 ** 53)
