@@ -28,19 +28,33 @@ def op_histogram(model: onnx.ModelProto) -> tuple[Counter, list[dict[str, Any]]]
     return ops, custom_list
 
 
+def _graph_facts(pkg: Package, g: Any) -> dict[str, Any]:
+    proto = onnx.load(str(pkg.file(g.file)), load_external_data=False)
+    ops, custom = op_histogram(proto)
+    return {
+        "name": g.name, "file": g.file, "role": g.role, "consumes": dict(g.consumes),
+        "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+        "nodes": sum(ops.values()), "ops": dict(ops.most_common()), "custom_ops": custom,
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.outputs],
+    }
+
+
+def _decode_facts(pkg: Package) -> dict[str, Any] | None:
+    """The decode graphs (generation token by token) and the cache each stream holds for them."""
+    d = pkg.manifest.decode
+    if d is None:
+        return None
+    import numpy as np
+
+    nbytes = sum(int(np.prod([int(x) for x in c.shape[1:]], dtype=np.int64)) * np.dtype(c.dtype).itemsize for c in d.cache)
+    return {"capacity": d.capacity, "graphs": [_graph_facts(pkg, g) for g in d.graphs], "cache_bytes_per_stream": nbytes,
+            "cache": [{"name": c.name, "shape": c.shape, "dtype": c.dtype, "written_by": c.graph} for c in d.cache]}
+
+
 def describe_package(pkg: Package) -> dict[str, Any]:
     m = pkg.manifest
-    graphs = []
-    for g in m.graphs:
-        proto = onnx.load(str(pkg.file(g.file)), load_external_data=False)
-        ops, custom = op_histogram(proto)
-        graphs.append({
-            "name": g.name, "file": g.file, "role": g.role, "consumes": dict(g.consumes),
-            "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
-            "nodes": sum(ops.values()), "ops": dict(ops.most_common()), "custom_ops": custom,
-            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.inputs],
-            "outputs": [{"name": t.name, "dtype": t.dtype, "shape": t.shape} for t in g.outputs],
-        })
+    graphs = [_graph_facts(pkg, g) for g in m.graphs]
     state_bytes = state_bytes_per_stream(m)
     return {
         "path": str(pkg.path),
@@ -63,6 +77,7 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         "provenance": m.provenance,
         "validation": m.validation,
         "quantization": _quantization(pkg),
+        "decode": _decode_facts(pkg),
     }
 
 

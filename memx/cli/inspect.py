@@ -55,6 +55,15 @@ def inspect(
         out.print(io)
         out.print("ops: " + ", ".join(f"{k}×{v}" for k, v in g["ops"].items()), highlight=False)
         out.print("custom ops: " + (", ".join(f"{c['domain']}.{c['op']}×{c['count']}" for c in g["custom_ops"]) or "none"), highlight=False)
+    d = info["decode"]
+    if d:
+        from memx.formatting import human_bytes
+
+        graphs = ", ".join(f"{g['name']} ({g['file']}, {g['nodes']} nodes)" for g in d["graphs"])
+        out.print(f"decode graphs (memx generate): {graphs}; "
+                  f"segments of up to {d['capacity']} tokens; cache per stream {human_bytes(d['cache_bytes_per_stream'])} in {len(d['cache'])} tensors", highlight=False)
+    else:
+        out.print("decode graphs: none (this package steps whole segments only)", highlight=False)
     for op in info["custom_op_kernels"]:
         kt = Table(title=f"custom op {op['domain']}.{op['op']} v{op['version']}: what runs it")
         kt.add_column("backend", no_wrap=True)
