@@ -12,6 +12,7 @@
 #include "onnx_scan.hpp"
 #include "package.hpp"
 #include "runtime_impl.hpp"
+#include "stream_impl.hpp"
 
 namespace memx {
 
@@ -156,15 +157,46 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtArenaAllocator, options.device_id, OrtMemTypeDefault);
   std::set<std::string> listed;
   for (const auto& [rel, _] : manifest.files) listed.insert(rel);
-  for (const auto& g : manifest.graphs) {
+  auto load = [&](const GraphSpec& g) {
     detail::check_external_data(dir, g.file, listed);
     const std::string path = detail::safe_join(dir, g.file);
     try {
-      sessions.push_back(std::make_unique<Ort::Session>(env, path.c_str(), *session_options));
+      return std::make_unique<Ort::Session>(env, path.c_str(), *session_options);
     } catch (const Ort::Exception& e) {
       throw BackendRunError("ONNX Runtime cannot load graph '" + g.name + "': " + e.what(), "a loadable ONNX model", path);
     }
+  };
+  for (const auto& g : manifest.graphs) sessions.push_back(load(g));
+  if (manifest.decode) {
+    decode_open_session = load(manifest.decode->open);
+    decode_session = load(manifest.decode->decode);
   }
+}
+
+std::map<std::string, Tensor> Runtime::Impl::run_decode_graph(const GraphSpec& g, const std::map<std::string, const Tensor*>& feeds) const {
+  const Ort::Session* session = g.role == "decode_open" ? decode_open_session.get() : decode_session.get();
+  if (session == nullptr) throw BackendUnavailableError("this package has no decode graphs", "a package with decode graphs", "none");
+  std::vector<Ort::Value> owned;
+  owned.reserve(g.inputs.size());
+  Ort::IoBinding binding(*const_cast<Ort::Session*>(session));
+  for (const auto& t : g.inputs) {
+    auto fed = feeds.find(t.name);
+    if (fed == feeds.end()) throw InternalError("decode graph input has no value", t.name, "nothing fed");
+    owned.push_back(detail::wrap(cpu_memory, *fed->second));
+    binding.BindInput(t.name.c_str(), owned.back());
+  }
+  for (const auto& t : g.outputs) binding.BindOutput(t.name.c_str(), cpu_memory);
+  try {
+    const_cast<Ort::Session*>(session)->Run(Ort::RunOptions{nullptr}, binding);
+    binding.SynchronizeOutputs();
+  } catch (const Ort::Exception& e) {
+    throw BackendRunError("onnxruntime failed to run graph '" + g.name + "': " + e.what());
+  }
+  std::vector<std::string> names = binding.GetOutputNames();
+  std::vector<Ort::Value> values = binding.GetOutputValues();
+  std::map<std::string, Tensor> out;
+  for (std::size_t k = 0; k < names.size(); ++k) out.emplace(names[k], detail::to_host(values[k]));
+  return out;
 }
 
 std::map<std::string, Ort::Value> Runtime::Impl::run_graphs(const std::map<std::string, const Ort::Value*>& feeds, bool states_on_device) const {
@@ -290,6 +322,12 @@ SnapshotData fresh_state(const Runtime::Impl& rt, int64_t batch) {
   return st;
 }
 
+std::string json_list(const std::vector<std::string>& items) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", '" : "'") + items[i] + "'";
+  return s + "]";
+}
+
 // snapshots are bound to memx.json's model_id; packages exported before it was stored have none
 const std::string& snapshot_model_id(const Manifest& m) {
   if (m.model_id.empty())
@@ -303,6 +341,8 @@ std::vector<uint8_t> snapshot_of(const Runtime::Impl& rt, const SnapshotData& st
   data.model_id = snapshot_model_id(rt.manifest);
   data.order.clear();
   for (const auto& s : rt.manifest.state) data.order.push_back(s.name);
+  if (data.states.count("decode.position"))  // a generating stream's decode.* tensors, in the order Python writes them
+    for (const auto& l : decode_schema(rt.manifest)) data.order.push_back(l.name);
   return encode_snapshot(data);
 }
 
@@ -311,7 +351,28 @@ SnapshotData restore_from(const Runtime::Impl& rt, const std::vector<uint8_t>& b
   const Manifest& m = rt.manifest;
   std::vector<StateLayout> schema;
   for (const auto& s : m.state) schema.push_back({s.name, s.dtype, s.dims});
+  const bool generating = std::any_of(data.states.begin(), data.states.end(), [](const auto& kv) { return kv.first.rfind("decode.", 0) == 0; });
+  if (generating) {  // a stream's partial generated segment: the package's decode schema too (memx/runtimes/generation.py split_snapshot)
+    if (!m.decode) {
+      std::vector<std::string> want, got;
+      for (const auto& s : schema) want.push_back(s.name);
+      for (const auto& [name, _] : data.states) got.push_back(name);
+      std::sort(want.begin(), want.end());
+      throw SnapshotMismatchError("snapshot holds a partial generated segment, but this package has no decode graphs", json_list(want), json_list(got));
+    }
+    for (const auto& l : decode_schema(m)) schema.push_back(l);
+  }
   check_snapshot(data, snapshot_model_id(m), batch, schema);
+  if (generating) {
+    const Tensor& pos = data.states.at("decode.position");
+    for (int64_t i = 0; i < pos.size(); ++i)
+      if (pos.data<int64_t>()[i] < 0 || pos.data<int64_t>()[i] > m.decode->capacity)
+        throw SnapshotMismatchError("snapshot decode position out of range", "0.." + std::to_string(m.decode->capacity), std::to_string(pos.data<int64_t>()[i]));
+    const Tensor& tok = data.states.at("decode.tokens");
+    for (int64_t i = 0; i < tok.size(); ++i)
+      if (tok.data<int64_t>()[i] < 0 || tok.data<int64_t>()[i] >= m.vocab_size)
+        throw SnapshotMismatchError("snapshot decode tokens outside the vocabulary", "0.." + std::to_string(m.vocab_size - 1), std::to_string(tok.data<int64_t>()[i]));
+  }
   return data;
 }
 

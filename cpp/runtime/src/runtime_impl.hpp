@@ -24,6 +24,8 @@ struct Runtime::Impl {
   std::vector<std::string> providers;
   std::string custom_ops;  // what runs the memx ops
   std::map<std::string, const StateSpec*> state_by_output;
+  // the decode graphs (manifest "decode"), loaded at open when the package has them
+  std::unique_ptr<Ort::Session> decode_open_session, decode_session;
 
   Impl(const std::string& dir, RuntimeOptions opts);
 
@@ -33,6 +35,9 @@ struct Runtime::Impl {
   // states_on_device, state outputs stay in device memory (others always come to the host).
   // Returns every graph output by name. Throws BackendRunError on ONNX Runtime failures.
   std::map<std::string, Ort::Value> run_graphs(const std::map<std::string, const Ort::Value*>& feeds, bool states_on_device) const;
+
+  // Run one decode graph on host tensors (every input of `graph` in `feeds`): its outputs, on the host.
+  std::map<std::string, Tensor> run_decode_graph(const GraphSpec& graph, const std::map<std::string, const Tensor*>& feeds) const;
 
   // Check the new states (shape, finiteness) before a caller commits them.
   void check_new_states(const std::map<std::string, Ort::Value>& produced, int64_t batch) const;

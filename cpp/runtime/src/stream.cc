@@ -3,39 +3,13 @@
 // step binds the previous step's state outputs as inputs and gets fresh outputs (ping-pong:
 // never one buffer as both input and output). A step commits only after it fully succeeded.
 #include <algorithm>
+#include <cstring>
 
 #include "memx/runtime.hpp"
 #include "runtime_impl.hpp"
+#include "stream_impl.hpp"
 
 namespace memx {
-
-struct Stream::Impl {
-  std::shared_ptr<const Runtime::Impl> rt;
-  int64_t batch = 1;
-  std::vector<Ort::Value> states;  // manifest state order
-  std::vector<bool> pending;       // row starts anew at its next step
-  int64_t segments = 0;
-
-  void load(const SnapshotData& data) {
-    std::vector<Ort::Value> values;
-    for (const auto& s : rt->manifest.state) values.push_back(detail::owned_copy(data.states.at(s.name)));
-    states = std::move(values);
-    pending = data.pending_reset;
-    segments = data.segments;
-  }
-
-  SnapshotData save() const {
-    SnapshotData data;
-    data.model_id = rt->manifest.model_id;
-    for (std::size_t i = 0; i < states.size(); ++i) {
-      data.states.emplace(rt->manifest.state[i].name, detail::to_host(states[i]));
-      data.order.push_back(rt->manifest.state[i].name);
-    }
-    data.pending_reset = pending;
-    data.segments = segments;
-    return data;
-  }
-};
 
 Stream::Stream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Stream::Stream(Stream&&) noexcept = default;
@@ -59,6 +33,9 @@ StepOutputs Stream::step(const Tensor& tokens, const Tensor& lengths, const Tens
   Tensor rst = checked_reset(reset, st.batch);
   check_inputs(inputs, rt.manifest, st.batch, tokens.shape[1]);
   for (int64_t b = 0; b < st.batch; ++b) rst.bytes[b] = (rst.bytes[b] || st.pending[b]) ? 1 : 0;
+  if (st.gen && std::any_of(st.gen->position.begin(), st.gen->position.end(), [](int64_t p) { return p > 0; }))
+    throw InputError("the stream holds a partial segment from append/generate: a step would skip its memory write", "an empty segment (position 0)",
+                     "a partial segment", "append until the segment fills, or call flush() first");
 
   std::vector<Ort::Value> owned;
   owned.reserve(3 + inputs.size());  // no reallocation: feeds point into it
@@ -80,6 +57,21 @@ StepOutputs Stream::step(const Tensor& tokens, const Tensor& lengths, const Tens
   for (std::size_t i = 0; i < st.states.size(); ++i) st.states[i] = std::move(produced.at(rt.manifest.state[i].output));
   std::fill(st.pending.begin(), st.pending.end(), false);
   ++st.segments;
+  auto logits = out.outputs.find("logits");
+  if (rt.manifest.decode && logits != out.outputs.end()) {  // the last real logits predict the next token (generate after step)
+    const Tensor& l = logits->second;  // [B, S, V]
+    const int64_t s = l.shape[1], v = l.shape[2];
+    Tensor& keep = st.gen ? st.gen->logits : st.step_logits;
+    std::vector<bool>& has = st.gen ? st.gen->has_logits : st.step_has;
+    if (keep.bytes.empty()) keep = Tensor(DType::Float32, {st.batch, v});
+    if (has.empty()) has.assign(st.batch, false);
+    for (int64_t b = 0; b < st.batch; ++b) {
+      const int64_t n = lens.data<int64_t>()[b];
+      if (n <= 0) continue;
+      std::memcpy(keep.data<float>() + b * v, l.data<float>() + (b * s + n - 1) * v, v * sizeof(float));
+      has[b] = true;
+    }
+  }
   return out;
 }
 
@@ -102,7 +94,13 @@ void Stream::reset(const std::vector<int64_t>& rows) {
   }
   for (int64_t b = 0; b < st.batch; ++b) data.pending_reset[b] = data.pending_reset[b] || sel[b];
   if (rows.empty()) data.segments = 0;
+  Tensor step_logits = st.step_logits;
+  std::vector<bool> step_has = st.step_has;
   st.load(data);
+  for (int64_t b = 0; b < st.batch && !step_has.empty(); ++b)
+    if (sel[b]) step_has[b] = false;
+  st.step_logits = std::move(step_logits);
+  st.step_has = std::move(step_has);
 }
 
 std::vector<uint8_t> Stream::snapshot() const { return detail::snapshot_of(*impl_->rt, impl_->save()); }

@@ -15,9 +15,14 @@
 namespace {
 
 const char* kUsage = R"(usage: memx-run PACKAGE --tokens TOKENS.npy [options]
+       memx-run PACKAGE --tokens PROMPT.npy --generate N [sampling options]
 
 Streams TOKENS (int64 [T] for one stream or [B, T] for B streams stepped together) through the
 package segment by segment, carrying the memory across steps, and reports step latency.
+With --generate, TOKENS is a prompt: it is appended (whole segments through the step graphs,
+the rest through the decode graphs), then N tokens are generated one at a time (the memory is
+written each time a segment fills) and printed with tokens/s, the same tokens `memx generate`
+draws for the same seed.
 
 options:
   --tokens FILE         token ids (.npy, int64 or int32), [T] or [B, T]
@@ -40,11 +45,27 @@ options:
   --quiet               print nothing but errors
   --help                this text
 
+generation (a package with decode graphs):
+  --generate N          generate N tokens after the prompt
+  --temperature T       softmax temperature, 0 is greedy (default 1)
+  --top-k K             sample among the K most likely tokens (default 0: all)
+  --top-p P             sample among the most likely tokens holding mass P (default 1)
+  --seed S              sampler seed (SplitMix64, row b uses S + b; default 0)
+  --stop-token ID       stop a row after this token (repeatable)
+  (--segment-len sets the generation segment: tokens before the memory is written;
+   --out DIR writes DIR/generated.npy, [N, B], -1 after a row stopped)
+
+example:
+  memx-run rmt.memx --tokens prompt.npy --generate 64 --temperature 0.8 --top-k 40 --seed 7
+
 exit status: 0 success, 1 a memx error (message on stderr), 2 bad command line)";
 
 struct Args {
   std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu";
-  int64_t segment_len = 0, warmup = 0;
+  int64_t segment_len = 0, warmup = 0, generate = -1, top_k = 0;
+  double temperature = 1.0, top_p = 1.0;
+  uint64_t seed = 0;
+  std::vector<int64_t> stop_tokens;
   int threads = 0;
   bool quiet = false, verify = true;
   std::map<std::string, std::string> inputs;  // extra step input name -> .npy file
@@ -63,6 +84,18 @@ int64_t parse_int(const std::string& flag, const std::string& value, int64_t min
     used = 0;
   }
   if (used != value.size() || v < min) throw UsageError(flag + " expects an integer >= " + std::to_string(min) + ", got '" + value + "'");
+  return v;
+}
+
+double parse_double(const std::string& flag, const std::string& value) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size()) throw UsageError(flag + " expects a number, got '" + value + "'");
   return v;
 }
 
@@ -87,6 +120,12 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
     else if (arg == "--json") a.json = value();
     else if (arg == "--quiet") a.quiet = true;
+    else if (arg == "--generate") a.generate = parse_int(arg, value(), 0);
+    else if (arg == "--temperature") a.temperature = parse_double(arg, value());
+    else if (arg == "--top-k") a.top_k = parse_int(arg, value(), 0);
+    else if (arg == "--top-p") a.top_p = parse_double(arg, value());
+    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, value(), 0));
+    else if (arg == "--stop-token") a.stop_tokens.push_back(parse_int(arg, value(), 0));
     else if (arg == "--no-verify") a.verify = false;
     else if (arg == "--input") {
       const std::string spec = value();
@@ -183,6 +222,60 @@ void write_outputs(const std::string& dir, const std::map<std::string, std::vect
   for (const auto& [name, t] : stream.state()) memx::write_npy(dir + "/state." + name + ".npy", t);
 }
 
+// --generate: append the prompt, then generate token by token
+int run_generate(const Args& a, memx::Runtime& rt, const memx::Tensor& prompt) {
+  const int64_t batch = prompt.shape[0];
+  memx::Stream stream = rt.stream(batch);
+  if (!a.snapshot_in.empty()) stream.restore(memx::read_file(a.snapshot_in));
+  stream.set_segment_len(a.segment_len);
+  const auto t0 = std::chrono::steady_clock::now();
+  stream.append(prompt);
+  const auto t1 = std::chrono::steady_clock::now();
+  memx::SamplingOptions sampling;
+  sampling.temperature = a.temperature;
+  sampling.top_k = a.top_k;
+  sampling.top_p = a.top_p;
+  const auto rounds = stream.generate(a.generate, sampling, a.seed, a.stop_tokens, [&](const std::vector<int64_t>& tokens) {
+    if (a.quiet || batch != 1) return;
+    std::printf("%lld ", static_cast<long long>(tokens[0]));
+    std::fflush(stdout);
+  });
+  const auto t2 = std::chrono::steady_clock::now();
+  const double prompt_s = std::chrono::duration<double>(t1 - t0).count(), gen_s = std::chrono::duration<double>(t2 - t1).count();
+  int64_t produced = 0;
+  memx::Tensor generated(memx::DType::Int64, {static_cast<int64_t>(rounds.size()), batch});
+  for (std::size_t k = 0; k < rounds.size(); ++k)
+    for (int64_t b = 0; b < batch; ++b) {
+      generated.data<int64_t>()[k * batch + b] = rounds[k][b];
+      produced += rounds[k][b] >= 0;
+    }
+  const double rate = gen_s > 0 ? static_cast<double>(produced) / gen_s : 0.0;
+  if (!a.out.empty()) {
+    std::filesystem::create_directories(a.out);
+    memx::write_npy(a.out + "/generated.npy", generated);
+  }
+  if (!a.snapshot_out.empty()) {
+    const std::vector<uint8_t> snap = stream.snapshot();
+    memx::write_file_atomic(a.snapshot_out, snap.data(), snap.size());
+  }
+  if (!a.json.empty()) {
+    char numbers[512];
+    std::snprintf(numbers, sizeof numbers,
+                  "\"batch\": %lld, \"prompt_tokens\": %lld, \"prompt_seconds\": %.6f, \"new_tokens\": %lld, \"generate_seconds\": %.6f, \"tokens_per_s\": %.3f, \"segment_len\": %lld}\n",
+                  static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), prompt_s, static_cast<long long>(produced), gen_s, rate,
+                  static_cast<long long>(stream.segment_len()));
+    const std::string report = "{\"format\": \"memx.run.generate\", \"version\": 1, \"package\": " + json_string(a.package) + ", " + numbers;
+    memx::write_file_atomic(a.json, report.data(), report.size());
+  }
+  if (!a.quiet) {
+    if (batch == 1) std::printf("\n");
+    std::printf("%lld tokens in %.3f s (%.1f tokens/s); prompt of %lld x %lld tokens in %.3f s; %lld segments written, segment length %lld\n",
+                static_cast<long long>(produced), gen_s, rate, static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), prompt_s,
+                static_cast<long long>(stream.segments()), static_cast<long long>(stream.segment_len()));
+  }
+  return 0;
+}
+
 int run(const Args& a) {
   memx::RuntimeOptions options;
   options.device = a.device;
@@ -192,6 +285,7 @@ int run(const Args& a) {
   memx::Runtime rt(a.package, options);
   const memx::Manifest& m = rt.manifest();
   const memx::Tensor tokens = load_tokens(a.tokens);
+  if (a.generate >= 0) return run_generate(a, rt, tokens);
   const int64_t batch = tokens.shape[0], seg = a.segment_len ? a.segment_len : m.segment_max;
   if (seg < m.segment_min || seg > m.segment_max)  // before any buffer of that length is made
     throw memx::SegmentLengthError("segment length (--segment-len) outside what the package allows", std::to_string(m.segment_min) + ".." + std::to_string(m.segment_max) + " tokens",

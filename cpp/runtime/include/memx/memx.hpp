@@ -5,6 +5,7 @@
 #include "memx/manifest.hpp"
 #include "memx/npy.hpp"
 #include "memx/runtime.hpp"
+#include "memx/sampling.hpp"
 #include "memx/snapshot.hpp"
 #include "memx/tensor.hpp"
 

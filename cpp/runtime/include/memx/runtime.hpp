@@ -23,6 +23,7 @@
 
 #include "memx/errors.hpp"
 #include "memx/manifest.hpp"
+#include "memx/sampling.hpp"
 #include "memx/snapshot.hpp"
 #include "memx/tensor.hpp"
 
@@ -78,10 +79,31 @@ class Stream {
   int64_t segments() const;
   bool state_on_device() const;  // true once a step ran on a CUDA/TensorRT provider
 
+  // --- generation (package with decode graphs; memx/runtimes/stream.py has the same calls) ---
+  // Consume tokens int64 [B, n] (or [n] for batch 1): whole segments through the step graphs,
+  // the rest into the decode cache; memory is written each time a segment fills. All or nothing.
+  void append(const Tensor& tokens);
+  // float32 [B, V]: logits of each row's next token (after append, or a step)
+  Tensor next_logits() const;
+  // Generate up to max_new_tokens: each round samples every running row's token (row b with
+  // SplitMix64 seeded seed + b, as Python), appends it, calls callback(tokens) and records it;
+  // stopped rows read -1. A row stops after one of stop_tokens.
+  std::vector<std::vector<int64_t>> generate(int64_t max_new_tokens, const SamplingOptions& options = {}, uint64_t seed = 0,
+                                             const std::vector<int64_t>& stop_tokens = {},
+                                             const std::function<void(const std::vector<int64_t>&)>& callback = nullptr);
+  void flush();  // write the memory of the partial segment now (a shorter segment)
+  // tokens a segment holds before its memory is written: 1..decode capacity, 0 for the capacity
+  void set_segment_len(int64_t segment_len);
+  int64_t segment_len() const;
+  std::vector<int64_t> position() const;  // tokens each row holds in its open segment
+
+  struct Impl;
+
  private:
   friend class Runtime;
-  struct Impl;
   explicit Stream(std::unique_ptr<Impl> impl);
+  void append_counts(const Tensor& tokens, const std::vector<int64_t>& counts);
+  Tensor next_logits_unchecked() const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,76 @@
+// Stream::Impl, shared by stream.cc (steps, snapshots) and generation.cc (append, generate).
+#pragma once
+
+#include <optional>
+
+#include "memx/runtime.hpp"
+#include "runtime_impl.hpp"
+
+namespace memx {
+
+namespace detail {
+
+// Generation state of B rows (host tensors, batch axis 0), the twin of memx/runtimes/generation.py DecodeRows.
+struct DecodeRows {
+  std::map<std::string, Tensor> cache;  // decode cache tensors by cache name
+  Tensor tokens;                        // int64 [B, capacity]: the current segment's tokens
+  std::vector<int64_t> position;        // tokens in the current segment
+  Tensor logits;                        // float32 [B, V]: logits of each row's next token
+  std::vector<bool> has_logits;
+
+  static DecodeRows empty(const Manifest& m, int64_t batch);
+  // the decode.* tensors of a generating stream's snapshot (removed from data.states), or nothing
+  static std::optional<DecodeRows> from_snapshot(const SnapshotData& data, const Manifest& m);
+  void to_snapshot(SnapshotData& data) const;
+  DecodeRows take(const std::vector<int64_t>& rows) const;
+  void put(const std::vector<int64_t>& rows, const DecodeRows& part);
+};
+
+constexpr const char* kDecodePrefix = "decode.";
+// the names and layouts a generating stream's snapshot holds beyond its state, in the order Python writes them
+std::vector<StateLayout> decode_schema(const Manifest& m);
+
+// rows of a tensor along axis 0 (an index list), and their write-back
+Tensor take_rows(const Tensor& t, const std::vector<int64_t>& rows);
+void put_rows(Tensor& dst, const std::vector<int64_t>& rows, const Tensor& part);
+
+}  // namespace detail
+
+struct Stream::Impl {
+  std::shared_ptr<const Runtime::Impl> rt;
+  int64_t batch = 1;
+  std::vector<Ort::Value> states;  // manifest state order
+  std::vector<bool> pending;       // row starts anew at its next step
+  int64_t segments = 0;
+  // generation (generation.cc): the decode rows once the stream appends, and the segment length
+  std::optional<detail::DecodeRows> gen;
+  int64_t segment_len = 0;  // 0: the decode capacity
+  Tensor step_logits;             // float32 [B, V]: last real logits of each row's last step (package with decode graphs)
+  std::vector<bool> step_has;     // rows of step_logits that hold logits
+
+  void load(const SnapshotData& data) {
+    std::vector<Ort::Value> values;
+    for (const auto& s : rt->manifest.state) values.push_back(detail::owned_copy(data.states.at(s.name)));
+    states = std::move(values);
+    pending = data.pending_reset;
+    segments = data.segments;
+    gen = detail::DecodeRows::from_snapshot(data, rt->manifest);
+    step_logits = Tensor();
+    step_has.clear();
+  }
+
+  SnapshotData save() const {
+    SnapshotData data;
+    data.model_id = rt->manifest.model_id;
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      data.states.emplace(rt->manifest.state[i].name, detail::to_host(states[i]));
+      data.order.push_back(rt->manifest.state[i].name);
+    }
+    data.pending_reset = pending;
+    data.segments = segments;
+    if (gen) gen->to_snapshot(data);
+    return data;
+  }
+};
+
+}  // namespace memx
