@@ -27,6 +27,7 @@ def export(
     verify_segments: int = typer.Option(32, help="Segments of parity check before the package is written (0: skip)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (atomically)."),
     inline_custom_ops: bool = typer.Option(False, "--inline-custom-ops", help="Export sparse attention as plain ONNX ops instead of memx custom ops (each with a reference body)."),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="Causal families: also export the decode graphs (memx generate: token by token inside a segment)."),
     skip_contract_checks: bool = typer.Option(False, "--skip-contract-checks", help="Experts: do not check padding invariance, reset and empty rows on the module first (recorded in the manifest)."),
     config: Optional[str] = typer.Option(None, help="Your model's config for a package.module:function target: JSON, or @FILE.json (the function gets it as config['user'])."),
 ) -> None:
@@ -42,7 +43,7 @@ def export(
 
     t0 = time.perf_counter()
     options = dict(segment_len=segment_len, opset=opset, force=force, verify_segments=verify_segments, inline_custom_ops=inline_custom_ops,
-                   contract_checks=not skip_contract_checks, progress=lambda msg: err.print(f"[dim]{msg}…[/]"))
+                   contract_checks=not skip_contract_checks, decode=decode, progress=lambda msg: err.print(f"[dim]{msg}…[/]"))
     if ":" in target:
         pkg = export_factory(target, out_dir, config=_config_json(config), checkpoint=checkpoint, **options)
     else:
@@ -50,6 +51,8 @@ def export(
     m = pkg.manifest
     states = ", ".join(f"{s.name}{shape_text(s.shape)}" for s in m.state) or "none (stateless step)"
     out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
+    if m.decode is not None:
+        out.print(f"decode graphs written: memx generate {pkg.path} (token by token, segments of up to {m.decode.capacity} tokens)", highlight=False)
 
 
 def _config_json(text: Optional[str]) -> dict:

@@ -47,6 +47,17 @@ def decode_info(manifest: Manifest) -> DecodeInfo:
     return manifest.decode
 
 
+def put(arr: np.ndarray, idx: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``arr`` with rows ``idx`` replaced by ``values``, as a new array (copy on write): arrays
+    are never written in place, so a shallow copy of a dict of them is a snapshot of it."""
+    if len(idx) == len(arr) and (idx == np.arange(len(arr))).all():
+        values = np.asarray(values, dtype=arr.dtype)
+        return np.ascontiguousarray(values) if values.shape == arr.shape else np.broadcast_to(values, arr.shape).copy()
+    out = arr.copy()
+    out[idx] = values
+    return out
+
+
 @dataclass
 class DecodeRows:
     """Generation state of B rows (host arrays, batch axis 0)."""
@@ -67,10 +78,14 @@ class DecodeRows:
         return DecodeRows({k: v[rows] for k, v in self.cache.items()}, self.tokens[rows], self.position[rows], self.logits[rows], self.has_logits[rows])
 
     def put(self, rows: np.ndarray, part: "DecodeRows") -> None:
-        """Write ``part``'s rows at ``rows`` (in place on this object's arrays)."""
-        for k, v in part.cache.items():
-            self.cache[k][rows] = v
-        self.tokens[rows], self.position[rows], self.logits[rows], self.has_logits[rows] = part.tokens, part.position, part.logits, part.has_logits
+        """Replace rows ``rows`` by ``part``'s (new arrays: copy on write)."""
+        self.cache = {k: put(v, rows, part.cache[k]) for k, v in self.cache.items()}
+        self.tokens, self.position = put(self.tokens, rows, part.tokens), put(self.position, rows, part.position)
+        self.logits, self.has_logits = put(self.logits, rows, part.logits), put(self.has_logits, rows, part.has_logits)
+
+    def shallow(self) -> "DecodeRows":
+        """A copy sharing the (never written in place) arrays."""
+        return DecodeRows(dict(self.cache), self.tokens, self.position, self.logits, self.has_logits)
 
     @classmethod
     def stack(cls, parts: list["DecodeRows"]) -> "DecodeRows":
@@ -84,9 +99,9 @@ class DecodeRows:
 
     def clear(self, rows: np.ndarray) -> None:
         """Rows start over: empty segment, no logits (their cache is re-opened before use)."""
-        self.position[rows] = 0
-        self.has_logits[rows] = False
-        self.tokens[rows] = 0
+        self.position = put(self.position, rows, 0)
+        self.has_logits = put(self.has_logits, rows, False)
+        self.tokens = put(self.tokens, rows, 0)
 
     # --- snapshots: the generation state travels as extra tensors of the stream's snapshot ---
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -167,8 +182,7 @@ class Generator:
                     segment_len: int) -> tuple[dict[str, np.ndarray], np.ndarray, DecodeRows, np.ndarray]:
         """Append ``counts[b]`` tokens of ``tokens[b]`` (B, n) to each row. Returns new (states,
         pending, rows, committed segments per row); the arguments are left as they were."""
-        states = {k: v.copy() for k, v in states.items()}
-        pending, rows = pending.copy(), rows.copy()
+        states, pending, rows = dict(states), pending.copy(), rows.shallow()  # arrays are replaced, never written: the caller's stay as they were
         committed = np.zeros(len(counts), np.int64)
         done = np.zeros(len(counts), np.int64)
         while (done < counts).any():
@@ -196,58 +210,64 @@ class Generator:
         lengths = np.full(len(idx), segment_len, np.int64)
         outputs, new = self.runtime.run_step(seg, lengths, pending[idx], {k: v[idx] for k, v in states.items()})
         for k, v in new.items():
-            states[k][idx] = v
+            states[k] = put(states[k], idx, v)
         pending[idx] = False
-        rows.logits[idx] = outputs["logits"][:, -1]
-        rows.has_logits[idx] = True
-        rows.position[idx] = 0
+        rows.logits = put(rows.logits, idx, outputs["logits"][:, -1])
+        rows.has_logits = put(rows.has_logits, idx, True)
+        rows.position = put(rows.position, idx, 0)
 
     def _decode_part(self, idx: np.ndarray, states: dict[str, np.ndarray], pending: np.ndarray, rows: DecodeRows, tokens: np.ndarray, start: np.ndarray,
                      take: np.ndarray) -> None:
-        part = rows.take(idx)
-        opening = part.position == 0
-        if opening.any():  # rows starting a segment read their memory now
-            o = np.flatnonzero(opening)
-            opened = self.open(pending[idx][o], {k: v[idx][o] for k, v in states.items()})
-            for k, v in opened.items():
-                part.cache[k][o] = v
+        every = len(idx) == len(rows.position)
+        part = rows.shallow() if every else rows.take(idx)
+        opening = np.flatnonzero(part.position == 0)
+        if len(opening):  # rows starting a segment read their memory now
+            sub = idx[opening]
+            opened = self.open(pending[sub], {k: v[sub] for k, v in states.items()})
+            part.cache.update({k: put(part.cache[k], opening, v) for k, v in opened.items()})
         n = int(take.max())
-        new = np.zeros((len(idx), n), np.int64)  # (k, n) padded with token 0
-        for r, b in enumerate(idx):
-            new[r, : take[r]] = tokens[b, start[r] : start[r] + take[r]]
-        logits, written = self.decode(new, take.astype(np.int64), part.position, part.cache)
+        if every and (take == n).all() and (start == start[0]).all():
+            new = np.ascontiguousarray(tokens[:, start[0] : start[0] + n])  # (B, n): every row takes the same tokens span
+        else:
+            new = np.zeros((len(idx), n), np.int64)  # (k, n) padded with token 0
+            for r, b in enumerate(idx):
+                new[r, : take[r]] = tokens[b, start[r] : start[r] + take[r]]
+        position = part.position
+        logits, written = self.decode(new, take.astype(np.int64), position, part.cache)
         part.cache.update(written)
+        part.tokens = part.tokens.copy()
         for r in range(len(idx)):
-            p = part.position[r]
-            part.tokens[r, p : p + take[r]] = new[r, : take[r]]
-            part.logits[r] = logits[r, take[r] - 1]
-        part.position = part.position + take
-        part.has_logits[:] = True
-        rows.put(idx, part)
+            part.tokens[r, position[r] : position[r] + take[r]] = new[r, : take[r]]
+        part.logits = np.ascontiguousarray(logits[np.arange(len(idx)), take - 1])
+        part.position = position + take
+        part.has_logits = np.ones(len(idx), bool)
+        if every:
+            rows.cache, rows.tokens, rows.position, rows.logits, rows.has_logits = part.cache, part.tokens, part.position, part.logits, part.has_logits
+        else:
+            rows.put(idx, part)
 
     def _commit(self, idx: np.ndarray, states: dict[str, np.ndarray], pending: np.ndarray, rows: DecodeRows, segment_len: int) -> None:
         """Rows whose segment is full: the step graph writes their memory from the buffered tokens."""
         lengths = np.full(len(idx), segment_len, np.int64)
         _, new = self.runtime.run_step(np.ascontiguousarray(rows.tokens[idx, :segment_len]), lengths, pending[idx], {k: v[idx] for k, v in states.items()})
         for k, v in new.items():
-            states[k][idx] = v
+            states[k] = put(states[k], idx, v)
         pending[idx] = False
-        rows.position[idx] = 0
+        rows.position = put(rows.position, idx, 0)
 
     def flush_rows(self, states: dict[str, np.ndarray], pending: np.ndarray, rows: DecodeRows) -> tuple[dict[str, np.ndarray], np.ndarray, DecodeRows, np.ndarray]:
         """Write the memory of every row's partial segment now (a shorter last segment); rows
         with an empty segment are unchanged. Returns new (states, pending, rows, committed)."""
-        states = {k: v.copy() for k, v in states.items()}
-        pending, rows = pending.copy(), rows.copy()
+        states, pending, rows = dict(states), pending.copy(), rows.shallow()
         idx = np.flatnonzero(rows.position > 0)
         committed = np.zeros(len(pending), np.int64)
         if len(idx):
             width = int(rows.position[idx].max())
             _, new = self.runtime.run_step(np.ascontiguousarray(rows.tokens[idx, :width]), rows.position[idx].copy(), pending[idx], {k: v[idx] for k, v in states.items()})
             for k, v in new.items():
-                states[k][idx] = v
+                states[k] = put(states[k], idx, v)
             pending[idx] = False
-            rows.position[idx] = 0
+            rows.position = put(rows.position, idx, 0)
             committed[idx] = 1
         return states, pending, rows, committed
 

@@ -140,7 +140,9 @@ class Stream:
         rows = np.flatnonzero(lengths > 0)
         last = logits[rows, lengths[rows] - 1]  # (k, V)
         if self._gen is not None:
-            self._gen.logits[rows], self._gen.has_logits[rows] = last, True
+            from memx.runtimes.generation import put
+
+            self._gen.logits, self._gen.has_logits = put(self._gen.logits, rows, last), put(self._gen.has_logits, rows, True)
             return
         if self._step_logits is None:
             self._step_logits = np.full((self.batch_size, logits.shape[-1]), np.nan, np.float32)
