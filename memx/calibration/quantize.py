@@ -118,6 +118,8 @@ def quantize_package(
     quant = get_method(method)
     policy = PrecisionPolicy(state_precision)
     warnings: list[str] = []
+    if m.decode is not None:
+        warnings.append("the decode graphs (memx generate) are kept in fp32: only the step graphs are quantized")
     calib = None
     if source is not None and not (quant.needs_calibration or policy.state == "int8"):
         warnings.append(f"calibration data not used: {method} with state precision {policy.state} needs no calibration")

@@ -23,15 +23,12 @@ append all-or-nothing by keeping what it had.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from memx.errors import BackendUnavailableError, InputError, MemxError
 from memx.package.manifest import DecodeInfo, Manifest
-
-if TYPE_CHECKING:
-    from memx.runtimes.base import Runtime
 
 DECODE_PREFIX = "decode."  # snapshot tensors of a generating stream: decode.position, decode.tokens, decode.logits, decode.has_logits, decode.cache.<name>
 
@@ -146,7 +143,7 @@ def check_new_tokens(tokens: Any, *, batch: int, vocab_size: int, name: str = "t
 class Generator:
     """Runs the decode and step graphs of one Runtime for batches of rows (host arrays)."""
 
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Any):  # a memx.runtimes.base.Runtime
         self.runtime = runtime
         self.info = decode_info(runtime.manifest)
         self.open_graph, self.decode_graph = self.info.graph("decode_open"), self.info.graph("decode")

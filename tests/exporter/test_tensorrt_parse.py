@@ -58,3 +58,15 @@ def test_custom_op_graph_parses_via_its_reference_body_and_builds(package_of, pr
     assert not kinds & plugin_types  # no plugin layer: the reference body was imported
     assert trt.LayerType.MATRIX_MULTIPLY in kinds and network.num_layers > 100
     assert [network.get_input(i).name for i in range(network.num_inputs)] == [t.name for t in pkg.manifest.graphs[0].inputs]
+
+
+@pytest.mark.parametrize("preset", ["rmt-tiny", "gmat-causal-tiny", "kvcache-tiny", "infformer-tiny"])
+def test_decode_graphs_parse_and_build(package_of, preset):
+    """Both decode graphs (memx generate) import and build under a TensorRT parser: the cache
+    writes are a one-hot MatMul and Where, nothing TensorRT lacks."""
+    pkg = package_of(preset)
+    assert pkg.manifest.decode is not None
+    for graph in pkg.manifest.decode.graphs:
+        network, engine = _build(pkg.file(graph.file), segment_max=pkg.manifest.decode.capacity)
+        assert engine is not None and engine.nbytes > 0, graph.name
+        assert [network.get_input(i).name for i in range(network.num_inputs)] == [t.name for t in graph.inputs]

@@ -278,3 +278,31 @@ def test_sampling_is_seeded_splitmix64_with_the_documented_arithmetic():
     top_p = {sample(logits, SamplingOptions(top_p=0.6), SplitMix64(s)) for s in range(200)}
     assert top_p == {3}  # token 3 alone holds >= 60% of the mass
     assert math.isclose(SplitMix64(7).uniform(), (SplitMix64(7).next_u64() >> 11) / 2 ** 53)
+
+
+def test_a_trained_zoo_model_answers_through_generate_as_pytorch_does(package_of):
+    """infformer-sort lists the 8 symbols of a 96-symbol stream by count, after the stream has
+    crossed 6 segments: the answer is generated token by token (greedy, free running), through
+    ONNX Runtime's decode graphs and through PyTorch re-running the model per token; both give
+    the same answers, so the same accuracy (and well above chance)."""
+    from memx.training.tasks import get_task
+    from memx.zoo import get_zoo
+
+    entry = get_zoo("infformer-sort")
+    rt = open_runtime(package_of("infformer-sort").path, backend="onnxruntime")
+    model = build_zoo_model("infformer-sort").eval()
+    episode = get_task(entry.task).make(np.random.default_rng(123), 24, entry.segment_len)
+    answer_at = int(np.flatnonzero(episode.targets[0] != -100)[0])  # the SEP position predicts the first answer token
+    n_answer = int((episode.targets[0] != -100).sum())
+    got, want = [], []
+    for row in range(episode.tokens.shape[0]):
+        prompt = episode.tokens[row, : answer_at + 1]
+        s = rt.stream()
+        s.segment_len = entry.segment_len
+        s.append(prompt)
+        got.append(list(s.generate(n_answer, temperature=0)))
+        want.append(_segment_loop_reference(model, prompt.tolist(), n_answer, entry.segment_len))
+    targets = episode.targets[:, answer_at : answer_at + n_answer]
+    accuracy = float((np.array(got) == targets).mean())
+    assert got == want
+    assert accuracy > 0.4, accuracy  # chance: 1 in 8 per position
