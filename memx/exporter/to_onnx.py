@@ -177,7 +177,8 @@ def decode_info(model: SegmentModel, capacity: int) -> DecodeInfo | None:
 
 def _decode_feeds(model: SegmentModel, info: DecodeInfo) -> dict[str, torch.Tensor]:
     """Example inputs of both decode graphs: the step's reset and states, the open graph's cache,
-    zero token caches, 2 rows of n tokens at positions 0 and 1 (n >= 2 unless the capacity is 1)."""
+    zero token caches, 2 rows of n tokens (n >= 2 unless the capacity is 1), one at the start of
+    the segment and one at its end."""
     args = example_inputs(model, batch=2, segment=2)
     feeds = {"reset": args[2], **{state_input_name(s.name): a for s, a in zip(model.state_specs(), args[3 + len(model.input_specs()):])}}
     open_graph = info.graph(OPEN)
@@ -187,10 +188,10 @@ def _decode_feeds(model: SegmentModel, info: DecodeInfo) -> dict[str, torch.Tens
     for c in info.cache:
         if c.graph == DECODE:
             feeds[c.input] = torch.zeros(2, *c.shape[1:], dtype=getattr(torch, c.dtype))
-    n = 1 if info.capacity == 1 else min(info.capacity - 1, 3)
+    n = min(info.capacity, 3)  # >= 2 where the axis is dynamic: torch.export specialises size-1 dims
     feeds["tokens"] = torch.randint(0, model.vocab_size, (2, n), generator=torch.Generator().manual_seed(0))
     feeds["lengths"] = torch.tensor([n, max(1, n - 1)])
-    feeds["position"] = torch.tensor([0, 1 if info.capacity > n else 0])
+    feeds["position"] = torch.tensor([0, info.capacity - n])
     return feeds
 
 
