@@ -151,6 +151,13 @@ class StreamPool:
             self._gen.pop(sid, None)
 
     # --- generation (memx.runtimes.generation) ----------------------------------------------------
+    def _check_no_open_segment(self, sid: int) -> None:
+        """A step would skip the memory write of a stream's open (generated) segment."""
+        rows = self._gen.get(sid)
+        if rows is not None and rows.position[0] > 0:
+            raise InputError(f"stream {sid} holds a partial segment from append/generate: a step would skip its memory write",
+                             expected="an empty segment (position 0)", actual=f"position {int(rows.position[0])}", hint="pool.flush([sid]) first")
+
     def position(self, sid: int) -> int:
         """Tokens stream ``sid`` holds in its current (not yet written) segment."""
         sid = self._check(sid)
@@ -288,6 +295,7 @@ class StreamPool:
                 raise InputError(f"stream {sid} is given twice in one pool.step", expected="each stream at most once per step",
                                  actual=f"keys {keys[sid]!r} and {key!r}")
             keys[sid] = key
+            self._check_no_open_segment(sid)
             tokens, named = _split(given)
             checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
             extras[sid] = check_extras(named, m.inputs, batch=1, segment_len=len(checked[sid]))
@@ -317,6 +325,8 @@ class StreamPool:
         ids = [self._check(s) for s in sids]
         if len(set(ids)) != len(ids):
             raise InputError("a stream is given twice in one step", expected="each stream at most once per step", actual=[s for s in ids if ids.count(s) > 1][:4])
+        for sid in ids:
+            self._check_no_open_segment(sid)
         tok = check_tokens(tokens, batch=len(ids), vocab_size=m.vocab_size, segment=m.segment)
         lens = check_lengths(lengths, batch=len(ids), segment_len=tok.shape[1])
         rst = check_reset(reset, batch=len(ids)) | np.array([self._pending[s] for s in ids], dtype=bool)

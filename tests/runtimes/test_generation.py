@@ -306,3 +306,16 @@ def test_a_trained_zoo_model_answers_through_generate_as_pytorch_does(package_of
     accuracy = float((np.array(got) == targets).mean())
     assert got == want
     assert accuracy > 0.4, accuracy  # chance: 1 in 8 per position
+
+
+def test_a_pool_step_refuses_a_stream_with_an_open_segment(package_of):
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    pool = rt.pool()
+    a, b = pool.open(), pool.open()
+    pool.append({a: [1, 2, 3]})
+    before = pool.snapshot(a)
+    with pytest.raises(InputError, match="partial segment"):
+        pool.step({b: [4, 5], a: [6]})
+    assert pool.snapshot(a) == before and pool.state(b)["memory"].any() == False  # noqa: E712  (nothing ran)
+    pool.flush([a])
+    assert pool.position(a) == 0 and pool.step({a: [6], b: [4, 5]})[a]["logits"].shape == (1, rt.manifest.vocab_size)

@@ -160,7 +160,11 @@ std::size_t StreamPool::size() const { return impl_->slots.size(); }
 std::vector<uint8_t> StreamPool::snapshot(int64_t id) const { return detail::snapshot_of(*impl_->rt, impl_->slot(id)); }
 void StreamPool::restore(int64_t id, const std::vector<uint8_t>& blob) {
   SnapshotData& target = impl_->slot(id);
-  target = detail::restore_from(*impl_->rt, blob, 1);
+  SnapshotData data = detail::restore_from(*impl_->rt, blob, 1);
+  if (data.states.count("decode.position"))  // its open segment would be lost at the next step
+    throw SnapshotMismatchError("snapshot holds a generating stream's open segment; libmemx pools do not generate yet", "a snapshot of a stepped stream",
+                                "decode.* tensors", "restore it into a memx::Stream (Stream::append / generate)");
+  target = std::move(data);
 }
 std::map<std::string, Tensor> StreamPool::state(int64_t id) const { return impl_->slot(id).states; }
 

@@ -112,3 +112,19 @@ TEST(Generation, SeededGenerationRepeatsAndBadInputLeavesTheStreamUnchanged) {
   EXPECT_EQ(a.position()[0], 0);
   EXPECT_NO_THROW(a.step(make_tokens({1, 2}, 1, 2)));
 }
+
+TEST(Generation, PoolsRefuseASnapshotWithAnOpenSegmentAndKeepTheirState) {
+  NEED_DECODE_PACKAGE(rt);
+  Stream s = rt.stream();
+  s.set_segment_len(8);
+  s.append(make_tokens({1, 2, 3}, 1, 3));
+  StreamPool pool = rt.pool(4);
+  const int64_t id = pool.open();
+  const std::vector<uint8_t> before = pool.snapshot(id);
+  EXPECT_THROW(pool.restore(id, s.snapshot()), SnapshotMismatchError);
+  EXPECT_EQ(pool.snapshot(id), before);
+  s.flush();  // a stream that has written its open segment has nothing to lose: its snapshot restores
+  Stream plain = rt.stream();
+  plain.step(make_tokens({1, 2, 3}, 1, 3));
+  EXPECT_NO_THROW(pool.restore(id, plain.snapshot()));
+}
