@@ -11,9 +11,9 @@ A decodable model has two more graphs beside its step:
 keys/values of RMT's read block, GMAT's read stream, the KV cache's history); ``decode``
 appends ``lengths[b]`` new tokens to row b's segment at ``position[b]`` and returns their
 logits. Only the step graph writes memory: the runtime steps the full segment when it is
-full. The token cache has a fixed capacity (the package's longest segment); slots are
-written without in-place writes (a one-hot matmul and ``where``) and slots at or past a
-row's position are never attended to.
+full. The token cache has a fixed capacity (the package's longest segment) plus one trash
+slot: new tokens are written by one ScatterND (``index_put``), padding tokens into the trash
+slot, and slots past a real token's own are never attended to.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def head_cache(name: str, heads: int, slots: int, d_head: int, graph: str) -> Ca
     return CacheSpec(name, (heads, slots, d_head), graph)
 
 
+def token_cache(name: str, heads: int, capacity: int, d_head: int) -> CacheSpec:
+    """A per-head token cache of ``capacity`` slots and the trash slot padding tokens go to."""
+    return CacheSpec(name, (heads, capacity + 1, d_head), DECODE)
+
+
 def new_positions(position: torch.Tensor, n: int | torch.SymInt) -> torch.Tensor:
     """(B, n) slot of each new token: position[b] + i."""
     return position.unsqueeze(1) + torch.arange(n, device=position.device).unsqueeze(0)
@@ -57,14 +62,14 @@ def new_valid(lengths: torch.Tensor, n: int | torch.SymInt) -> torch.Tensor:
 
 
 def write_slots(cache: torch.Tensor, new: torch.Tensor, position: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """cache (B, h, G, dh) with the real new entries new (B, h, n, dh) written at slots
-    position[b] + i: a one-hot matmul (exact: one term per slot) and ``where``."""
-    g, n = cache.shape[2], new.shape[2]
-    slots = new_positions(position, n)  # (B, n)
-    hit = (slots.unsqueeze(-1) == torch.arange(g, device=cache.device)) & new_valid(lengths, n).unsqueeze(-1)  # (B, n, G)
-    scattered = torch.matmul(hit.to(new.dtype).transpose(1, 2).unsqueeze(1), new)  # (B, 1, G, n) @ (B, h, n, dh) -> (B, h, G, dh)
-    written = hit.any(dim=1)[:, None, :, None]  # (B, 1, G, 1)
-    return torch.where(written, scattered, cache)
+    """cache (B, h, G+1, dh) with the new entries new (B, h, n, dh) written at slots
+    position[b] + i (real tokens) or G, the trash slot (padding): one ScatterND."""
+    b, h, slots, _ = cache.shape
+    n = new.shape[2]
+    at = torch.where(new_valid(lengths, n), new_positions(position, n), torch.full_like(position.unsqueeze(1), slots - 1))  # (B, n)
+    bi = torch.arange(b, device=cache.device).reshape(-1, 1, 1).expand(-1, h, n)  # (B, h, n)
+    hi = torch.arange(h, device=cache.device).reshape(1, -1, 1).expand(b, -1, n)
+    return torch.index_put(cache, (bi, hi, at.unsqueeze(1).expand(-1, h, -1)), new)
 
 
 def causal_slots(position: torch.Tensor, n: int | torch.SymInt, capacity: int | torch.SymInt) -> torch.Tensor:
@@ -73,12 +78,20 @@ def causal_slots(position: torch.Tensor, n: int | torch.SymInt, capacity: int | 
     return slots.reshape(1, 1, -1) <= new_positions(position, n).unsqueeze(-1)
 
 
-def attend(attn: MultiHeadAttention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MultiHeadAttention's arithmetic on given keys/values: q (B, h, n, dh), keys/values
-    (B, h, L, dh), mask (B, 1, n, L) -> (B, n, d) after the output projection."""
-    scores = torch.matmul(q, keys.transpose(-1, -2)) * (1.0 / math.sqrt(attn.d_head))  # (B, h, n, L)
-    scores = torch.where(mask, scores, torch.full_like(scores, MASKED_LOGIT))
-    out = torch.matmul(torch.softmax(scores, dim=-1), values)  # (B, h, n, dh)
+def attend(attn: MultiHeadAttention, q: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None, tokens: tuple[torch.Tensor, torch.Tensor],
+           mask: torch.Tensor) -> torch.Tensor:
+    """MultiHeadAttention's arithmetic over [prefix; token cache] without concatenating the
+    caches: q (B, h, n, dh), prefix and token keys/values (B, h, P | G+1, dh), mask
+    (B, 1, n, P + G+1) -> (B, n, d) after the output projection."""
+    scale = 1.0 / math.sqrt(attn.d_head)
+    parts = ([torch.matmul(q, prefix[0].transpose(-1, -2)) * scale] if prefix is not None else []) + [torch.matmul(q, tokens[0].transpose(-1, -2)) * scale]
+    scores = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]  # (B, h, n, P + G+1): small
+    weights = torch.softmax(torch.where(mask, scores, torch.full_like(scores, MASKED_LOGIT)), dim=-1)
+    if prefix is None:
+        out = torch.matmul(weights, tokens[1])  # (B, h, n, dh)
+    else:
+        p = prefix[0].shape[2]
+        out = torch.matmul(weights[..., :p], prefix[1]) + torch.matmul(weights[..., p:], tokens[1])  # (B, h, n, dh)
     return attn.out_proj(attn.merge_heads(out))
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import BackboneConfig, Block, SegmentEmbedding, init_params, init_weights, token_valid
-from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_positions, new_valid, write_slots
+from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_positions, new_valid, write_slots, token_cache
 from memx.models.registry import register_family, register_preset
 from memx.ops import PATTERNS, dense_local_global_attention, sparse_attention
 
@@ -163,7 +163,7 @@ class GMAT(SegmentModel):
             for i in range(c.n_layers):
                 specs += [head_cache(f"read_k{i}", h, c.num_memory, dh, OPEN), head_cache(f"read_v{i}", h, c.num_memory, dh, OPEN)]
         for i in range(c.n_layers):
-            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+            specs += [token_cache(f"k{i}", h, capacity, dh), token_cache(f"v{i}", h, capacity, dh)]
         return specs
 
     def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -183,7 +183,7 @@ class GMAT(SegmentModel):
         return tuple(cache)
 
     def _local_slots(self, position: torch.Tensor, n: int | torch.SymInt, capacity: int | torch.SymInt) -> torch.Tensor:
-        """(B, n, G) bool: the causal band or chunk of each new token among the slots."""
+        """(B, n, G+1) bool: the causal band or chunk of each new token among the slots."""
         c = self.config
         seen = causal_slots(position, n, capacity)  # (B, n, G): g <= p
         p = new_positions(position, n).unsqueeze(-1)  # (B, n, 1)
@@ -207,9 +207,7 @@ class GMAT(SegmentModel):
             k_new, v_new = layer.attn.keys_values(xn)  # (B, h, n, dh)
             k = write_slots(tok_cache[2 * i], k_new, position, lengths)
             v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
-            keys = torch.cat([prefix[2 * i], k], dim=2) if n_prefix else k  # (B, h, M+G, dh)
-            values = torch.cat([prefix[2 * i + 1], v], dim=2) if n_prefix else v
-            x = x + attend(layer.attn, layer.attn.queries(xn), keys, values, mask)
+            x = x + attend(layer.attn, layer.attn.queries(xn), (prefix[2 * i], prefix[2 * i + 1]) if n_prefix else None, (k, v), mask)
             x = x + layer.ffn(layer.ln_ffn(x))
             written += [k, v]
         logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)

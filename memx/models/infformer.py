@@ -35,7 +35,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, token_valid,
 )
-from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots
+from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots, token_cache
 from memx.models.registry import register_family, register_preset
 
 SIGMA2_MIN = 1e-6
@@ -299,7 +299,7 @@ class InfFormer(SegmentModel):
                       head_cache(f"ltm_k{i}", h, c.num_memory, dh, OPEN), head_cache(f"ltm_v{i}", h, c.num_memory, dh, OPEN)]
         specs += [CacheSpec("stm_valid", (c.cache_len,), OPEN), CacheSpec("ltm_on", (1,), OPEN)]
         for i in range(c.n_layers):
-            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+            specs += [token_cache(f"k{i}", h, capacity, dh), token_cache(f"v{i}", h, capacity, dh)]
         return specs
 
     def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -328,7 +328,7 @@ class InfFormer(SegmentModel):
             k = write_slots(tok_cache[2 * i], k_new, position, lengths)
             v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
             q = layer.attn.queries(hn)
-            short = attend(layer.attn, q, torch.cat([stm_k, k], dim=2), torch.cat([stm_v, v], dim=2), mask)
+            short = attend(layer.attn, q, (stm_k, stm_v), (k, v), mask)
             long, _, _ = layer.ltm.read(q, ltm_k, ltm_v, self.centres, self.widths)
             h = h + short + long * ltm_on[:, :, None]
             h = h + layer.ffn(layer.ln_ffn(h))

@@ -21,7 +21,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     MASKED_LOGIT, BackboneConfig, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, make_blocks, token_valid,
 )
-from memx.models.decode import DECODE, OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots
+from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots, token_cache
 from memx.models.registry import register_family, register_preset
 
 
@@ -103,7 +103,7 @@ class KVCacheTransformer(SegmentModel):
             specs += [head_cache(f"hist_k{i}", h, c.history, dh, OPEN), head_cache(f"hist_v{i}", h, c.history, dh, OPEN)]
         specs.append(CacheSpec("hist_valid", (c.history,), OPEN))
         for i in range(c.n_layers):
-            specs += [head_cache(f"k{i}", h, capacity, dh, DECODE), head_cache(f"v{i}", h, capacity, dh, DECODE)]
+            specs += [token_cache(f"k{i}", h, capacity, dh), token_cache(f"v{i}", h, capacity, dh)]
         return specs
 
     def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -126,8 +126,7 @@ class KVCacheTransformer(SegmentModel):
             k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
             k = write_slots(tok_cache[2 * i], k_new, position, lengths)
             v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
-            keys, values = torch.cat([history[2 * i], k], dim=2), torch.cat([history[2 * i + 1], v], dim=2)  # (B, h, H+G, dh)
-            x = x + attend(block.attn, block.attn.queries(hn), keys, values, mask)
+            x = x + attend(block.attn, block.attn.queries(hn), (history[2 * i], history[2 * i + 1]), (k, v), mask)
             x = x + block.ffn(block.ln_ffn(x))
             written += [k, v]
         logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)

@@ -30,6 +30,18 @@ void put_rows(Tensor& dst, const std::vector<int64_t>& rows, const Tensor& part)
 
 namespace {
 
+using SharedTensor = std::shared_ptr<const Tensor>;
+
+// base with rows replaced by part's, as a new tensor unless part covers every row
+SharedTensor put_shared(const SharedTensor& base, const std::vector<int64_t>& rows, Tensor part) {
+  bool every = static_cast<int64_t>(rows.size()) == base->shape[0];
+  for (std::size_t i = 0; every && i < rows.size(); ++i) every = rows[i] == static_cast<int64_t>(i);
+  if (every) return std::make_shared<const Tensor>(std::move(part));
+  Tensor copy = *base;
+  put_rows(copy, rows, part);
+  return std::make_shared<const Tensor>(std::move(copy));
+}
+
 const DecodeSpec& decode_spec(const Manifest& m) {
   if (!m.decode)
     throw BackendUnavailableError("this " + m.family + " package has no decode graphs, so it cannot generate token by token", "a package with decode graphs (memx inspect shows them)",
@@ -67,12 +79,20 @@ Tensor int_tensor(const std::vector<int64_t>& v) {
   return t;
 }
 
-// Host state of B rows during one append (copies; committed by the caller).
+// The state of B rows during one append, committed by the caller: the step state is brought
+// to the host only when a step or decode_open needs it (appends inside a segment never do).
 struct Rows {
-  std::map<std::string, Tensor> states;
+  const Stream::Impl* stream = nullptr;
+  std::optional<std::map<std::string, Tensor>> host;
+  bool states_changed = false;
   std::vector<bool> pending;
   DecodeRows gen;
   std::vector<int64_t> committed;
+
+  std::map<std::string, Tensor>& states() {
+    if (!host) host = stream->host_states();
+    return *host;
+  }
 };
 
 struct Engine {
@@ -93,8 +113,9 @@ struct Engine {
   void step_rows(Rows& r, const std::vector<int64_t>& idx, const Tensor& tokens, const std::vector<int64_t>& lengths, bool keep_logits) const {
     std::vector<bool> reset;
     for (int64_t b : idx) reset.push_back(r.pending[b]);
-    Runtime::StepResult res = run_step_host(rt, tokens, int_tensor(lengths), bool_tensor(reset), take_all(r.states, idx));
-    for (auto& [k, v] : res.states) put_rows(r.states.at(k), idx, v);
+    Runtime::StepResult res = run_step_host(rt, tokens, int_tensor(lengths), bool_tensor(reset), take_all(r.states(), idx));
+    for (auto& [k, v] : res.states) put_rows(r.states().at(k), idx, v);
+    r.states_changed = true;
     const Tensor& logits = res.outputs.at("logits");  // [k, S, V]
     const int64_t s = logits.shape[1], v = logits.shape[2];
     for (std::size_t i = 0; i < idx.size(); ++i) {
@@ -110,7 +131,8 @@ struct Engine {
   }
 
   void decode_rows(Rows& r, const std::vector<int64_t>& idx, const Tensor& tokens, const std::vector<int64_t>& start, const std::vector<int64_t>& take) const {
-    DecodeRows part = r.gen.take(idx);
+    const bool every = static_cast<int64_t>(idx.size()) == r.gen.tokens.shape[0];  // idx is then 0..B-1 (ascending, unique)
+    DecodeRows part = every ? r.gen : r.gen.take(idx);
     std::vector<int64_t> opening;
     for (std::size_t i = 0; i < idx.size(); ++i)
       if (part.position[i] == 0) opening.push_back(static_cast<int64_t>(i));
@@ -118,17 +140,17 @@ struct Engine {
       const std::vector<int64_t> rows = pick(idx, opening);
       std::vector<bool> reset;
       for (int64_t b : rows) reset.push_back(r.pending[b]);
-      for (auto& [k, v] : open(reset, take_all(r.states, rows))) put_rows(part.cache.at(k), opening, v);
+      for (auto& [k, v] : open(reset, take_all(r.states(), rows))) part.cache[k] = put_shared(part.cache.at(k), opening, std::move(v));
     }
     const int64_t n = *std::max_element(take.begin(), take.end()), total = tokens.shape[1], k = static_cast<int64_t>(idx.size());
     Tensor ids(DType::Int64, {k, n});
     for (int64_t i = 0; i < k; ++i) std::copy_n(tokens.data<int64_t>() + idx[i] * total + start[i], take[i], ids.data<int64_t>() + i * n);
     const Tensor lens = int_tensor(take), pos = int_tensor(part.position);
     std::map<std::string, const Tensor*> feeds = {{"tokens", &ids}, {"lengths", &lens}, {"position", &pos}};
-    for (const auto& c : spec.cache) feeds[c.input] = &part.cache.at(c.name);
+    for (const auto& c : spec.cache) feeds[c.input] = part.cache.at(c.name).get();
     std::map<std::string, Tensor> out = rt.run_decode_graph(spec.decode, feeds);
     for (const auto& c : spec.cache)
-      if (c.graph == "decode") part.cache[c.name] = std::move(out.at(c.output));
+      if (c.graph == "decode") part.cache[c.name] = std::make_shared<const Tensor>(std::move(out.at(c.output)));
     const Tensor& logits = out.at("logits");  // [k, n, V]
     const int64_t v = logits.shape[2], cap = part.tokens.shape[1];
     for (int64_t i = 0; i < k; ++i) {
@@ -137,7 +159,10 @@ struct Engine {
       part.position[i] += take[i];
       part.has_logits[i] = true;
     }
-    r.gen.put(idx, part);
+    if (every)
+      r.gen = std::move(part);
+    else
+      r.gen.put(idx, part);
   }
 
   void commit_rows(Rows& r, const std::vector<int64_t>& idx, int64_t segment_len) const {
@@ -190,7 +215,7 @@ struct Engine {
 DecodeRows DecodeRows::empty(const Manifest& m, int64_t batch) {
   const DecodeSpec& d = decode_spec(m);
   DecodeRows rows;
-  for (const auto& c : d.cache) rows.cache.emplace(c.name, Tensor(c.dtype, with_batch(batch, c.dims)));
+  for (const auto& c : d.cache) rows.cache.emplace(c.name, std::make_shared<const Tensor>(Tensor(c.dtype, with_batch(batch, c.dims))));
   rows.tokens = Tensor(DType::Int64, {batch, d.capacity});
   rows.position.assign(batch, 0);
   rows.logits = Tensor(DType::Float32, {batch, m.vocab_size});
@@ -209,7 +234,7 @@ std::vector<StateLayout> decode_schema(const Manifest& m) {
 std::optional<DecodeRows> DecodeRows::from_snapshot(const SnapshotData& data, const Manifest& m) {
   if (!data.states.count("decode.position")) return std::nullopt;
   DecodeRows rows;
-  for (const auto& c : decode_spec(m).cache) rows.cache.emplace(c.name, data.states.at("decode.cache." + c.name));
+  for (const auto& c : decode_spec(m).cache) rows.cache.emplace(c.name, std::make_shared<const Tensor>(data.states.at("decode.cache." + c.name)));
   rows.tokens = data.states.at("decode.tokens");
   const Tensor& pos = data.states.at("decode.position");
   rows.position.assign(pos.data<int64_t>(), pos.data<int64_t>() + pos.size());
@@ -224,12 +249,12 @@ void DecodeRows::to_snapshot(SnapshotData& data) const {
   data.states.insert_or_assign("decode.tokens", tokens);
   data.states.insert_or_assign("decode.logits", logits);
   data.states.insert_or_assign("decode.has_logits", bool_tensor(has_logits));
-  for (const auto& [k, v] : cache) data.states.insert_or_assign("decode.cache." + k, v);
+  for (const auto& [k, v] : cache) data.states.insert_or_assign("decode.cache." + k, *v);
 }
 
 DecodeRows DecodeRows::take(const std::vector<int64_t>& rows) const {
   DecodeRows out;
-  out.cache = take_all(cache, rows);
+  for (const auto& [k, v] : cache) out.cache.emplace(k, std::make_shared<const Tensor>(take_rows(*v, rows)));
   out.tokens = take_rows(tokens, rows);
   out.position = pick(position, rows);
   out.logits = take_rows(logits, rows);
@@ -238,7 +263,7 @@ DecodeRows DecodeRows::take(const std::vector<int64_t>& rows) const {
 }
 
 void DecodeRows::put(const std::vector<int64_t>& rows, const DecodeRows& part) {
-  for (const auto& [k, v] : part.cache) put_rows(cache.at(k), rows, v);
+  for (const auto& [k, v] : part.cache) cache[k] = put_shared(cache.at(k), rows, *v);
   put_rows(tokens, rows, part.tokens);
   put_rows(logits, rows, part.logits);
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -260,8 +285,7 @@ int64_t effective_segment_len(const Stream::Impl& st) {
 
 detail::Rows current_rows(const Stream::Impl& st) {
   detail::Rows r;
-  SnapshotData data = st.save();
-  for (const auto& s : st.rt->manifest.state) r.states.emplace(s.name, std::move(data.states.at(s.name)));
+  r.stream = &st;
   r.pending = st.pending;
   if (st.gen) {
     r.gen = *st.gen;
@@ -276,14 +300,14 @@ detail::Rows current_rows(const Stream::Impl& st) {
   return r;
 }
 
-void commit(Stream::Impl& st, detail::Rows& r) {
-  SnapshotData data;
-  data.model_id = st.rt->manifest.model_id;
-  data.states = std::move(r.states);
-  data.pending_reset = r.pending;
-  data.segments = st.segments + *std::max_element(r.committed.begin(), r.committed.end());
-  r.gen.to_snapshot(data);
-  st.load(data);
+void commit(Stream::Impl& st, detail::Rows& r) {  // nothing here throws but an allocation before the first assignment
+  std::vector<Ort::Value> states;
+  if (r.states_changed)
+    for (const auto& s : st.rt->manifest.state) states.push_back(detail::owned_copy(r.host->at(s.name)));
+  if (r.states_changed) st.states = std::move(states);
+  st.pending = r.pending;
+  st.segments += *std::max_element(r.committed.begin(), r.committed.end());
+  st.gen = std::move(r.gen);
 }
 
 }  // namespace

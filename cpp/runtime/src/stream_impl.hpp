@@ -12,7 +12,9 @@ namespace detail {
 
 // Generation state of B rows (host tensors, batch axis 0), the twin of memx/runtimes/generation.py DecodeRows.
 struct DecodeRows {
-  std::map<std::string, Tensor> cache;  // decode cache tensors by cache name
+  // decode cache tensors by cache name, shared and never written in place (copy on write):
+  // copying DecodeRows copies pointers, so an append works on a copy at no cost
+  std::map<std::string, std::shared_ptr<const Tensor>> cache;
   Tensor tokens;                        // int64 [B, capacity]: the current segment's tokens
   std::vector<int64_t> position;        // tokens in the current segment
   Tensor logits;                        // float32 [B, V]: logits of each row's next token
@@ -57,6 +59,12 @@ struct Stream::Impl {
     gen = detail::DecodeRows::from_snapshot(data, rt->manifest);
     step_logits = Tensor();
     step_has.clear();
+  }
+
+  std::map<std::string, Tensor> host_states() const {
+    std::map<std::string, Tensor> out;
+    for (std::size_t i = 0; i < states.size(); ++i) out.emplace(rt->manifest.state[i].name, detail::to_host(states[i]));
+    return out;
   }
 
   SnapshotData save() const {
