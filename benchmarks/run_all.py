@@ -18,7 +18,7 @@ from pathlib import Path
 from memx.profiling.stats import machine
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["step_latency", "cpp_overhead", "quantized_latency", "sparse_attention", "gmat_attention", "scaling", "floor", "state_precision_ablation", "mrbp_vs_bptt"]
+BENCHMARKS = ["step_latency", "generate", "cpp_overhead", "quantized_latency", "sparse_attention", "gmat_attention", "scaling", "floor", "state_precision_ablation", "mrbp_vs_bptt"]
 
 
 def main() -> None:

@@ -118,8 +118,6 @@ def quantize_package(
     quant = get_method(method)
     policy = PrecisionPolicy(state_precision)
     warnings: list[str] = []
-    if m.decode is not None:
-        warnings.append("the decode graphs (memx generate) are kept in fp32: only the step graphs are quantized")
     calib = None
     if source is not None and not (quant.needs_calibration or policy.state == "int8"):
         warnings.append(f"calibration data not used: {method} with state precision {policy.state} needs no calibration")
@@ -163,6 +161,8 @@ def quantize_package(
             result = onnx.load(str(job.target))
             round_state_outputs(result, {s.output: s.name for s in m.state if s.output in outputs}, policy.state, scales)
             onnx.save(result, str(stage / graph.file))
+        if m.decode is not None:
+            warnings.append("the decode graphs (memx generate) are kept in fp32: only the step graphs are quantized")
         new = _quantized_manifest(m, quant.precision, method, policy, calib, calibration, records, warnings, scales)
         for graph in new.graphs:
             mirror_manifest(stage / graph.file, onnx.load(str(stage / graph.file)), new)

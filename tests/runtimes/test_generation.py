@@ -319,3 +319,13 @@ def test_a_pool_step_refuses_a_stream_with_an_open_segment(package_of):
     assert pool.snapshot(a) == before and pool.state(b)["memory"].any() == False  # noqa: E712  (nothing ran)
     pool.flush([a])
     assert pool.position(a) == 0 and pool.step({a: [6], b: [4, 5]})[a]["logits"].shape == (1, rt.manifest.vocab_size)
+
+
+def test_a_quantized_package_generates_with_its_fp32_decode_graphs(quantized):
+    pkg = quantized("rmt-ar", "int8-qdq")
+    assert pkg.manifest.decode is not None
+    assert any("decode graphs" in w for w in pkg.manifest.quantization["warnings"])
+    s = open_runtime(pkg.path, backend="onnxruntime").stream()
+    s.segment_len = 8
+    s.append(np.arange(3, 14))
+    assert len(list(s.generate(20, temperature=0))) == 20 and s.segments == 3
