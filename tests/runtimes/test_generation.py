@@ -329,3 +329,26 @@ def test_a_quantized_package_generates_with_its_fp32_decode_graphs(quantized):
     s.segment_len = 8
     s.append(np.arange(3, 14))
     assert len(list(s.generate(20, temperature=0))) == 20 and s.segments == 3
+
+
+def test_memx_generate_in_a_fresh_process(package_of, tmp_path):
+    """`memx generate` as a user runs it: the tokens Stream.generate draws, tokens/s, typed errors as exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    pkg = package_of("rmt-tiny")
+    np.save(tmp_path / "p.npy", np.arange(3, 14, dtype=np.int64))
+    memx_cli = [sys.executable, "-c", "from memx.cli import main; main()"]
+    cmd = [*memx_cli, "generate", str(pkg.path), "--prompt-tokens", str(tmp_path / "p.npy"), "--max-new-tokens", "20",
+           "--temperature", "0.7", "--top-k", "9", "--seed", "4", "--segment-len", "8", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    s = open_runtime(pkg.path, backend="onnxruntime").stream()
+    s.segment_len = 8
+    s.append(np.arange(3, 14))
+    assert report["tokens"] == list(s.generate(20, temperature=0.7, top_k=9, seed=4))
+    assert report["tokens_per_second"] > 0 and report["segments_written"] == s.segments
+    bad = subprocess.run([*memx_cli, "generate", str(pkg.path), "--prompt-ids", "1 2 99999"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "token id outside the vocabulary" in bad.stderr
