@@ -97,9 +97,11 @@ def validate(
     teacher_forced: bool = typer.Option(False, "--teacher-forced", help="Parity: start every segment of the backend from the reference's state (one step's error at every depth; for memories that amplify rounding)."),
     trust_reference: bool = typer.Option(False, "--trust-reference", help="Import the reference factory the package records (this runs code the package names: only for packages you trust)."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Refuse a package whose files do not match their sha256 (default), or check sizes only."),
+    decode_segments: int = typer.Option(64, "--decode-segments", help="Packages with decode graphs: segments appended token by token and compared with whole steps (0: skip)."),
 ) -> None:
     """Check a package over long streams: fp32 parity with PyTorch (outputs and states within
-    --atol), or, for quantized packages (or with --against), drift and task accuracy."""
+    --atol), or, for quantized packages (or with --against), drift and task accuracy. A package
+    with decode graphs is also checked token by token against its own step (--decode-segments)."""
     from memx.validation.check import check_package
     from memx.validation.drift import DriftReport
 
@@ -116,7 +118,22 @@ def validate(
         out.print("report: " + ", ".join(str(package / p) for p in report.reports.values()), highlight=False)
     else:
         print_parity(report)
+    decode = _check_decode(package, backend, options, decode_segments, batch, atol, seed, verify)
     if json_out:
-        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
-    if not report.passed:
+        write_text_atomic(json_out, json.dumps({**report.to_dict(), **({"decode": decode.to_dict()} if decode else {})}, indent=1) + "\n")
+    if not report.passed or (decode is not None and not decode.passed):
         raise typer.Exit(1)
+
+
+def _check_decode(package: Path, backend: str, options: dict, segments: int, batch: int, atol: float, seed: int, verify: bool):
+    """Decode parity of a package with decode graphs (None when it has none or segments is 0)."""
+    from memx.exporter import Package
+    from memx.validation.decode import check_decode
+
+    pkg = Package.open(package, verify=verify)
+    if segments <= 0 or pkg.manifest.decode is None or backend not in ("onnxruntime", "torch"):
+        return None
+    report = check_decode(pkg, backend=backend, segments=segments, batch=batch, atol=atol, seed=seed, backend_options=options)
+    style = "green" if report.passed else "bold red"
+    out.print(f"[{style}]{report.summary()}[/]", highlight=False, soft_wrap=True)
+    return report

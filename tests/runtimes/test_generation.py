@@ -352,3 +352,32 @@ def test_memx_generate_in_a_fresh_process(package_of, tmp_path):
     assert report["tokens_per_second"] > 0 and report["segments_written"] == s.segments
     bad = subprocess.run([*memx_cli, "generate", str(pkg.path), "--prompt-ids", "1 2 99999"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "token id outside the vocabulary" in bad.stderr
+
+
+def test_memx_validate_checks_decode_parity_and_fails_a_wrong_decode_graph(package_of, monkeypatch, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memx.cli import app
+    from memx.runtimes.generation import Generator
+    from memx.validation.decode import check_decode
+
+    pkg = package_of("gmat-causal-tiny")
+    good = check_decode(pkg, segments=12, batch=2, segment_len=8)
+    assert good.passed and good.max_logits_error < 1e-5 and good.segments == 12
+    r = CliRunner().invoke(app, ["validate", str(pkg.path), "--segments", "8", "--no-record", "--decode-segments", "6", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0 and "decode parity PASS" in r.output
+    assert json.loads((tmp_path / "r.json").read_text())["decode"]["passed"] is True
+
+    real = Generator.decode
+
+    def off_by_a_little(self, *args, **kwargs):  # a decode graph that drifts from its step
+        logits, written = real(self, *args, **kwargs)
+        return logits + 1e-3, written
+
+    monkeypatch.setattr(Generator, "decode", off_by_a_little)
+    bad = check_decode(pkg, segments=4, batch=2, segment_len=8)
+    assert not bad.passed and 5e-4 < bad.max_logits_error < 2e-3 and bad.max_state_error < 1e-5
+    r = CliRunner().invoke(app, ["validate", str(pkg.path), "--segments", "8", "--no-record", "--decode-segments", "3"])
+    assert r.exit_code == 1 and "decode parity FAIL" in r.output
