@@ -176,6 +176,12 @@ class SegmentModel(nn.Module):
         return where(r, initial.unsqueeze(0).to(state.dtype), state)
 
     @staticmethod
+    def zeroed_on_reset(reset: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Rows with reset start from an all-zero state (families whose initial state is nothing remembered)."""
+        keep = (~reset).to(torch.float32)  # (B,)
+        return tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+
+    @staticmethod
     def keep_if_empty(lengths: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """A row with lengths[b] == 0 (no tokens this step) keeps its state."""
         has_tokens = (lengths > 0).reshape(-1, *([1] * (new.dim() - 1)))  # (B, 1, ..., 1)

@@ -95,6 +95,23 @@ def attend(attn: MultiHeadAttention, q: torch.Tensor, prefix: tuple[torch.Tensor
     return attn.out_proj(attn.merge_heads(out))
 
 
+def decode_layer(block: nn.Module, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                 position: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pre-LN block (``ln_attn``, ``attn``, ``ln_ffn``, ``ffn``: layers.Block and its
+    subclasses) over the new tokens x (B, n, d): their keys/values written into the token
+    cache, attention to [prefix; token cache] under ``mask``, then the FFN. Returns (x, k, v)."""
+    hn = block.ln_attn(x)
+    k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
+    k, v = write_slots(k_cache, k_new, position, lengths), write_slots(v_cache, v_new, position, lengths)
+    x = x + attend(block.attn, block.attn.queries(hn), prefix, (k, v), mask)
+    return x + block.ffn(block.ln_ffn(x)), k, v
+
+
+def real_logits(head: nn.Module, ln_f: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """head(ln_f(x)) of the new tokens (B, n, V), zero at padding positions (as the step's logits)."""
+    return head(ln_f(x)) * new_valid(lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+
+
 def embed_at(tok: nn.Embedding, pos: torch.Tensor, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """Token embedding plus the learned absolute position of each new token in its segment,
     as SegmentEmbedding adds them for a whole segment: (B, n, d). Positions past the table

@@ -28,7 +28,7 @@ from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import BackboneConfig, Block, SegmentEmbedding, init_params, init_weights, token_valid
-from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_positions, new_valid, write_slots, token_cache
+from memx.models.decode import OPEN, CacheSpec, causal_slots, decode_layer, embed_at, head_cache, new_positions, real_logits, token_cache
 from memx.models.registry import register_family, register_preset
 from memx.ops import PATTERNS, dense_local_global_attention, sparse_attention
 
@@ -203,14 +203,10 @@ class GMAT(SegmentModel):
         x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
         written = []
         for i, layer in enumerate(self.layers):
-            xn = layer.ln_attn(x)
-            k_new, v_new = layer.attn.keys_values(xn)  # (B, h, n, dh)
-            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
-            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
-            x = x + attend(layer.attn, layer.attn.queries(xn), (prefix[2 * i], prefix[2 * i + 1]) if n_prefix else None, (k, v), mask)
-            x = x + layer.ffn(layer.ln_ffn(x))
+            prefix_kv = (prefix[2 * i], prefix[2 * i + 1]) if n_prefix else None
+            x, k, v = decode_layer(layer, x, prefix_kv, tok_cache[2 * i], tok_cache[2 * i + 1], position, lengths, mask)
             written += [k, v]
-        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        logits = real_logits(self.head, self.ln_f, x, lengths)  # (B, n, V)
         return (logits, *written)
 
 

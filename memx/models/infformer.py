@@ -35,7 +35,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, token_valid,
 )
-from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots, token_cache
+from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, real_logits, token_cache, write_slots
 from memx.models.registry import register_family, register_preset
 
 SIGMA2_MIN = 1e-6
@@ -252,8 +252,7 @@ class InfFormer(SegmentModel):
     # --- the step ---------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
         c = self.config
-        keep = (~reset).to(torch.float32)  # reset rows start from nothing remembered
-        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        state = self.zeroed_on_reset(reset, state)  # rows start from nothing remembered
         ltms, stms = list(state[0 : 2 * c.n_layers : 2]), list(state[1 : 2 * c.n_layers : 2])
         stm_valid, has_ltm = state[-2], state[-1]  # (B, L), (B, 1)
         s = tokens.shape[1]
@@ -303,9 +302,7 @@ class InfFormer(SegmentModel):
         return specs
 
     def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        c = self.config
-        keep = (~reset).to(torch.float32)  # reset rows start from nothing remembered, as in forward
-        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        state = self.zeroed_on_reset(reset, state)  # rows start from nothing remembered, as in forward
         cache = []
         for i, layer in enumerate(self.layers):
             stm_k, stm_v = layer.attn.keys_values(layer.ln_attn(state[2 * i + 1]))  # (B, h, L, dh)
@@ -333,8 +330,7 @@ class InfFormer(SegmentModel):
             h = h + short + long * ltm_on[:, :, None]
             h = h + layer.ffn(layer.ln_ffn(h))
             written += [k, v]
-        logits = self.head(self.ln_f(h)) * new_valid(lengths, n).unsqueeze(-1).to(h.dtype)  # (B, n, V)
-        return (logits, *written)
+        return (real_logits(self.head, self.ln_f, h, lengths), *written)  # logits (B, n, V)
 
 
 register_preset("infformer-tiny", "infformer", size="tiny", description="∞-former: STM cache + continuous LTM (16 RBFs), sticky memories, d=32")

@@ -21,7 +21,7 @@ from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.layers import (
     MASKED_LOGIT, BackboneConfig, SegmentEmbedding, cache_then_causal_mask, init_params, init_weights, last_real, make_blocks, token_valid,
 )
-from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots, token_cache
+from memx.models.decode import OPEN, CacheSpec, causal_slots, decode_layer, embed_at, head_cache, real_logits, token_cache
 from memx.models.registry import register_family, register_preset
 
 
@@ -66,8 +66,7 @@ class KVCacheTransformer(SegmentModel):
         return [OutputSpec("logits", ("batch", "segment", self.config.vocab_size))]
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, reset: torch.Tensor, *state: torch.Tensor):
-        keep = (~reset).to(torch.float32)  # reset rows start with an empty cache
-        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        state = self.zeroed_on_reset(reset, state)  # rows start with an empty cache
         valid_cache = state[-1]  # (B, H)
         s = tokens.shape[1]
         valid = token_valid(lengths, s, tokens)  # (B, S)
@@ -107,8 +106,7 @@ class KVCacheTransformer(SegmentModel):
         return specs
 
     def decode_open(self, reset: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        keep = (~reset).to(torch.float32)  # reset rows start with an empty cache, as in forward
-        state = tuple(t * keep.reshape(-1, *([1] * (t.dim() - 1))) for t in state)
+        state = self.zeroed_on_reset(reset, state)  # rows start with an empty cache, as in forward
         split = self.blocks[0].attn.split_heads
         return (*(split(t) for t in state[:-1]), state[-1])  # (B, h, H, dh) per key/value, valid (B, H)
 
@@ -122,14 +120,9 @@ class KVCacheTransformer(SegmentModel):
         x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
         written = []
         for i, block in enumerate(self.blocks):
-            hn = block.ln_attn(x)
-            k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
-            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
-            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
-            x = x + attend(block.attn, block.attn.queries(hn), (history[2 * i], history[2 * i + 1]), (k, v), mask)
-            x = x + block.ffn(block.ln_ffn(x))
+            x, k, v = decode_layer(block, x, (history[2 * i], history[2 * i + 1]), tok_cache[2 * i], tok_cache[2 * i + 1], position, lengths, mask)
             written += [k, v]
-        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        logits = real_logits(self.head, self.ln_f, x, lengths)  # (B, n, V)
         return (logits, *written)
 
 

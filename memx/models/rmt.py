@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
-from memx.models.decode import OPEN, CacheSpec, attend, causal_slots, embed_at, head_cache, new_valid, write_slots, token_cache
+from memx.models.decode import OPEN, CacheSpec, causal_slots, decode_layer, embed_at, head_cache, real_logits, token_cache
 from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
 from memx.models.registry import register_family, register_preset
 
@@ -143,14 +143,9 @@ class RMT(SegmentModel):
         x = embed_at(self.embed.tok, self.embed.pos, tokens, position)  # (B, n, d)
         written = []
         for i, block in enumerate(self.blocks):
-            hn = block.ln_attn(x)
-            k_new, v_new = block.attn.keys_values(hn)  # (B, h, n, dh)
-            k = write_slots(tok_cache[2 * i], k_new, position, lengths)
-            v = write_slots(tok_cache[2 * i + 1], v_new, position, lengths)
-            x = x + attend(block.attn, block.attn.queries(hn), (prefix[2 * i], prefix[2 * i + 1]), (k, v), mask)
-            x = x + block.ffn(block.ln_ffn(x))
+            x, k, v = decode_layer(block, x, (prefix[2 * i], prefix[2 * i + 1]), tok_cache[2 * i], tok_cache[2 * i + 1], position, lengths, mask)
             written += [k, v]
-        logits = self.head(self.ln_f(x)) * new_valid(lengths, n).unsqueeze(-1).to(x.dtype)  # (B, n, V)
+        logits = real_logits(self.head, self.ln_f, x, lengths)  # (B, n, V)
         return (logits, *written)
 
 

@@ -320,6 +320,12 @@ def _parse_graph(g: dict, where: str) -> GraphInfo:
     )
 
 
+def _check_batch_then_fixed(shape: list[int | str], where: str) -> None:
+    """A carried tensor's shape (state, decode cache): the batch axis first, fixed dims after."""
+    if not shape or shape[0] != "batch" or not all(isinstance(d, int) for d in shape[1:]):
+        raise ManifestError(f"manifest field {where}.shape must have the batch axis first and fixed dims after", expected='["batch", int, ...]', actual=shape)
+
+
 def _parse_state(s: dict, where: str) -> StateInfo:
     _no_unknown(s, {"name", "shape", "dtype", "precision", "input", "output", "graph"}, where)
     info = StateInfo(
@@ -331,8 +337,7 @@ def _parse_state(s: dict, where: str) -> StateInfo:
         output=_field(s, "output", "str", where + "."),
         graph=_field(s, "graph", "str", where + "."),
     )
-    if not info.shape or info.shape[0] != "batch" or not all(isinstance(d, int) for d in info.shape[1:]):
-        raise ManifestError(f"manifest field {where}.shape must have the batch axis first and fixed dims after", expected='["batch", int, ...]', actual=info.shape)
+    _check_batch_then_fixed(info.shape, where)
     if info.input == info.output:
         raise ManifestError(f"state {info.name!r} uses one tensor as input and output", expected="distinct names", actual=info.input)
     return info
@@ -396,8 +401,7 @@ def _parse_cache(c: dict, where: str) -> CacheInfo:
         output=_field(c, "output", "str", where + "."),
         graph=_field(c, "graph", "str", where + "."),
     )
-    if not info.shape or info.shape[0] != "batch" or not all(isinstance(d, int) for d in info.shape[1:]):
-        raise ManifestError(f"manifest field {where}.shape must have the batch axis first and fixed dims after", expected='["batch", int, ...]', actual=info.shape)
+    _check_batch_then_fixed(info.shape, where)
     if (info.input, info.output) != (f"cache_in.{info.name}", f"cache_out.{info.name}"):
         raise ManifestError(f"manifest field {where} names its tensors wrongly", expected=[f"cache_in.{info.name}", f"cache_out.{info.name}"], actual=[info.input, info.output])
     if info.graph not in DECODE_GRAPHS:

@@ -260,16 +260,21 @@ class Runtime:
             feeds = {n: values[n] for n in input_names}
             if self.graph_observer is not None:
                 self.graph_observer(graph, feeds)
-            try:
-                values.update(self.backend.run(graph, feeds))
-            except MemxError:
-                raise
-            except Exception as e:  # backend libraries raise their own types; the stream stays untouched
-                raise BackendRunError(f"{self.backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
+            values.update(self.run_graph(graph, feeds))
         outputs = {n: values[n] for n in plan.output_names}
         new_state = {name: values[graph_output] for name, _, graph_output in plan.state_io}
         plan.check_state(new_state, batch=tokens.shape[0])
         return outputs, new_state
+
+    def run_graph(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One graph on the backend (a step graph or a decode graph); the backend library's own
+        errors become BackendRunError (memx errors pass through); touches nothing."""
+        try:
+            return self.backend.run(graph, feeds)
+        except MemxError:
+            raise
+        except Exception as e:  # backend libraries raise their own types; the stream stays untouched
+            raise BackendRunError(f"{self.backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
 
     def generator(self) -> Any:
         """The decode engine of this Runtime (memx.runtimes.generation), made on first use; a

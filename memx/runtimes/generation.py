@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from memx.errors import BackendUnavailableError, InputError, MemxError
+from memx.errors import BackendUnavailableError, InputError
 from memx.package.manifest import DecodeInfo, Manifest
 
 DECODE_PREFIX = "decode."  # snapshot tensors of a generating stream: decode.position, decode.tokens, decode.logits, decode.has_logits, decode.cache.<name>
@@ -91,9 +91,6 @@ class DecodeRows:
         return cls({k: cat(lambda p: p.cache[k]) for k in parts[0].cache}, cat(lambda p: p.tokens), cat(lambda p: p.position), cat(lambda p: p.logits),
                    cat(lambda p: p.has_logits))
 
-    def copy(self) -> "DecodeRows":
-        return self.take(np.arange(len(self.position)))
-
     def clear(self, rows: np.ndarray) -> None:
         """Rows start over: empty segment, no logits (their cache is re-opened before use)."""
         self.position = put(self.position, rows, 0)
@@ -150,28 +147,17 @@ class Generator:
         self._state_inputs = {s.name: s.input for s in runtime.manifest.state}
 
     # --- the two decode graphs ---------------------------------------------------------------
-    def _run(self, graph: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        backend = self.runtime.backend
-        try:
-            return backend.run(graph, feeds)
-        except MemxError:
-            raise
-        except Exception as e:  # the backend library's own types; nothing was changed
-            from memx.errors import BackendRunError
-
-            raise BackendRunError(f"{backend.name} failed to run graph {graph.name!r}: {type(e).__name__}: {e}") from e
-
     def open(self, reset: np.ndarray, states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The cache entries ``decode_open`` writes, for rows (B,) of ``states``."""
         inputs = {s.input: np.ascontiguousarray(states[s.name]) for s in self.runtime.manifest.state}
         feeds = {t.name: (reset if t.name == "reset" else inputs[t.name]) for t in self.open_graph.inputs}
-        out = self._run(self.open_graph, feeds)
+        out = self.runtime.run_graph(self.open_graph, feeds)
         return {c.name: out[c.output] for c in self.info.cache if c.graph == "decode_open"}
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, position: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """logits (B, n, V) of the new tokens and the cache entries ``decode`` writes."""
         feeds = {"tokens": tokens, "lengths": lengths, "position": position, **{c.input: np.ascontiguousarray(cache[c.name]) for c in self.info.cache}}
-        out = self._run(self.decode_graph, feeds)
+        out = self.runtime.run_graph(self.decode_graph, feeds)
         return out["logits"], {c.name: out[c.output] for c in self.info.cache if c.graph == "decode"}
 
     # --- appending ------------------------------------------------------------------------------

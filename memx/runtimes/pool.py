@@ -188,11 +188,25 @@ class StreamPool:
             checked[sid] = check_new_tokens(given, batch=1, vocab_size=self.runtime.manifest.vocab_size)[0]
         self._append(gen, checked, check_segment_len(self.segment_len, gen.info))
 
-    def _rows_of(self, gen: Any, sid: int) -> Any:
+    def _gathered(self, gen: Any, chunk: list[int]) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
+        """The states, pending resets and generation rows of ``chunk``'s streams as one batch
+        (fresh generation rows for streams that never generated)."""
         from memx.runtimes.generation import DecodeRows
 
-        rows = self._gen.get(sid)
-        return rows if rows is not None else DecodeRows.empty(gen.info, self.runtime.manifest.vocab_size, 1)
+        reads = [self.slots.read(sid) for sid in chunk]
+        states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
+        pending = np.array([self._pending[sid] for sid in chunk], bool)
+        empty = lambda: DecodeRows.empty(gen.info, self.runtime.manifest.vocab_size, 1)  # noqa: E731
+        return states, pending, DecodeRows.stack([self._gen.get(sid) or empty() for sid in chunk])
+
+    def _commit_generated(self, held: list[tuple[list[int], Any]]) -> None:
+        """Make every chunk's (states, pending, rows, committed) current (only after all succeeded)."""
+        for chunk, (states, pending, rows, committed) in held:
+            for row, sid in enumerate(chunk):
+                self.slots.write(sid, {k: v[row : row + 1].copy() for k, v in states.items()})
+                self._pending[sid] = bool(pending[row])
+                self._segments[sid] += int(committed[row])
+                self._gen[sid] = rows.take(np.array([row]))
 
     def _append(self, gen: Any, tokens: dict[int, np.ndarray], segment_len: int) -> None:
         held = []
@@ -204,19 +218,11 @@ class StreamPool:
             for row, sid in enumerate(chunk):
                 batch[row, : len(tokens[sid])] = tokens[sid]
             counts = np.array([len(tokens[sid]) for sid in chunk], np.int64)
-            reads = [self.slots.read(sid) for sid in chunk]
-            states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
-            pending = np.array([self._pending[sid] for sid in chunk], bool)
-            rows = DecodeRowsOf(self, gen, chunk)
+            states, pending, rows = self._gathered(gen, chunk)
             if (rows.position > segment_len).any():
                 raise InputError("a stream's partial segment is longer than the pool's segment length", expected=f"<= {segment_len} tokens", actual=rows.position.tolist())
             held.append((chunk, gen.append_rows(states, pending, rows, batch, counts, segment_len)))
-        for chunk, (states, pending, rows, committed) in held:  # every chunk succeeded: commit
-            for row, sid in enumerate(chunk):
-                self.slots.write(sid, {k: v[row : row + 1].copy() for k, v in states.items()})
-                self._pending[sid] = bool(pending[row])
-                self._segments[sid] += int(committed[row])
-                self._gen[sid] = rows.take(np.array([row]))
+        self._commit_generated(held)
 
     def flush(self, sids: Any = None) -> None:
         """Write the memory of the partial segments of ``sids`` (default: every stream) now."""
@@ -226,16 +232,8 @@ class StreamPool:
         held = []
         for start in range(0, len(ids), self.max_batch):
             chunk = ids[start : start + self.max_batch]
-            reads = [self.slots.read(sid) for sid in chunk]
-            states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
-            pending = np.array([self._pending[sid] for sid in chunk], bool)
-            held.append((chunk, gen.flush_rows(states, pending, DecodeRowsOf(self, gen, chunk))))
-        for chunk, (states, pending, rows, committed) in held:
-            for row, sid in enumerate(chunk):
-                self.slots.write(sid, {k: v[row : row + 1].copy() for k, v in states.items()})
-                self._pending[sid] = bool(pending[row])
-                self._segments[sid] += int(committed[row])
-                self._gen[sid] = rows.take(np.array([row]))
+            held.append((chunk, gen.flush_rows(*self._gathered(gen, chunk))))
+        self._commit_generated(held)
 
     def generate(self, sids: Any, max_new_tokens: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: Any = None,
                  stop_tokens: Any = (), callback: Any = None) -> Iterator[dict[int, int]]:
@@ -245,7 +243,7 @@ class StreamPool:
         generator seeded with it, so each equals the stream generating alone with that seed) or
         {stream id: int}. ``callback({sid: token})`` sees each round."""
         from memx.runtimes.generation import check_max_new_tokens, check_segment_len, check_stop_tokens
-        from memx.runtimes.sampling import SamplingOptions, SplitMix64, row_rngs, sample
+        from memx.runtimes.sampling import SamplingOptions, row_rngs, sample
 
         gen = self.runtime.generator()
         ids = [self._check(s) for s in sids]
@@ -354,13 +352,6 @@ class StreamPool:
         for row, sid in enumerate(chunk):
             results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
         return rows
-
-
-def DecodeRowsOf(pool: StreamPool, gen: Any, chunk: list[int]) -> Any:
-    """The generation rows of ``chunk``'s streams as one batch (fresh rows for streams that never generated)."""
-    from memx.runtimes.generation import DecodeRows
-
-    return DecodeRows.stack([pool._rows_of(gen, sid) for sid in chunk])
 
 
 def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:

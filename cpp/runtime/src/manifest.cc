@@ -131,6 +131,16 @@ GraphSpec parse_graph(const json& g, const std::string& where) {
   return spec;
 }
 
+// A carried tensor's shape (state, decode cache): the batch axis first, fixed dims after; returns those dims.
+Shape dims_after_batch(const std::vector<Dim>& dims, const json& shape, const std::string& where) {
+  bool ok = !dims.empty() && dims[0].name == "batch";
+  for (std::size_t i = 1; ok && i < dims.size(); ++i) ok = dims[i].fixed();
+  if (!ok) throw ManifestError("manifest field " + where + ".shape must have the batch axis first and fixed dims after", "[\"batch\", int, ...]", shape.dump());
+  Shape out;
+  for (std::size_t i = 1; i < dims.size(); ++i) out.push_back(dims[i].size);
+  return out;
+}
+
 StateSpec parse_state(const json& s, const std::string& where) {
   no_unknown(s, {"name", "shape", "dtype", "precision", "input", "output", "graph"}, where);
   StateSpec spec;
@@ -142,10 +152,7 @@ StateSpec parse_state(const json& s, const std::string& where) {
   spec.input = str_field(s, "input", where + ".");
   spec.output = str_field(s, "output", where + ".");
   spec.graph = str_field(s, "graph", where + ".");
-  bool ok = !dims.empty() && dims[0].name == "batch";
-  for (std::size_t i = 1; ok && i < dims.size(); ++i) ok = dims[i].fixed();
-  if (!ok) throw ManifestError("manifest field " + where + ".shape must have the batch axis first and fixed dims after", "[\"batch\", int, ...]", shape.dump());
-  for (std::size_t i = 1; i < dims.size(); ++i) spec.dims.push_back(dims[i].size);
+  spec.dims = dims_after_batch(dims, shape, where);
   if (spec.input == spec.output) throw ManifestError("state '" + spec.name + "' uses one tensor as input and output", "distinct names", spec.input);
   return spec;
 }
@@ -228,10 +235,7 @@ CacheSpec parse_cache(const json& c, const std::string& where) {
   spec.input = str_field(c, "input", where + ".");
   spec.output = str_field(c, "output", where + ".");
   spec.graph = str_field(c, "graph", where + ".");
-  bool ok = !dims.empty() && dims[0].name == "batch";
-  for (std::size_t i = 1; ok && i < dims.size(); ++i) ok = dims[i].fixed();
-  if (!ok) throw ManifestError("manifest field " + where + ".shape must have the batch axis first and fixed dims after", "[\"batch\", int, ...]", shape.dump());
-  for (std::size_t i = 1; i < dims.size(); ++i) spec.dims.push_back(dims[i].size);
+  spec.dims = dims_after_batch(dims, shape, where);
   if (spec.input != "cache_in." + spec.name || spec.output != "cache_out." + spec.name)
     throw ManifestError("manifest field " + where + " names its tensors wrongly", json({"cache_in." + spec.name, "cache_out." + spec.name}).dump(),
                         json({spec.input, spec.output}).dump());

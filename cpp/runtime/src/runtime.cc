@@ -322,12 +322,6 @@ SnapshotData fresh_state(const Runtime::Impl& rt, int64_t batch) {
   return st;
 }
 
-std::string json_list(const std::vector<std::string>& items) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) s += (i ? ", '" : "'") + items[i] + "'";
-  return s + "]";
-}
-
 // snapshots are bound to memx.json's model_id; packages exported before it was stored have none
 const std::string& snapshot_model_id(const Manifest& m) {
   if (m.model_id.empty())
@@ -358,7 +352,7 @@ SnapshotData restore_from(const Runtime::Impl& rt, const std::vector<uint8_t>& b
       for (const auto& s : schema) want.push_back(s.name);
       for (const auto& [name, _] : data.states) got.push_back(name);
       std::sort(want.begin(), want.end());
-      throw SnapshotMismatchError("snapshot holds a partial generated segment, but this package has no decode graphs", json_list(want), json_list(got));
+      throw SnapshotMismatchError("snapshot holds a partial generated segment, but this package has no decode graphs", join(want), join(got));
     }
     for (const auto& l : decode_schema(m)) schema.push_back(l);
   }
