@@ -49,14 +49,19 @@ class MemoryPath:
     read_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes fed by the path
     write_nodes: list[str] = field(default_factory=list)  # MatMul/Gemm/custom nodes that compute written values
     path_nodes: list[str] = field(default_factory=list)  # every other node on the path (normalisations, moves)
+    # decode graphs: MatMul/Gemm nodes whose weight the step graph keeps in float (memx.calibration.decode)
+    shared_nodes: list[str] = field(default_factory=list)
 
     @property
     def protected_nodes(self) -> list[str]:
         """Nodes kept out of low precision under the default policy."""
-        return sorted(set(self.read_nodes) | set(self.write_nodes) | set(self.path_nodes))
+        return sorted(set(self.read_nodes) | set(self.write_nodes) | set(self.path_nodes) | set(self.shared_nodes))
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"read": sorted(self.read_nodes), "write": sorted(self.write_nodes), "other": sorted(self.path_nodes)}
+        d = {"read": sorted(self.read_nodes), "write": sorted(self.write_nodes), "other": sorted(self.path_nodes)}
+        if self.shared_nodes:
+            d["float_in_step"] = sorted(self.shared_nodes)
+        return d
 
 def all_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
     """Nodes of the main graph and of its subgraphs (If/Loop/Scan bodies)."""

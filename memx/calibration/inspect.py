@@ -57,13 +57,16 @@ def graph_facts(model: onnx.ModelProto, state_inputs: list[str], state_outputs: 
 
 
 def precision_facts(pkg: Package) -> dict[str, Any]:
-    """Facts of every graph, and ``memory_path_intact``: no rounding node on the path and no
-    memory read/write projection fed int8 or 16-bit values."""
+    """Facts of every graph (the decode graphs too), and ``memory_path_intact``: no rounding node
+    on the step graphs' memory path and no memory read/write projection there fed int8 or 16-bit
+    values. The decode graphs only read the memory into a cache, with each weight in the
+    precision the step gives it (memx.calibration.decode), so they are reported, not gated."""
+    from memx.calibration.decode import memory_io
+
     m = pkg.manifest
     graphs = {}
-    for g in m.graphs:
+    for g in m.graphs + (m.decode.graphs if m.decode else []):
         proto = onnx.load(str(pkg.file(g.file)), load_external_data=False)
-        names_in, names_out = {t.name for t in g.inputs}, {t.name for t in g.outputs}
-        graphs[g.name] = graph_facts(proto, [s.input for s in m.state if s.input in names_in], [s.output for s in m.state if s.output in names_out])
-    intact = all(not f["memory_path"]["rounding_nodes"] and not f["memory_path"]["low_precision_projections"] for f in graphs.values())
+        graphs[g.name] = graph_facts(proto, *memory_io(m, g))
+    intact = all(not graphs[g.name]["memory_path"]["rounding_nodes"] and not graphs[g.name]["memory_path"]["low_precision_projections"] for g in m.graphs)
     return {"precision": m.precision, "policy": (m.quantization or {}).get("policy"), "memory_path_intact": intact, "graphs": graphs}

@@ -21,13 +21,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from memx.calibration.decode import StepPrecision, decode_memory_path, memory_io, record_decode_feeds, shared_ranges
 from memx.calibration.feeds import CalibrationSet, collect_feeds
 from memx.validation.sources import TokenSource, default_source
 from memx.calibration.methods import GraphJob, get_method
 from memx.calibration.policy import PrecisionPolicy, fold_constant_weights, name_nodes, unshare_initializers
 from memx.onnxgraph import MemoryPath, find_memory_path
 from memx.errors import QuantizationError
-from memx.package.manifest import Manifest
+from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package, check_target, file_info, mirror_manifest, staged_directory, write_text_atomic
 
 log = logging.getLogger("memx.calibration")
@@ -133,43 +134,74 @@ def quantize_package(
     records: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="memx-quantize-") as tmp, staged_directory(out_dir, force=force) as stage:
         for rel in m.files:
-            if rel not in {g.file for g in m.graphs} and not rel.startswith("engines/"):  # engines of the old graphs do not carry over
+            if rel not in {g.file for g in m.graphs + (m.decode.graphs if m.decode else [])} and not rel.startswith("engines/"):  # engines of the old graphs do not carry over
                 target = stage / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(pkg.file(rel), target)
+        step = StepPrecision()
+        options: dict[str, Any]
+        caches: dict[str, Path] = {}
         for graph in m.graphs:
-            proto = onnx.load(str(pkg.file(graph.file)))
-            fold_constant_weights(proto)
-            name_nodes(proto)
-            inputs = {t.name for t in graph.inputs}
-            outputs = {t.name for t in graph.outputs}
-            path = find_memory_path(proto, [s.input for s in m.state if s.input in inputs], [s.output for s in m.state if s.output in outputs])
+            proto = _prepared(pkg, graph)
+            path = find_memory_path(proto, *memory_io(m, graph))
+            step.add(graph.name, proto, path)
             paths[graph.name] = path
-            if policy.protects_memory_path:
-                unshare_initializers(proto, path.protected_nodes)
-            named = Path(tmp) / f"{graph.name}.fp32.onnx"
-            onnx.save(proto, str(named))
-            job = GraphJob(graph, named, Path(tmp) / f"{graph.name}.q.onnx", calib.feeds[graph.name] if calib else [], path, policy, calibration,
-                           options={"attention_qdq": attention_qdq})
-            record = quant.quantize(job)
-            cache = record.pop("calibration_cache", None)
-            if cache:  # ONNX Runtime's calibration cache: re-quantize without re-running calibration
-                (stage / CALIBRATION_DIR).mkdir(exist_ok=True)
-                shutil.copy2(cache, stage / CALIBRATION_DIR / f"{graph.name}.json")
-                record["calibration_cache"] = f"{CALIBRATION_DIR}/{graph.name}.json"
-            records[graph.name] = {**record, "memory_path": path.to_dict()}
-            result = onnx.load(str(job.target))
+            feeds = calib.feeds[graph.name] if calib else []
+            options = {"attention_qdq": attention_qdq}
+            if m.decode is not None:  # one range per weight's use on the tokens, which the decode graph then takes
+                options["range_groups"] = step.range_groups(graph.name)
+            records[graph.name] = _quantize_graph(quant, policy, calibration, graph, proto, path, feeds, options, Path(tmp), stage, caches)
+            result = onnx.load(str(stage / graph.file))
+            outputs = {t.name for t in graph.outputs}
             round_state_outputs(result, {s.output: s.name for s in m.state if s.output in outputs}, policy.state, scales)
             onnx.save(result, str(stage / graph.file))
-        if m.decode is not None:
-            warnings.append("the decode graphs (memx generate) are kept in fp32: only the step graphs are quantized")
+        if m.decode is not None:  # as the step was, weight by weight (memx.calibration.decode)
+            decode_feeds = record_decode_feeds(pkg, calib) if calib else {}
+            for graph in m.decode.graphs:
+                proto = _prepared(pkg, graph)
+                path = paths[graph.name] = decode_memory_path(proto, m, graph, step)
+                options = {"attention_qdq": attention_qdq}
+                shared = None
+                if quant.needs_calibration:
+                    options["range_overrides"], matched, total = shared_ranges(proto, m, graph, step, caches)
+                    shared = {"activation_ranges_from_step": matched, "weighted_matmuls": total}
+                record = _quantize_graph(quant, policy, calibration, graph, proto, path, decode_feeds.get(graph.name, []), options, Path(tmp), stage, caches)
+                records[graph.name] = {**record, "float_because_step_keeps_weight": len(path.shared_nodes), **({"shared_with_step": shared} if shared else {})}
         new = _quantized_manifest(m, quant.precision, method, policy, calib, calibration, records, warnings, scales)
-        for graph in new.graphs:
+        for graph in new.graphs + (new.decode.graphs if new.decode else []):
             mirror_manifest(stage / graph.file, onnx.load(str(stage / graph.file)), new)
         new.files = {p.relative_to(stage).as_posix(): file_info(p) for p in sorted(stage.rglob("*")) if p.is_file()}
         write_text_atomic(stage / "memx.json", new.to_json())
         _smoke_test(stage)
     return QuantizeResult(Package.open(out_dir), calib, warnings, paths)
+
+
+def _prepared(pkg: Package, graph: GraphInfo) -> onnx.ModelProto:
+    """The fp32 graph as the quantizers want it: weights folded to constants, every node named."""
+    proto = onnx.load(str(pkg.file(graph.file)))
+    fold_constant_weights(proto)
+    name_nodes(proto)
+    return proto
+
+
+def _quantize_graph(quant: Any, policy: PrecisionPolicy, calibration: str, graph: GraphInfo, proto: onnx.ModelProto, path: MemoryPath,
+                    feeds: list[dict[str, np.ndarray]], options: dict[str, Any], tmp: Path, stage: Path, caches: dict[str, Path]) -> dict[str, Any]:
+    """Quantize one graph into ``stage / graph.file``; returns its manifest record (ONNX Runtime's
+    calibration cache, when the method makes one, is kept in the package and in ``caches``)."""
+    if policy.protects_memory_path:
+        unshare_initializers(proto, path.protected_nodes)
+    named = tmp / f"{graph.name}.fp32.onnx"
+    onnx.save(proto, str(named))
+    job = GraphJob(graph, named, tmp / f"{graph.name}.q.onnx", feeds, path, policy, calibration, options=options)
+    record = quant.quantize(job)
+    cache = record.pop("calibration_cache", None)
+    if cache:  # ONNX Runtime's calibration cache: re-quantize without re-running calibration
+        caches[graph.name] = Path(cache)
+        (stage / CALIBRATION_DIR).mkdir(exist_ok=True)
+        shutil.copy2(cache, stage / CALIBRATION_DIR / f"{graph.name}.json")
+        record["calibration_cache"] = f"{CALIBRATION_DIR}/{graph.name}.json"
+    shutil.copy2(job.target, stage / graph.file)
+    return {**record, "memory_path": path.to_dict()}
 
 
 def _quantized_manifest(m: Manifest, precision: str, method: str, policy: PrecisionPolicy, calib: CalibrationSet | None, calibration: str,

@@ -62,9 +62,12 @@ def quantize(
     from memx.calibration.inspect import precision_facts
 
     facts = precision_facts(result.package)
-    for g in result.package.manifest.graphs:
+    qm = result.package.manifest
+    for g in qm.graphs + (qm.decode.graphs if qm.decode else []):
         mp = q["graphs"][g.name]["memory_path"]
         kept = f"{len(mp['read'])} / {len(mp['write'])} / {len(mp['other'])}" if q["policy"]["memory_path"] == "excluded" else "none (quantized by policy)"
+        if mp.get("float_in_step"):
+            kept += f" + {len(mp['float_in_step'])} float as in the step"
         f = facts["graphs"][g.name]
         table.add_row(g.name, kept, f"{f['quantize_linear']} Q, {f['dequantize_linear']} DQ, {f['casts']} Cast",
                       f"{human_bytes(src.manifest.files[g.file].bytes)} -> {human_bytes(result.package.manifest.files[g.file].bytes)}")

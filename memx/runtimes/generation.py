@@ -147,17 +147,23 @@ class Generator:
         self._state_inputs = {s.name: s.input for s in runtime.manifest.state}
 
     # --- the two decode graphs ---------------------------------------------------------------
+    def open_feeds(self, reset: np.ndarray, states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs of ``decode_open`` for rows (B,) of ``states`` (by state name)."""
+        inputs = {s.input: np.ascontiguousarray(states[s.name]) for s in self.runtime.manifest.state}
+        return {t.name: (reset if t.name == "reset" else inputs[t.name]) for t in self.open_graph.inputs}
+
+    def decode_feeds(self, tokens: np.ndarray, lengths: np.ndarray, position: np.ndarray, cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs of ``decode``: new tokens (B, n), how many of them are real (B,), where they go (B,), the cache by name."""
+        return {"tokens": tokens, "lengths": lengths, "position": position, **{c.input: np.ascontiguousarray(cache[c.name]) for c in self.info.cache}}
+
     def open(self, reset: np.ndarray, states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The cache entries ``decode_open`` writes, for rows (B,) of ``states``."""
-        inputs = {s.input: np.ascontiguousarray(states[s.name]) for s in self.runtime.manifest.state}
-        feeds = {t.name: (reset if t.name == "reset" else inputs[t.name]) for t in self.open_graph.inputs}
-        out = self.runtime.run_graph(self.open_graph, feeds)
+        out = self.runtime.run_graph(self.open_graph, self.open_feeds(reset, states))
         return {c.name: out[c.output] for c in self.info.cache if c.graph == "decode_open"}
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, position: np.ndarray, cache: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """logits (B, n, V) of the new tokens and the cache entries ``decode`` writes."""
-        feeds = {"tokens": tokens, "lengths": lengths, "position": position, **{c.input: np.ascontiguousarray(cache[c.name]) for c in self.info.cache}}
-        out = self.runtime.run_graph(self.decode_graph, feeds)
+        out = self.runtime.run_graph(self.decode_graph, self.decode_feeds(tokens, lengths, position, cache))
         return out["logits"], {c.name: out[c.output] for c in self.info.cache if c.graph == "decode"}
 
     # --- appending ------------------------------------------------------------------------------

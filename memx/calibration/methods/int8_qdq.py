@@ -84,10 +84,12 @@ class Int8QDQ(QuantMethod):
                 )
         except Exception as e:  # onnxruntime raises its own types
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
+        rewired = float_inputs_for(job.target, set(job.excluded_nodes))
         return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
                 "op_types": ["MatMul", "Gemm"], "calibration": job.calibration, "calibrated_tensors": ranges,
                 "excluded_nodes": len(job.excluded_nodes), "attention_matmuls": "int8" if attention else "float",
-                "calibration_cache": str(cache), "skipped_nodes": skipped}
+                "calibration_cache": str(cache), "skipped_nodes": skipped,
+                "float_inputs_restored": rewired}
 
     @staticmethod
     def calibrate(job: GraphJob, cache: Path) -> int:
@@ -109,12 +111,63 @@ class Int8QDQ(QuantMethod):
                                                calibrate_method=_ort_method(job.calibration), extra_options=options)
                 calibrator.collect_data(_Reader(job.feeds))
                 ranges = calibrator.compute_data()
+                _unify_ranges(ranges, job.options.get("range_groups") or [])
+                _override_ranges(ranges, job.options.get("range_overrides") or {})
                 save_tensors_data(ranges, cache)
         except QuantizationError:
             raise
         except Exception as e:
             raise QuantizationError(f"calibration ({job.calibration}) failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
         return len(ranges.data)
+
+
+def float_inputs_for(path: Path, nodes: set[str]) -> int:
+    """Feed ``nodes`` (kept float by the policy) the float tensors themselves: ONNX Runtime's Q/DQ
+    quantizer hands every consumer of a quantized activation its dequantized copy, excluded
+    consumers too (a memory projection reading a LayerNorm output that a token projection also
+    reads), which would round what the policy keeps exact. Rewrites the file; returns how many
+    inputs were restored."""
+    import onnx
+
+    model = onnx.load(str(path))
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    restored = 0
+    for node in model.graph.node:
+        if node.name not in nodes:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":  # an activation Q/DQ pair (weights have no Q)
+                node.input[k] = q.input[0]
+                restored += 1
+    if restored:
+        onnx.save(model, str(path))
+    return restored
+
+
+def _unify_ranges(ranges: Any, groups: list[list[str]]) -> None:
+    """Give every tensor of a group the union of their ranges (one scale for all of them)."""
+    from onnxruntime.quantization.calibrate import TensorData
+
+    for group in groups:
+        found = [ranges.data[t].range_value for t in group if t in ranges.data]
+        if len(found) < 2:
+            continue
+        low = np.array(min(float(np.min(r[0])) for r in found), np.float32)
+        high = np.array(max(float(np.max(r[1])) for r in found), np.float32)
+        for t in group:
+            if t in ranges.data:
+                ranges.data[t] = TensorData(lowest=low, highest=high)
+
+
+def _override_ranges(ranges: Any, overrides: dict[str, tuple[float, float]]) -> None:
+    """Replace calibrated ranges by given ones (a decode graph takes the step's, so both quantize
+    the same activations with the same scale); tensors the calibrator did not see are added."""
+    from onnxruntime.quantization.calibrate import TensorData
+
+    for name, (low, high) in overrides.items():
+        ranges.data[name] = TensorData(lowest=np.array(low, np.float32), highest=np.array(high, np.float32))
 
 
 def _ort_method(name: str) -> Any:
