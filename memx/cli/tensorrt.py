@@ -59,6 +59,8 @@ def build(
     target_cc: Optional[str] = typer.Option(None, help="Compute capability to build for: sm75/sm80/sm86/sm89/sm120 with TensorRT-RTX (default sm89); full TensorRT builds for the local GPU."),
     plugin: str = typer.Option("auto", help="How memx ops are imported: aot (Triton kernel embedded in the engine, TensorRT >= 10.9), jit (Python plugin, needs "
                                "memx where the engine runs), off (the ops' function bodies), auto (aot, else jit, else off; off with TensorRT-RTX)."),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="Also build the decode graphs (memx generate) where the package has them: "
+                                "batch range as above, 1..capacity new tokens per call, optimized for one."),
 ) -> None:
     """Build TensorRT engines for every graph: with `tensorrt` for the local GPU, otherwise with
     TensorRT-RTX ahead of time for a named compute capability (no GPU needed). Precision
@@ -70,12 +72,12 @@ def build(
     from memx.tensorrt import build_engines
 
     tags = build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,
-                         timing_cache=timing_cache, plugin=plugin, progress=lambda msg: err.print(escape(msg), highlight=False))
+                         timing_cache=timing_cache, plugin=plugin, decode=decode, progress=lambda msg: err.print(escape(msg), highlight=False))
     from memx.exporter import Package
 
     pkg = Package.open(package)
     table = Table(title=f"TensorRT engines in {package}")
-    for col in ("graph", "engine", "built with", "for", "precision", "profiles (batch; segment)", "custom ops", "build"):
+    for col in ("graph", "engine", "built with", "for", "precision", "profiles (batch; segment or new tokens)", "custom ops", "build"):
         table.add_column(col)
     for t in tags:
         prof = "; ".join(f"{p.batch[0]}..{p.batch[2]}" + (f"; {p.segment[0]}..{p.segment[2]}" if p.segment else "") for p in t.profiles)

@@ -25,9 +25,12 @@ METADATA_KEY = "memx.manifest"  # key of the mirrored manifest in ONNX metadata_
 DTYPES = ("float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 
 
+SEQUENCE_DIMS = ("segment", "new")  # the step's tokens; the decode graph's new tokens
+
+
 def concrete_shape(spec: list[int | str], batch: int, segment: int) -> tuple[int, ...]:
-    """A manifest shape with its "batch" and "segment" dims filled in."""
-    return tuple(batch if d == "batch" else segment if d == "segment" else int(d) for d in spec)
+    """A manifest shape with its "batch" and sequence ("segment", or "new" in a decode graph) dims filled in."""
+    return tuple(batch if d == "batch" else segment if d in SEQUENCE_DIMS else int(d) for d in spec)
 
 
 @dataclass

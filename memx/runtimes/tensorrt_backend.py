@@ -5,7 +5,9 @@ buffers, ``cuda_graphs=True`` to replay captured graphs; ``memx.runtimes.residen
 ``resident=False`` streams go through ``run`` with host arrays, uploading and downloading the
 state each call.
 
-Options: ``engines``/``device_impl`` inject ready engines and a device (embedding, tests)."""
+Options: ``engines``/``device_impl`` (and ``decode_engines``) inject ready engines and a device
+(embedding, tests). The decode graphs' engines (``memx build`` makes them) serve ``memx generate``
+through ``run``; a package built without them steps but does not generate."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from memx.errors import EngineError
-from memx.package.manifest import GraphInfo
+from memx.errors import BackendUnavailableError, EngineError
+from memx.package.manifest import SEQUENCE_DIMS, GraphInfo
 from memx.package.files import Package
 from memx.runtimes.base import Backend, register_backend
 from memx.runtimes.resident import concrete_shape
@@ -22,9 +24,11 @@ from memx.runtimes.tensorrt_engine import GraphEngine, TensorRTExecutor, TorchDe
 
 
 def _segment_of(graph: GraphInfo, feeds: dict[str, np.ndarray]) -> int | None:
+    """The call's sequence length: the step's segment, or the decode graph's new tokens."""
     for t in graph.inputs:
-        if "segment" in t.shape:
-            return int(feeds[t.name].shape[t.shape.index("segment")])
+        for d in SEQUENCE_DIMS:
+            if d in t.shape:
+                return int(feeds[t.name].shape[t.shape.index(d)])
     return None
 
 
@@ -34,6 +38,7 @@ class TensorRTBackend(Backend):
         super().__init__(package, device=device, **options)
         if options.get("engines") is not None:
             engines, self.device_impl = options["engines"], options["device_impl"]
+            decode = options.get("decode_engines") or []
             self.flavour = "injected"
         else:
             trt, self.flavour = load_trt()
@@ -41,7 +46,9 @@ class TensorRTBackend(Backend):
             self.device_impl = TorchDevice(f"cuda:{index}")
             cc = self.device_impl.torch.cuda.get_device_capability(index)
             engines = open_engines(package, trt, self.flavour, compute_capability=f"sm{cc[0]}{cc[1]}")
-        self.engines: dict[str, GraphEngine] = {e.graph.name: e for e in engines}
+            decode = open_engines(package, trt, self.flavour, compute_capability=f"sm{cc[0]}{cc[1]}", decode=True)
+        self.engines: dict[str, GraphEngine] = {e.graph.name: e for e in engines}  # the step's, launched in order by the resident executor
+        self.decode_engines: dict[str, GraphEngine] = {e.graph.name: e for e in decode}  # memx generate's, when memx build made them
         self._buffers: dict[tuple[str, int, int | None], dict[str, Any]] = {}
 
     def _buffers_for(self, graph: GraphInfo, e: GraphEngine, batch: int, segment: int | None) -> dict[str, Any]:
@@ -58,8 +65,15 @@ class TensorRTBackend(Backend):
             self._buffers[key] = bufs
         return self._buffers[key]
 
+    def _engine(self, graph: GraphInfo) -> GraphEngine:
+        e = self.engines.get(graph.name) or self.decode_engines.get(graph.name)
+        if e is None:
+            raise BackendUnavailableError(f"the package has no TensorRT engine for graph {graph.name!r}", expected="engines for the decode graphs",
+                                          actual=sorted([*self.engines, *self.decode_engines]), hint=f"run `memx build {self.package.path}` (it builds the decode graphs too)")
+        return e
+
     def run(self, graph: GraphInfo, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        e = self.engines[graph.name]
+        e = self._engine(graph)
         batch = int(feeds[graph.inputs[0].name].shape[0])
         segment = _segment_of(graph, feeds)
         dev = self.device_impl

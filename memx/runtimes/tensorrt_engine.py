@@ -85,19 +85,24 @@ class GraphEngine:
                 raise EngineError(f"TensorRT refused the shape of input {name!r}", expected=f"within profile {profile}", actual=list(shape))
 
 
-def open_engines(pkg: Package, trt: Any, flavour: str, *, compute_capability: str | None) -> list[GraphEngine]:
-    """Deserialize every graph's engine after checking its build tags against this TensorRT/GPU."""
+def open_engines(pkg: Package, trt: Any, flavour: str, *, compute_capability: str | None, decode: bool = False) -> list[GraphEngine]:
+    """Deserialize every step graph's engine (``decode``: the decode graphs' engines, none when
+    the package has none) after checking its build tags against this TensorRT/GPU."""
     tags = {t.graph: t for t in engine_tags(pkg)}
-    missing = [g.name for g in pkg.manifest.graphs if g.name not in tags]
+    m = pkg.manifest
+    graphs = (m.decode.graphs if m.decode else []) if decode else m.graphs
+    missing = [g.name for g in graphs if g.name not in tags]
+    if decode and missing:
+        return []  # built before memx build made decode engines, or with --no-decode: steps only
     if missing:
-        raise EngineError("package has no TensorRT engine for some graphs", expected=[g.name for g in pkg.manifest.graphs], actual=sorted(tags), hint=f"run `memx build {pkg.path}`")
+        raise EngineError("package has no TensorRT engine for some graphs", expected=[g.name for g in graphs], actual=sorted(tags), hint=f"run `memx build {pkg.path}`")
     if any(how == "plugin (jit)" for t in tags.values() for how in t.custom_ops.values()):
         from memx.tensorrt.plugin import register_plugins  # JIT plugins run Python: their definitions must exist here
 
         register_plugins()
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     engines = []
-    for g in pkg.manifest.graphs:
+    for g in graphs:
         t = tags[g.name]
         check_runnable(t, flavour="tensorrt", trt_version=trt.__version__, compute_capability=compute_capability)
         if flavour == "tensorrt_lean" and not t.version_compatible:

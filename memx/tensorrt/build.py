@@ -44,11 +44,12 @@ def parse_range(text: str | None, *, name: str, default: tuple[int, int, int]) -
     return parts[0], parts[1], parts[2]
 
 
-def make_profile(graph: GraphInfo, batch: tuple[int, int, int], segment: tuple[int, int, int], seg_limits: dict[str, int]) -> Profile:
-    """Min/opt/max shapes of every graph input: symbolic 'batch' and 'segment' dims take the
-    ranges, fixed dims stay; any other symbolic dim cannot be profiled."""
+def make_profile(graph: GraphInfo, batch: tuple[int, int, int], segment: tuple[int, int, int], seg_limits: dict[str, int], *, axis: str = "segment") -> Profile:
+    """Min/opt/max shapes of every graph input: symbolic 'batch' and ``axis`` ('segment'; 'new'
+    for the decode graph's new tokens) dims take the ranges, fixed dims stay; any other symbolic
+    dim cannot be profiled."""
     if segment[2] > seg_limits["max"] or segment[0] < seg_limits["min"]:
-        raise InputError("segment range outside what the package allows", expected=f"within {seg_limits['min']}..{seg_limits['max']}", actual=f"{segment[0]}..{segment[2]}")
+        raise InputError(f"{axis} range outside what the package allows", expected=f"within {seg_limits['min']}..{seg_limits['max']}", actual=f"{segment[0]}..{segment[2]}")
     shapes: dict[str, dict[str, list[int]]] = {}
     uses_segment = False
     for t in graph.inputs:
@@ -58,10 +59,10 @@ def make_profile(graph: GraphInfo, batch: tuple[int, int, int], segment: tuple[i
                 values = (d, d, d)
             elif d == "batch":
                 values = batch
-            elif d == "segment":
+            elif d == axis:
                 values, uses_segment = segment, True
             else:
-                raise EngineError(f"graph {graph.name!r} input {t.name!r} has the dynamic dim {d!r}, which no profile covers", expected="batch, segment or fixed dims", actual=t.shape)
+                raise EngineError(f"graph {graph.name!r} input {t.name!r} has the dynamic dim {d!r}, which no profile covers", expected=f"batch, {axis} or fixed dims", actual=t.shape)
             for key, v in zip(("min", "opt", "max"), values):
                 triple[key].append(int(v))
         shapes[t.name] = triple
@@ -215,9 +216,11 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
 
 def build_engines(package: str | os.PathLike | Package, *, batch: str | None = None, segment_len: list[str] | str | None = None,
                   target_cc: str | None = None, version_compatible: bool = False, timing_cache: str | os.PathLike | None = None,
-                  prefer: str | None = None, plugin: str = "auto", progress: Callable[[str], None] | None = None) -> list[BuildTags]:
+                  prefer: str | None = None, plugin: str = "auto", decode: bool = True, progress: Callable[[str], None] | None = None) -> list[BuildTags]:
     """Build one engine per graph and record them in the package (replacing earlier engines).
-    ``plugin``: how memx ops are imported (``plugin_mode``)."""
+    ``plugin``: how memx ops are imported (``plugin_mode``). ``decode``: the decode graphs
+    (memx generate) too, where the package has them, for the batch range and 1..capacity new
+    tokens per call (optimized for one)."""
     pkg = package if isinstance(package, Package) else Package.open(package)
     flavour = tv.installed_flavour(prefer)
     if flavour is None:
@@ -239,10 +242,13 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
     cache_path = Path(timing_cache) if timing_cache else None
     cache = cache_path.read_bytes() if cache_path and cache_path.is_file() else None
     builds: list[GraphBuild] = []
-    for g in m.graphs:
+    jobs = [(g, [make_profile(g, batch_range, r, m.segment) for r in seg_ranges]) for g in m.graphs]
+    if decode and m.decode is not None:
+        new_tokens = {"min": 1, "max": m.decode.capacity}
+        jobs += [(g, [make_profile(g, batch_range, (1, 1, m.decode.capacity), new_tokens, axis="new")]) for g in m.decode.graphs]
+    for g, profiles in jobs:
         if progress:
             progress(f"building {g.name} ({flavour.name} {flavour.version}, {cc})")
-        profiles = [make_profile(g, batch_range, r, m.segment) for r in seg_ranges]
         b = build_graph(flavour, pkg.file(g.file), g, profiles, target_cc=cc, precision=m.precision, version_compatible=version_compatible,
                         timing_cache=cache, engine_file=f"{ENGINE_DIR}/{g.name}.plan", plugins=plugins)
         cache = b.timing_cache

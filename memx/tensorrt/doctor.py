@@ -23,7 +23,7 @@ from memx.registry import Registry
 from memx.tensorrt.tags import parse_cc
 
 SEVERITIES = ("error", "warning", "info")
-STEP_DIMS = {"batch", "segment"}  # the dims memx's optimization profiles cover
+STEP_DIMS = {"batch", "segment", "new"}  # the dims memx's optimization profiles cover ("new": the decode graph's new tokens)
 FP8_TYPES = {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E5M2", "FLOAT8E4M3FNUZ", "FLOAT8E5M2FNUZ") if hasattr(onnx.TensorProto, n)}
 INT4_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4") if hasattr(onnx.TensorProto, n)}
 
@@ -177,7 +177,7 @@ def check_dynamic_shapes(ctx: GraphContext) -> Iterator[Finding]:
                 yield ctx.find("warning", "dynamic_shapes", f"input {v.name!r} axis {axis} is dynamic and unnamed: its range must be given in every optimization profile",
                                "name the dim (batch/segment) at export, or give min/opt/max shapes for it")
             elif d.dim_param not in STEP_DIMS:
-                yield ctx.find("warning", "dynamic_shapes", f"input {v.name!r} axis {axis} is the dynamic dim {d.dim_param!r}, which memx's profiles (batch, segment) do not cover",
+                yield ctx.find("warning", "dynamic_shapes", f"input {v.name!r} axis {axis} is the dynamic dim {d.dim_param!r}, which memx's profiles (batch, segment, new) do not cover",
                                "make it static at export, or build with explicit shapes for it")
     for node in all_nodes(ctx.model):
         if _is_default_domain(node) and node.op_type in tv.DATA_DEPENDENT_SHAPE_OPS:
@@ -308,10 +308,11 @@ def _graphs(path: Path) -> list[tuple[str, Path, list[str], list[str]]]:
     if path.is_dir():
         from memx.package.files import Package
 
+        from memx.calibration.decode import memory_io
+
         pkg = Package.open(path)
         m = pkg.manifest
-        return [(g.name, pkg.file(g.file), [s.input for s in m.state if s.input in {t.name for t in g.inputs}],
-                 [s.output for s in m.state if s.graph == g.name]) for g in m.graphs]
+        return [(g.name, pkg.file(g.file), *memory_io(m, g)) for g in m.graphs + (m.decode.graphs if m.decode else [])]
     if path.suffix == ".onnx" and path.is_file():
         model = onnx.load(str(path), load_external_data=False)
         ins = [i.name for i in model.graph.input if i.name.startswith("state_in.")]

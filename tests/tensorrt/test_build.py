@@ -47,11 +47,18 @@ def test_every_zoo_package_builds_for_sm89(name, precision, package_of, quantize
     path = _copy(src, tmp_path)
     tags = build_engines(path, target_cc="sm89", batch="1,4,8")
     pkg = Package.open(path, verify=True)  # engines are listed files with sizes and hashes
-    assert [t.graph for t in tags] == [g.name for g in pkg.manifest.graphs]
+    decode = [g.name for g in pkg.manifest.decode.graphs] if pkg.manifest.decode else []
+    assert [t.graph for t in tags] == [g.name for g in pkg.manifest.graphs] + decode  # memx generate's graphs too
     for t in tags:
         assert t.compute_capability == "sm89" and t.flavour == "tensorrt-rtx" and t.precision == pkg.manifest.precision and t.strongly_typed
         assert (path / t.file).stat().st_size > 1000
-        assert t.profiles[0].batch == (1, 4, 8) and t.profiles[0].segment == (src.manifest.segment["min"], src.manifest.segment["max"], src.manifest.segment["max"])
+        assert t.profiles[0].batch == (1, 4, 8)
+        if t.graph == "decode":  # new tokens per call: 1..capacity, optimized for one
+            assert t.profiles[0].segment == (1, 1, pkg.manifest.decode.capacity)
+        elif t.graph == "decode_open":  # reset and the memory: no sequence axis
+            assert t.profiles[0].segment is None
+        else:
+            assert t.profiles[0].segment == (src.manifest.segment["min"], src.manifest.segment["max"], src.manifest.segment["max"])
     assert engine_tags(pkg) == tags
     if pkg.manifest.custom_ops:
         assert all(v == "function body" for t in tags for v in t.custom_ops.values())  # no plugin registered here
@@ -105,8 +112,9 @@ def test_cli_builds_and_the_manifest_stays_readable_by_older_fields(package_of, 
 def test_version_compatible_build_is_tagged(package_of, tmp_path):
     _rtx()
     path = _copy(package_of("rmt-tiny"), tmp_path)
-    [tags] = build_engines(path, version_compatible=True)
-    assert tags.version_compatible and Package.open(path).manifest.engines[0]["version_compatible"] is True
+    tags = build_engines(path, version_compatible=True)
+    assert [t.graph for t in tags] == ["step", "decode_open", "decode"]
+    assert all(t.version_compatible for t in tags) and all(e["version_compatible"] is True for e in Package.open(path).manifest.engines)
 
 
 # what memx doctor names, and memx build then refuses, for models TensorRT cannot import
@@ -159,3 +167,17 @@ def test_wrapped_user_models_quantize_pass_the_doctor_and_build_for_sm89_in_fres
         assert built.returncode == 0, built.stdout + built.stderr
         m = Package.open(path, verify=True).manifest
         assert [e["graph"] for e in m.engines] == ["step"] and m.engines[0]["precision"] == m.precision
+
+
+def test_no_decode_builds_the_step_only_and_a_backend_without_decode_engines_says_what_to_run(package_of, tmp_path):
+    _rtx()
+    from memx.runtimes.tensorrt_engine import open_engines
+
+    path = _copy(package_of("rmt-tiny"), tmp_path)
+    tags = build_engines(path, decode=False)
+    pkg = Package.open(path, verify=True)
+    assert [t.graph for t in tags] == ["step"] and sorted(k for k in pkg.manifest.files if k.startswith("engines/")) == ["engines/step.plan"]
+    assert open_engines(pkg, None, "tensorrt", compute_capability=None, decode=True) == []  # steps only: nothing to deserialize
+    r = CliRunner().invoke(app, ["build", str(path), "--batch", "1,2,4"])
+    assert r.exit_code == 0, r.output
+    assert [t.graph for t in engine_tags(Package.open(path))] == ["step", "decode_open", "decode"]

@@ -103,6 +103,12 @@ def test_a_real_int8_dynamic_package_is_refused(quantized):
     assert {f.message.split()[-1] for f in report.errors} >= {"MatMulInteger", "DynamicQuantizeLinear"}
 
 
+def test_the_decode_graphs_are_diagnosed_too(quantized):
+    """memx generate's graphs get the same checks as the step: an int8-dynamic package is refused in all three."""
+    report = diagnose(quantized("rmt-ar", "int8-dynamic").path)
+    assert {f.graph for f in report.errors} == {"step", "decode_open", "decode"}
+
+
 def test_qdq_rules(tmp_path):
     path, _ = bad_qdq(tmp_path)
     msgs = [f.message for f in _findings(path, "qdq")]
