@@ -9,6 +9,9 @@ memory written each time a segment of S tokens fills):
   memx-run        the same through libmemx (memx-run --generate), when `make cpp` built it
   step rerun      ONNX Runtime's step graph re-run on the growing segment for every token (O(S^2))
   torch eager     the same model's decode functions in PyTorch eager (KV cache, inference_mode)
+  memx decode int8-dynamic / int8-qdq
+                  the first contender on the package `memx quantize` made (decode graphs quantized
+                  as the step; int8-qdq calibrated on 16 random-token segments): --quantized to choose
 
     python benchmarks/generate.py
     python benchmarks/generate.py --presets rmt-small --batches 1 --tokens 128
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from memx import runtimes
+from memx.calibration import quantize_package
 from memx.exporter import export_preset
 from memx.models import build_preset, presets
 from memx.models.decode import DECODE
@@ -116,6 +120,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--tokens", type=int, default=256, help="tokens generated per run (2 segments of 128: two memory writes)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quantized", default="int8-dynamic,int8-qdq", help="quantization methods to add as contenders ('' for none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -126,6 +131,8 @@ def main() -> None:
             pkg = export_preset(name, tmp / f"{name}.memx", verify_segments=0)
             s = pkg.manifest.decode.capacity
             rt = runtimes.open(pkg, backend="onnxruntime")
+            quantized = {m: runtimes.open(quantize_package(pkg, tmp / f"{name}.{m}.memx", method=m, calib_segments=16, calib_horizon=16, progress=False).package,
+                                          backend="onnxruntime") for m in filter(None, args.quantized.split(","))}
             model = build_preset(name).eval()
             for b in (int(x) for x in args.batches.split(",")):
                 prompt = np.random.default_rng(0).integers(0, pkg.manifest.vocab_size, size=(b, s), dtype=np.int64)
@@ -135,6 +142,7 @@ def main() -> None:
                     "memx-run (C++)": [t for t in (bench_memx_run(pkg.path, prompt, n, s, tmp) for _ in range(args.repeats)) if t is not None],
                     "step rerun (ORT)": [bench_step_rerun(rt, prompt, min(n, s), s) * n / min(n, s) for _ in range(1)],
                     "torch eager (decode fns)": [bench_torch(model, prompt, n, s) for _ in range(args.repeats)],
+                    **{f"memx decode {m} (ORT)": [bench_memx(q, prompt, n, s) for _ in range(args.repeats)] for m, q in quantized.items()},
                 }
                 for contender, secs in timings.items():
                     if secs:
