@@ -26,7 +26,7 @@ from onnx import numpy_helper
 from memx.calibration.feeds import CalibrationSet
 from memx.onnxgraph import MATMULS, MemoryPath, find_memory_path
 from memx.package.files import Package
-from memx.package.manifest import GraphInfo, Manifest
+from memx.package.manifest import GraphInfo, Manifest, memory_io
 
 
 def weight_key(t: onnx.TensorProto) -> str:
@@ -93,17 +93,6 @@ class StepPrecision:
         uses = self.uses.get(key, [])
         kept = [u for u in uses if u.protected == reads_memory]
         return kept or uses
-
-
-def memory_io(m: Manifest, graph: GraphInfo) -> tuple[list[str], list[str]]:
-    """The inputs and outputs of ``graph`` that carry the memory: a step's state; for the decode
-    graphs, the read memory (``decode_open``'s state inputs, the prefix cache ``decode`` reads).
-    Decode graphs write no memory."""
-    names_in, names_out = {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
-    if m.decode is not None and graph.name in {g.name for g in m.decode.graphs}:
-        prefix = [c.input for c in m.decode.cache if c.graph == "decode_open"]
-        return [n for n in [*(s.input for s in m.state), *prefix] if n in names_in], []
-    return [s.input for s in m.state if s.input in names_in], [s.output for s in m.state if s.output in names_out]
 
 
 def reads_memory(m: Manifest, graph: GraphInfo) -> bool:

@@ -10,6 +10,7 @@ import onnx
 
 from memx.onnxgraph import MATMULS, find_memory_path
 from memx.package.files import Package
+from memx.package.manifest import memory_io
 
 QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INT8_MATMULS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
@@ -61,8 +62,6 @@ def precision_facts(pkg: Package) -> dict[str, Any]:
     on the step graphs' memory path and no memory read/write projection there fed int8 or 16-bit
     values. The decode graphs only read the memory into a cache, with each weight in the
     precision the step gives it (memx.calibration.decode), so they are reported, not gated."""
-    from memx.calibration.decode import memory_io
-
     m = pkg.manifest
     graphs = {}
     for g in m.graphs + (m.decode.graphs if m.decode else []):

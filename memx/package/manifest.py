@@ -587,3 +587,14 @@ def _check_pipeline(m: Manifest) -> None:
         if unknown:
             raise ManifestError(f"graph {g.name!r} consumes names that are not its inputs", expected=[t.name for t in g.inputs], actual=sorted(unknown))
         produced[g.name] = {t.name for t in g.outputs}
+
+
+def memory_io(m: Manifest, graph: GraphInfo) -> tuple[list[str], list[str]]:
+    """The inputs and outputs of ``graph`` that carry the memory: a step's state; for the decode
+    graphs, the read memory (``decode_open``'s state inputs, the prefix cache ``decode`` reads).
+    Decode graphs write no memory."""
+    names_in, names_out = {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
+    if m.decode is not None and graph.name in {g.name for g in m.decode.graphs}:
+        prefix = [c.input for c in m.decode.cache if c.graph == "decode_open"]
+        return [n for n in [*(s.input for s in m.state), *prefix] if n in names_in], []
+    return [s.input for s in m.state if s.input in names_in], [s.output for s in m.state if s.output in names_out]

@@ -95,6 +95,7 @@ class StreamPool:
         self._segments: dict[int, int] = {}
         self._ids = itertools.count()
         self._gen: dict[int, Any] = {}  # stream id -> its DecodeRows (batch 1) once it generates
+        self._step_logits: dict[int, np.ndarray] = {}  # stream id -> float32 (1, V): last real logits of its last step, until it generates (Stream._step_logits)
         self.segment_len: int | None = None  # generation: tokens a segment holds before its memory is written (None: the decode capacity)
 
     def open(self) -> int:
@@ -108,6 +109,7 @@ class StreamPool:
         self.slots.close(sid)
         del self._pending[sid], self._segments[sid]
         self._gen.pop(sid, None)
+        self._step_logits.pop(sid, None)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -129,6 +131,7 @@ class StreamPool:
         self.slots.open(sid)
         self._pending[sid], self._segments[sid] = True, 0
         self._gen.pop(sid, None)
+        self._step_logits.pop(sid, None)
 
     def snapshot(self, sid: int) -> bytes:
         sid = self._check(sid)
@@ -149,6 +152,7 @@ class StreamPool:
             self._gen[sid] = DecodeRows.from_tensors(decode)
         else:
             self._gen.pop(sid, None)
+        self._step_logits.pop(sid, None)
 
     # --- generation (memx.runtimes.generation) ----------------------------------------------------
     def _check_no_open_segment(self, sid: int) -> None:
@@ -164,12 +168,32 @@ class StreamPool:
         return int(self._gen[sid].position[0]) if sid in self._gen else 0
 
     def next_logits(self, sid: int) -> np.ndarray:
-        """Logits (V,) of stream ``sid``'s next token (after append or generate)."""
+        """Logits (V,) of stream ``sid``'s next token (after append, generate or step)."""
         sid = self._check(sid)
-        rows = self._gen.get(sid)
-        if rows is None or not rows.has_logits[0]:
+        logits = self._logits(sid)
+        if logits is None:
             raise InputError("no logits yet: append a prompt to this stream first", expected="a stream that has consumed a token", actual=f"stream {sid}")
-        return rows.logits[0].copy()
+        return logits.copy()
+
+    def _logits(self, sid: int) -> np.ndarray | None:
+        """Stream ``sid``'s next-token logits (V,) as held (not a copy), or None."""
+        rows = self._gen.get(sid)
+        if rows is not None:
+            return rows.logits[0] if rows.has_logits[0] else None
+        step = self._step_logits.get(sid)
+        return None if step is None else step[0]
+
+    def _keep_step_logits(self, sid: int, last: np.ndarray) -> None:
+        """After a committed step of stream ``sid`` (a package with decode graphs): the logits (V,)
+        of its last real token predict its next one, as Stream.step keeps them for a batch row."""
+        from memx.runtimes.generation import put
+
+        last = np.asarray(last, np.float32)[None]  # (1, V)
+        rows = self._gen.get(sid)
+        if rows is not None:  # arrays are replaced, never written: earlier snapshots' views stay as they were
+            rows.logits, rows.has_logits = put(rows.logits, np.array([0]), last), put(rows.has_logits, np.array([0]), True)
+        else:
+            self._step_logits[sid] = last
 
     def append(self, inputs: Mapping[int, Any]) -> None:
         """Append each stream's 1-D tokens (any number each, ragged): whole segments through the
@@ -196,8 +220,14 @@ class StreamPool:
         reads = [self.slots.read(sid) for sid in chunk]
         states = {name: np.concatenate([r[name] for r in reads]) for name in self.runtime.state_schema}
         pending = np.array([self._pending[sid] for sid in chunk], bool)
-        empty = lambda: DecodeRows.empty(gen.info, self.runtime.manifest.vocab_size, 1)  # noqa: E731
-        return states, pending, DecodeRows.stack([self._gen.get(sid) or empty() for sid in chunk])
+
+        def fresh(sid: int) -> DecodeRows:  # as Stream._rows: the logits of an earlier step carry over
+            rows = DecodeRows.empty(gen.info, self.runtime.manifest.vocab_size, 1)
+            if sid in self._step_logits:
+                rows.logits, rows.has_logits = self._step_logits[sid].copy(), np.ones(1, bool)
+            return rows
+
+        return states, pending, DecodeRows.stack([self._gen[sid] if sid in self._gen else fresh(sid) for sid in chunk])
 
     def _commit_generated(self, held: list[tuple[list[int], Any]]) -> None:
         """Make every chunk's (states, pending, rows, committed) current (only after all succeeded)."""
@@ -207,6 +237,7 @@ class StreamPool:
                 self._pending[sid] = bool(pending[row])
                 self._segments[sid] += int(committed[row])
                 self._gen[sid] = rows.take(np.array([row]))
+                self._step_logits.pop(sid, None)  # carried into its generation rows
 
     def _append(self, gen: Any, tokens: dict[int, np.ndarray], segment_len: int) -> None:
         held = []
@@ -228,6 +259,8 @@ class StreamPool:
         """Write the memory of the partial segments of ``sids`` (default: every stream) now."""
         gen = self.runtime.generator()
         ids = list(self._gen) if sids is None else [self._check(s) for s in sids]
+        if len(set(ids)) != len(ids):
+            raise InputError("a stream is given twice to pool.flush", expected="each stream once", actual=ids)
         ids = [sid for sid in ids if sid in self._gen and self._gen[sid].position[0] > 0]
         held = []
         for start in range(0, len(ids), self.max_batch):
@@ -265,7 +298,7 @@ class StreamPool:
         for _ in range(steps):
             if not running:
                 return
-            chosen = {sid: sample(self._gen[sid].logits[0], options, rngs[sid]) for sid in running}
+            chosen = {sid: sample(self._logits(sid), options, rngs[sid]) for sid in running}
             self._append(gen, {sid: np.array([t], np.int64) for sid, t in chosen.items()}, segment_len)
             running = [sid for sid in running if chosen[sid] not in stops]
             if callback is not None:
@@ -280,7 +313,8 @@ class StreamPool:
         """Step each stream id in ``inputs`` by its 1-D token segment (or, for a package with extra
         step inputs, a dict of "tokens" and each extra input without batch axis). Returns per stream its
         outputs without batch axis, cut to its own segment length. All or nothing: if any
-        call fails, no stream's state changes."""
+        call fails, no stream's state changes. For a package with decode graphs, a stream's
+        next-token logits become those of its last token (``generate`` can follow), as Stream.step."""
         m = self.runtime.manifest
         if not isinstance(inputs, Mapping):
             raise InputError("pool.step takes a mapping of stream id to its segment", expected="{stream id: tokens}", actual=type(inputs).__name__)
@@ -298,12 +332,15 @@ class StreamPool:
             checked[sid] = check_tokens(tokens, batch=1, vocab_size=m.vocab_size, segment=m.segment)[0]
             extras[sid] = check_extras(named, m.inputs, batch=1, segment_len=len(checked[sid]))
         results: dict[int, dict[str, np.ndarray]] = {}
+        last: dict[int, np.ndarray] = {}
         held: list[tuple[list[int], Any]] = []
         order = list(checked)
         for start in range(0, len(order), self.max_batch):
             chunk = order[start : start + self.max_batch]
-            held.append((chunk, self._run_chunk(chunk, checked, extras, results)))
+            held.append((chunk, self._run_chunk(chunk, checked, extras, results, last)))
         self._commit(held)
+        for sid, logits in last.items():
+            self._keep_step_logits(sid, logits)
         return results
 
     def _commit(self, held: list[tuple[list[int], Any]]) -> None:
@@ -330,17 +367,21 @@ class StreamPool:
         rst = check_reset(reset, batch=len(ids)) | np.array([self._pending[s] for s in ids], dtype=bool)
         extras = check_extras(inputs, m.inputs, batch=len(ids), segment_len=tok.shape[1])
         outputs: list[dict[str, np.ndarray]] = []
+        last: dict[int, np.ndarray] = {}
         held: list[tuple[list[int], Any]] = []
         for start in range(0, len(ids), self.max_batch):
             rows = slice(start, start + self.max_batch)
             chunk = ids[rows]
             out, new = self.slots.run(chunk, tok[rows], lens[rows], rst[rows], {k: v[rows] for k, v in extras.items()} if extras else NO_EXTRAS)
             outputs.append(out)
+            last.update(self._last_logits(chunk, out, lens[rows]))
             held.append((chunk, new))
         self._commit(held)
+        for sid, logits in last.items():
+            self._keep_step_logits(sid, logits)
         return {o.name: outputs[0][o.name] if len(outputs) == 1 else np.concatenate([c[o.name] for c in outputs]) for o in m.outputs}
 
-    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], extras: dict[int, Mapping[str, np.ndarray]], results: dict) -> Any:
+    def _run_chunk(self, chunk: list[int], tokens: dict[int, np.ndarray], extras: dict[int, Mapping[str, np.ndarray]], results: dict, last: dict) -> Any:
         seg = max(len(tokens[sid]) for sid in chunk)
         batch = np.zeros((len(chunk), seg), dtype=np.int64)  # (B, S) padded with token 0
         lengths = np.array([len(tokens[sid]) for sid in chunk], dtype=np.int64)
@@ -351,7 +392,16 @@ class StreamPool:
         outputs, rows = self.slots.run(chunk, batch, lengths, reset, stacked)
         for row, sid in enumerate(chunk):
             results[sid] = {o.name: _cut(outputs[o.name][row : row + 1], o.segment_axis, int(lengths[row]))[0] for o in self.runtime.manifest.outputs}
+        last.update(self._last_logits(chunk, outputs, lengths))
         return rows
+
+    def _last_logits(self, sids: list[int], outputs: Mapping[str, np.ndarray], lengths: np.ndarray) -> dict[int, np.ndarray]:
+        """{stream id: logits (V,) of its last real token} for the rows of one step call that had
+        tokens; nothing for a package without decode graphs (no generation state, as Stream)."""
+        if self.runtime.manifest.decode is None or "logits" not in outputs:
+            return {}
+        logits = outputs["logits"]  # (B, S, V)
+        return {sid: logits[row, lengths[row] - 1].copy() for row, sid in enumerate(sids) if lengths[row] > 0}
 
 
 def _cut(output: np.ndarray, segment_axis: int | None, length: int) -> np.ndarray:

@@ -308,7 +308,7 @@ def _graphs(path: Path) -> list[tuple[str, Path, list[str], list[str]]]:
     if path.is_dir():
         from memx.package.files import Package
 
-        from memx.calibration.decode import memory_io
+        from memx.package.manifest import memory_io
 
         pkg = Package.open(path)
         m = pkg.manifest

@@ -410,3 +410,132 @@ def test_memx_validate_checks_decode_parity_and_fails_a_wrong_decode_graph(packa
     assert not bad.passed and 5e-4 < bad.max_logits_error < 2e-3 and bad.max_state_error < 1e-5
     r = CliRunner().invoke(app, ["validate", str(pkg.path), "--segments", "8", "--no-record", "--decode-segments", "3"])
     assert r.exit_code == 1 and "decode parity FAIL" in r.output
+
+
+def _stepped_alone(rt, row: np.ndarray, length: int, segment_len: int):
+    """A Stream with a pool stream's history: its row as the pool's call padded it, masked by its length."""
+    s = rt.stream()
+    s.segment_len = segment_len
+    s.step(row[None], lengths=[length])
+    return s
+
+
+@pytest.mark.parametrize("name", ["rmt-tiny", "kvcache-tiny"])
+def test_a_pool_step_leaves_the_next_token_logits_as_stream_step_does(name, package_of):
+    """pool.step then pool.generate equals Stream.step then Stream.generate (greedy and seeded
+    sampling): each stream's next-token logits are those of its own last token (ragged rows),
+    and its snapshots are the Stream's bytes after the step and after generating."""
+    rt = open_runtime(package_of(name).path, backend="onnxruntime")
+    v, g = rt.manifest.vocab_size, 6
+    longest = min(rt.manifest.segment["max"], 3 * g)
+    rng = np.random.default_rng(17)
+    prompts = [rng.integers(0, v, size=1 + (i * 5) % longest) for i in range(7)]
+    width = [max(len(p) for p in prompts[i - i % 3 : i - i % 3 + 3]) for i in range(7)]  # chunks of 3: each padded to its longest
+
+    def alone(i: int):
+        row = np.zeros(width[i], np.int64)
+        row[: len(prompts[i])] = prompts[i]
+        return _stepped_alone(rt, row, len(prompts[i]), g)
+
+    for options in ({"temperature": 0}, {"temperature": 0.9, "top_k": 12, "top_p": 0.95}):
+        pool = rt.pool(max_batch=3)
+        pool.segment_len = g
+        ids = [pool.open() for _ in prompts]
+        out = pool.step(dict(zip(ids, prompts)))
+        seeds = {sid: 40 + i for i, sid in enumerate(ids)}
+        for i, sid in enumerate(ids):
+            s = alone(i)
+            np.testing.assert_array_equal(pool.next_logits(sid), s.next_logits())
+            np.testing.assert_array_equal(pool.next_logits(sid), out[sid]["logits"][-1])
+            assert pool.position(sid) == 0
+            assert pool.snapshot(sid) == s.snapshot()  # a stream that only stepped: the plain snapshot, as Stream's
+        got: dict[int, list[int]] = {sid: [] for sid in ids}
+        for round_ in pool.generate(ids, 3 * g, seed=seeds, **options):
+            for sid, tok in round_.items():
+                got[sid].append(tok)
+        for i, sid in enumerate(ids):
+            s = alone(i)
+            assert list(s.generate(3 * g, seed=seeds[sid], **options)) == got[sid], (i, options)
+            assert pool.snapshot(sid) == s.snapshot()
+
+
+def test_pool_step_rows_and_a_generating_stream_keep_the_step_logits(package_of):
+    """step_rows (the batched entry) keeps each row's logits as step does; a stream that generated,
+    flushed and stepped again takes the step's logits into its generation rows (as Stream); a
+    reset or a restore of a plain snapshot drops them."""
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    v, g = rt.manifest.vocab_size, 8
+    sampled = {"temperature": 0.9, "top_k": 12, "top_p": 0.95}
+    tokens = np.random.default_rng(4).integers(0, v, size=(4, 10))
+    lengths = np.array([10, 3, 7, 1])
+    pool = rt.pool(max_batch=3)
+    pool.segment_len = g
+    sids = [pool.open() for _ in range(4)]
+    pool.step_rows(sids, tokens, lengths)
+    for b, sid in enumerate(sids):
+        s = _stepped_alone(rt, tokens[b], int(lengths[b]), g)
+        np.testing.assert_array_equal(pool.next_logits(sid), s.next_logits())
+        assert [r[sid] for r in pool.generate([sid], 2 * g, seed=b, **sampled)] == list(s.generate(2 * g, seed=b, **sampled))
+        assert pool.snapshot(sid) == s.snapshot()
+
+    a = sids[1]
+    pool.reset(a)
+    with pytest.raises(InputError, match="no logits yet"):
+        pool.next_logits(a)
+    s = rt.stream()  # a's history from here: step, generate into a segment, flush, step again
+    s.segment_len = g
+    pool.step({a: tokens[1, :3]})
+    s.step(tokens[1, :3])
+    assert [r[a] for r in pool.generate([a], g + 3, seed=1, **sampled)] == list(s.generate(g + 3, seed=1, **sampled))
+    assert pool.position(a) == s.position[0] == 3
+    pool.flush([a])
+    s.flush()
+    pool.step({a: np.array([4, 5, 6])})
+    s.step(np.array([4, 5, 6]))
+    np.testing.assert_array_equal(pool.next_logits(a), s.next_logits())
+    assert pool.snapshot(a) == s.snapshot()
+    assert [r[a] for r in pool.generate([a], 2 * g, seed=9, **sampled)] == list(s.generate(2 * g, seed=9, **sampled))
+    assert pool.snapshot(a) == s.snapshot()
+
+    b = pool.open()
+    pool.step({b: [1, 2, 3]})
+    plain = pool.snapshot(b)
+    pool.restore(b, plain)  # a plain snapshot holds no logits (as Stream.restore)
+    with pytest.raises(InputError, match="no logits yet"):
+        pool.next_logits(b)
+
+
+def test_a_package_without_decode_graphs_keeps_no_generation_state_after_a_pool_step(package_of):
+    rt = open_runtime(package_of("memtr-tiny").path, backend="onnxruntime")
+    pool = rt.pool()
+    sid = pool.open()
+    pool.step({sid: [1, 2, 3]})
+    s = rt.stream()
+    s.step(np.array([1, 2, 3]))
+    assert pool.snapshot(sid) == s.snapshot()
+    for next_logits in (lambda: pool.next_logits(sid), s.next_logits):  # no logits kept, as Stream
+        with pytest.raises(InputError, match="no logits yet"):
+            next_logits()
+    with pytest.raises(BackendUnavailableError, match="not causal"):
+        pool.generate([sid], 3)
+
+
+def test_pool_flush_refuses_a_stream_given_twice_and_changes_nothing(package_of):
+    """As pool.step, append and generate (and libmemx's StreamPool::flush): a repeated id is a
+    typed error, not a segment written twice or counted twice."""
+    rt = open_runtime(package_of("rmt-tiny").path, backend="onnxruntime")
+    pool = rt.pool(max_batch=1)  # a call per stream: each flush is the bytes of a Stream's
+    pool.segment_len = 8
+    a, b = pool.open(), pool.open()
+    pool.append({a: np.arange(3), b: np.arange(5)})
+    before = [pool.snapshot(a), pool.snapshot(b)]
+    with pytest.raises(InputError, match="given twice to pool.flush") as e:
+        pool.flush([a, b, a])
+    assert str(e.value) == f"a stream is given twice to pool.flush: expected each stream once, got [{a}, {b}, {a}]"
+    assert [pool.snapshot(a), pool.snapshot(b)] == before
+    pool.flush([a, b])
+    s = rt.stream()
+    s.segment_len = 8
+    s.append(np.arange(3))
+    s.flush()
+    assert pool.snapshot(a) == s.snapshot() and s.segments == 1 and pool.position(b) == 0

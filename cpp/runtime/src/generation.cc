@@ -28,6 +28,18 @@ void put_rows(Tensor& dst, const std::vector<int64_t>& rows, const Tensor& part)
   for (std::size_t i = 0; i < rows.size(); ++i) std::memcpy(dst.bytes.data() + rows[i] * row, part.bytes.data() + i * row, row);
 }
 
+const DecodeSpec& decode_spec(const Manifest& m) {
+  if (!m.decode)
+    throw BackendUnavailableError("this " + m.family + " package has no decode graphs, so it cannot generate token by token", "a package with decode graphs (memx inspect shows them)",
+                                  "none", "re-export a causal model with this memx (rmt decoder, kvcache, gmat causal, infformer)");
+  return *m.decode;
+}
+
+std::map<std::string, Tensor>& Rows::states() {
+  if (!host) host = load();
+  return *host;
+}
+
 namespace {
 
 using SharedTensor = std::shared_ptr<const Tensor>;
@@ -40,13 +52,6 @@ SharedTensor put_shared(const SharedTensor& base, const std::vector<int64_t>& ro
   Tensor copy = *base;
   put_rows(copy, rows, part);
   return std::make_shared<const Tensor>(std::move(copy));
-}
-
-const DecodeSpec& decode_spec(const Manifest& m) {
-  if (!m.decode)
-    throw BackendUnavailableError("this " + m.family + " package has no decode graphs, so it cannot generate token by token", "a package with decode graphs (memx inspect shows them)",
-                                  "none", "re-export a causal model with this memx (rmt decoder, kvcache, gmat causal, infformer)");
-  return *m.decode;
 }
 
 Shape with_batch(int64_t batch, const Shape& dims) {
@@ -78,22 +83,6 @@ Tensor int_tensor(const std::vector<int64_t>& v) {
   std::copy(v.begin(), v.end(), t.data<int64_t>());
   return t;
 }
-
-// The state of B rows during one append, committed by the caller: the step state is brought
-// to the host only when a step or decode_open needs it (appends inside a segment never do).
-struct Rows {
-  const Stream::Impl* stream = nullptr;
-  std::optional<std::map<std::string, Tensor>> host;
-  bool states_changed = false;
-  std::vector<bool> pending;
-  DecodeRows gen;
-  std::vector<int64_t> committed;
-
-  std::map<std::string, Tensor>& states() {
-    if (!host) host = stream->host_states();
-    return *host;
-  }
-};
 
 struct Engine {
   const Runtime::Impl& rt;
@@ -173,6 +162,22 @@ struct Engine {
     step_rows(r, idx, seg, std::vector<int64_t>(idx.size(), segment_len), false);
   }
 
+  void flush(Rows& r) const {
+    std::vector<int64_t> idx;
+    int64_t width = 0;
+    for (int64_t b = 0; b < static_cast<int64_t>(r.gen.position.size()); ++b)
+      if (r.gen.position[b] > 0) {
+        idx.push_back(b);
+        width = std::max(width, r.gen.position[b]);
+      }
+    if (idx.empty()) return;
+    const Tensor buffered = take_rows(r.gen.tokens, idx);
+    Tensor seg(DType::Int64, {static_cast<int64_t>(idx.size()), width});
+    const int64_t cap = buffered.shape[1];
+    for (std::size_t i = 0; i < idx.size(); ++i) std::copy_n(buffered.data<int64_t>() + i * cap, width, seg.data<int64_t>() + i * width);
+    step_rows(r, idx, seg, pick(r.gen.position, idx), false);
+  }
+
   // append counts[b] tokens of tokens[b] ([B, n]) to each row of r
   void append(Rows& r, const Tensor& tokens, const std::vector<int64_t>& counts, int64_t segment_len) const {
     const int64_t batch = static_cast<int64_t>(counts.size()), total = tokens.shape[1];
@@ -211,6 +216,57 @@ struct Engine {
 };
 
 }  // namespace
+
+void append_rows(const Runtime::Impl& rt, Rows& r, const Tensor& tokens, const std::vector<int64_t>& counts, int64_t segment_len) {
+  Engine{rt, decode_spec(rt.manifest)}.append(r, tokens, counts, segment_len);
+}
+
+void flush_rows(const Runtime::Impl& rt, Rows& r) { Engine{rt, decode_spec(rt.manifest)}.flush(r); }
+
+int64_t checked_segment_len(int64_t segment_len, const Manifest& m) {
+  const DecodeSpec& d = decode_spec(m);
+  if (segment_len < 0 || segment_len > d.capacity)
+    throw InputError("generation segment length out of range", "an int in 1.." + std::to_string(d.capacity) + " (the decode cache's capacity), or 0 for it",
+                     std::to_string(segment_len));
+  return segment_len ? segment_len : d.capacity;
+}
+
+void check_new_tokens(const Tensor& tokens, const Manifest& m) {
+  const int64_t n = tokens.shape.back();
+  if (n == 0) throw InputError("tokens is empty: nothing to append", "at least one token", "shape " + shape_str(tokens.shape));
+  const int64_t* ids = tokens.data<int64_t>();
+  const int64_t *lo = std::min_element(ids, ids + tokens.size()), *hi = std::max_element(ids, ids + tokens.size());
+  if (*lo >= 0 && *hi < m.vocab_size) return;
+  const int64_t* bad = *lo < 0 ? lo : hi;  // the first place of the smallest (negative) or largest id
+  const int64_t at = bad - ids;
+  throw TokenRangeError("token id outside the vocabulary", "0.." + std::to_string(m.vocab_size - 1),
+                        std::to_string(*bad) + " at [row, position] [" + std::to_string(at / n) + ", " + std::to_string(at % n) + "]");
+}
+
+void check_generate_args(const Manifest& m, int64_t max_new_tokens, const SamplingOptions& options, const std::vector<int64_t>& stop_tokens) {
+  if (max_new_tokens < 0) throw InputError("max_new_tokens must be an int >= 0", ">= 0", std::to_string(max_new_tokens));
+  options.check();
+  for (int64_t t : stop_tokens)
+    if (t < 0 || t >= m.vocab_size) throw InputError("stop token outside the vocabulary", "ints in 0.." + std::to_string(m.vocab_size - 1), std::to_string(t));
+}
+
+DecodeRows DecodeRows::stack(const std::vector<const DecodeRows*>& parts) {
+  auto cat = [&](auto get) {
+    std::vector<const Tensor*> tensors;
+    for (const DecodeRows* p : parts) tensors.push_back(&get(*p));
+    return concat_rows(tensors);
+  };
+  DecodeRows out;
+  for (const auto& [name, _] : parts.front()->cache)
+    out.cache.emplace(name, std::make_shared<const Tensor>(cat([&](const DecodeRows& p) -> const Tensor& { return *p.cache.at(name); })));
+  out.tokens = cat([](const DecodeRows& p) -> const Tensor& { return p.tokens; });
+  out.logits = cat([](const DecodeRows& p) -> const Tensor& { return p.logits; });
+  for (const DecodeRows* p : parts) {
+    out.position.insert(out.position.end(), p->position.begin(), p->position.end());
+    out.has_logits.insert(out.has_logits.end(), p->has_logits.begin(), p->has_logits.end());
+  }
+  return out;
+}
 
 DecodeRows DecodeRows::empty(const Manifest& m, int64_t batch) {
   const DecodeSpec& d = decode_spec(m);
@@ -278,14 +334,11 @@ void DecodeRows::put(const std::vector<int64_t>& rows, const DecodeRows& part) {
 
 namespace {
 
-int64_t effective_segment_len(const Stream::Impl& st) {
-  const DecodeSpec& d = detail::decode_spec(st.rt->manifest);
-  return st.segment_len ? st.segment_len : d.capacity;
-}
+int64_t effective_segment_len(const Stream::Impl& st) { return detail::checked_segment_len(st.segment_len, st.rt->manifest); }
 
 detail::Rows current_rows(const Stream::Impl& st) {
   detail::Rows r;
-  r.stream = &st;
+  r.load = [&st] { return st.host_states(); };
   r.pending = st.pending;
   if (st.gen) {
     r.gen = *st.gen;
@@ -313,10 +366,7 @@ void commit(Stream::Impl& st, detail::Rows& r) {  // nothing here throws but an 
 }  // namespace
 
 void Stream::set_segment_len(int64_t segment_len) {
-  const DecodeSpec& d = detail::decode_spec(impl_->rt->manifest);
-  if (segment_len < 0 || segment_len > d.capacity)
-    throw InputError("generation segment length out of range", "an int in 1.." + std::to_string(d.capacity) + " (the decode cache's capacity), or 0 for it",
-                     std::to_string(segment_len));
+  detail::checked_segment_len(segment_len, impl_->rt->manifest);
   impl_->segment_len = segment_len;
 }
 
@@ -333,26 +383,19 @@ void Stream::append(const Tensor& tokens) {
   if (tok.dtype != DType::Int64) throw DTypeError("tokens must be int64 token ids", "int64", dtype_name(tok.dtype));
   if (tok.shape.size() != 2) throw RankError("tokens must be [batch, n]", "rank 2 (or 1 for a batch-1 stream)", "rank " + std::to_string(tok.shape.size()));
   if (tok.shape[0] != st.batch) throw BatchMismatchError("tokens batch size differs from the stream's", std::to_string(st.batch), std::to_string(tok.shape[0]));
-  if (tok.shape[1] == 0) throw InputError("tokens is empty: nothing to append", "at least one token", "shape " + shape_str(tok.shape));
-  for (int64_t i = 0; i < tok.size(); ++i) {
-    const int64_t t = tok.data<int64_t>()[i];
-    if (t < 0 || t >= m.vocab_size)
-      throw TokenRangeError("token id outside the vocabulary", "0.." + std::to_string(m.vocab_size - 1),
-                            std::to_string(t) + " at [row, position] [" + std::to_string(i / tok.shape[1]) + ", " + std::to_string(i % tok.shape[1]) + "]");
-  }
+  detail::check_new_tokens(tok, m);
   append_counts(tok, std::vector<int64_t>(st.batch, tok.shape[1]));
 }
 
 void Stream::append_counts(const Tensor& tokens, const std::vector<int64_t>& counts) {
   Impl& st = *impl_;
-  detail::Engine engine{*st.rt, detail::decode_spec(st.rt->manifest)};
   const int64_t segment_len = effective_segment_len(st);
   detail::Rows r = current_rows(st);
   for (int64_t p : r.gen.position)
     if (p > segment_len)
       throw InputError("the stream's partial segment is longer than its segment length", "<= " + std::to_string(segment_len) + " tokens", std::to_string(p),
                        "set the segment length back, or flush() first");
-  engine.append(r, tokens, counts, segment_len);
+  detail::append_rows(*st.rt, r, tokens, counts, segment_len);
   commit(st, r);
 }
 
@@ -373,23 +416,8 @@ Tensor Stream::next_logits() const {
 void Stream::flush() {
   Impl& st = *impl_;
   if (!st.gen) return;
-  detail::Engine engine{*st.rt, detail::decode_spec(st.rt->manifest)};
   detail::Rows r = current_rows(st);
-  std::vector<int64_t> idx;
-  int64_t width = 0;
-  for (int64_t b = 0; b < st.batch; ++b)
-    if (r.gen.position[b] > 0) {
-      idx.push_back(b);
-      width = std::max(width, r.gen.position[b]);
-    }
-  if (idx.empty()) return;
-  const Tensor buffered = detail::take_rows(r.gen.tokens, idx);
-  Tensor seg(DType::Int64, {static_cast<int64_t>(idx.size()), width});
-  const int64_t cap = buffered.shape[1];
-  for (std::size_t i = 0; i < idx.size(); ++i) std::copy_n(buffered.data<int64_t>() + i * cap, width, seg.data<int64_t>() + i * width);
-  std::vector<int64_t> lengths = detail::pick(r.gen.position, idx);
-  engine.step_rows(r, idx, seg, lengths, false);
-  for (int64_t b = 0; b < st.batch; ++b) r.committed[b] = std::count(idx.begin(), idx.end(), b) ? 1 : 0;
+  detail::flush_rows(*st.rt, r);
   commit(st, r);
 }
 
@@ -398,10 +426,7 @@ std::vector<std::vector<int64_t>> Stream::generate(int64_t max_new_tokens, const
   Impl& st = *impl_;
   const Manifest& m = st.rt->manifest;
   detail::decode_spec(m);
-  if (max_new_tokens < 0) throw InputError("max_new_tokens must be an int >= 0", ">= 0", std::to_string(max_new_tokens));
-  options.check();
-  for (int64_t t : stop_tokens)
-    if (t < 0 || t >= m.vocab_size) throw InputError("stop token outside the vocabulary", "ints in 0.." + std::to_string(m.vocab_size - 1), std::to_string(t));
+  detail::check_generate_args(m, max_new_tokens, options, stop_tokens);
   next_logits();  // every row must have logits before the first draw
   std::vector<SplitMix64> rngs;
   for (int64_t b = 0; b < st.batch; ++b) rngs.emplace_back(seed + static_cast<uint64_t>(b));

@@ -1,10 +1,12 @@
 // StreamPool: many independent streams stepped together in batched calls. States are kept per
 // stream on the host, stacked along axis 0 for a call and unstacked after it; rows are padded
-// to the longest segment and masked by lengths; new streams are reset in-graph.
+// to the longest segment and masked by lengths; new streams are reset in-graph. Generation
+// (append, generate, flush) is in pool_generation.cc.
 #include <algorithm>
+#include <cstring>
 
 #include "memx/runtime.hpp"
-#include "runtime_impl.hpp"
+#include "pool_impl.hpp"
 
 namespace memx {
 
@@ -73,64 +75,89 @@ Tensor stack_padded(const std::vector<const Tensor*>& rows, const InputSpec& spe
 }
 }  // namespace
 
-struct StreamPool::Impl {
-  std::shared_ptr<const Runtime::Impl> rt;
-  int64_t max_batch = 64;
-  std::map<int64_t, SnapshotData> slots;  // batch-1 state per open stream
-  int64_t next_id = 0;
+SnapshotData& StreamPool::Impl::slot(int64_t id) {
+  auto it = slots.find(id);
+  if (it == slots.end()) throw InputError("unknown stream id", "one of the " + std::to_string(slots.size()) + " open streams", std::to_string(id));
+  return it->second;
+}
 
-  SnapshotData& slot(int64_t id) {
-    auto it = slots.find(id);
-    if (it == slots.end()) throw InputError("unknown stream id", "one of the " + std::to_string(slots.size()) + " open streams", std::to_string(id));
-    return it->second;
+const SnapshotData& StreamPool::Impl::slot(int64_t id) const { return const_cast<Impl*>(this)->slot(id); }
+
+void StreamPool::Impl::check_no_open_segment(int64_t id) const {
+  auto it = gen.find(id);
+  if (it == gen.end() || it->second.position[0] == 0) return;
+  throw InputError("stream " + std::to_string(id) + " holds a partial segment from append/generate: a step would skip its memory write", "an empty segment (position 0)",
+                   "position " + std::to_string(it->second.position[0]), "pool.flush([sid]) first");
+}
+
+const Tensor* StreamPool::Impl::logits_of(int64_t id) const {
+  auto rows = gen.find(id);
+  if (rows != gen.end()) return rows->second.has_logits[0] ? &rows->second.logits : nullptr;
+  auto step = step_logits.find(id);
+  return step == step_logits.end() ? nullptr : &step->second;
+}
+
+void StreamPool::Impl::keep_step_logits(int64_t id, Tensor last) {
+  auto rows = gen.find(id);
+  if (rows == gen.end()) {
+    step_logits.insert_or_assign(id, std::move(last));
+    return;
   }
-  const SnapshotData& slot(int64_t id) const { return const_cast<Impl*>(this)->slot(id); }
+  rows->second.logits = std::move(last);
+  rows->second.has_logits[0] = true;
+}
 
-  // each stream's extra inputs with a batch axis of 1, checked (by stream id)
-  std::map<int64_t, StepInputs> checked;
-
-  void run_chunk(const std::vector<int64_t>& chunk, const std::map<int64_t, PoolInput>& inputs,
-                 std::map<int64_t, std::map<std::string, Tensor>>& results, std::map<int64_t, SnapshotData>& updates) const {
-    const auto batch = static_cast<int64_t>(chunk.size());
-    int64_t seg = 0;
-    for (int64_t id : chunk) seg = std::max<int64_t>(seg, static_cast<int64_t>(inputs.at(id).tokens.size()));
-    StepInputs extras;
-    for (const auto& spec : rt->manifest.inputs) {
-      std::vector<const Tensor*> parts;
-      for (int64_t id : chunk) parts.push_back(&checked.at(id).at(spec.name));
-      extras.emplace(spec.name, stack_padded(parts, spec, seg));
-    }
-    Tensor tokens(DType::Int64, {batch, seg});  // [B, S] padded with token 0
-    std::vector<int64_t> lengths;
-    std::vector<bool> reset;
-    std::vector<const SnapshotData*> rows;
-    for (int64_t r = 0; r < batch; ++r) {
-      const auto& ids = inputs.at(chunk[r]).tokens;
-      std::copy(ids.begin(), ids.end(), tokens.data<int64_t>() + r * seg);
-      lengths.push_back(static_cast<int64_t>(ids.size()));
-      rows.push_back(&slots.at(chunk[r]));
-      reset.push_back(rows.back()->pending_reset[0]);
-    }
-    std::map<std::string, Tensor> stacked;
-    for (const auto& s : rt->manifest.state) {
-      std::vector<const Tensor*> parts;
-      for (const SnapshotData* row : rows) parts.push_back(&row->states.at(s.name));
-      stacked.emplace(s.name, concat_rows(parts));
-    }
-    Runtime::StepResult res = detail::run_step_host(*rt, tokens, make_lengths(lengths), make_reset(reset), stacked, extras);
-    for (int64_t r = 0; r < batch; ++r) {
-      auto& out = results[chunk[r]];
-      for (const auto& o : rt->manifest.outputs) out.emplace(o.name, drop_batch_axis(cut(res.outputs.at(o.name).rows(r, r + 1), o.segment_axis, lengths[r])));
-      SnapshotData next;
-      next.model_id = rows[r]->model_id;
-      next.order = rows[r]->order;
-      for (const auto& [name, t] : res.states) next.states.emplace(name, t.rows(r, r + 1));
-      next.pending_reset = {false};
-      next.segments = rows[r]->segments + 1;
-      updates[chunk[r]] = std::move(next);
-    }
+void StreamPool::Impl::run_chunk(const std::vector<int64_t>& chunk, const std::map<int64_t, PoolInput>& inputs, std::map<int64_t, std::map<std::string, Tensor>>& results,
+                                 std::map<int64_t, SnapshotData>& updates, std::map<int64_t, Tensor>& last) const {
+  const auto batch = static_cast<int64_t>(chunk.size());
+  int64_t seg = 0;
+  for (int64_t id : chunk) seg = std::max<int64_t>(seg, static_cast<int64_t>(inputs.at(id).tokens.size()));
+  StepInputs extras;
+  for (const auto& spec : rt->manifest.inputs) {
+    std::vector<const Tensor*> parts;
+    for (int64_t id : chunk) parts.push_back(&checked.at(id).at(spec.name));
+    extras.emplace(spec.name, stack_padded(parts, spec, seg));
   }
-};
+  Tensor tokens(DType::Int64, {batch, seg});  // [B, S] padded with token 0
+  std::vector<int64_t> lengths;
+  std::vector<bool> reset;
+  std::vector<const SnapshotData*> rows;
+  for (int64_t r = 0; r < batch; ++r) {
+    const auto& ids = inputs.at(chunk[r]).tokens;
+    std::copy(ids.begin(), ids.end(), tokens.data<int64_t>() + r * seg);
+    lengths.push_back(static_cast<int64_t>(ids.size()));
+    rows.push_back(&slots.at(chunk[r]));
+    reset.push_back(rows.back()->pending_reset[0]);
+  }
+  std::map<std::string, Tensor> stacked;
+  for (const auto& s : rt->manifest.state) {
+    std::vector<const Tensor*> parts;
+    for (const SnapshotData* row : rows) parts.push_back(&row->states.at(s.name));
+    stacked.emplace(s.name, concat_rows(parts));
+  }
+  Runtime::StepResult res = detail::run_step_host(*rt, tokens, make_lengths(lengths), make_reset(reset), stacked, extras);
+  for (int64_t r = 0; r < batch; ++r) {
+    auto& out = results[chunk[r]];
+    for (const auto& o : rt->manifest.outputs) out.emplace(o.name, drop_batch_axis(cut(res.outputs.at(o.name).rows(r, r + 1), o.segment_axis, lengths[r])));
+    SnapshotData next;
+    next.model_id = rows[r]->model_id;
+    next.order = rows[r]->order;
+    for (const auto& [name, t] : res.states) next.states.emplace(name, t.rows(r, r + 1));
+    next.pending_reset = {false};
+    next.segments = rows[r]->segments + 1;
+    updates[chunk[r]] = std::move(next);
+  }
+  auto logits = res.outputs.find("logits");
+  if (!rt->manifest.decode || logits == res.outputs.end()) return;  // no generation state without decode graphs (as Stream)
+  const Tensor& l = logits->second;  // [B, S, V]
+  const int64_t s = l.shape[1], v = l.shape[2];
+  for (int64_t r = 0; r < batch; ++r) {
+    if (lengths[r] <= 0) continue;
+    Tensor row(DType::Float32, {1, v});
+    std::memcpy(row.data<float>(), l.data<float>() + (r * s + lengths[r] - 1) * v, v * sizeof(float));
+    last.insert_or_assign(chunk[r], std::move(row));
+  }
+}
 
 StreamPool::StreamPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 StreamPool::StreamPool(StreamPool&&) noexcept = default;
@@ -153,18 +180,36 @@ int64_t StreamPool::open() {
 void StreamPool::close(int64_t id) {
   impl_->slot(id);
   impl_->slots.erase(id);
+  impl_->gen.erase(id);
+  impl_->step_logits.erase(id);
 }
-void StreamPool::reset(int64_t id) { impl_->slot(id) = detail::fresh_state(*impl_->rt, 1); }
+void StreamPool::reset(int64_t id) {
+  impl_->slot(id) = detail::fresh_state(*impl_->rt, 1);
+  impl_->gen.erase(id);
+  impl_->step_logits.erase(id);
+}
 bool StreamPool::contains(int64_t id) const { return impl_->slots.count(id) > 0; }
 std::size_t StreamPool::size() const { return impl_->slots.size(); }
-std::vector<uint8_t> StreamPool::snapshot(int64_t id) const { return detail::snapshot_of(*impl_->rt, impl_->slot(id)); }
+std::vector<uint8_t> StreamPool::snapshot(int64_t id) const {
+  SnapshotData data = impl_->slot(id);
+  auto rows = impl_->gen.find(id);
+  if (rows != impl_->gen.end()) rows->second.to_snapshot(data);  // a generating stream: its open segment too, as Stream writes it
+  return detail::snapshot_of(*impl_->rt, data);
+}
+
 void StreamPool::restore(int64_t id, const std::vector<uint8_t>& blob) {
   SnapshotData& target = impl_->slot(id);
   SnapshotData data = detail::restore_from(*impl_->rt, blob, 1);
-  if (data.states.count("decode.position"))  // its open segment would be lost at the next step
-    throw SnapshotMismatchError("snapshot holds a generating stream's open segment; libmemx pools do not generate yet", "a snapshot of a stepped stream",
-                                "decode.* tensors", "restore it into a memx::Stream (Stream::append / generate)");
+  std::optional<detail::DecodeRows> rows = detail::DecodeRows::from_snapshot(data, impl_->rt->manifest);
+  for (auto it = data.states.begin(); it != data.states.end();)  // the slot keeps the step state alone
+    it = it->first.rfind(detail::kDecodePrefix, 0) == 0 ? data.states.erase(it) : std::next(it);
+  data.order.erase(std::remove_if(data.order.begin(), data.order.end(), [](const std::string& n) { return n.rfind(detail::kDecodePrefix, 0) == 0; }), data.order.end());
   target = std::move(data);
+  if (rows)
+    impl_->gen[id] = std::move(*rows);
+  else
+    impl_->gen.erase(id);
+  impl_->step_logits.erase(id);
 }
 std::map<std::string, Tensor> StreamPool::state(int64_t id) const { return impl_->slot(id).states; }
 
@@ -180,6 +225,7 @@ std::map<int64_t, std::map<std::string, Tensor>> StreamPool::step(const std::map
   impl_->checked.clear();
   for (const auto& [id, given] : inputs) {
     impl_->slot(id);
+    impl_->check_no_open_segment(id);
     const auto len = static_cast<int64_t>(given.tokens.size());
     check_tokens(make_tokens(given.tokens, 1, len), 1, m);
     StepInputs batched;
@@ -190,11 +236,13 @@ std::map<int64_t, std::map<std::string, Tensor>> StreamPool::step(const std::map
   }
   std::map<int64_t, std::map<std::string, Tensor>> results;
   std::map<int64_t, SnapshotData> updates;
+  std::map<int64_t, Tensor> last;
   for (std::size_t start = 0; start < order.size(); start += impl_->max_batch) {
     std::vector<int64_t> chunk(order.begin() + start, order.begin() + std::min(order.size(), start + impl_->max_batch));
-    impl_->run_chunk(chunk, inputs, results, updates);
+    impl_->run_chunk(chunk, inputs, results, updates, last);
   }
   for (auto& [id, st] : updates) impl_->slots[id] = std::move(st);  // commit only after every chunk succeeded
+  for (auto& [id, l] : last) impl_->keep_step_logits(id, std::move(l));  // generate can follow the step
   return results;
 }
 

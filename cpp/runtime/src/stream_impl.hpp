@@ -1,6 +1,7 @@
 // Stream::Impl, shared by stream.cc (steps, snapshots) and generation.cc (append, generate).
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "memx/runtime.hpp"
@@ -26,7 +27,42 @@ struct DecodeRows {
   void to_snapshot(SnapshotData& data) const;
   DecodeRows take(const std::vector<int64_t>& rows) const;
   void put(const std::vector<int64_t>& rows, const DecodeRows& part);
+  static DecodeRows stack(const std::vector<const DecodeRows*>& parts);  // rows of several streams as one batch
 };
+
+// B rows during one append or flush, committed by the caller (what Python's Generator.append_rows
+// returns): the step state on the host, the rows still waiting for their reset, the decode rows
+// and the segments each row committed. The step state is loaded only when a step or decode_open
+// needs it (appends inside a segment never do): `load` brings a Stream's state to the host or
+// stacks a pool's rows.
+struct Rows {
+  std::function<std::map<std::string, Tensor>()> load;
+  std::optional<std::map<std::string, Tensor>> host;
+  bool states_changed = false;
+  std::vector<bool> pending;
+  DecodeRows gen;
+  std::vector<int64_t> committed;
+
+  std::map<std::string, Tensor>& states();
+};
+
+// The engine Stream and StreamPool share (memx/runtimes/generation.py Generator); both work on
+// r alone and leave the caller to commit it.
+// Append counts[b] tokens of tokens[b] (int64 [B, n]) to row b: whole segments through the step
+// graphs, the rest through decode; a row's memory is written when its segment fills.
+void append_rows(const Runtime::Impl& rt, Rows& r, const Tensor& tokens, const std::vector<int64_t>& counts, int64_t segment_len);
+// Write the memory of every row's partial segment now (a shorter segment); empty rows are unchanged.
+void flush_rows(const Runtime::Impl& rt, Rows& r);
+
+// The package's decode graphs, or BackendUnavailableError saying it has none.
+const DecodeSpec& decode_spec(const Manifest& m);
+// A generation segment length as set (0: the decode capacity), checked against the capacity.
+int64_t checked_segment_len(int64_t segment_len, const Manifest& m);
+// Tokens to append, int64 [B, n] (or [n]): n >= 1 (InputError) and ids in the vocabulary (TokenRangeError,
+// naming the smallest id if one is negative, else the largest, at its first place, as Python does).
+void check_new_tokens(const Tensor& tokens, const Manifest& m);
+// generate()'s arguments: max_new_tokens >= 0, the sampling options, stop tokens in the vocabulary.
+void check_generate_args(const Manifest& m, int64_t max_new_tokens, const SamplingOptions& options, const std::vector<int64_t>& stop_tokens);
 
 constexpr const char* kDecodePrefix = "decode.";
 // the names and layouts a generating stream's snapshot holds beyond its state, in the order Python writes them

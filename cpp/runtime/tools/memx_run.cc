@@ -52,6 +52,9 @@ generation (a package with decode graphs):
   --top-p P             sample among the most likely tokens holding mass P (default 1)
   --seed S              sampler seed (SplitMix64, row b uses S + b; default 0)
   --stop-token ID       stop a row after this token (repeatable)
+  --pool N              generate with a StreamPool (max_batch N): each row of PROMPT is its own
+                        stream (trailing -1s pad shorter prompts) and samples with seed S, as it
+                        would alone (no --snapshot-in/--snapshot-out)
   (--segment-len sets the generation segment: tokens before the memory is written;
    --out DIR writes DIR/generated.npy, [N, B], -1 after a row stopped)
 
@@ -62,7 +65,7 @@ exit status: 0 success, 1 a memx error (message on stderr), 2 bad command line)"
 
 struct Args {
   std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu";
-  int64_t segment_len = 0, warmup = 0, generate = -1, top_k = 0;
+  int64_t segment_len = 0, warmup = 0, generate = -1, top_k = 0, pool = 0;
   double temperature = 1.0, top_p = 1.0;
   uint64_t seed = 0;
   std::vector<int64_t> stop_tokens;
@@ -126,6 +129,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--top-p") a.top_p = parse_double(arg, value());
     else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, value(), 0));
     else if (arg == "--stop-token") a.stop_tokens.push_back(parse_int(arg, value(), 0));
+    else if (arg == "--pool") a.pool = parse_int(arg, value(), 1);
     else if (arg == "--no-verify") a.verify = false;
     else if (arg == "--input") {
       const std::string spec = value();
@@ -138,6 +142,8 @@ Args parse_args(int argc, char** argv) {
   }
   if (positional.size() != 1) throw UsageError("expected one PACKAGE, got " + std::to_string(positional.size()));
   if (a.tokens.empty()) throw UsageError("--tokens is required");
+  if (a.pool && a.generate < 0) throw UsageError("--pool needs --generate");
+  if (a.pool && (!a.snapshot_in.empty() || !a.snapshot_out.empty())) throw UsageError("--snapshot-in/--snapshot-out take one stream: not with --pool");
   a.package = positional[0];
   return a;
 }
@@ -222,56 +228,115 @@ void write_outputs(const std::string& dir, const std::map<std::string, std::vect
   for (const auto& [name, t] : stream.state()) memx::write_npy(dir + "/state." + name + ".npy", t);
 }
 
-// --generate: append the prompt, then generate token by token
-int run_generate(const Args& a, memx::Runtime& rt, const memx::Tensor& prompt) {
-  const int64_t batch = prompt.shape[0];
-  memx::Stream stream = rt.stream(batch);
-  if (!a.snapshot_in.empty()) stream.restore(memx::read_file(a.snapshot_in));
-  stream.set_segment_len(a.segment_len);
-  const auto t0 = std::chrono::steady_clock::now();
-  stream.append(prompt);
-  const auto t1 = std::chrono::steady_clock::now();
+// what a --generate run made
+struct Generation {
+  std::vector<std::vector<int64_t>> rounds;  // [N][B]: -1 after a row stopped
+  double prompt_s = 0, gen_s = 0;
+  int64_t segment_len = 0;
+  std::string summary;  // what the stream (or pool) holds after it
+};
+
+memx::SamplingOptions sampling_of(const Args& a) {
   memx::SamplingOptions sampling;
   sampling.temperature = a.temperature;
   sampling.top_k = a.top_k;
   sampling.top_p = a.top_p;
-  const auto rounds = stream.generate(a.generate, sampling, a.seed, a.stop_tokens, [&](const std::vector<int64_t>& tokens) {
-    if (a.quiet || batch != 1) return;
-    std::printf("%lld ", static_cast<long long>(tokens[0]));
-    std::fflush(stdout);
-  });
-  const auto t2 = std::chrono::steady_clock::now();
-  const double prompt_s = std::chrono::duration<double>(t1 - t0).count(), gen_s = std::chrono::duration<double>(t2 - t1).count();
-  int64_t produced = 0;
-  memx::Tensor generated(memx::DType::Int64, {static_cast<int64_t>(rounds.size()), batch});
-  for (std::size_t k = 0; k < rounds.size(); ++k)
-    for (int64_t b = 0; b < batch; ++b) {
-      generated.data<int64_t>()[k * batch + b] = rounds[k][b];
-      produced += rounds[k][b] >= 0;
-    }
-  const double rate = gen_s > 0 ? static_cast<double>(produced) / gen_s : 0.0;
-  if (!a.out.empty()) {
-    std::filesystem::create_directories(a.out);
-    memx::write_npy(a.out + "/generated.npy", generated);
-  }
+  return sampling;
+}
+
+double seconds(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) { return std::chrono::duration<double>(to - from).count(); }
+
+void print_token(const Args& a, int64_t batch, int64_t token) {
+  if (a.quiet || batch != 1) return;
+  std::printf("%lld ", static_cast<long long>(token));
+  std::fflush(stdout);
+}
+
+// one Stream of B rows: row b samples with seed + b
+Generation generate_stream(const Args& a, memx::Runtime& rt, const memx::Tensor& prompt) {
+  const int64_t batch = prompt.shape[0];
+  memx::Stream stream = rt.stream(batch);
+  if (!a.snapshot_in.empty()) stream.restore(memx::read_file(a.snapshot_in));
+  stream.set_segment_len(a.segment_len);
+  Generation g;
+  const auto t0 = std::chrono::steady_clock::now();
+  stream.append(prompt);
+  const auto t1 = std::chrono::steady_clock::now();
+  g.rounds = stream.generate(a.generate, sampling_of(a), a.seed, a.stop_tokens, [&](const std::vector<int64_t>& tokens) { print_token(a, batch, tokens[0]); });
+  g.prompt_s = seconds(t0, t1);
+  g.gen_s = seconds(t1, std::chrono::steady_clock::now());
+  g.segment_len = stream.segment_len();
+  g.summary = std::to_string(stream.segments()) + " segments written";
   if (!a.snapshot_out.empty()) {
     const std::vector<uint8_t> snap = stream.snapshot();
     memx::write_file_atomic(a.snapshot_out, snap.data(), snap.size());
   }
+  return g;
+}
+
+// a StreamPool: each row its own stream (trailing -1s pad), every stream sampling with seed
+Generation generate_pool(const Args& a, memx::Runtime& rt, const memx::Tensor& prompt) {
+  const int64_t batch = prompt.shape[0], total = prompt.shape[1];
+  memx::StreamPool pool = rt.pool(a.pool);
+  pool.set_segment_len(a.segment_len);
+  std::vector<int64_t> ids;
+  std::map<int64_t, std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t* row = prompt.data<int64_t>() + b * total;
+    int64_t n = total;
+    while (n > 0 && row[n - 1] == -1) --n;
+    ids.push_back(pool.open());
+    prompts[ids.back()].assign(row, row + n);
+  }
+  Generation g;
+  const auto t0 = std::chrono::steady_clock::now();
+  pool.append(prompts);
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto tokens = pool.generate(ids, a.generate, sampling_of(a), a.seed, a.stop_tokens, [&](const std::map<int64_t, int64_t>& round) {
+    if (round.count(ids[0])) print_token(a, batch, round.at(ids[0]));
+  });
+  g.prompt_s = seconds(t0, t1);
+  g.gen_s = seconds(t1, std::chrono::steady_clock::now());
+  std::size_t longest = 0;
+  for (const auto& [id, t] : tokens) longest = std::max(longest, t.size());
+  g.rounds.assign(longest, std::vector<int64_t>(batch, -1));
+  for (int64_t b = 0; b < batch; ++b)
+    for (std::size_t k = 0; k < tokens.at(ids[b]).size(); ++k) g.rounds[k][b] = tokens.at(ids[b])[k];
+  g.segment_len = pool.segment_len();
+  g.summary = "a pool of " + std::to_string(batch) + " streams, at most " + std::to_string(a.pool) + " per call";
+  return g;
+}
+
+// --generate: append the prompt, then generate token by token
+int run_generate(const Args& a, memx::Runtime& rt, const memx::Tensor& prompt) {
+  const int64_t batch = prompt.shape[0];
+  const Generation g = a.pool ? generate_pool(a, rt, prompt) : generate_stream(a, rt, prompt);
+  int64_t produced = 0;
+  memx::Tensor generated(memx::DType::Int64, {static_cast<int64_t>(g.rounds.size()), batch});
+  for (std::size_t k = 0; k < g.rounds.size(); ++k)
+    for (int64_t b = 0; b < batch; ++b) {
+      generated.data<int64_t>()[k * batch + b] = g.rounds[k][b];
+      produced += g.rounds[k][b] >= 0;
+    }
+  const double rate = g.gen_s > 0 ? static_cast<double>(produced) / g.gen_s : 0.0;
+  if (!a.out.empty()) {
+    std::filesystem::create_directories(a.out);
+    memx::write_npy(a.out + "/generated.npy", generated);
+  }
   if (!a.json.empty()) {
     char numbers[512];
     std::snprintf(numbers, sizeof numbers,
-                  "\"batch\": %lld, \"prompt_tokens\": %lld, \"prompt_seconds\": %.6f, \"new_tokens\": %lld, \"generate_seconds\": %.6f, \"tokens_per_s\": %.3f, \"segment_len\": %lld}\n",
-                  static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), prompt_s, static_cast<long long>(produced), gen_s, rate,
-                  static_cast<long long>(stream.segment_len()));
-    const std::string report = "{\"format\": \"memx.run.generate\", \"version\": 1, \"package\": " + json_string(a.package) + ", " + numbers;
+                  "\"batch\": %lld, \"prompt_tokens\": %lld, \"prompt_seconds\": %.6f, \"new_tokens\": %lld, \"generate_seconds\": %.6f, \"tokens_per_s\": %.3f, \"segment_len\": %lld",
+                  static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), g.prompt_s, static_cast<long long>(produced), g.gen_s, rate,
+                  static_cast<long long>(g.segment_len));
+    const std::string pool = a.pool ? ", \"pool_max_batch\": " + std::to_string(a.pool) : "";
+    const std::string report = "{\"format\": \"memx.run.generate\", \"version\": 1, \"package\": " + json_string(a.package) + ", " + numbers + pool + "}\n";
     memx::write_file_atomic(a.json, report.data(), report.size());
   }
   if (!a.quiet) {
     if (batch == 1) std::printf("\n");
-    std::printf("%lld tokens in %.3f s (%.1f tokens/s); prompt of %lld x %lld tokens in %.3f s; %lld segments written, segment length %lld\n",
-                static_cast<long long>(produced), gen_s, rate, static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), prompt_s,
-                static_cast<long long>(stream.segments()), static_cast<long long>(stream.segment_len()));
+    std::printf("%lld tokens in %.3f s (%.1f tokens/s); prompt of %lld x %lld tokens in %.3f s; %s, segment length %lld\n", static_cast<long long>(produced), g.gen_s, rate,
+                static_cast<long long>(batch), static_cast<long long>(prompt.shape[1]), g.prompt_s, g.summary.c_str(), static_cast<long long>(g.segment_len));
   }
   return 0;
 }

@@ -5,6 +5,7 @@
 //   auto out = s.step(memx::make_tokens(ids, 1, 16));
 //   std::vector<uint8_t> snap = s.snapshot();    // same bytes as Python's Stream.snapshot()
 //   memx::StreamPool pool = rt.pool(64);          // many streams, one batched call per step
+//   pool.append({{a, prompt_a}, {b, prompt_b}});   // generation: ragged prompts, then pool.generate({a, b}, 64, ...)
 //
 // Contract, as in Python: a step is transactional (on any error the stream's state is
 // unchanged); bad input throws a typed memx::Error naming the expected and the actual value;
@@ -129,9 +130,38 @@ class StreamPool {
   // ("segment" axes padded with the input's pad value).
   std::map<int64_t, std::map<std::string, Tensor>> step(const std::map<int64_t, PoolInput>& inputs);
 
+  // --- generation (package with decode graphs; memx/runtimes/pool.py has the same calls) ---
+  // A step refuses a stream with an open segment (flush it first). Snapshots of a generating
+  // stream carry its open segment, in the bytes of Stream::snapshot().
+  //
+  // Append each stream's tokens (any number >= 1 each, ragged): whole segments through the step
+  // graphs, the rest into its decode cache; memory is written each time a segment fills. At most
+  // max_batch rows per call. All or nothing.
+  void append(const std::map<int64_t, std::vector<int64_t>>& inputs);
+  Tensor next_logits(int64_t id) const;  // float32 [V]: logits of the stream's next token (after append, or after a step)
+  int64_t position(int64_t id) const;    // tokens the stream holds in its open segment
+  void flush();                                 // write the open segments of every stream now (shorter segments)
+  void flush(const std::vector<int64_t>& ids);  // ... of these streams
+  // {stream id: token} of one round, for the streams still running
+  using RoundCallback = std::function<void(const std::map<int64_t, int64_t>&)>;
+  // Generate for streams ids together, up to max_new_tokens each: every round samples each
+  // running stream's token, appends them all (batched), calls callback(round). A stream stops
+  // after one of stop_tokens. Every stream samples from its own SplitMix64 seeded with `seed`, so
+  // it draws what it draws alone (Stream::generate with that seed). Returns each stream's tokens.
+  std::map<int64_t, std::vector<int64_t>> generate(const std::vector<int64_t>& ids, int64_t max_new_tokens, const SamplingOptions& options = {}, uint64_t seed = 0,
+                                                   const std::vector<int64_t>& stop_tokens = {}, const RoundCallback& callback = nullptr);
+  // The same with a seed per stream (streams not in `seeds`: seed 0).
+  std::map<int64_t, std::vector<int64_t>> generate(const std::vector<int64_t>& ids, int64_t max_new_tokens, const SamplingOptions& options,
+                                                   const std::map<int64_t, uint64_t>& seeds, const std::vector<int64_t>& stop_tokens = {},
+                                                   const RoundCallback& callback = nullptr);
+  // tokens a segment holds before its memory is written, for every stream: 1..decode capacity, 0 for the capacity
+  void set_segment_len(int64_t segment_len);
+  int64_t segment_len() const;
+
+  struct Impl;
+
  private:
   friend class Runtime;
-  struct Impl;
   explicit StreamPool(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
