@@ -15,7 +15,7 @@ from memx.zoo import DEFAULT_MODEL
 @app.command("train")
 @errors_to_exit
 def train_command(
-    task: str = typer.Argument(..., help="Synthetic task: copy, reverse, associative-retrieval, majority, frequency-sort."),
+    task: str = typer.Argument(..., help="Synthetic task: copy, reverse, copy-8, reverse-8, associative-retrieval, majority, frequency-sort."),
     checkpoint: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (CKPT.safetensors; .optim.pt and .train.json beside it)."),
     family: str = typer.Option("rmt", help="Model family; trains FAMILY-tiny unless --preset is given."),
     preset: Optional[str] = typer.Option(None, help="Preset to train (see `memx zoo`); overrides --family."),
@@ -29,24 +29,51 @@ def train_command(
     warmup: int = typer.Option(0, help="Steps of linear learning-rate warmup."),
     schedule: str = typer.Option("constant", help="Learning-rate schedule: constant, or cosine (decays to lr/10)."),
     mrbp: bool = typer.Option(False, "--mrbp", help="Memory replay back-propagation: BPTT's gradients, one segment's activations in memory at a time."),
+    curriculum: Optional[str] = typer.Option(None, help="Segment lengths to train at before --segment-len, fewest segments first (e.g. 16 or 24,16): "
+                                             "the next stage starts when held-out accuracy reaches --curriculum-threshold (the RMT paper's curriculum)."),
+    curriculum_threshold: float = typer.Option(0.99, help="Held-out item accuracy that moves the curriculum to its next stage."),
+    curriculum_replay: float = typer.Option(0.25, help="Share of a later stage's batches drawn at an earlier stage's segment length."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out (same settings)."),
 ) -> None:
-    """Train a model on a synthetic long-input task, segment by segment with memory (BPTT)."""
+    """Train a model on a synthetic long-input task, segment by segment with memory (BPTT).
+
+    Examples:
+
+      memx train copy-8 --preset rmt-tiny --segment-len 8 --out copy.safetensors
+
+      memx train associative-retrieval --segment-len 8 --curriculum 16 --steps 6000 --schedule cosine --out ar.safetensors
+    """
     from memx.models import build_preset
     from memx.training import TrainConfig, train
 
     name = preset or f"{family}-tiny"
     model = build_preset(name, seed=seed)
     cfg = TrainConfig(task=task, steps=steps, batch=batch, lr=lr, bptt_depth=bptt_depth, segment_len=segment_len, seed=seed, eval_every=eval_every,
-                      warmup=warmup, schedule=schedule, mrbp=mrbp)
+                      warmup=warmup, schedule=schedule, mrbp=mrbp, curriculum=parse_lengths(curriculum),
+                      curriculum_threshold=curriculum_threshold, curriculum_replay=curriculum_replay)
     result = train(model, cfg, out=checkpoint, resume=resume)
     table = Table(title=f"train {task} on {name}")
-    for col in ("step", "loss", "accuracy (items)", "accuracy (tokens)"):
+    for col in ("step", "segment", "loss", "accuracy (items)", "accuracy (tokens)"):
         table.add_column(col, justify="right")
     for h in result.history:
-        table.add_row(str(h["step"]), f"{h['loss']:.4f}", f"{h['accuracy']:.3f}", f"{h['token_accuracy']:.3f}")
+        table.add_row(str(h["step"]), str(h.get("segment_len", segment_len)), f"{h['loss']:.4f}", f"{h['accuracy']:.3f}", f"{h['token_accuracy']:.3f}")
     out.print(table)
+    if not result.finished_curriculum(cfg):
+        out.print(f"[yellow]the curriculum stopped at segments of {result.segment_len}: held-out accuracy never reached {curriculum_threshold} there; "
+                  f"--segment-len {segment_len} was not trained (more --steps, or a lower --curriculum-threshold)[/yellow]")
     out.print(f"checkpoint: {checkpoint}  (export it: memx export {name} --checkpoint {checkpoint} --out {name}.memx)")
+
+
+def parse_lengths(text: Optional[str]) -> tuple[int, ...]:
+    """'16,8' -> (16, 8); a typed error naming the bad item otherwise."""
+    from memx.errors import MemxError
+
+    if not text:
+        return ()
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() for t in items):
+        raise MemxError("--curriculum takes segment lengths separated by commas", expected="e.g. 16 or 24,16", actual=text)
+    return tuple(int(t) for t in items)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
 from memx.models.decode import OPEN, CacheSpec, causal_slots, decode_layer, embed_at, head_cache, real_logits, token_cache
-from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
+from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, make_blocks, token_valid, width_aware_init
 from memx.models.registry import register_family, register_preset
 
 
@@ -50,7 +50,7 @@ class RMT(SegmentModel):
         self.blocks = make_blocks(c)
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size)
-        init_weights(self)
+        width_aware_init(self, c.d_model)  # not GPT-2's 0.02: at d=64 RMT could not learn retrieval with it (docs/zoo.md)
         init_params(self.embed.pos, self.read_pos, self.write_pos, self.init_memory)
 
     @property

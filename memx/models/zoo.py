@@ -32,6 +32,7 @@ class ZooEntry:
     chance: float  # accuracy of guessing, for the reader of reports
     metric: str = "items"  # what `chance` and the reported accuracy count: "items" (whole answers) or "tokens"
     metrics: dict[str, float] = field(default_factory=dict)  # measured when the checkpoint was made
+    paper: str = ""  # the seed paper's closest configuration and its figure, for docs/zoo.md
 
     def score(self, task_score: Any) -> float:
         """The entry's headline accuracy from a :class:`~memx.validation.accuracy.TaskScore`."""

@@ -6,6 +6,10 @@ tokens, so the answer needs information from earlier segments, carried by the me
 Tasks are decoder-style: the target at position t is what the model should output
 there (teacher forcing: the answer's tokens are in the input, shifted by one).
 
+Answer formats: most tasks write ``prompt, SEP, answer`` and score the answer from the SEP
+position on; associative retrieval scores the value at the queried key's own position (the
+MQAR format: one lookup, no extra hop through SEP; see docs/zoo.md for why this matters).
+
 Vocabulary layout (shared): 0 = PAD, 1 = SEP (start of answer), 2 = QUERY; task symbols from 3.
 """
 
@@ -67,6 +71,11 @@ def _answer_episode(prompt: np.ndarray, answer: np.ndarray, segment_len: int) ->
     tokens = np.concatenate([prompt, np.full((b, 1), SEP), answer[:, :-1]], axis=1)
     targets = np.full_like(tokens, IGNORE)
     targets[:, prompt.shape[1] :] = answer  # position of SEP predicts answer[0], and so on
+    return _padded(tokens, targets, segment_len)
+
+
+def _padded(tokens: np.ndarray, targets: np.ndarray, segment_len: int) -> Episode:
+    """Pad (B, T) tokens and targets to whole segments."""
     pad = (-tokens.shape[1]) % segment_len
     tokens = np.pad(tokens, ((0, 0), (0, pad)), constant_values=PAD)
     targets = np.pad(targets, ((0, 0), (0, pad)), constant_values=IGNORE)
@@ -74,18 +83,35 @@ def _answer_episode(prompt: np.ndarray, answer: np.ndarray, segment_len: int) ->
 
 
 N_SYMBOLS = 10
-SOURCE_LEN = 24
+SOURCE_LEN = 24  # the RMT paper's source length
+SHORT_SOURCE_LEN = 8  # the short variants: with segments of 8, the source fills segment 1 and the answer segment 2
+
+
+def _source(rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
+    return rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + N_SYMBOLS, size=(batch, length))
 
 
 @register_task("copy", "copy: 24 symbols, then the source twice (RMT paper)", FIRST_SYMBOL + N_SYMBOLS)
 def copy_task(rng: np.random.Generator, batch: int, segment_len: int) -> Episode:
-    src = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + N_SYMBOLS, size=(batch, SOURCE_LEN))
+    src = _source(rng, batch, SOURCE_LEN)
     return _answer_episode(src, np.concatenate([src, src], axis=1), segment_len)
 
 
 @register_task("reverse", "reverse: 24 symbols, then them reversed (RMT paper)", FIRST_SYMBOL + N_SYMBOLS)
 def reverse_task(rng: np.random.Generator, batch: int, segment_len: int) -> Episode:
-    src = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + N_SYMBOLS, size=(batch, SOURCE_LEN))
+    src = _source(rng, batch, SOURCE_LEN)
+    return _answer_episode(src, src[:, ::-1], segment_len)
+
+
+@register_task("copy-8", "copy: 8 symbols, then the source once (the RMT paper's copy, shortened)", FIRST_SYMBOL + N_SYMBOLS)
+def copy_short(rng: np.random.Generator, batch: int, segment_len: int) -> Episode:
+    src = _source(rng, batch, SHORT_SOURCE_LEN)
+    return _answer_episode(src, src, segment_len)
+
+
+@register_task("reverse-8", "reverse: 8 symbols, then them reversed (the RMT paper's reverse, shortened)", FIRST_SYMBOL + N_SYMBOLS)
+def reverse_short(rng: np.random.Generator, batch: int, segment_len: int) -> Episode:
+    src = _source(rng, batch, SHORT_SOURCE_LEN)
     return _answer_episode(src, src[:, ::-1], segment_len)
 
 
@@ -93,14 +119,16 @@ N_KEYS, N_VALUES, N_PAIRS = 26, 10, 4
 KEY0 = FIRST_SYMBOL + N_VALUES
 
 
-@register_task("associative-retrieval", "4 key->value pairs, then a key: answer its value (RMT paper)", KEY0 + N_KEYS)
+@register_task("associative-retrieval", "4 key->value pairs, then QUERY and a key: its value, predicted at the key (RMT paper)", KEY0 + N_KEYS)
 def associative_retrieval(rng: np.random.Generator, batch: int, segment_len: int) -> Episode:
     keys = np.stack([rng.choice(N_KEYS, size=N_PAIRS, replace=False) for _ in range(batch)]) + KEY0
     values = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + N_VALUES, size=(batch, N_PAIRS))
     pairs = np.stack([keys, values], axis=2).reshape(batch, 2 * N_PAIRS)  # k1 v1 k2 v2 ...
-    which = rng.integers(0, N_PAIRS, size=batch)
-    prompt = np.concatenate([pairs, np.full((batch, 1), QUERY), keys[np.arange(batch), which][:, None]], axis=1)
-    return _answer_episode(prompt, values[np.arange(batch), which][:, None], segment_len)
+    rows, which = np.arange(batch), rng.integers(0, N_PAIRS, size=batch)
+    tokens = np.concatenate([pairs, np.full((batch, 1), QUERY), keys[rows, which][:, None]], axis=1)  # (B, 2K+2)
+    targets = np.full_like(tokens, IGNORE)
+    targets[:, -1] = values[rows, which]  # the key's own position predicts its value (no SEP hop)
+    return _padded(tokens, targets, segment_len)
 
 
 MAJORITY_LEN, MAJORITY_SYMBOLS = 64, 5
@@ -130,3 +158,11 @@ def frequency_sort(rng: np.random.Generator, batch: int, segment_len: int) -> Ep
         rows.append(seq)
         answers.append(np.lexsort((np.arange(SORT_SYMBOLS), -counts)))  # by count desc, then symbol
     return _answer_episode(np.stack(rows) + FIRST_SYMBOL, np.stack(answers) + FIRST_SYMBOL, segment_len)
+
+
+def prompt_and_answer(episode: Episode, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """One item as a generation problem: the tokens up to the position that predicts the first
+    answer token (SEP, or the queried key), and the answer tokens that follow, in order."""
+    scored = np.flatnonzero(episode.targets[row] != IGNORE)
+    first = int(scored[0])
+    return episode.tokens[row, : first + 1].copy(), episode.targets[row, scored].copy()

@@ -5,6 +5,13 @@ state; the loss sums over all scored targets; gradients flow back through the me
 ``bptt_depth`` segments (``None``: through the whole episode). Data for step k comes from
 ``rng([seed, k])``, so training is deterministic and a resumed run equals an uninterrupted one.
 
+Curriculum (the RMT paper's, over the number of segments): ``curriculum`` lists segment lengths
+trained at before ``segment_len``, longest (fewest segments) first. Training moves to the next
+stage at the first evaluation whose held-out item accuracy at the current stage's segment
+length reaches ``curriculum_threshold``; in later stages a share ``curriculum_replay`` of the
+batches is drawn at an earlier stage's length, so what was learnt is kept. Earlier stages train
+at the constant (warmed-up) learning rate; the ``schedule`` runs over the last stage.
+
 Checkpoint files: ``CKPT.safetensors`` (weights: what `memx export --checkpoint` reads),
 ``CKPT.optim.pt`` (optimizer state, loaded with ``weights_only=True``), ``CKPT.train.json``
 (step, settings, metrics).
@@ -48,24 +55,51 @@ class TrainConfig:
     warmup: int = 0  # steps of linear learning-rate warmup
     schedule: str = "constant"  # "constant" or "cosine" (decay to lr/10 by the last step)
     mrbp: bool = False  # memory replay back-propagation: same gradients as BPTT, less memory
+    curriculum: tuple[int, ...] = ()  # segment lengths trained at before segment_len, fewest segments first
+    curriculum_threshold: float = 0.99  # held-out item accuracy that moves training to the next stage
+    curriculum_replay: float = 0.25  # share of a later stage's batches drawn at an earlier stage's length
 
     def __post_init__(self) -> None:
+        self.curriculum = tuple(int(n) for n in self.curriculum)
         if self.schedule not in SCHEDULES:
             raise expect_choice("learning-rate schedule", self.schedule, SCHEDULES)
         if self.warmup < 0 or self.steps < 1 or self.batch < 1:
             raise MemxError("steps and batch must be >= 1 and warmup >= 0", expected="steps >= 1, batch >= 1, warmup >= 0", actual=f"steps {self.steps}, batch {self.batch}, warmup {self.warmup}")
+        if any(n < 1 for n in self.stages):
+            raise MemxError("curriculum segment lengths must be >= 1", expected="lengths >= 1", actual=list(self.stages))
+        if not 0.0 < self.curriculum_threshold <= 1.0 or not 0.0 <= self.curriculum_replay < 1.0:
+            raise MemxError("curriculum threshold must be in (0, 1] and replay in [0, 1)", expected="threshold in (0, 1], replay in [0, 1)",
+                            actual=f"threshold {self.curriculum_threshold}, replay {self.curriculum_replay}")
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        """The segment length of each curriculum stage; the last is ``segment_len``."""
+        return (*self.curriculum, self.segment_len)
 
 
 SCHEDULES = ("constant", "cosine")
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """The learning rate of optimisation step ``step`` (0-based)."""
+def learning_rate(cfg: TrainConfig, step: int, schedule_start: int | None = 0) -> float:
+    """The learning rate of optimisation step ``step`` (0-based). The schedule runs from
+    ``schedule_start`` (the last curriculum stage's first step) to the last step; ``None``:
+    an earlier curriculum stage, trained at the constant rate."""
     scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    if cfg.schedule == "cosine":
-        progress = min(1.0, step / max(1, cfg.steps - 1))
+    if cfg.schedule == "cosine" and schedule_start is not None:
+        progress = min(1.0, max(0, step - schedule_start) / max(1, cfg.steps - 1 - schedule_start))
         scale *= 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr * scale
+
+
+def batch_segment_len(cfg: TrainConfig, stage: int, step: int) -> int:
+    """The segment length of step ``step``'s batch in curriculum stage ``stage``: the stage's
+    own, or (with probability ``curriculum_replay``, from ``rng([seed, step, 1])``) an earlier one."""
+    if stage == 0:
+        return cfg.stages[0]
+    rng = np.random.default_rng([cfg.seed, step, 1])
+    if rng.random() < cfg.curriculum_replay:
+        return cfg.stages[int(rng.integers(0, stage))]
+    return cfg.stages[stage]
 
 
 @dataclass
@@ -75,6 +109,11 @@ class TrainResult:
     accuracy: float  # items whose every scored target is right
     token_accuracy: float
     history: list[dict[str, float]] = field(default_factory=list)
+    stage: int = 0  # the curriculum stage training ended in (len(cfg.curriculum): the last, at segment_len)
+    segment_len: int = 0  # the segment length the last accuracy was measured at
+
+    def finished_curriculum(self, cfg: TrainConfig) -> bool:
+        return self.stage == len(cfg.curriculum)
 
 
 def model_inputs(model: SegmentModel, episode: Episode) -> np.ndarray:
@@ -199,32 +238,40 @@ def train(model: SegmentModel, cfg: TrainConfig, *, out: Path | None = None, res
         raise MemxError(f"model vocabulary too small for task {task.name!r}", expected=f">= {task.vocab_size}", actual=model.vocab_size)
     if not 1 <= cfg.segment_len <= model.max_segment_len:
         raise MemxError("segment length out of range for this model", expected=f"1..{model.max_segment_len}", actual=cfg.segment_len)
+    for n in cfg.stages:
+        if not 1 <= n <= model.max_segment_len:
+            raise MemxError("curriculum segment length out of range for this model", expected=f"1..{model.max_segment_len}", actual=n)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, []
+    start, history, stage, stage_start = 0, [], 0, 0
     if resume and out is not None and _paths(out)[2].exists():
-        start, history = _load(model, opt, out, cfg)
+        start, history, stage, stage_start = _load(model, opt, out, cfg)
+    last_stage = len(cfg.curriculum)
     model.train()
     loss_value = float("nan")
     for step in progress_range(cfg.steps - start, f"train {task.name}", enabled=progress):
         k = start + step
-        ep = task.make(np.random.default_rng([cfg.seed, k]), cfg.batch, cfg.segment_len)
+        ep = task.make(np.random.default_rng([cfg.seed, k]), cfg.batch, batch_segment_len(cfg, stage, k))
         for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, k)
+            group["lr"] = learning_rate(cfg, k, stage_start if stage == last_stage else None)
         opt.zero_grad(set_to_none=True)
         loss_value = episode_backward(model, ep, bptt_depth=cfg.bptt_depth, mrbp=cfg.mrbp)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         if (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.steps:
             model.eval()
-            acc, tok_acc = evaluate(model, task, batches=cfg.eval_batches, batch=cfg.batch, segment_len=cfg.segment_len, seed=cfg.seed)
+            acc, tok_acc = evaluate(model, task, batches=cfg.eval_batches, batch=cfg.batch, segment_len=cfg.stages[stage], seed=cfg.seed)
             model.train()
-            history.append({"step": k + 1, "loss": loss_value, "accuracy": acc, "token_accuracy": tok_acc})
+            history.append({"step": k + 1, "loss": loss_value, "accuracy": acc, "token_accuracy": tok_acc, "stage": stage, "segment_len": cfg.stages[stage]})
+            if stage < last_stage and acc >= cfg.curriculum_threshold:
+                stage, stage_start = stage + 1, k + 1
             if out is not None:
-                _save(model, opt, out, {"step": k + 1, "config": asdict(cfg), "family": model.family, "model_config": model.config_dict(), "history": history})
+                _save(model, opt, out, {"step": k + 1, "config": asdict(cfg), "family": model.family, "model_config": model.config_dict(), "history": history,
+                                        "stage": stage, "stage_start": stage_start})
     model.eval()
-    last = history[-1] if history else {"step": start, "loss": loss_value, "accuracy": float("nan"), "token_accuracy": float("nan")}
-    return TrainResult(int(last["step"]), float(last["loss"]), float(last["accuracy"]), float(last["token_accuracy"]), history)
+    last = history[-1] if history else {"step": start, "loss": loss_value, "accuracy": float("nan"), "token_accuracy": float("nan"), "segment_len": cfg.stages[stage]}
+    return TrainResult(int(last["step"]), float(last["loss"]), float(last["accuracy"]), float(last["token_accuracy"]), history,
+                       stage=stage, segment_len=int(last.get("segment_len", cfg.segment_len)))
 
 
 # Settings that do not change the weights' trajectory: a run may resume with other values.
@@ -232,12 +279,15 @@ _RESUMABLE_CHANGES = ("steps", "eval_every", "eval_batches")
 
 
 def _trajectory(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in _RESUMABLE_CHANGES}
+    plain = json.loads(json.dumps(cfg))  # tuples as lists, as the training record stores them
+    return {k: v for k, v in plain.items() if k not in _RESUMABLE_CHANGES}
 
 
-def _load(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, cfg: TrainConfig) -> tuple[int, list]:
+def _load(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, cfg: TrainConfig) -> tuple[int, list, int, int]:
+    """Restore weights and optimizer; returns (step, history, curriculum stage, its first step)."""
     weights, optim, info = _paths(out)
     meta = json.loads(info.read_text())
+    meta["config"] = {**asdict(TrainConfig(task=meta["config"]["task"])), **meta["config"]}  # records from before a setting existed
     if _trajectory(meta["config"]) != _trajectory(asdict(cfg)) or meta["model_config"] != model.config_dict():
         raise CheckpointError("cannot resume: the checkpoint was trained with other settings", expected=_trajectory(meta["config"]), actual=_trajectory(asdict(cfg)))
     with safe_open(str(weights), "pt") as f:
@@ -246,4 +296,4 @@ def _load(model: SegmentModel, opt: torch.optim.Optimizer, out: Path, cfg: Train
         raise CheckpointError("cannot resume: weights and training record are of different steps (interrupted save?)", expected=meta["step"], actual=weights_step)
     model.load_state_dict(load_file(str(weights)), strict=True)
     opt.load_state_dict(torch.load(optim, weights_only=True))
-    return int(meta["step"]), list(meta["history"])
+    return int(meta["step"]), list(meta["history"]), int(meta.get("stage", 0)), int(meta.get("stage_start", 0))

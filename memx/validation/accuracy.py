@@ -35,3 +35,29 @@ def runtime_task_accuracy(rt, task_name: str, *, items: int = 1000, batch: int =
         right_items, right_tokens, scored_tokens = right_items + items_ok, right_tokens + tokens_ok, scored_tokens + tokens_scored
         preds.append(pred[ep.targets != IGNORE].reshape(pred.shape[0], -1))
     return TaskScore(task_name, items, right_items / items, right_tokens / max(scored_tokens, 1), np.concatenate(preds))
+
+
+def runtime_generation_accuracy(rt, task_name: str, *, items: int = 1000, batch: int = 50, segment_len: int = 8, seed: int = 12345) -> TaskScore:
+    """The task answered by generation: each held-out item's prompt (up to the position that
+    predicts the first answer token) is appended to a stream, and the answer is generated
+    greedily token by token, each token fed back (free running, no teacher forcing), memory
+    written every ``segment_len`` tokens. Needs a package with decode graphs (causal models)."""
+    from memx.errors import InputError
+    from memx.training.tasks import prompt_and_answer
+
+    task = get_task(task_name)
+    preds, right_items, right_tokens, scored_tokens = [], 0, 0, 0
+    for k in range(-(-items // batch)):
+        ep = task.make(np.random.default_rng([seed, k]), min(batch, items - k * batch), segment_len)
+        pairs = [prompt_and_answer(ep, row) for row in range(ep.tokens.shape[0])]
+        if len({(len(p), len(a)) for p, a in pairs}) != 1:
+            raise InputError(f"task {task_name!r} has prompts or answers of several lengths", expected="one length per task", actual=sorted({(len(p), len(a)) for p, a in pairs}))
+        prompts, answers = np.stack([p for p, _ in pairs]), np.stack([a for _, a in pairs])  # (B, P), (B, A)
+        stream = rt.stream(prompts.shape[0])
+        stream.segment_len = segment_len
+        stream.append(prompts)
+        pred = np.asarray(list(stream.generate(answers.shape[1], temperature=0))).reshape(answers.shape[1], -1).T  # (A, B) -> (B, A)
+        hit = pred == answers
+        right_items, right_tokens, scored_tokens = right_items + int(hit.all(axis=1).sum()), right_tokens + int(hit.sum()), scored_tokens + hit.size
+        preds.append(pred)
+    return TaskScore(task_name, items, right_items / items, right_tokens / max(scored_tokens, 1), np.concatenate(preds))

@@ -280,32 +280,50 @@ def test_sampling_is_seeded_splitmix64_with_the_documented_arithmetic():
     assert math.isclose(SplitMix64(7).uniform(), (SplitMix64(7).next_u64() >> 11) / 2 ** 53)
 
 
-def test_a_trained_zoo_model_answers_through_generate_as_pytorch_does(package_of):
-    """infformer-sort lists the 8 symbols of a 96-symbol stream by count, after the stream has
-    crossed 6 segments: the answer is generated token by token (greedy, free running), through
-    ONNX Runtime's decode graphs and through PyTorch re-running the model per token; both give
-    the same answers, so the same accuracy (and well above chance)."""
-    from memx.training.tasks import get_task
+def _answers_after_sep(name: str) -> bool:
+    from memx.training.tasks import SEP, get_task, prompt_and_answer
     from memx.zoo import get_zoo
 
-    entry = get_zoo("infformer-sort")
-    rt = open_runtime(package_of("infformer-sort").path, backend="onnxruntime")
-    model = build_zoo_model("infformer-sort").eval()
-    episode = get_task(entry.task).make(np.random.default_rng(123), 24, entry.segment_len)
-    answer_at = int(np.flatnonzero(episode.targets[0] != -100)[0])  # the SEP position predicts the first answer token
-    n_answer = int((episode.targets[0] != -100).sum())
-    got, want = [], []
-    for row in range(episode.tokens.shape[0]):
-        prompt = episode.tokens[row, : answer_at + 1]
-        s = rt.stream()
-        s.segment_len = entry.segment_len
-        s.append(prompt)
-        got.append(list(s.generate(n_answer, temperature=0)))
-        want.append(_segment_loop_reference(model, prompt.tolist(), n_answer, entry.segment_len))
-    targets = episode.targets[:, answer_at : answer_at + n_answer]
-    accuracy = float((np.array(got) == targets).mean())
-    assert got == want
-    assert accuracy > 0.4, accuracy  # chance: 1 in 8 per position
+    entry = get_zoo(name)
+    prompt, _ = prompt_and_answer(get_task(entry.task).make(np.random.default_rng(0), 1, entry.segment_len), 0)
+    return int(prompt[-1]) == SEP
+
+
+GENERATIVE_ZOO = [n for n in DECODABLE_ZOO if _answers_after_sep(n)]
+
+
+def test_the_generative_zoo_includes_rmt_copy_and_reverse():
+    assert {"rmt-copy", "rmt-reverse", "infformer-sort"} <= set(GENERATIVE_ZOO)
+
+
+@pytest.mark.parametrize("name", GENERATIVE_ZOO)
+def test_a_trained_zoo_model_answers_through_generate_as_pytorch_does(name, package_of):
+    """The answer generated token by token (greedy, free running: each token fed back), memory
+    written every segment, through ONNX Runtime's decode graphs, equals PyTorch re-running the
+    model per token on every item; so the accuracy is the same. An item right under teacher
+    forcing is generated right (the same tokens are fed back), so the items solved by
+    generation are exactly the items solved stepping whole segments."""
+    from memx.training.tasks import get_task, prompt_and_answer
+    from memx.validation.accuracy import runtime_generation_accuracy, runtime_task_accuracy
+    from memx.zoo import get_zoo
+
+    entry, items = get_zoo(name), 100
+    rt = open_runtime(package_of(name).path, backend="onnxruntime")
+    model = build_zoo_model(name).eval()
+    generated = runtime_generation_accuracy(rt, entry.task, items=items, batch=items, segment_len=entry.segment_len)
+    stepped = runtime_task_accuracy(rt, entry.task, items=items, batch=items, segment_len=entry.segment_len)
+    episode = get_task(entry.task).make(np.random.default_rng([12345, 0]), items, entry.segment_len)  # the batch runtime_*_accuracy streams
+    want = []
+    for row in range(items):
+        prompt, answer = prompt_and_answer(episode, row)
+        want.append(_segment_loop_reference(model, prompt.tolist(), len(answer), entry.segment_len))
+    np.testing.assert_array_equal(generated.predictions, np.array(want))
+    solved_stepping = (stepped.predictions == np.stack([prompt_and_answer(episode, r)[1] for r in range(items)])).all(axis=1)
+    solved_generating = (generated.predictions == np.stack([prompt_and_answer(episode, r)[1] for r in range(items)])).all(axis=1)
+    np.testing.assert_array_equal(solved_generating, solved_stepping)
+    assert entry.score(generated) >= 2 * entry.chance
+    if entry.family == "rmt":
+        assert generated.accuracy >= 0.99, f"{name}: {generated.accuracy:.1%} of items generated right"
 
 
 def test_a_pool_step_refuses_a_stream_with_an_open_segment(package_of):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memx.errors import RegistryError
-from memx.training.tasks import FIRST_SYMBOL, IGNORE, SEP, get_task, tasks
+from memx.training.tasks import FIRST_SYMBOL, IGNORE, QUERY, SEP, get_task, prompt_and_answer, tasks
 
 TASKS = [t.name for t in tasks()]
 
@@ -22,8 +22,12 @@ def test_episodes_are_deterministic_in_vocab_and_segmented(name):
     scored = a.targets[a.targets != IGNORE]
     assert scored.size and scored.min() >= FIRST_SYMBOL and scored.max() < task.vocab_size
     assert a.n_segments >= 2, "the answer must need memory of an earlier segment"
-    sep = np.argmax(a.tokens == SEP, axis=1)
-    assert (a.targets[np.arange(4), sep] != IGNORE).all(), "the SEP position predicts the first answer token"
+    for row in range(4):
+        prompt, answer = prompt_and_answer(a, row)
+        assert prompt[-1] == SEP or name == "associative-retrieval", "the SEP position predicts the first answer token"
+        scored = np.flatnonzero(a.targets[row] != IGNORE)
+        assert np.array_equal(scored, np.arange(len(prompt) - 1, len(prompt) - 1 + len(answer))), "answers are scored contiguously"
+        assert np.array_equal(a.tokens[row, scored[1:]], answer[:-1]), "teacher forcing: each answer token is the next input"
 
 
 def _answer(ep, row):
@@ -39,7 +43,13 @@ def test_answers_are_right():
     np.testing.assert_array_equal(_answer(ep, 0), ep.tokens[0, :24][::-1])
     ep = get_task("associative-retrieval").make(rng, 2, 8)
     pairs, key = ep.tokens[0, :8].reshape(4, 2), ep.tokens[0, 9]
-    assert _answer(ep, 0)[0] == pairs[pairs[:, 0] == key, 1][0]
+    assert ep.tokens[0, 8] == QUERY and ep.targets[0, 9] == pairs[pairs[:, 0] == key, 1][0], "the value is scored at the queried key"
+    assert ep.n_segments == 2 and (ep.targets[:, :8] == IGNORE).all(), "segments of 8: pairs in segment 1, the query in segment 2"
+    for name, expect in (("copy-8", lambda s: s), ("reverse-8", lambda s: s[::-1])):
+        ep = get_task(name).make(rng, 2, 8)
+        src = ep.tokens[0, :8]
+        assert ep.tokens[0, 8] == SEP and ep.n_segments == 2
+        np.testing.assert_array_equal(_answer(ep, 0), expect(src))
     ep = get_task("majority").make(rng, 2, 8)
     seq = ep.tokens[0, :64]
     counts = np.bincount(seq - FIRST_SYMBOL, minlength=5)

@@ -110,3 +110,51 @@ def test_learning_rate_schedule_warms_up_and_decays():
     assert lrs[-1] == pytest.approx(1e-4, rel=1e-6)  # decays to lr / 10
     assert all(b <= a + 1e-15 for a, b in zip(lrs[10:], lrs[11:]))
     assert learning_rate(TrainConfig(task="copy"), 500) == TrainConfig(task="copy").lr
+
+
+COPY8 = dict(task="copy-8", batch=8, segment_len=8, lr=3e-3, curriculum=(16,))
+
+
+def test_curriculum_moves_to_more_segments_once_accuracy_is_reached():
+    from memx.training.trainer import batch_segment_len
+
+    cfg = TrainConfig(steps=6, eval_every=2, curriculum_threshold=0.01, **COPY8)  # reached as soon as one item is right
+    result = train(build_preset("rmt-tiny"), cfg, progress=False)
+    # Whether the threshold is met depends on the model; the stage follows the recorded accuracy exactly.
+    stage = 0
+    for h in result.history:
+        assert h["stage"] == stage and h["segment_len"] == cfg.stages[stage]
+        if stage == 0 and h["accuracy"] >= 0.01:
+            stage = 1
+    assert result.stage == stage
+    never = train(build_preset("rmt-tiny"), TrainConfig(steps=4, eval_every=2, curriculum_threshold=1.0, **COPY8), progress=False)
+    assert never.stage == 0 and not never.finished_curriculum(cfg) and {h["segment_len"] for h in never.history} == {16}
+    lengths = [batch_segment_len(cfg, 1, k) for k in range(400)]
+    assert set(lengths) == {8, 16} and 0.15 < lengths.count(16) / 400 < 0.35, "about a quarter of later batches replay the first stage"
+    assert [batch_segment_len(cfg, 0, k) for k in range(5)] == [16] * 5
+    assert lengths == [batch_segment_len(cfg, 1, k) for k in range(400)], "deterministic"
+
+
+def test_curriculum_stage_survives_resume(tmp_path):
+    cfg = TrainConfig(steps=8, eval_every=2, curriculum_threshold=0.01, curriculum_replay=0.5, **{**COPY8, "lr": 1e-2})
+    full = build_preset("rmt-tiny")
+    whole = train(full, cfg, progress=False)
+    ckpt = tmp_path / "cur.safetensors"
+    train(build_preset("rmt-tiny"), TrainConfig(**{**cfg.__dict__, "steps": 4}), out=ckpt, progress=False)
+    resumed = build_preset("rmt-tiny", seed=5)
+    again = train(resumed, cfg, out=ckpt, resume=True, progress=False)
+    assert resumed.weights_sha256() == full.weights_sha256()
+    assert [(h["step"], h["stage"]) for h in again.history] == [(h["step"], h["stage"]) for h in whole.history]
+
+
+def test_curriculum_schedule_and_checks():
+    from memx.training.trainer import learning_rate
+
+    cfg = TrainConfig(task="copy-8", steps=100, lr=1e-3, schedule="cosine", curriculum=(16,))
+    assert learning_rate(cfg, 30, None) == pytest.approx(1e-3), "earlier stages train at the constant rate"
+    assert learning_rate(cfg, 40, 40) == pytest.approx(1e-3) and learning_rate(cfg, 99, 40) == pytest.approx(1e-4), "the schedule spans the last stage"
+    assert cfg.stages == (16, 8)
+    with pytest.raises(MemxError, match="curriculum threshold"):
+        TrainConfig(task="copy-8", curriculum_threshold=1.5)
+    with pytest.raises(MemxError, match="curriculum segment length out of range"):
+        train(build_preset("rmt-tiny"), TrainConfig(task="copy-8", steps=1, curriculum=(64,)), progress=False)
