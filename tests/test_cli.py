@@ -127,6 +127,18 @@ def test_train_then_export_the_checkpoint(tmp_path):
     assert r.exit_code == 2 and "unknown task 'sudoku'" in r.output
 
 
+def test_train_with_a_curriculum(tmp_path):
+    ckpt = tmp_path / "copy.safetensors"
+    common = ["copy-8", "--preset", "rmt-tiny", "--steps", "4", "--batch", "4", "--eval-every", "2", "--segment-len", "4", "--out", ckpt]
+    r = invoke("train", *common, "--curriculum", "16,8", "--curriculum-threshold", "1.0")
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "copy.train.json").read_text())
+    assert record["config"]["curriculum"] == [16, 8] and [h["segment_len"] for h in record["history"]] == [16, 16]
+    assert "the curriculum stopped at segments of 16" in " ".join(r.output.split())
+    r = invoke("train", *common, "--curriculum", "16;8")
+    assert r.exit_code != 0 and "segment lengths separated by commas" in " ".join(r.output.split())
+
+
 def test_train_memformer_with_mrbp_equals_bptt_and_exports_both_graphs(tmp_path):
     common = ["majority", "--family", "memformer", "--steps", "3", "--batch", "4", "--segment-len", "16", "--eval-every", "3", "--warmup", "2", "--schedule", "cosine"]
     r = invoke("train", *common, "--mrbp", "--out", tmp_path / "m.safetensors")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from memx.models.base import GraphSpec, OutputSpec, SegmentModel, StateSpec
-from memx.models.layers import MASKED_LOGIT, BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, init_params, init_weights, token_valid
+from memx.models.layers import MASKED_LOGIT, BackboneConfig, FeedForward, MultiHeadAttention, SegmentEmbedding, init_params, token_valid, width_aware_init
 from memx.models.registry import register_family, register_preset
 
 BMN_EPS = 1e-6
@@ -109,7 +109,7 @@ class Memformer(SegmentModel):
         self.decoder = nn.ModuleList(CrossBlock(c) for _ in range(c.n_decoder_layers))
         self.ln_dec = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size)
-        init_weights(self)
+        width_aware_init(self, c.d_model)  # not GPT-2's 0.02: majority stalled at 75% with it (docs/zoo.md)
         init_params(self.enc_embed.pos, self.dec_embed.pos)
         init_params(self.memory_bias, std=1.0)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from memx.models.base import OutputSpec, SegmentModel, StateSpec
-from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, init_weights, make_blocks, token_valid
+from memx.models.layers import BackboneConfig, SegmentEmbedding, init_params, make_blocks, token_valid, width_aware_init
 from memx.models.registry import register_family, register_preset
 
 Variant = Literal["memtransformer", "memctrl", "membottleneck"]
@@ -55,7 +55,7 @@ class MemoryTransformer(SegmentModel):
             self.mem_blocks = make_blocks(c)
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size)
-        init_weights(self)
+        width_aware_init(self, c.d_model)  # not GPT-2's 0.02: copy across 4 segments stalled at 1% of items with it (docs/zoo.md)
         init_params(self.embed.pos, self.mem_pos, self.init_memory)
 
     def state_specs(self) -> list[StateSpec]:

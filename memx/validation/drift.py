@@ -45,7 +45,7 @@ class TaskAccuracy:
 
     @property
     def drop_points(self) -> float:
-        return 100.0 * (self.reference - self.candidate)
+        return round(100.0 * (self.reference - self.candidate), 9)  # 2 of 200 items is 1.00 points, not 1.0000000000000142
 
 
 @dataclass

@@ -75,6 +75,9 @@ class ParityReport:
             text += (f". The error starts at rounding level ({max(self.per_segment_max[:AMPLIFY_EARLY]):.2g} in the first {AMPLIFY_EARLY} segments) and grows"
                      f" about x{growth:.2f} per segment: the model's memory recurrence amplifies rounding, so any two float implementations part;"
                      " `memx validate --teacher-forced` measures each step's own error at every depth")
+        elif self.first_failure and not self.teacher_forced and self.first_failure["segment"] >= AMPLIFY_MIN_SEGMENT:
+            text += (". Failing only from a later segment on can be a trained memory amplifying rounding on long never-reset streams;"
+                     " `memx validate --teacher-forced` tells: it measures each step's own error at every depth")
         return text
 
     def amplification(self) -> float | None:

@@ -98,3 +98,22 @@ def test_memx_run_generate_refuses_bad_requests(built, package_of, tmp_path):
     np.save(tmp_path / "big.npy", np.array([1, pkg.manifest.vocab_size], dtype=np.int64))
     proc = run_cpp(pkg.path, tmp_path / "big.npy", 4, "--generate", "3")
     assert proc.returncode == 1 and "token id outside the vocabulary" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["rmt-copy", "rmt-reverse"])
+def test_cpp_answers_the_generative_zoo_tasks(name, built, package_of, tmp_path):
+    """memx-run generates the copied (reversed) symbols of 32 held-out items, greedy, memory
+    written every segment: the tokens Python generates, and the right answers."""
+    from memx.training.tasks import get_task, prompt_and_answer
+    from memx.validation.accuracy import runtime_generation_accuracy
+    from memx.zoo import get_zoo
+
+    entry, items = get_zoo(name), 32
+    pkg = package_of(name)
+    episode = get_task(entry.task).make(np.random.default_rng([12345, 0]), items, entry.segment_len)
+    prompts = np.stack([prompt_and_answer(episode, r)[0] for r in range(items)])  # (32, 9): 8 symbols, SEP
+    answers = np.stack([prompt_and_answer(episode, r)[1] for r in range(items)])  # (32, 8)
+    got, _ = cpp_generate(pkg, tmp_path, prompts, answers.shape[1], entry.segment_len, sampled=False)  # (8, 32)
+    python = runtime_generation_accuracy(runtimes.open(pkg, backend="onnxruntime"), entry.task, items=items, batch=items, segment_len=entry.segment_len)
+    np.testing.assert_array_equal(got.T, python.predictions)
+    assert (got.T == answers).all(axis=1).mean() >= 0.95
