@@ -19,8 +19,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtimes",),  # Runtime/Stream/StreamPool and the backends (TensorRT engines included)
     ("validation",),  # parity, precision drift, task accuracy, token sources, record(pkg, report)
     ("exporter",),  # torch.onnx export (its export-time check is validation's parity)
-    ("zoo",),  # the zoo's public face and its tools (make, report)
     ("calibration",),  # quantization methods, precision policy, calibration rollouts
+    ("zoo",),  # the zoo's public face and its tools (make, report: which quantizes each model)
     ("inspection",),
     ("profiling", "quickstart", "serving"),  # serving: Triton repositories, the in-Triton model, launcher, client
     ("cli",),
