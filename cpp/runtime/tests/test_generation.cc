@@ -6,25 +6,13 @@
 #include <cstdlib>
 #include <random>
 
+#include "generation_fixtures.hpp"
 #include "memx/memx.hpp"
 
 using namespace memx;
 
 namespace {
-const char* package() { return std::getenv("MEMX_TEST_PACKAGE"); }
-
-#define NEED_DECODE_PACKAGE(rt)                                                                  \
-  if (!package()) GTEST_SKIP() << "needs MEMX_TEST_PACKAGE (a memx package; `make cpp-test` exports one)"; \
-  Runtime rt(package());                                                                         \
-  if (!rt.manifest().decode) GTEST_SKIP() << "MEMX_TEST_PACKAGE has no decode graphs"
-
-std::vector<int64_t> ids(int64_t n, int64_t vocab, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int64_t> id(0, vocab - 1);
-  std::vector<int64_t> v(n);
-  for (auto& x : v) x = id(rng);
-  return v;
-}
+using memx_test::ids;
 }  // namespace
 
 TEST(Sampling, SplitMix64IsThePublishedGenerator) {

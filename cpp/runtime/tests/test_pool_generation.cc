@@ -5,31 +5,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <set>
 
+#include "generation_fixtures.hpp"
 #include "memx/memx.hpp"
 
 using namespace memx;
 
 namespace {
-const char* package() { return std::getenv("MEMX_TEST_PACKAGE"); }
-
-#define NEED_DECODE_PACKAGE(rt)                                                                  \
-  if (!package()) GTEST_SKIP() << "needs MEMX_TEST_PACKAGE (a memx package; `make cpp-test` exports one)"; \
-  Runtime rt(package());                                                                         \
-  if (!rt.manifest().decode) GTEST_SKIP() << "MEMX_TEST_PACKAGE has no decode graphs"
+using memx_test::ids;
 
 constexpr int64_t kSegment = 8;  // generation segment length: prompts and generations cross several
-
-std::vector<int64_t> ids(int64_t n, int64_t vocab, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int64_t> id(0, vocab - 1);
-  std::vector<int64_t> v(n);
-  for (auto& x : v) x = id(rng);
-  return v;
-}
 
 // 32 prompts of lengths 1..37: some shorter than a segment, some several segments long
 std::vector<std::vector<int64_t>> ragged_prompts(int64_t vocab) {
@@ -72,6 +61,20 @@ Pool pool_with(const Runtime& rt, const std::vector<std::vector<int64_t>>& promp
 // the step state (the manifest's state tensors), byte for byte
 void expect_same_state(const Runtime& rt, const std::map<std::string, Tensor>& got, const std::map<std::string, Tensor>& want) {
   for (const auto& s : rt.manifest().state) EXPECT_EQ(got.at(s.name).bytes, want.at(s.name).bytes) << s.name;
+}
+
+// float32 tensors of one shape within atol: rows padded to another length in a pool's batched
+// call sum in another order than a stream alone, so the last bits may differ
+void expect_close(const Tensor& got, const Tensor& want, float atol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;  // a pool row's (S, V) is a stream's (1, S, V)
+  ASSERT_EQ(got.dtype, DType::Float32) << what;
+  float worst = 0.0f;
+  for (int64_t k = 0; k < got.size(); ++k) worst = std::max(worst, std::abs(got.data<float>()[k] - want.data<float>()[k]));
+  EXPECT_LE(worst, atol) << what;
+}
+
+void expect_close_state(const Runtime& rt, const std::map<std::string, Tensor>& got, const std::map<std::string, Tensor>& want) {
+  for (const auto& s : rt.manifest().state) expect_close(got.at(s.name), want.at(s.name), 1e-5f, s.name);
 }
 
 std::vector<std::vector<uint8_t>> snapshots(const StreamPool& pool, const std::vector<int64_t>& id) {
@@ -133,16 +136,16 @@ TEST(PoolGeneration, FlushWritesOpenSegmentsAndStepsNeedIt) {
     EXPECT_EQ(std::string(e.what()), "stream " + std::to_string(a) + " holds a partial segment from append/generate: a step would skip its memory write: expected an empty "
                                      "segment (position 0), got position " + std::to_string(p.pool.position(a)) + " (pool.flush([sid]) first)");
   }
-  p.pool.flush();
+  p.pool.flush();  // one batched step over open segments of 7, 6 and 4 tokens (padded to 7)
   for (std::size_t i = 0; i < alone.size(); ++i) {
     alone[i].flush();
     EXPECT_EQ(p.pool.position(p.id[i]), 0);
-    EXPECT_EQ(p.pool.snapshot(p.id[i]), alone[i].snapshot());
+    expect_close_state(rt, p.pool.state(p.id[i]), alone[i].state());
   }
   const auto out = p.pool.step({{a, {1, 2}}});  // after a flush, a step goes on from the written memory
   const auto want = alone[0].step(make_tokens({1, 2}, 1, 2)).outputs.at("logits");
-  EXPECT_EQ(out.at(a).at("logits").bytes, want.bytes);
-  for (std::size_t i = 0; i < alone.size(); ++i) expect_same_state(rt, p.pool.state(p.id[i]), alone[i].state());
+  expect_close(out.at(a).at("logits"), want, 1e-4f, "logits");
+  for (std::size_t i = 0; i < alone.size(); ++i) expect_close_state(rt, p.pool.state(p.id[i]), alone[i].state());
 }
 
 TEST(PoolGeneration, AMidSegmentSnapshotContinuesIdenticallyInAFreshPoolAndInAStream) {
