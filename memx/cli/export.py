@@ -91,7 +91,7 @@ def validate(
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
     drift_tol: float = typer.Option(0.05, help="Precision check: state relative error that counts as divergence."),
-    min_agreement: float = typer.Option(0.95, help="Precision check of a package without a task: the lowest mean top-1 agreement with the reference that passes."),
+    min_agreement: float = typer.Option(0.95, help="Precision check of a package without a task, and the decode check of a quantized package: the lowest mean top-1 agreement that passes."),
     max_kl: float = typer.Option(0.05, help="Precision check of a package without a task: the largest mean KL(reference || package) of the logits that passes."),
     reference: Optional[str] = typer.Option(None, help="The code that builds the PyTorch reference of a model that is not a memx family: package.module:function (called with the manifest's config)."),
     teacher_forced: bool = typer.Option(False, "--teacher-forced", help="Parity: start every segment of the backend from the reference's state (one step's error at every depth; for memories that amplify rounding)."),
@@ -118,14 +118,14 @@ def validate(
         out.print("report: " + ", ".join(str(package / p) for p in report.reports.values()), highlight=False)
     else:
         print_parity(report)
-    decode = _check_decode(package, backend, options, decode_segments, batch, atol, seed, verify)
+    decode = _check_decode(package, backend, options, decode_segments, batch, atol, seed, verify, min_agreement)
     if json_out:
         write_text_atomic(json_out, json.dumps({**report.to_dict(), **({"decode": decode.to_dict()} if decode else {})}, indent=1) + "\n")
     if not report.passed or (decode is not None and not decode.passed):
         raise typer.Exit(1)
 
 
-def _check_decode(package: Path, backend: str, options: dict, segments: int, batch: int, atol: float, seed: int, verify: bool):
+def _check_decode(package: Path, backend: str, options: dict, segments: int, batch: int, atol: float, seed: int, verify: bool, min_top1: float):
     """Decode parity of a package with decode graphs (None when it has none or segments is 0)."""
     from memx.exporter import Package
     from memx.validation.decode import check_decode
@@ -133,7 +133,7 @@ def _check_decode(package: Path, backend: str, options: dict, segments: int, bat
     pkg = Package.open(package, verify=verify)
     if segments <= 0 or pkg.manifest.decode is None or backend not in ("onnxruntime", "torch"):
         return None
-    report = check_decode(pkg, backend=backend, segments=segments, batch=batch, atol=atol, seed=seed, backend_options=options)
+    report = check_decode(pkg, backend=backend, segments=segments, batch=batch, atol=atol, seed=seed, min_top1=min_top1, backend_options=options)
     style = "green" if report.passed else "bold red"
     out.print(f"[{style}]{report.summary()}[/]", highlight=False, soft_wrap=True)
     return report
