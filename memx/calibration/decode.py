@@ -116,6 +116,33 @@ def decode_memory_path(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, st
     return path
 
 
+def split_shared_activations(model: onnx.ModelProto, only: set[str] | None = None) -> int:
+    """Give every weighted MatMul that reads a tensor another weighted MatMul also reads its own
+    copy of it (an Identity placed just before it), so each can take its own use's range from
+    the step. The step may apply two weights to different tensors (∞-former: the query projection
+    to the new tokens, the key/value projection to [short-term cache; new tokens]) that the decode
+    graph feeds from one tensor; one shared quantizer would take the union of both ranges and the
+    decode would part from the step by an int8 step. Returns the number of copies made."""
+    readers: dict[str, list[str]] = {}
+    for name, (act, _, _) in weighted_matmuls(model).items():
+        if only is None or name in only:
+            readers.setdefault(act, []).append(name)
+    copies = {name: act for act, names in readers.items() if len(names) > 1 for name in names}
+    if not copies:
+        return 0
+    nodes = []
+    for node in model.graph.node:
+        act = copies.get(node.name)
+        if act is not None:
+            copy = f"{act}/copy_for/{node.name}"
+            nodes.append(onnx.helper.make_node("Identity", [act], [copy], name=f"{node.name}/input_copy"))
+            node.input[list(node.input).index(act)] = copy
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)  # each copy right before its reader: still in topological order
+    return len(copies)
+
+
 def shared_ranges(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, step: StepPrecision,
                   step_caches: dict[str, Path]) -> tuple[dict[str, tuple[float, float]], int, int]:
     """Ranges the decode graph takes from the step's calibration: {tensor: (low, high)} for the
@@ -142,14 +169,20 @@ def shared_ranges(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, step: S
         low, high = data[tensor].range_value
         return [(float(np.min(low)), float(np.max(high)))]
 
-    mm = weighted_matmuls(model)
     on_memory = reads_memory(m, graph)
+    uses = {name: step.like_step(key, on_memory) for name, (_, _, key) in weighted_matmuls(model).items()}
+    input_ranges = {name: tuple(r for u in us for r in step_range(u.graph, u.activation)) for name, us in uses.items()}
+    readers: dict[str, set[tuple]] = {}
+    for name, (act, _, _) in weighted_matmuls(model).items():
+        readers.setdefault(act, set()).add(input_ranges[name])
+    differ = {name for name, (act, _, _) in weighted_matmuls(model).items() if len(readers[act]) > 1}
+    split_shared_activations(model, differ)  # readers whose step inputs had different ranges: one quantizer each
+    mm = weighted_matmuls(model)
     matched = 0
-    for act, result, key in mm.values():
-        uses = step.like_step(key, on_memory)
-        matched += bool(uses)
-        widen(act, [r for u in uses for r in step_range(u.graph, u.activation)])
-        widen(result, [r for u in uses for r in step_range(u.graph, u.output)])
+    for name, (act, result, _) in mm.items():
+        matched += bool(uses[name])
+        widen(act, list(input_ranges[name]))
+        widen(result, [r for u in uses[name] for r in step_range(u.graph, u.output)])
     return ranges, matched, len(mm)
 
 
