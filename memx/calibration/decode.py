@@ -116,39 +116,33 @@ def decode_memory_path(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, st
     return path
 
 
-def split_shared_activations(model: onnx.ModelProto, only: set[str] | None = None) -> int:
-    """Give every weighted MatMul that reads a tensor another weighted MatMul also reads its own
-    copy of it (an Identity placed just before it), so each can take its own use's range from
-    the step. The step may apply two weights to different tensors (∞-former: the query projection
-    to the new tokens, the key/value projection to [short-term cache; new tokens]) that the decode
-    graph feeds from one tensor; one shared quantizer would take the union of both ranges and the
-    decode would part from the step by an int8 step. Returns the number of copies made."""
-    readers: dict[str, list[str]] = {}
-    for name, (act, _, _) in weighted_matmuls(model).items():
-        if only is None or name in only:
-            readers.setdefault(act, []).append(name)
-    copies = {name: act for act, names in readers.items() if len(names) > 1 for name in names}
-    if not copies:
-        return 0
+def split_shared_activations(model: onnx.ModelProto, readers: dict[str, str]) -> dict[str, str]:
+    """Give each MatMul named in ``readers`` ({node: the activation it reads}) its own copy of
+    that activation (an Identity placed just before it), so each can take its own use's range
+    from the step. The step may apply two weights to different tensors (∞-former: the query
+    projection to the new tokens, the key/value projection to [short-term cache; new tokens])
+    that the decode graph feeds from one tensor; one shared quantizer would take the union of
+    both ranges and the decode would part from the step by an int8 step. Returns {node: copy}."""
+    copies = {name: f"{act}/copy_for/{name}" for name, act in readers.items()}
     nodes = []
     for node in model.graph.node:
-        act = copies.get(node.name)
-        if act is not None:
-            copy = f"{act}/copy_for/{node.name}"
-            nodes.append(onnx.helper.make_node("Identity", [act], [copy], name=f"{node.name}/input_copy"))
-            node.input[list(node.input).index(act)] = copy
+        if node.name in copies:
+            act = readers[node.name]
+            nodes.append(onnx.helper.make_node("Identity", [act], [copies[node.name]], name=f"{node.name}/input_copy"))
+            node.input[list(node.input).index(act)] = copies[node.name]
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)  # each copy right before its reader: still in topological order
-    return len(copies)
+    return copies
 
 
 def shared_ranges(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, step: StepPrecision,
-                  step_caches: dict[str, Path]) -> tuple[dict[str, tuple[float, float]], int, int]:
+                  step_caches: dict[str, Path]) -> tuple[dict[str, tuple[float, float]], int, int, int]:
     """Ranges the decode graph takes from the step's calibration: {tensor: (low, high)} for the
     input and the output of every MatMul whose weight the step also multiplies, from the step's
-    uses of the same kind (the union where several meet in one tensor); with the count of
-    matched and of all weighted MatMuls."""
+    uses of the same kind (the union where several meet in one tensor; readers of one tensor
+    whose step inputs had different ranges get a copy each first); with the count of matched
+    and of all weighted MatMuls and of the copies made."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     loaded = {g: load_tensors_data(p).data for g, p in step_caches.items()}
@@ -170,20 +164,20 @@ def shared_ranges(model: onnx.ModelProto, m: Manifest, graph: GraphInfo, step: S
         return [(float(np.min(low)), float(np.max(high)))]
 
     on_memory = reads_memory(m, graph)
-    uses = {name: step.like_step(key, on_memory) for name, (_, _, key) in weighted_matmuls(model).items()}
-    input_ranges = {name: tuple(r for u in us for r in step_range(u.graph, u.activation)) for name, us in uses.items()}
-    readers: dict[str, set[tuple]] = {}
-    for name, (act, _, _) in weighted_matmuls(model).items():
-        readers.setdefault(act, set()).add(input_ranges[name])
-    differ = {name for name, (act, _, _) in weighted_matmuls(model).items() if len(readers[act]) > 1}
-    split_shared_activations(model, differ)  # readers whose step inputs had different ranges: one quantizer each
     mm = weighted_matmuls(model)
+    uses = {name: step.like_step(key, on_memory) for name, (_, _, key) in mm.items()}
+    input_ranges = {name: tuple(r for u in us for r in step_range(u.graph, u.activation)) for name, us in uses.items()}
+    seen: dict[str, set[tuple]] = {}
+    for name, (act, _, _) in mm.items():
+        seen.setdefault(act, set()).add(input_ranges[name])
+    # readers of one tensor whose step inputs had different ranges: one quantizer each
+    copies = split_shared_activations(model, {name: act for name, (act, _, _) in mm.items() if len(seen[act]) > 1})
     matched = 0
     for name, (act, result, _) in mm.items():
         matched += bool(uses[name])
-        widen(act, list(input_ranges[name]))
+        widen(copies.get(name, act), list(input_ranges[name]))
         widen(result, [r for u in uses[name] for r in step_range(u.graph, u.output)])
-    return ranges, matched, len(mm)
+    return ranges, matched, len(mm), len(copies)
 
 
 def record_decode_feeds(pkg: Package, calib: CalibrationSet) -> dict[str, list[dict[str, np.ndarray]]]:

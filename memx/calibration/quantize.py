@@ -163,9 +163,8 @@ def quantize_package(
                 options = {"attention_qdq": attention_qdq}
                 shared = None
                 if quant.needs_calibration:
-                    options["range_overrides"], matched, total = shared_ranges(proto, m, graph, step, caches)  # splits inputs whose uses' ranges differ
-                    shared = {"activation_ranges_from_step": matched, "weighted_matmuls": total,
-                              "input_copies": sum(n.op_type == "Identity" and n.name.endswith("/input_copy") for n in proto.graph.node)}
+                    options["range_overrides"], matched, total, copies = shared_ranges(proto, m, graph, step, caches)
+                    shared = {"activation_ranges_from_step": matched, "weighted_matmuls": total, "input_copies": copies}
                 record = _quantize_graph(quant, policy, calibration, graph, proto, path, decode_feeds.get(graph.name, []), options, Path(tmp), stage, caches)
                 records[graph.name] = {**record, "float_because_step_keeps_weight": len(path.shared_nodes), **({"shared_with_step": shared} if shared else {})}
         new = _quantized_manifest(m, quant.precision, method, policy, calib, calibration, records, warnings, scales)

@@ -3,6 +3,13 @@
 from memx.models.zoo import ZooEntry, register_zoo
 
 _RMT = dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, max_segment_len=16)
+GUESS_8_SYMBOLS = 0.1 ** 8  # every one of 8 answer tokens right by chance (copy-8, reverse-8)
+
+
+def _curriculum(steps: int) -> dict:
+    """Training of the curriculum-trained entries: one segment of 16 until 99%, then the entry's segments."""
+    return dict(steps=steps, batch=32, lr=1e-3, schedule="cosine", curriculum=(16,), eval_every=250, seed=0)
+
 
 register_zoo(ZooEntry(
     name="rmt-ar",
@@ -10,7 +17,7 @@ register_zoo(ZooEntry(
     config=dict(_RMT, num_memory=4),
     task="associative-retrieval",
     segment_len=8,
-    train=dict(steps=13000, batch=32, lr=1e-3, schedule="cosine", curriculum=(16,), eval_every=250, seed=0),
+    train=_curriculum(13000),
     description="RMT decoder, 4 memory tokens: the 4 key->value pairs fill segment 1, QUERY and the key come in segment 2, "
     "so every pair crosses the boundary in memory (guessing one of the prompt's 4 values would score 25%); "
     "curriculum: one segment of 16 until 99%, then segments of 8",
@@ -24,11 +31,11 @@ register_zoo(ZooEntry(
     config=dict(_RMT, num_memory=8),
     task="copy-8",
     segment_len=4,
-    train=dict(steps=6000, batch=32, lr=1e-3, schedule="cosine", curriculum=(16,), eval_every=250, seed=0),
+    train=_curriculum(6000),
     description="RMT decoder, 8 memory tokens: 8 symbols in segments 1-2, SEP and the copy in segments 3-4, generated "
     "token by token (the first 4 answer tokens come from 2 segments back, through memory only); scored per item "
     "(all 8 right; a guess: 1e-8); curriculum: one segment of 16 until 99%, then segments of 4",
-    chance=0.1 ** 8,
+    chance=GUESS_8_SYMBOLS,
     paper="copy 24 -> 48, 9 segments x 8, memory 8: 1.00 (4 runs); Transformer-XL 0.28 | memx: 8 symbols copied once, segments of 4, 2 layers, 6k steps",
 ))
 
@@ -38,11 +45,11 @@ register_zoo(ZooEntry(
     config=dict(_RMT, num_memory=8),
     task="reverse-8",
     segment_len=4,
-    train=dict(steps=3000, batch=32, lr=1e-3, schedule="cosine", curriculum=(16,), eval_every=250, seed=0),
+    train=_curriculum(3000),
     description="RMT decoder, 8 memory tokens: 8 symbols in segments 1-2, SEP and the symbols reversed in segments 3-4 "
     "(the last 4 answer tokens come from 2 segments back, through memory only); scored per item (all 8 right; a guess: 1e-8); "
     "curriculum: one segment of 16 until 99%, then segments of 4",
-    chance=0.1 ** 8,
+    chance=GUESS_8_SYMBOLS,
     paper="reverse 24 -> 24, 6 segments x 8, memory 8: mean 0.90; Transformer-XL 0.67 | memx: 8 symbols, segments of 4, 2 layers, 3k steps",
 ))
 
@@ -103,11 +110,11 @@ register_zoo(ZooEntry(
     config=dict(vocab_size=64, d_model=64, n_heads=4, n_layers=2, d_ff=128, num_memory=8, max_segment_len=16, variant="memtransformer", recurrent=True),
     task="copy-8",
     segment_len=4,
-    train=dict(steps=3000, batch=32, lr=1e-3, schedule="cosine", curriculum=(16,), eval_every=250, seed=0),
+    train=_curriculum(3000),
     description="Memory Transformer (recurrent, bidirectional within a segment), 8 memory tokens: 8 symbols in segments 1-2, "
     "SEP and blanked answer positions in segments 3-4 (a non-causal model does not see the copy it writes); every answer "
     "token comes from memory; scored per item (all 8 right; a guess: 1e-8); curriculum: one segment of 16, then segments of 4",
-    chance=0.1 ** 8,
+    chance=GUESS_8_SYMBOLS,
     paper="copy 24 -> 48, 9 segments x 8, memory 8: RMT 1.00, Transformer-XL 0.28 (no Memory Transformer figure in the seed notes) | memx: 8 symbols copied once, segments of 4, 3k steps",
 ))
 

@@ -166,3 +166,10 @@ def prompt_and_answer(episode: Episode, row: int) -> tuple[np.ndarray, np.ndarra
     scored = np.flatnonzero(episode.targets[row] != IGNORE)
     first = int(scored[0])
     return episode.tokens[row, : first + 1].copy(), episode.targets[row, scored].copy()
+
+
+def answers_after_sep(task_name: str) -> bool:
+    """Whether the task's answer follows SEP (copy, reverse, majority, sort), so it can be
+    generated from the prompt; associative retrieval answers at the queried key instead."""
+    prompt, _ = prompt_and_answer(get_task(task_name).make(np.random.default_rng(0), 1, 1), 0)
+    return int(prompt[-1]) == SEP

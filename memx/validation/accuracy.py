@@ -57,7 +57,7 @@ def runtime_generation_accuracy(rt, task_name: str, *, items: int = 1000, batch:
         stream.segment_len = segment_len
         stream.append(prompts)
         pred = np.asarray(list(stream.generate(answers.shape[1], temperature=0))).reshape(answers.shape[1], -1).T  # (A, B) -> (B, A)
-        hit = pred == answers
-        right_items, right_tokens, scored_tokens = right_items + int(hit.all(axis=1).sum()), right_tokens + int(hit.sum()), scored_tokens + hit.size
+        items_ok, tokens_ok, tokens_scored = count_correct(pred, answers)
+        right_items, right_tokens, scored_tokens = right_items + items_ok, right_tokens + tokens_ok, scored_tokens + tokens_scored
         preds.append(pred)
     return TaskScore(task_name, items, right_items / items, right_tokens / max(scored_tokens, 1), np.concatenate(preds))

@@ -14,9 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from memx import runtimes
 from memx.exporter import export_preset
-from memx.training.tasks import SEP, get_task, prompt_and_answer
+from memx.training.tasks import answers_after_sep, get_task
 from memx.validation.accuracy import runtime_generation_accuracy, runtime_task_accuracy
 from memx.zoo import DEFAULT_MODEL, zoo_entries
 
@@ -25,10 +27,7 @@ ITEMS = 1000
 
 def answers_by_generation(entry, pkg) -> bool:
     """Whether the task is generative for this package: causal, with decode graphs, answering after SEP."""
-    import numpy as np
-
-    prompt, _ = prompt_and_answer(get_task(entry.task).make(np.random.default_rng(0), 1, entry.segment_len), 0)
-    return pkg.manifest.causal and pkg.manifest.decode is not None and int(prompt[-1]) == SEP
+    return pkg.manifest.causal and pkg.manifest.decode is not None and answers_after_sep(entry.task)
 
 
 def measure_entry(e, tmp: Path) -> dict:
@@ -45,7 +44,7 @@ def measure_entry(e, tmp: Path) -> dict:
     history = json.loads(record.read_text())["history"] if record.exists() else []
     return {"entry": e, "torch": e.score(ref), "ort": e.score(ort), "int8": e.score(int8), "generated": generated,
             "torch_items": ref.accuracy, "torch_tokens": ref.token_accuracy, "same": float((ref.predictions == ort.predictions).all(axis=1).mean()),
-            "size": e.checkpoint.stat().st_size, "history": history, "segments": get_task(e.task).make(__import__("numpy").random.default_rng(0), 1, e.segment_len).n_segments}
+            "size": e.checkpoint.stat().st_size, "history": history, "segments": get_task(e.task).make(np.random.default_rng(0), 1, e.segment_len).n_segments}
 
 
 def measure() -> list[dict]:

@@ -280,16 +280,14 @@ def test_sampling_is_seeded_splitmix64_with_the_documented_arithmetic():
     assert math.isclose(SplitMix64(7).uniform(), (SplitMix64(7).next_u64() >> 11) / 2 ** 53)
 
 
-def _answers_after_sep(name: str) -> bool:
-    from memx.training.tasks import SEP, get_task, prompt_and_answer
+def _generative(name: str) -> bool:
+    from memx.training.tasks import answers_after_sep
     from memx.zoo import get_zoo
 
-    entry = get_zoo(name)
-    prompt, _ = prompt_and_answer(get_task(entry.task).make(np.random.default_rng(0), 1, entry.segment_len), 0)
-    return int(prompt[-1]) == SEP
+    return answers_after_sep(get_zoo(name).task)
 
 
-GENERATIVE_ZOO = [n for n in DECODABLE_ZOO if _answers_after_sep(n)]
+GENERATIVE_ZOO = [n for n in DECODABLE_ZOO if _generative(n)]
 
 
 def test_the_generative_zoo_includes_rmt_copy_and_reverse():
