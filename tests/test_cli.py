@@ -58,7 +58,7 @@ def test_export_unknown_preset_and_bad_checkpoint(tmp_path):
 def test_validate_passes_and_records(private_copy, tmp_path):
     pkg = private_copy("rmt-tiny")
     report = tmp_path / "parity.json"
-    r = invoke("validate", pkg, "--segments", "64", "--json", report)
+    r = invoke("validate", pkg, "--segments", "64", "--report", report)
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "state.memory" in r.output
     assert json.loads(report.read_text())["passed"] is True
@@ -164,7 +164,7 @@ def test_quantize_inspect_validate(package_of, tmp_path):
     assert info["precision"] == "int8-qdq" and info["quantization"]["memory_path_intact"] is True
     assert info["quantization"]["calibration"]["method"] == "entropy"
     assert "memory path intact" in invoke("inspect", out).output
-    r = invoke("validate", out, "--segments", "30", "--json", tmp_path / "r.json")  # quantized: precision check against torch
+    r = invoke("validate", out, "--segments", "30", "--report", tmp_path / "r.json")  # quantized: precision check against torch
     assert r.exit_code == 0, r.output
     assert "top-1 agreement" in r.output and "PASS" in r.output
     assert (out / "reports" / "precision-vs-torch.png").is_file()
@@ -205,7 +205,7 @@ def test_quantize_from_a_token_file_with_fp16_state(package_of, tmp_path):
 
 def test_profile_compare_writes_json_csv_html(package_of, tmp_path):
     r = invoke("profile", package_of("rmt-tiny").path, "--compare", "onnxruntime,onnxruntime:int8-dynamic", "--segments", "10", "--warmup", "2",
-               "--batch", "2", "--json", tmp_path / "p.json", "--csv", tmp_path / "p.csv", "--html", tmp_path / "p.html")
+               "--batch", "2", "--report", tmp_path / "p.json", "--csv", tmp_path / "p.csv", "--html", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
     assert "onnxruntime:int8-d" in r.output and "speed-up" in r.output
     data = json.loads((tmp_path / "p.json").read_text())

@@ -180,24 +180,42 @@ def test_an_os_error_about_a_path_is_one_line_and_exit_2_at_the_cli(monkeypatch,
     types what it can see first."""
     import typer
 
-    from memx.cli.app import errors_to_exit
+    from memx.cli.app import Mode, run_command
 
-    @errors_to_exit
     def command():
         raise FileNotFoundError(2, "No such file or directory", "/gone/model.onnx")
 
     with pytest.raises(typer.Exit) as e:
-        command()
+        run_command(command, (), {}, Mode())
     assert e.value.exit_code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "FileNotFoundError" in err and "/gone/model.onnx" in err
 
-    @errors_to_exit
+    with pytest.raises(typer.Exit) as e:  # under --json: one JSON object on stdout, nothing on stderr
+        run_command(command, (), {}, Mode(json=True))
+    captured = capsys.readouterr()
+    assert e.value.exit_code == 2 and captured.err == ""
+    assert json.loads(captured.out) == {"ok": False, "error": {"type": "FileNotFoundError", "text": "No such file or directory: /gone/model.onnx"}}
+
     def bug():
         raise OSError("not from the OS")  # no errno: a bug, its traceback is kept
 
     with pytest.raises(OSError, match="not from the OS"):
-        bug()
+        run_command(bug, (), {}, Mode())
+
+
+def test_ctrl_c_says_what_was_left_behind_and_exits_130(capsys):
+    import typer
+
+    from memx.cli.app import Mode, run_command
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as e:
+        run_command(interrupted, (), {}, Mode(), "the last checkpoint stays")
+    err = capsys.readouterr().err
+    assert e.value.exit_code == 130 and err.startswith("interrupted after ") and "the last checkpoint stays" in err
 
 
 def test_inspect_shows_a_hand_edited_validation_record_as_unreadable_not_a_traceback(private_copy):

@@ -9,7 +9,14 @@
 #define MEMX_AVX2 1  // register-blocked AVX2/FMA loops; portable scalar loops otherwise
 #endif
 
+// This file is compiled once per instruction set (CMake: one object library per variant, each
+// with its own flags and MEMX_KERNEL_VARIANT); kernel_dispatch.cc picks one at run time.
+#ifndef MEMX_KERNEL_VARIANT
+#error "compile with -DMEMX_KERNEL_VARIANT=<name> (cpp/ops/CMakeLists.txt does)"
+#endif
+
 namespace memx {
+namespace MEMX_KERNEL_VARIANT {
 namespace {
 
 constexpr int64_t kQueryTile = 32;  // queries sharing one transposed key block
@@ -210,18 +217,6 @@ void AttendOneHead(const LocalGlobalParams& p, int64_t seq, int64_t dim, int64_t
 
 }  // namespace
 
-bool ParsePattern(const std::string& text, Pattern* pattern) {
-  if (text == "band") {
-    *pattern = Pattern::kBand;
-    return true;
-  }
-  if (text == "chunked") {
-    *pattern = Pattern::kChunked;
-    return true;
-  }
-  return false;
-}
-
 void LocalGlobalAttentionForward(const LocalGlobalParams& params, const AttentionShape& shape, const float* q, const float* k,
                                  const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out) {
   const int64_t heads = shape.heads, seq = shape.seq, dim = shape.head_dim, mem = shape.memory;
@@ -240,4 +235,5 @@ void LocalGlobalAttentionForward(const LocalGlobalParams& params, const Attentio
   }
 }
 
+}  // namespace MEMX_KERNEL_VARIANT
 }  // namespace memx

@@ -31,4 +31,21 @@ void LocalGlobalAttentionForward(const LocalGlobalParams& params, const Attentio
 // Parses "band" / "chunked"; returns false for anything else.
 bool ParsePattern(const std::string& text, Pattern* pattern);
 
+// The instruction set the kernel runs with in this process ("avx2+fma", "baseline", ...):
+// the best variant compiled into the library that this CPU supports (kernel_dispatch.cc).
+const char* KernelVariant();
+
+// One definition of the forward pass per compiled variant (local_global_attention.cc built
+// with -DMEMX_KERNEL_VARIANT=<name>); LocalGlobalAttentionForward calls the chosen one.
+#define MEMX_DECLARE_KERNEL_VARIANT(name)                                                                                      \
+  namespace name {                                                                                                              \
+  void LocalGlobalAttentionForward(const LocalGlobalParams& params, const AttentionShape& shape, const float* q, const float* k, \
+                                   const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out); \
+  }
+MEMX_DECLARE_KERNEL_VARIANT(baseline)
+#if defined(__x86_64__) || defined(_M_X64)
+MEMX_DECLARE_KERNEL_VARIANT(avx2)
+#endif
+#undef MEMX_DECLARE_KERNEL_VARIANT
+
 }  // namespace memx

@@ -94,6 +94,9 @@ MEMX_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options
 }
 
 // For `memx inspect` and tests: what this library provides.
-MEMX_EXPORT const char* MemxOpsDescribe() { return "memx 1: LocalGlobalAttention (CPUExecutionProvider, float32)"; }
+MEMX_EXPORT const char* MemxOpsDescribe() {
+  static const std::string text = std::string("memx 1: LocalGlobalAttention (CPUExecutionProvider, float32; kernel ") + memx::KernelVariant() + ")";
+  return text.c_str();
+}
 
 }  // extern "C"

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from memx.cli.app import app, err, errors_to_exit, out
-from memx.cli.render import print_drift, print_parity, shape_text
+from memx.cli.app import EXIT_CHECK_FAILED, Outcome, command, err, out
+from memx.cli.render import print_drift, print_parity
+from memx.formatting import format_shape
 from memx.errors import InputError, expect_choice
 from memx.package.files import write_text_atomic
+from memx.progress import Stopwatch
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx export gmat-majority --out gmat.memx",
+                   "memx export rmt-small --checkpoint my.safetensors --segment-len 128 --out rmt.memx --force",
+                   "memx export my_project.export:make_step --config '{\"layers\": 4}' --out mine.memx"])
 def export(
     target: str = typer.Argument(..., help="A trained zoo model or a preset name (see `memx zoo`), or your own model: package.module:function returning memx.wrap(...)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Package directory to write (NAME.memx)."),
@@ -33,26 +35,25 @@ def export(
 ) -> None:
     """Export one segment step of a model to a memx package (ONNX + manifest).
 
-        memx export rmt-tiny --out rmt.memx
-        memx export my_project.export:make_step --config '{"layers": 4}' --out mine.memx
-
     GMAT's sparse attention becomes one memx.LocalGlobalAttention node per layer with a
     model-local reference body: ONNX Runtime runs the C++ kernel when libmemx_ops is built
     (`make ops`), the body otherwise; TensorRT parses the body unless a plugin claims the node."""
     from memx.exporter import export_factory, export_preset
 
-    t0 = time.perf_counter()
     options = dict(segment_len=segment_len, opset=opset, force=force, verify_segments=verify_segments, inline_custom_ops=inline_custom_ops,
-                   contract_checks=not skip_contract_checks, decode=decode, progress=lambda msg: err.print(f"[dim]{msg}…[/]"))
+                   contract_checks=not skip_contract_checks, decode=decode, progress=Stopwatch(err))
     if ":" in target:
         pkg = export_factory(target, out_dir, config=_config_json(config), checkpoint=checkpoint, **options)
     else:
         pkg = export_preset(target, out_dir, seed=seed, checkpoint=checkpoint, **options)
     m = pkg.manifest
-    states = ", ".join(f"{s.name}{shape_text(s.shape)}" for s in m.state) or "none (stateless step)"
-    out.print(f"wrote [bold]{pkg.path}[/] ({m.family}, {m.precision}, state: {states}) in {time.perf_counter() - t0:.1f}s")
+    states = ", ".join(f"{s.name}{format_shape(s.shape)}" for s in m.state) or "none (stateless step)"
     if m.decode is not None:
         out.print(f"decode graphs written: memx generate {pkg.path} (token by token, segments of up to {m.decode.capacity} tokens)", highlight=False)
+    data = {"package": str(pkg.path), "family": m.family, "preset": m.preset, "precision": m.precision,
+            "state": {s.name: list(s.shape) for s in m.state}, "graphs": [g.name for g in m.graphs],
+            "decode_graphs": [g.name for g in m.decode.graphs] if m.decode else [], "custom_ops": list(m.custom_ops or [])}
+    return Outcome(f"wrote {pkg.path} ({m.family}, {m.precision}, state: {states})", data)
 
 
 def _config_json(text: Optional[str]) -> dict:
@@ -74,8 +75,10 @@ def _config_json(text: Optional[str]) -> dict:
     return value
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx validate gmat.memx",
+                   "memx validate rmt.memx --segments 1024 --batch 8 --report parity.json",
+                   "memx validate gmat-int8.memx --against gmat.memx --max-accuracy-drop 0.5",
+                   "memx validate rmt.memx --backend torch --teacher-forced --json"])
 def validate(
     package: Path = typer.Argument(..., help="Package directory."),
     segments: Optional[int] = typer.Option(None, help="Segments to run (default 256 for parity, 1024 for quantized packages; long streams catch drift one step cannot)."),
@@ -84,7 +87,7 @@ def validate(
     batch: int = typer.Option(4, help="Streams run side by side."),
     atol: float = typer.Option(1e-4, help="Absolute tolerance for outputs and states (fp32 parity)."),
     seed: int = typer.Option(0, help="Seed of the random streams."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    report_file: Optional[Path] = typer.Option(None, "--report", help="Write the report as JSON to this file (--json prints it on stdout)."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
     kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
     against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
@@ -119,10 +122,14 @@ def validate(
     else:
         print_parity(report)
     decode = _check_decode(package, backend, options, decode_segments, batch, atol, seed, verify, min_agreement)
-    if json_out:
-        write_text_atomic(json_out, json.dumps({**report.to_dict(), **({"decode": decode.to_dict()} if decode else {})}, indent=1) + "\n")
-    if not report.passed or (decode is not None and not decode.passed):
-        raise typer.Exit(1)
+    data = {**report.to_dict(), **({"decode": decode.to_dict()} if decode else {})}
+    if report_file:
+        write_text_atomic(report_file, json.dumps(data, indent=1) + "\n")
+    passed = report.passed and (decode is None or decode.passed)
+    kind = "precision" if isinstance(report, DriftReport) else "parity"
+    summary = f"{kind} {'PASS' if report.passed else 'FAIL'} over {data.get('segments', segments)} segments" + \
+        (f", decode {'PASS' if decode.passed else 'FAIL'}" if decode is not None else "") + f": {package}"
+    return Outcome(summary, data, 0 if passed else EXIT_CHECK_FAILED)
 
 
 def _check_decode(package: Path, backend: str, options: dict, segments: int, batch: int, atol: float, seed: int, verify: bool, min_top1: float):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -10,16 +9,14 @@ from typing import Any, Optional
 import numpy as np
 import typer
 
-from memx.cli.app import app, err, errors_to_exit, out
+from memx.cli.app import Outcome, command, out
 from memx.errors import InputError
 
-EXAMPLES = """
-Examples:
-
-  memx generate rmt.memx --prompt-ids "1 2 3 4" --max-new-tokens 32 --temperature 0
-  memx generate rmt.memx --prompt-tokens prompt.npy --top-k 40 --top-p 0.9 --seed 7 --segment-len 64
-  memx generate lm.memx --prompt "Once upon a time" --tokenizer ./my-tokenizer --stop-token 2
-"""
+EXAMPLES = [
+    'memx generate rmt.memx --prompt-ids "1 2 3 4" --max-new-tokens 32 --temperature 0',
+    "memx generate rmt.memx --prompt-tokens prompt.npy --top-k 40 --top-p 0.9 --seed 7 --segment-len 64",
+    'memx generate lm.memx --prompt "Once upon a time" --tokenizer ./my-tokenizer --stop-token 2 --json',
+]
 
 
 def read_prompt(prompt_tokens: Optional[Path], prompt_ids: Optional[str], prompt: Optional[str], tokenizer: Optional[Path]) -> tuple[np.ndarray, Any]:
@@ -63,8 +60,7 @@ def load_tokenizer(path: Path) -> Any:
         raise InputError(f"cannot load a tokenizer from {path}", expected="tokenizer.json or tokenizer_config.json", actual=f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
-@app.command(epilog=EXAMPLES)
-@errors_to_exit
+@command(examples=EXAMPLES)
 def generate(
     package: Path = typer.Argument(..., help="Package directory (exported from a causal family: it has decode graphs)."),
     prompt_tokens: Optional[Path] = typer.Option(None, "--prompt-tokens", help="The prompt as a .npy of token ids."),
@@ -109,9 +105,6 @@ def generate(
                "position": int(stream.position[0])}
     if tok is not None:
         summary["text"] = tok.decode(tokens)
-    if json_out:
-        out.print_json(json.dumps(summary))
-        return
     out.print()
-    err.print(f"{len(tokens)} tokens in {gen_s:.3f} s ({rate:.1f} tokens/s); prompt of {len(ids)} tokens in {prompt_s:.3f} s; "
-              f"{stream.segments} segments written, {int(stream.position[0])} tokens in the open segment", highlight=False, soft_wrap=True)
+    return Outcome(f"{len(tokens)} tokens in {gen_s:.3f} s ({rate:.1f} tokens/s); prompt of {len(ids)} tokens in {prompt_s:.3f} s; "
+                   f"{stream.segments} segments written, {int(stream.position[0])} tokens in the open segment", summary)

@@ -9,12 +9,14 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from memx.cli.app import app, errors_to_exit, out
+from memx.cli.app import Outcome, command, out
 from memx.cli.render import print_profile
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx profile gmat.memx",
+                   "memx profile g.memx --compare onnxruntime,onnxruntime:int8-dynamic,torch --batch 8 --report p.json --csv p.csv --html p.html",
+                   "memx profile rmt.memx --history 1k,4k,16k --html scaling.html",
+                   "memx profile rmt.memx --floor --json"])
 def profile(
     package: Path = typer.Argument(..., help="Package directory."),
     backend: str = typer.Option("onnxruntime", help="What to time: backend[:precision][@device][+mode], e.g. onnxruntime, onnxruntime:int8-dynamic, torch@cuda, "
@@ -26,7 +28,7 @@ def profile(
     segments: int = typer.Option(200, help="Timed segments per contender."),
     warmup: int = typer.Option(10, help="Untimed segments first."),
     seed: int = typer.Option(0, help="Seed of the token stream."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (per contender p50/p90/p99/max ms, throughput, samples) as JSON."),
+    report_file: Optional[Path] = typer.Option(None, "--report", help="Write the report (per contender p50/p90/p99/max ms, throughput, samples) as JSON to this file (--json prints it on stdout)."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per contender."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
     tegrastats: bool = typer.Option(True, help="On Jetson, sample tegrastats during the run and add power, load and temperatures to the report."),
@@ -41,8 +43,7 @@ def profile(
     state bytes per step; compare backends and precisions side by side; with --history,
     per-segment cost versus history length against a full-history Transformer."""
     if history is not None:
-        _profile_scaling(package, history, batch, segment_len, segments, warmup, seed, baseline, json_out, html_out)
-        return
+        return _profile_scaling(package, history, batch, segment_len, segments, warmup, seed, baseline, report_file, html_out)
     from memx.profiling import profile as run_profile
     from memx.profiling.report import write_csv, write_html, write_json
     from memx.profiling.tegrastats import TegrastatsSampler, jetson_clocks
@@ -63,14 +64,18 @@ def profile(
         engine, _, graph = trtexec.partition(":")
         report.extra["trtexec"] = run_trtexec(engine, Package.open(package).manifest, graph=graph or None, batch=batch, segment_len=report.segment_len)
     print_profile(report)
-    for path, writer in ((json_out, write_json), (csv_out, write_csv), (html_out, write_html)):
+    written = []
+    for path, writer in ((report_file, write_json), (csv_out, write_csv), (html_out, write_html)):
         if path is not None:
             writer(report, path)
-            out.print(f"wrote {path}", highlight=False)
+            written.append(str(path))
+    fastest = min(report.contenders, key=lambda c: c.latency.p50_ms)
+    summary = f"profiled {len(report.contenders)} contender(s) over {segments} segments; fastest {fastest.name} p50 {fastest.latency.p50_ms:.3f} ms"
+    return Outcome(summary + (f"; wrote {', '.join(written)}" if written else ""), report.to_dict())
 
 
 def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optional[int], segments: int, warmup: int, seed: int,
-                     baseline: bool, json_out: Optional[Path], html_out: Optional[Path]) -> None:
+                     baseline: bool, json_out: Optional[Path], html_out: Optional[Path]) -> Outcome:
     from memx.formatting import human_bytes
     from memx.package.files import write_text_atomic
     from memx.profiling.report import render_scaling_html
@@ -88,12 +93,15 @@ def _profile_scaling(package: Path, history: str, batch: int, segment_len: Optio
     out.print("mem: the memory model after consuming the history; growth: its p50 over the first point's; full: a plain Transformer of the "
               "same size keeping the whole history in a KV cache (KV/stream: its cache per stream)", highlight=False)
     out.print(f"memory model state per stream: {human_bytes(report.points[0].memory_state_bytes)} at every history length", highlight=False)
+    written = []
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=1) + "\n")
-        out.print(f"wrote {json_out}", highlight=False)
+        written.append(str(json_out))
     if html_out is not None:
         write_text_atomic(html_out, render_scaling_html(report))
-        out.print(f"wrote {html_out}", highlight=False)
+        written.append(str(html_out))
+    summary = f"scaling of {report.family} over {len(report.points)} history lengths" + (f"; wrote {', '.join(written)}" if written else "")
+    return Outcome(summary, report.to_dict())
 
 
 def _floor(report: Any) -> dict[str, Any]:

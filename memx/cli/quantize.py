@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -10,13 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memx.cli.app import app, err, errors_to_exit, out
+from memx.cli.app import Outcome, command, err, out
 from memx.errors import MemxError
 from memx.package.precisions import method_help
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx quantize gmat.memx --out gmat-int8.memx",
+                   "memx quantize rmt.memx --method int8-qdq --task associative-retrieval --calib-segments 256 --out rmt-int8.memx",
+                   "memx quantize rmt.memx --method fp16 --out rmt-fp16.memx --force",
+                   "memx quantize rmt.memx --calib tokens.npy --out rmt-int8.memx --json"])
 def quantize(
     package: Path = typer.Argument(..., help="An fp32 package directory (memx export)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Quantized package to write (a new directory)."),
@@ -49,7 +50,6 @@ def quantize(
         source = load_token_file(calib, m.vocab_size)
     elif task is not None:
         source = TaskSource(task, m.segment["max"], causal=m.causal, vocab_size=m.vocab_size)
-    t0 = time.perf_counter()
     result = quantize_package(src, out_dir, method=method, source=source, calib_segments=calib_segments, calib_horizon=calib_horizon,
                               calib_streams=calib_streams, calib_mode=calib_depths, calibration=calib_method, state_precision=state_precision,
                               attention_qdq=attention_qdq, seed=seed, force=force)
@@ -77,4 +77,5 @@ def quantize(
         out.print(f"calibration: {escape(c['source'])}, {c['segments']} segment steps x {c['streams']} streams at depths {c['depths']['min']}..{c['depths']['max']} "
                   f"of a {c['horizon']}-segment rollout ({c['mode']}, {c['method']})", highlight=False)
     out.print(f"state: {q['policy']['description']}", highlight=False)
-    out.print(f"wrote [bold]{result.package.path}[/] in {time.perf_counter() - t0:.1f}s; check it: memx validate {result.package.path}")
+    data = {"package": str(result.package.path), "method": method, "quantization": q, "facts": facts, "warnings": list(result.warnings)}
+    return Outcome(f"wrote {result.package.path}; check it: memx validate {result.package.path}", data)

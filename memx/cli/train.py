@@ -8,12 +8,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from memx.cli.app import app, errors_to_exit, out
+from memx.cli.app import EXIT_CHECK_FAILED, Outcome, command, out
 from memx.zoo import DEFAULT_MODEL
 
 
-@app.command("train")
-@errors_to_exit
+@command(name="train", interrupted="the last checkpoint written (every --eval-every steps) stays at --out; continue with --resume",
+         examples=["memx train copy-8 --preset rmt-tiny --segment-len 4 --out copy.safetensors",
+                   "memx train associative-retrieval --segment-len 8 --curriculum 16 --steps 6000 --schedule cosine --out ar.safetensors",
+                   "memx train majority --family gmat --segment-len 16 --steps 3000 --out maj.safetensors --resume --json"])
 def train_command(
     task: str = typer.Argument(..., help="Synthetic task: copy, reverse, copy-8, reverse-8, associative-retrieval, majority, frequency-sort."),
     checkpoint: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (CKPT.safetensors; .optim.pt and .train.json beside it)."),
@@ -35,14 +37,7 @@ def train_command(
     curriculum_replay: float = typer.Option(0.25, help="Share of a later stage's batches drawn at an earlier stage's segment length."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out (same settings)."),
 ) -> None:
-    """Train a model on a synthetic long-input task, segment by segment with memory (BPTT).
-
-    Examples:
-
-      memx train copy-8 --preset rmt-tiny --segment-len 8 --out copy.safetensors
-
-      memx train associative-retrieval --segment-len 8 --curriculum 16 --steps 6000 --schedule cosine --out ar.safetensors
-    """
+    """Train a model on a synthetic long-input task, segment by segment with memory (BPTT)."""
     from memx.models import build_preset
     from memx.training import TrainConfig, train
 
@@ -61,7 +56,11 @@ def train_command(
     if not result.finished_curriculum(cfg):
         out.print(f"[yellow]the curriculum stopped at segments of {result.segment_len}: held-out accuracy never reached {curriculum_threshold} there; "
                   f"--segment-len {segment_len} was not trained (more --steps, or a lower --curriculum-threshold)[/yellow]")
-    out.print(f"checkpoint: {checkpoint}  (export it: memx export {name} --checkpoint {checkpoint} --out {name}.memx)")
+    last = result.history[-1] if result.history else {}
+    data = {"checkpoint": str(checkpoint), "preset": name, "task": task, "steps": steps, "history": result.history,
+            "finished_curriculum": result.finished_curriculum(cfg), "accuracy": last.get("accuracy"), "token_accuracy": last.get("token_accuracy")}
+    acc = f", held-out accuracy {last['accuracy']:.1%} (items)" if last else ""
+    return Outcome(f"checkpoint {checkpoint}{acc}; export it: memx export {name} --checkpoint {checkpoint} --out {name}.memx", data)
 
 
 def parse_lengths(text: Optional[str]) -> tuple[int, ...]:
@@ -76,8 +75,7 @@ def parse_lengths(text: Optional[str]) -> tuple[int, ...]:
     return tuple(int(t) for t in items)
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx quickstart", "memx quickstart --preset rmt-copy --out quickstart/copy.memx --segments 64"])
 def quickstart(
     out_dir: Path = typer.Option(Path("quickstart/model.memx"), "--out", "-o", help="Where to write the package (replaced if present)."),
     preset: str = typer.Option(DEFAULT_MODEL, help="Zoo model or preset to build (see `memx zoo`)."),
@@ -88,5 +86,6 @@ def quickstart(
     from memx.quickstart import run_quickstart
 
     result = run_quickstart(out_dir, preset=preset, segments=segments, demo_segments=demo_segments, console=out)
-    if not result.parity.passed:
-        raise typer.Exit(1)
+    data = {"package": str(out_dir), "preset": preset, "parity": result.parity.to_dict()}
+    verdict = "PASS" if result.parity.passed else "FAIL"
+    return Outcome(f"quickstart: {preset} exported to {out_dir}, parity {verdict} over {segments} segments", data, 0 if result.parity.passed else EXIT_CHECK_FAILED)

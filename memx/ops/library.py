@@ -7,6 +7,7 @@ ops; without it ONNX Runtime runs each op's model-local reference body.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -37,3 +38,12 @@ def library_status() -> tuple[Path | None, str]:
     if path is None:
         return None, f"{LIBRARY_NAME} not found in {default_library_path().parent}; {BUILD_HINT}"
     return path, f"{path}"
+
+
+def describe_library(path: Path) -> str:
+    """What the library provides and which kernel variant it runs on this CPU (its
+    ``MemxOpsDescribe``), e.g. "memx 1: LocalGlobalAttention (...; kernel avx2+fma)"."""
+    lib = ctypes.CDLL(str(path))
+    describe = lib.MemxOpsDescribe
+    describe.restype = ctypes.c_char_p
+    return describe().decode()

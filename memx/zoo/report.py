@@ -170,8 +170,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measured_json(rows: list[dict]) -> dict:
+    """memx/zoo/checkpoints/measured.json: what `memx zoo` and the tests read."""
+    models = {r["entry"].name: {"metric": r["entry"].metric, "torch": round(r["torch"], 4), "onnxruntime": round(r["ort"], 4), "int8_qdq": round(r["int8"], 4),
+                                "generated": None if r["generated"] is None else round(r["generated"], 4), "same_predictions": round(r["same"], 4)}
+              for r in rows}
+    return {"format": "memx.zoo.measured", "items": ITEMS, "source": "python -m memx.zoo.report docs/zoo.md", "models": models}
+
+
 if __name__ == "__main__":
-    text = markdown(measure())
+    from memx.models.zoo import MEASURED
+    from memx.package.files import write_text_atomic
+
+    rows = measure()
+    text = markdown(rows)
+    write_text_atomic(MEASURED, json.dumps(measured_json(rows), indent=1) + "\n")
     if len(sys.argv) > 1:
         Path(sys.argv[1]).write_text(text)
     print(text)

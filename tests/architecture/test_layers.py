@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("exporter",),  # torch.onnx export (its export-time check is validation's parity)
     ("calibration",),  # quantization methods, precision policy, calibration rollouts
     ("zoo",),  # the zoo's public face and its tools (make, report: which quantizes each model)
-    ("inspection",),
+    ("inspection", "about"),  # facts about a package; what is installed (memx --version, install hints)
     ("profiling", "quickstart", "serving"),  # serving: Triton repositories, the in-Triton model, launcher, client
     ("cli",),
 ]

@@ -415,7 +415,7 @@ def test_memx_validate_checks_decode_parity_and_fails_a_wrong_decode_graph(packa
     pkg = package_of("gmat-causal-tiny")
     good = check_decode(pkg, segments=12, batch=2, segment_len=8)
     assert good.passed and good.max_logits_error < 1e-5 and good.segments == 12
-    r = CliRunner().invoke(app, ["validate", str(pkg.path), "--segments", "8", "--no-record", "--decode-segments", "6", "--json", str(tmp_path / "r.json")])
+    r = CliRunner().invoke(app, ["validate", str(pkg.path), "--segments", "8", "--no-record", "--decode-segments", "6", "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0 and "decode parity PASS" in r.output
     assert json.loads((tmp_path / "r.json").read_text())["decode"]["passed"] is True
 

@@ -8,6 +8,7 @@ import pytest
 
 from memx import runtimes
 from memx.errors import RegistryError
+from memx.models.zoo import measured_table
 from memx.validation.accuracy import runtime_task_accuracy
 from memx.zoo import build_zoo_model, get_zoo, zoo_entries
 
@@ -37,6 +38,10 @@ def test_onnxruntime_solves_the_task_like_pytorch(name, zoo_package):
     same = (ort.predictions == ref.predictions).all(axis=1).mean()
     assert same >= 0.999, f"only {same:.2%} of items predicted identically"
     assert abs(entry.score(ort) - entry.score(ref)) <= 0.001
+    measured = entry.measured()  # what memx zoo, docs/zoo.md and the quickstart show: one source, re-measured here
+    assert measured is not None and measured_table()["items"] == ITEMS, f"{name}: not in memx/zoo/checkpoints/measured.json (python -m memx.zoo.report)"
+    assert abs(entry.score(ort) - measured["onnxruntime"]) <= 6e-4 and abs(entry.score(ref) - measured["torch"]) <= 6e-4, \
+        f"{name}: measured.json says {measured}, measured now {entry.score(ort):.4f} (rerun python -m memx.zoo.report docs/zoo.md)"
     assert entry.score(ref) >= 2 * entry.chance, f"{name}: accuracy {entry.score(ref):.3f} is not clearly above chance {entry.chance}"
 
 
