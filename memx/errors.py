@@ -169,6 +169,11 @@ class EngineCompatibilityError(EngineError):
     """An engine built for another TensorRT version or GPU (compute capability)."""
 
 
+class GraphImportError(EngineError):
+    """A package whose graphs TensorRT's ONNX parser cannot import (the reasons memx doctor gives);
+    memx build refuses it before building anything."""
+
+
 # --- serving (Triton Inference Server) -------------------------------------------------
 class ServingError(MemxError, RuntimeError):
     """Serving through Triton Inference Server failed."""

@@ -1,4 +1,5 @@
-"""Facts about a package for `memx inspect`: states, graphs, ops, precision, size."""
+"""Facts about a package for `memx inspect`: states, graphs, ops, precision, size, what runs its
+custom ops (TensorRT: the facts memx doctor uses), the TensorRT engines memx build added."""
 
 from __future__ import annotations
 
@@ -78,7 +79,26 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         "validation": m.validation,
         "quantization": _quantization(pkg),
         "decode": _decode_facts(pkg),
+        "engines": engine_facts(pkg),
     }
+
+
+def engine_facts(pkg: Package) -> list[dict[str, Any]]:
+    """The TensorRT engines `memx build` added (memx.json ``engines``): each one's build tags and
+    file size; an entry memx cannot read (memx.json edited by hand) is listed as such."""
+    from memx.errors import ManifestError
+    from memx.tensorrt.tags import BuildTags
+
+    engines = []
+    for raw in pkg.manifest.engines:
+        try:
+            tags = BuildTags.from_dict(raw)
+        except ManifestError as e:
+            engines.append({"graph": raw.get("graph") if isinstance(raw, dict) else None, "unreadable": e.message})
+            continue
+        listed = pkg.manifest.files.get(tags.file)
+        engines.append({**tags.to_dict(), "bytes": listed.bytes if listed is not None else None})
+    return engines
 
 
 def _quantization(pkg: Package) -> dict[str, Any] | None:
@@ -97,17 +117,22 @@ def _quantization(pkg: Package) -> dict[str, Any] | None:
 def custom_op_kernels(used: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each custom op a package uses: what each backend would run for it here."""
     from memx.ops.library import library_status
+    from memx.tensorrt.plugin import installed_plugin_facts
+    from memx.tensorrt.versions import installed_flavour
 
     path, why = library_status()
+    flavour = installed_flavour() if used else None
     result = []
     for op in used:
+        trt = installed_plugin_facts(op["op"], flavour)  # what memx doctor and memx build --plugin auto go by
         result.append({
             "domain": op["domain"], "op": op["op"], "version": op["version"],
             "backends": {
                 "onnxruntime": f"C++ kernel ({path})" if path else f"reference body (model-local function); no kernel: {why}",
                 "torch": "blocked PyTorch reference (memx.ops.local_global_attention)",
-                "tensorrt": "reference body via the ONNX parser (no memx TensorRT plugin is shipped yet)",
+                "tensorrt": trt.describe(),
             },
+            "tensorrt": trt.to_dict(),
         })
     return result
 
@@ -144,7 +169,11 @@ def zoo_catalogue() -> dict[str, Any]:
                      "state": {s.name: list(s.shape) for s in specs},
                      "state_bytes": sum(math.prod(s.shape) * _itemsize(s.dtype) for s in specs),
                      "max_segment_len": model.max_segment_len, "description": p.description})
+    from memx.models.zoo import measured_table
+
+    items = measured_table()["items"]
     trained = [{"name": e.name, "family": e.family, "task": e.task, "segment_len": e.segment_len, "metric": e.metric, "chance": e.chance,
-                "accuracy": e.trained_accuracy(), "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
+                "accuracy": (e.measured() or {}).get("onnxruntime"), "measured": e.measured(), "held_out_items": items,
+                "checkpoint": str(e.checkpoint), "available": e.checkpoint.is_file(), "description": e.description}
                for e in zoo_entries()]
     return {"families": sorted(families()), "presets": rows, "zoo": trained}

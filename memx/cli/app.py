@@ -232,17 +232,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
-
-
-def errors_to_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """For commands not yet on `command`: memx errors as one line and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MemxError as e:
-            _report_error(type(e).__name__, str(e), MODE, details=_error_fields(e))
-            raise typer.Exit(EXIT_ERROR) from None
-
-    return wrapper

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from memx.cli.app import app, errors_to_exit, out
-from memx.cli.render import print_quantization, shape_text, state_summary
+from memx.cli.app import Outcome, command, out
+from memx.cli.render import engine_table, print_quantization, shape_text, state_summary
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx inspect gmat.memx", "memx inspect gmat-int8.memx --json", "memx inspect big.memx --no-verify"])
 def inspect(
     package: Path = typer.Argument(..., help="Package directory."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every file's sha256 (default), or sizes only."),
 ) -> None:
-    """Show a package: state tensors, graph inputs/outputs, ops, precision, size, validation."""
+    """Show a package: state tensors, graph inputs/outputs, ops, precision, size, what runs its
+    custom ops, the TensorRT engines memx build added, validation."""
     from memx.exporter import Package
     from memx.formatting import human_bytes
     from memx.inspection import describe_package
 
     info = describe_package(Package.open(package, verify=verify))
-    if json_out:
-        out.print_json(json.dumps(info))
-        return
     out.print(f"[bold]{info['path']}[/]  family={info['family']} preset={info['preset']} precision={info['precision']} "
               f"format v{info['format_version']} size={human_bytes(info['size_bytes'])}", highlight=False)
     out.print(f"vocab {info['vocab_size']}, segment length {info['segment']['min']}..{info['segment']['max']}, "
@@ -64,6 +59,10 @@ def inspect(
                   f"segments of up to {d['capacity']} tokens; cache per stream {human_bytes(d['cache_bytes_per_stream'])} in {len(d['cache'])} tensors", highlight=False)
     else:
         out.print("decode graphs: none (this package steps whole segments only)", highlight=False)
+    if info["engines"]:
+        out.print(engine_table(info["engines"], "TensorRT engines (memx build)"))
+    else:
+        out.print("TensorRT engines: none (memx build adds them)", highlight=False)
     for op in info["custom_op_kernels"]:
         kt = Table(title=f"custom op {op['domain']}.{op['op']} v{op['version']}: what runs it")
         kt.add_column("backend", no_wrap=True)
@@ -84,6 +83,7 @@ def inspect(
                 out.print(f"validation {key}: a record memx cannot read (memx.json edited?)", highlight=False, emoji=False, markup=False)
     else:
         out.print("validation: not run (memx validate records it)")
+    return Outcome(f"{info['path']}: {info['family']}, {info['precision']}, {human_bytes(info['size_bytes'])}", info)
 
 
 def validation_line(key: str, v: dict) -> str:
@@ -97,17 +97,13 @@ def validation_line(key: str, v: dict) -> str:
     return f"validation {key}: {verdict}, max error {v['max_error']:.3g} over {v['segments']} segments"
 
 
-@app.command()
-@errors_to_exit
-def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List model families and presets."""
+@command(examples=["memx zoo", "memx zoo --json"])
+def zoo() -> Outcome:
+    """List model families, presets and the trained zoo models."""
     from memx.inspection import zoo_catalogue
 
     catalogue = zoo_catalogue()
     rows, trained = catalogue["presets"], catalogue["zoo"]
-    if json_out:
-        out.print_json(json.dumps(catalogue))
-        return
     table = Table(title=f"memx zoo: families {', '.join(catalogue['families'])}")
     for col in ("preset", "family", "params"):
         table.add_column(col, no_wrap=True)
@@ -119,7 +115,8 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
         params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] >= 1e6 else f"{r['parameters'] / 1e3:.1f}k"
         table.add_row(r["preset"], r["family"], params, state, str(r["max_segment_len"]), r["description"])
     out.print(table)
-    z = Table(title="trained zoo models (memx export NAME --out DIR; accuracy on held-out episodes, docs/zoo.md)")
+    items = trained[0]["held_out_items"] if trained else 0
+    z = Table(title=f"trained zoo models (memx export NAME --out DIR; accuracy through ONNX Runtime on {items:,} held-out episodes, docs/zoo.md)")
     for col in ("name", "family", "task", "segment", "metric", "accuracy", "chance"):
         z.add_column(col, no_wrap=True)
     for e in trained:
@@ -128,3 +125,4 @@ def zoo(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     out.print(z)
     for e in trained:
         out.print(f"[bold]{e['name']}[/]: {escape(e['description'])}")
+    return Outcome(f"{len(catalogue['families'])} families, {len(rows)} presets, {len(trained)} trained zoo models", catalogue)

@@ -38,13 +38,7 @@ def print_drift(report: Any) -> None:
     if acc is None:
         out.print("no task accuracy: the package names no task (zoo models do); the logits' agreement and KL decide", highlight=False)
     style = "green" if report.passed else "bold red"
-    verdict = "PASS" if report.passed else "FAIL"
-    s = report.summary_numbers()
-    gate = {"task": f"accuracy drop {acc.drop_points:.2f} points (allowed {report.max_accuracy_drop:g})" if acc is not None else "",
-            "logits": f"top-1 agreement {s['top1_agreement_mean']:.2%} (at least {report.min_top1_agreement:.0%}), "
-                      f"KL {s['kl_mean']:.3g} (at most {report.max_kl:g})",
-            "none": "report only (no logits to compare)"}[report.gate]
-    out.print(f"[{style}]{verdict}[/]: {gate}", highlight=False)
+    out.print(f"[{style}]{report.verdict}[/]: {escape(report.gate_text())}; state drift is informational", highlight=False)
 
 
 def print_quantization(q: dict[str, Any]) -> None:
@@ -128,6 +122,26 @@ def print_profile(report: Any) -> None:
         power = ", ".join(f"{k} {v['mean']:.0f} mW" for k, v in teg["power_mw"].items())
         gpu = teg.get("gpu_load_pct") or {}
         out.print(f"tegrastats: {teg['samples']} samples; GPU load mean {gpu.get('mean', float('nan')):.0f}%; {power}", highlight=False)
+
+
+def engine_table(engines: list[dict[str, Any]], title: str) -> Table:
+    """The TensorRT engines of a package (memx.inspection.engine_facts): what memx build prints
+    after a build and memx inspect shows later."""
+    from memx.formatting import human_bytes
+
+    table = Table(title=title)
+    for col in ("graph", "engine", "built with", "for", "precision", "profiles (batch; segment or new tokens)", "custom ops", "build"):
+        table.add_column(col, overflow="fold")  # a narrow terminal wraps a long value, never cuts it
+    for e in engines:
+        if "unreadable" in e:
+            table.add_row(escape(str(e.get("graph"))), f"build tags memx cannot read: {escape(e['unreadable'])}", "", "", "", "", "", "")
+            continue
+        prof = "; ".join(f"{p['batch'][0]}..{p['batch'][2]}" + (f"; {p['segment'][0]}..{p['segment'][2]}" if p["segment"] else "") for p in e["profiles"])
+        ops = ", ".join(f"{k}: {v}" for k, v in e["custom_ops"].items()) or "none"
+        size = f" ({human_bytes(e['bytes'])})" if e.get("bytes") is not None else " (not listed)"
+        table.add_row(e["graph"], f"{e['file']}{size}", f"{e['flavour']} {e['trt_version']}", e["compute_capability"] + (", version-compatible" if e["version_compatible"] else ""),
+                      e["precision"] + (" (strongly typed)" if e["strongly_typed"] else ""), escape(prof), escape(ops), f"{e['build_seconds']:.1f}s")
+    return table
 
 
 def state_summary(state: dict[str, list[int]], state_bytes: int) -> str:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from memx.cli.app import app, err, errors_to_exit, out
+from memx.cli.app import EXIT_CHECK_FAILED, Outcome, command, err, out
+from memx.progress import Stopwatch
 from memx.errors import expect_choice
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx doctor gmat.memx", "memx doctor gmat.memx --trt-version 10.3 --target-cc sm87    (Jetson Orin, JetPack 6)",
+                   "memx doctor model.onnx --json"])
 def doctor(
     package: Path = typer.Argument(..., help="Package directory (or a bare .onnx file)."),
     target: str = typer.Option("tensorrt", help="What to check for: tensorrt."),
     trt_version: Optional[str] = typer.Option(None, help="TensorRT version to check against, e.g. 10.3 (JetPack 6) or 11.4. Default: the installed tensorrt, else the latest known."),
     target_cc: Optional[str] = typer.Option(None, help="GPU compute capability (sm87 Jetson Orin, sm89, sm90, ...): enables the FP8 check."),
-    json_out: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
 ) -> None:
     """Static check of a package for TensorRT, no GPU needed: unsupported ops and dtypes,
     dynamic-shape problems, custom ops with/without plugin (by TensorRT version), Q/DQ that
@@ -29,26 +27,22 @@ def doctor(
     from memx.tensorrt import diagnose
 
     report = diagnose(package, target=target, trt_version=trt_version, target_cc=target_cc)
-    if json_out:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        out.print(f"memx doctor: {escape(str(package))} for TensorRT {report.trt_version} ({escape(report.version_source)}); ops checked with {escape(report.parser)}", highlight=False)
-        if not report.findings:
-            out.print("[green]no findings[/]: every graph should parse and build")
-        style = {"error": "[bold red]error[/]  ", "warning": "[yellow]warning[/]", "info": "[blue]info[/]   "}
-        for f in report.findings:
-            where = escape(f.graph + (f" / {f.node}" if f.node else ""))
-            out.print(f"{style[f.severity]} {where}: {escape(f.message)}", highlight=False)
-            if f.fix:
-                out.print(f"          fix: {escape(f.fix)}", highlight=False)
-        n_err, n_warn = len(report.errors), sum(f.severity == "warning" for f in report.findings)
-        out.print(f"{n_err} error(s), {n_warn} warning(s)")
-    if not report.ok:
-        raise typer.Exit(1)
+    out.print(f"memx doctor: {escape(str(package))} for TensorRT {report.trt_version} ({escape(report.version_source)}); ops checked with {escape(report.parser)}", highlight=False)
+    if not report.findings:
+        out.print("[green]no findings[/]: every graph should parse and build")
+    style = {"error": "[bold red]error[/]  ", "warning": "[yellow]warning[/]", "info": "[blue]info[/]   "}
+    for f in report.findings:
+        where = escape(f.graph + (f" / {f.node}" if f.node else ""))
+        out.print(f"{style[f.severity]} {where}: {escape(f.message)}", highlight=False)
+        if f.fix:
+            out.print(f"          fix: {escape(f.fix)}", highlight=False)
+    n_err, n_warn = len(report.errors), sum(f.severity == "warning" for f in report.findings)
+    summary = f"doctor: {n_err} error(s), {n_warn} warning(s) for TensorRT {report.trt_version}"
+    return Outcome(summary, report.to_dict(), 0 if report.ok else EXIT_CHECK_FAILED)
 
 
-@app.command()
-@errors_to_exit
+@command(examples=["memx build gmat.memx", "memx build gmat.memx --batch 1,4,8 --segment-len 1,16,32 --target-cc sm87",
+                   "memx build rmt.memx --timing-cache trt.cache --version-compatible --json"])
 def build(
     package: Path = typer.Argument(..., help="Package directory; engines are added to it (engines/GRAPH.plan + build tags in memx.json)."),
     backend: str = typer.Option("tensorrt", help="tensorrt."),
@@ -68,20 +62,14 @@ def build(
     reference body, and the output says which."""
     if backend != "tensorrt":
         raise expect_choice("backend", backend, ["tensorrt"])
-    from memx.formatting import human_bytes
     from memx.tensorrt import build_engines
 
-    tags = build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,
-                         timing_cache=timing_cache, plugin=plugin, decode=decode, progress=lambda msg: err.print(escape(msg), highlight=False))
+    build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,
+                  timing_cache=timing_cache, plugin=plugin, decode=decode, progress=Stopwatch(err))
+    from memx.cli.render import engine_table
     from memx.exporter import Package
+    from memx.inspection import engine_facts
 
-    pkg = Package.open(package)
-    table = Table(title=f"TensorRT engines in {package}")
-    for col in ("graph", "engine", "built with", "for", "precision", "profiles (batch; segment or new tokens)", "custom ops", "build"):
-        table.add_column(col)
-    for t in tags:
-        prof = "; ".join(f"{p.batch[0]}..{p.batch[2]}" + (f"; {p.segment[0]}..{p.segment[2]}" if p.segment else "") for p in t.profiles)
-        ops = ", ".join(f"{k}: {v}" for k, v in t.custom_ops.items()) or "none"
-        table.add_row(t.graph, f"{t.file} ({human_bytes(pkg.manifest.files[t.file].bytes)})", f"{t.flavour} {t.trt_version}", t.compute_capability,
-                      t.precision + (" (strongly typed)" if t.strongly_typed else ""), escape(prof), escape(ops), f"{t.build_seconds:.1f}s")
-    out.print(table)
+    engines = engine_facts(Package.open(package))
+    out.print(engine_table(engines, f"TensorRT engines in {package}"))
+    return Outcome(f"built {len(engines)} engine(s) into {package}/engines", {"package": str(package), "engines": engines})

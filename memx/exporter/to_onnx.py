@@ -35,6 +35,7 @@ from memx.exporter.step import example_inputs, state_input_name, state_output_na
 from memx.models.base import SegmentModel
 from memx.models.decode import DECODE, OPEN, DecodeGraph
 from memx.models.checkpoint import load_checkpoint
+from memx.models.zoo import named_configs
 from memx.ops.registry import DOMAIN as OPS_DOMAIN
 from memx.ops.registry import DOMAIN_VERSION as OPS_VERSION
 from memx.ops.registry import custom_ops as registered_custom_ops
@@ -339,7 +340,7 @@ def export(
         raise ExportError("segment length out of range for this model", expected=f"1..{model.max_segment_len}", actual=segment_max)
     if opset < 17:
         raise ExportError("opset too old (LayerNormalization needs 17)", expected=">= 17", actual=opset)
-    checkpoint_sha = load_checkpoint(model, checkpoint) if checkpoint else None
+    checkpoint_sha = load_checkpoint(model, checkpoint, candidates=named_configs) if checkpoint else None
     check_declared_io(model, max(1, min(segment_max, 8)))
     if contract_checks:
         say("checking the step contract on the module (padding, reset, empty rows)")
@@ -383,8 +384,9 @@ def export_preset(name: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwa
     """Export a zoo model (trained weights) or a preset (weights from ``seed`` unless a
     checkpoint is given)."""
     from memx.models import build_model, build_preset
-    from memx.models.zoo import get_zoo, is_zoo
+    from memx.models.zoo import get_zoo, is_zoo, require_model
 
+    require_model(name)  # a typo names the presets, the zoo models and the closest of them
     if is_zoo(name):  # the zoo checkpoint unless the caller brings weights of the same config
         entry = get_zoo(name)
         checkpoint = kwargs.pop("checkpoint", None) or entry.checkpoint

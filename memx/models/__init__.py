@@ -24,8 +24,9 @@ def create(name: str, *, pretrained: bool = True, seed: int = 0) -> SegmentModel
         model = memx.models.create("gmat-majority")            # trained zoo checkpoint
         model = memx.models.create("rmt-small", seed=3)        # a preset, random weights
     """
-    from memx.models.zoo import build_zoo_model, get_zoo, is_zoo
+    from memx.models.zoo import build_zoo_model, get_zoo, is_zoo, require_model
 
+    require_model(name)
     if is_zoo(name):
         if pretrained:
             return build_zoo_model(name)

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from memx import __version__
 from memx.package.files import write_text_atomic
-from memx.plotting import png_base64, pyplot
+from memx.plotting import png_base64, pyplot, stamp, stamp_figure
 from memx.profiling.runner import ProfileReport
 
 CSV_FIELDS = ["name", "backend", "precision", "device", "batch", "segment_len", "segments", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms",
@@ -46,22 +47,56 @@ def write_csv(report: ProfileReport, path: str | os.PathLike) -> None:
     write_text_atomic(Path(path), buf.getvalue())
 
 
-def _figure_png(report: ProfileReport) -> str | None:
+def log_bins(samples: list[np.ndarray], bins: int) -> np.ndarray:
+    """Histogram edges evenly spaced in log(latency) over every contender's samples: one shared
+    scale on which a 0.3 ms contender is as readable as a 30 ms one."""
+    both = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in samples])
+    positive = both[both > 0]
+    lo = float(positive.min()) if positive.size else 1e-3
+    hi = max(float(both.max()) if both.size else lo, lo)
+    if hi < lo * 1.05:  # one value (synthetic clocks): a narrow band around it
+        lo, hi = lo / 1.1, hi * 1.1
+    return np.geomspace(lo, hi, bins + 1)
+
+
+def latency_figure(report: ProfileReport) -> Any | None:
+    """Latency histogram and latency over the stream, both on a log latency axis (a slow
+    contender's outliers no longer squash the fast ones into a sliver), each contender's p50
+    dashed; the report's stamp (memx version, time, machine) along the bottom. None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for c in report.contenders:
-        x = np.asarray(c.samples_ms)
-        axes[0].hist(x, bins=min(60, max(10, x.size // 5)), alpha=0.5, label=f"{c.name} (p50 {c.latency.p50_ms:.2f} ms)")
-        axes[1].plot(np.arange(x.size), x, linewidth=0.8, label=c.name)
-    axes[0].set(xlabel="ms per segment", ylabel="segments", title="latency histogram")
-    axes[1].set(xlabel="segment", ylabel="ms", title="latency over the stream")
+    from matplotlib.ticker import LogFormatter
+
+    samples = [np.asarray(c.samples_ms, dtype=np.float64) for c in report.contenders]
+    edges = log_bins(samples, min(60, max(10, max(x.size for x in samples) // 5)))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for i, (c, x) in enumerate(zip(report.contenders, samples)):
+        color, shown = colors[i % len(colors)], np.clip(x, edges[0], edges[-1])  # zeros cannot sit on a log axis
+        axes[0].hist(shown, bins=edges, alpha=0.5, color=color, label=f"{c.name} (p50 {c.latency.p50_ms:.2f}, p99 {c.latency.p99_ms:.2f} ms)")
+        axes[0].axvline(min(max(c.latency.p50_ms, edges[0]), edges[-1]), color=color, linestyle="--", linewidth=0.9)
+        axes[1].plot(np.arange(x.size), shown, linewidth=0.8, color=color, label=c.name)
+    axes[0].set(xscale="log", xlabel="ms per segment (log scale; dashed: p50)", ylabel="segments", title="latency histogram")
+    axes[1].set(yscale="log", xlabel="segment", ylabel="ms (log scale)", title="latency over the stream")
+    for axis in (axes[0].xaxis, axes[1].yaxis):
+        axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(f"{report.family}: B={report.batch}, S={report.segment_len}, {report.segments} segments", fontsize=9)
-    fig.tight_layout()
-    return png_base64(fig)
+    stamp_figure(fig, report_stamp(report))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def report_stamp(report: ProfileReport) -> str:
+    return stamp(report.memx_version, created=report.created, machine=report.machine)
+
+
+def _figure_png(report: ProfileReport) -> str | None:
+    fig = latency_figure(report)
+    return None if fig is None else png_base64(fig)
 
 
 def render_html(report: ProfileReport) -> str:
@@ -78,8 +113,9 @@ def render_html(report: ProfileReport) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>memx profile: {esc(report.package)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}.stamp{{color:#666;font-size:90%}}</style></head>
 <body><h1>memx profile</h1>
+<p class="stamp">{esc(report_stamp(report))}</p>
 <p>{esc(report.package)} ({esc(report.family)}): batch {report.batch}, segment {report.segment_len} tokens, {report.segments} timed segments
 after {report.warmup} warm-up, interleaved rounds; peak RSS {report.peak_rss_mb:.0f} MiB.</p>
 <table><tr>{head}</tr>{rows}</table>
@@ -134,8 +170,9 @@ def render_scaling_html(report: Any) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>memx profile --history: {esc(report.package)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}</style></head>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}img{{max-width:100%}}.stamp{{color:#666;font-size:90%}}</style></head>
 <body><h1>per-segment cost vs history</h1>
+<p class="stamp">{esc(stamp(__version__, machine=report.machine))}</p>
 <p>{esc(report.package)} ({esc(report.family)}), batch {report.batch}, segments of {report.segment_len} tokens, {report.segments} timed per point.</p>
 <table><tr><th>history</th><th>memory p50 ms</th><th>memory p99 ms</th><th>vs first</th><th>full-history p50 ms</th><th>full-history p99 ms</th><th>full / memory</th></tr>{rows}</table>
 {plot}<h2>machine</h2><table>{machine}</table></body></html>

@@ -23,6 +23,8 @@ import numpy as np
 from memx.errors import InputError
 from memx.package.files import Package
 from memx.inspection import state_bytes_per_stream
+from memx import __version__
+from memx.plotting import utc_now
 from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machine, peak_rss_mb
 
 _SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?(?:\+(?P<mode>[a-z]+))?$")
@@ -114,6 +116,8 @@ class ProfileReport:
     peak_rss_mb: float
     machine: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. tegrastats summary
+    created: str = field(default_factory=utc_now)  # when it was measured, "2026-12-06 07:31:02 UTC"
+    memx_version: str = __version__
 
     @property
     def baseline(self) -> ContenderResult:
@@ -126,7 +130,7 @@ class ProfileReport:
                          "p99": b.p99_ms / c.latency.p99_ms if c.latency.p99_ms else float("inf")} for c in self.contenders}
 
     def to_dict(self, *, samples: bool = True) -> dict[str, Any]:
-        return {"format": REPORT_FORMAT, "version": REPORT_VERSION, "machine": self.machine,
+        return {"format": REPORT_FORMAT, "version": REPORT_VERSION, "memx_version": self.memx_version, "created": self.created, "machine": self.machine,
                 "package": self.package, "family": self.family,
                 "config": {"batch": self.batch, "segment_len": self.segment_len, "segments": self.segments, "warmup": self.warmup, "seed": self.seed},
                 "baseline": self.baseline.name, "ratios": self.ratios(), "peak_rss_mb": self.peak_rss_mb,

@@ -3,16 +3,14 @@ numpy's default), throughput, and the machine a measurement was taken on."""
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from memx.errors import InputError
+from memx.plotting import describe_machine as machine  # noqa: F401  (what the numbers were measured on; every report's stamp says it)
 
 
 @dataclass(frozen=True)
@@ -52,29 +50,6 @@ class Throughput:
         if total_s <= 0:
             return cls(float("inf"), float("inf"))
         return cls(tokens_per_step * steps / total_s, batch * steps / total_s)
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    model = Path("/proc/device-tree/model")
-    if model.is_file():  # Jetson and other device-tree boards
-        info["board"] = model.read_text(errors="replace").strip("\x00\n ")
-    return info
 
 
 def current_rss_mb() -> float:

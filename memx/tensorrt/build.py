@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from memx.errors import EngineCompatibilityError, EngineError, InputError
+from memx.errors import EngineCompatibilityError, EngineError, GraphImportError, InputError
 from memx.package.manifest import GraphInfo, Manifest
 from memx.package.files import Package, file_info, file_mode, update_manifest
 from memx.tensorrt import versions as tv
@@ -130,12 +130,13 @@ def plugin_mode(choice: str, flavour: tv.Flavour) -> str:
     from memx.tensorrt.plugin import load_trtp, register_plugins
 
     version = tv.parse_version(flavour.version)
-    if flavour.rtx or not tv.quickly_deployable_plugins(version):
+    auto = tv.auto_plugin_mode(version, rtx=flavour.rtx)  # the rule memx doctor and memx inspect describe
+    if auto == "off":
         if choice == "auto":
             return "off"
-        raise EngineError(f"--plugin {choice} needs full TensorRT >= 10.6 with tensorrt.plugin", expected="tensorrt >= 10.6", actual=f"{flavour.name} {flavour.version}",
-                          hint="use --plugin off (the function bodies) for TensorRT-RTX")
-    mode = ("aot" if tv.aot_plugins(version) else "jit") if choice == "auto" else choice
+        raise EngineError(f"--plugin {choice} needs full TensorRT >= {tv.PLUGINS_SINCE} with tensorrt.plugin", expected=f"tensorrt >= {tv.PLUGINS_SINCE}",
+                          actual=f"{flavour.name} {flavour.version}", hint="use --plugin off (the function bodies) for TensorRT-RTX")
+    mode = auto if choice == "auto" else choice
     if mode == "aot" and not tv.aot_plugins(version):
         raise EngineError("ahead-of-time plugins need TensorRT >= 10.9", expected=">= 10.9", actual=flavour.version, hint="use --plugin jit")
     trt, trtp = load_trtp()
@@ -163,6 +164,30 @@ def _parse(parser: Any, onnx_path: Path, plugins: str) -> bool:
         os.unlink(tmp)
 
 
+def parser_errors(parser: Any, *, limit: int = 6) -> str:
+    """The parser's errors, each distinct one once: "MatMulInteger: unsupported node (x12, e.g. node
+    'mm_quant')" rather than its bare descriptions ("false; false; ...")."""
+    counts: dict[str, list[str]] = {}
+    for i in range(parser.num_errors):
+        e = parser.get_error(i)
+        op, node = _call(e, "node_operator"), _call(e, "node_name")
+        desc = _call(e, "desc")
+        code = str(_call(e, "code")).rsplit(".", 1)[-1].lower().replace("_", " ")
+        text = f"{op or 'graph'}: {desc if desc and desc.lower() not in ('false', 'true') else code}"
+        counts.setdefault(text, []).append(node)
+    items = [f"{text} (x{len(nodes)}, e.g. node {nodes[0]!r})" if len(nodes) > 1 else text + (f" (node {nodes[0]!r})" if nodes[0] else "")
+             for text, nodes in counts.items()]
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "") or "no error reported"
+
+
+def _call(obj: Any, name: str) -> str:
+    fn = getattr(obj, name, None)
+    try:
+        return str(fn()) if callable(fn) else ""
+    except Exception:  # an accessor this TensorRT lacks or cannot answer
+        return ""
+
+
 def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles: list[Profile], *, target_cc: str, precision: str,
                 version_compatible: bool, timing_cache: bytes | None, engine_file: str, plugins: str = "off") -> GraphBuild:
     trt = flavour.module
@@ -172,9 +197,8 @@ def build_graph(flavour: tv.Flavour, onnx_path: Path, graph: GraphInfo, profiles
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger.impl)
     if not _parse(parser, onnx_path, plugins):
-        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-        raise EngineError(f"TensorRT's ONNX parser refused graph {graph.name!r}", expected="a graph TensorRT imports", actual="; ".join(errors)[:2000],
-                          hint=f"run `memx doctor {onnx_path.parent} --target tensorrt`")
+        raise GraphImportError(f"TensorRT's ONNX parser refused graph {graph.name!r}", expected="a graph TensorRT imports", actual=parser_errors(parser),
+                               hint=f"run `memx doctor {onnx_path.parent} --target tensorrt`")
     config = builder.create_builder_config()
     if flavour.rtx:
         member = getattr(trt.ComputeCapability, target_cc.upper(), None)
@@ -235,6 +259,8 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
             raise EngineError("full TensorRT builds for the local GPU, and none was found", expected="a CUDA GPU", actual="none", hint="use TensorRT-RTX for ahead-of-time builds")
         if local is not None and cc != local:
             raise EngineCompatibilityError("TensorRT builds for the GPU it runs on", expected=local, actual=cc, hint="build on the target device (Jetson: on the board)")
+    graphs = [g.name for g in m.graphs] + ([g.name for g in m.decode.graphs] if decode and m.decode is not None else [])
+    refuse_what_doctor_refuses(pkg, graphs, flavour, target_cc=cc)
     plugins = plugin_mode(plugin, flavour) if m.custom_ops else "off"
     batch_range = parse_range(batch, name="--batch", default=(1, 1, 8))
     ranges = segment_len if isinstance(segment_len, list) else [segment_len] if segment_len else [None]
@@ -257,6 +283,24 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
     if cache_path is not None and cache:
         cache_path.write_bytes(cache)
     return [b.tags for b in builds]
+
+
+def refuse_what_doctor_refuses(pkg: Package, graphs: list[str], flavour: tv.Flavour, *, target_cc: str | None = None) -> None:
+    """memx doctor's errors in ``graphs`` (for the installed TensorRT) as one GraphImportError,
+    before TensorRT parses anything: the reasons and fixes doctor gives, each once."""
+    from memx.tensorrt.doctor import diagnose, summarize
+
+    report = diagnose(pkg.path, target_cc=target_cc)
+    errors = [f for f in report.errors if f.graph in graphs]
+    if not errors:
+        return
+    what, fix = summarize(errors)
+    headline = f"{flavour.name} {flavour.version} cannot import the graphs of {pkg.path.name}"
+    if pkg.manifest.precision == "int8-dynamic":
+        ops = "/".join(sorted(tv.INTEGER_QUANT_OPS & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}))
+        headline += f": int8-dynamic is ONNX Runtime's dynamic quantization, and its {ops} ops are not TensorRT-importable (use int8-qdq)"
+    raise GraphImportError(headline, expected="graphs TensorRT's ONNX parser imports (memx doctor: no errors)", actual=f"{len(errors)} doctor error(s): {what}",
+                           hint=(f"fix: {fix}; " if fix else "") + f"`memx doctor {pkg.path}` lists every finding")
 
 
 def _commit(pkg: Package, builds: list[GraphBuild]) -> None:

@@ -19,10 +19,13 @@ from onnx import numpy_helper
 from memx.errors import InputError, PackageFileError
 from memx.tensorrt import versions as tv
 from memx.onnxgraph import all_nodes
+from memx.ops.registry import DOMAIN
+from memx.tensorrt.plugin import plugin_facts
 from memx.registry import Registry
 from memx.tensorrt.tags import parse_cc
 
 SEVERITIES = ("error", "warning", "info")
+MIN_EXPORT_OPSET = 17  # memx export's oldest opset (memx.exporter refuses older)
 STEP_DIMS = {"batch", "segment", "new"}  # the dims memx's optimization profiles cover ("new": the decode graph's new tokens)
 FP8_TYPES = {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E5M2", "FLOAT8E4M3FNUZ", "FLOAT8E5M2FNUZ") if hasattr(onnx.TensorProto, n)}
 INT4_TYPES = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4") if hasattr(onnx.TensorProto, n)}
@@ -138,7 +141,7 @@ def check_unsupported_ops(ctx: GraphContext) -> Iterator[Finding]:
             continue
         if not ctx.supports_op(node.op_type):
             seen.add(node.op_type)
-            integer = node.op_type in {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv"}
+            integer = node.op_type in tv.INTEGER_QUANT_OPS
             fix = ("TensorRT takes explicit quantization only: `memx quantize --method int8-qdq` (Q/DQ) instead of int8-dynamic, which is for ONNX Runtime"
                    if integer else "re-export without this op, or provide a TensorRT plugin for it")
             yield ctx.find("error", "unsupported_ops", f"the TensorRT {ctx.version} ONNX parser does not import {node.op_type}", fix, node)
@@ -201,8 +204,9 @@ def check_custom_ops(ctx: GraphContext) -> Iterator[Finding]:
             if plugin:
                 yield ctx.find("info", "custom_ops", f"{op}: TensorRT {v} imports it as the registered plugin {_plugin_name(node)}", node=node)
             else:
+                own = f" (memx's own plugin needs TensorRT >= {tv.PLUGINS_SINCE})" if node.domain == DOMAIN else ""
                 yield ctx.find("error", "custom_ops", f"{op}: TensorRT {v} cannot import model-local functions and no plugin {_plugin_name(node)} is registered",
-                               "target TensorRT >= 9.0 (the reference body is then imported), or register a plugin for the op", node)
+                               f"target TensorRT >= 9.0 (the reference body is then imported), or register your own TensorRT plugin for the op{own}", node)
             continue
         if not body and not plugin:
             yield ctx.find("error", "custom_ops", f"{op} has neither a function body in the model nor a registered plugin",
@@ -215,13 +219,32 @@ def check_custom_ops(ctx: GraphContext) -> Iterator[Finding]:
                            "re-export with memx (it sets plugin_namespace), or set OnnxParserFlag.ENABLE_PLUGIN_OVERRIDE", node)
         elif plugin:
             yield ctx.find("info", "custom_ops", f"{op}: imported as the registered plugin {_plugin_name(node)}", node=node)
-        elif node.domain == "memx" and tv.quickly_deployable_plugins(v):
-            mode = "ahead-of-time, kernel embedded in the engine" if tv.aot_plugins(v) else "JIT, needs memx where the engine runs"
-            yield ctx.find("info", "custom_ops", f"{op}: no plugin registered here; `memx build --plugin auto` on TensorRT {v} registers memx's Triton plugin ({mode})",
-                           "build with full TensorRT; with --plugin off (or TensorRT-RTX) the reference body is imported (dense; correct but slower)", node)
+        elif node.domain == DOMAIN:
+            yield _memx_op_finding(ctx, node)
         else:
-            yield ctx.find("info", "custom_ops", f"{op}: no plugin registered, TensorRT imports the reference body (dense; correct but slower than a plugin)",
-                           "register a plugin for the op (memx ops: TensorRT >= 10.6, `memx build --plugin auto`)", node)
+            yield ctx.find("info", "custom_ops", f"{op}: no plugin registered, TensorRT {v} imports the reference body (dense; correct but slower than a plugin)",
+                           _foreign_plugin_fix(v), node)
+
+
+def _memx_op_finding(ctx: GraphContext, node: onnx.NodeProto) -> Finding:
+    """A memx op with its reference body and no plugin registered: what `memx build --plugin auto`
+    makes of it on the target TensorRT (the facts memx inspect shows too); the fix names only what
+    that version can do, and the version a faster import needs."""
+    facts = plugin_facts(node.op_type, ctx.version)
+    if facts.mode in ("aot", "jit"):
+        return ctx.find("info", "custom_ops", f"{facts.op}: no plugin registered here; `memx build --plugin auto` on TensorRT {ctx.version} imports {facts.imports}",
+                        "build with full TensorRT" + (f"; {facts.better}" if facts.better else "")
+                        + "; with --plugin off (or TensorRT-RTX) the reference body is imported (dense; correct but slower)", node)
+    return ctx.find("info", "custom_ops", f"{facts.op}: TensorRT {ctx.version} imports {facts.imports}",
+                    f"nothing to do on TensorRT {ctx.version} (the body is correct); a faster import needs {facts.better}" if facts.better else "", node)
+
+
+def _foreign_plugin_fix(v: tv.TrtVersion) -> str:
+    """Registering a plugin for a node that has a function body helps only where the plugin wins (TensorRT >= 10.7)."""
+    if tv.plugin_overrides_function(v):
+        return "register a TensorRT plugin for the op"
+    return (f"register a TensorRT plugin for the op and strip its function body from the graph (TensorRT {v} imports the body even when a plugin "
+            "is registered; from 10.7 a registered plugin wins)")
 
 
 @check("opset")
@@ -229,7 +252,16 @@ def check_opset(ctx: GraphContext) -> Iterator[Finding]:
     for imp in ctx.model.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version > tv.max_opset(ctx.version):
             yield ctx.find("warning", "opset", f"the graph uses ONNX opset {imp.version}; TensorRT {ctx.version} documents opsets up to {tv.max_opset(ctx.version)}",
-                           f"re-export with --opset {tv.max_opset(ctx.version)} if the parser refuses a node")
+                           _opset_fix(ctx.version))
+
+
+def _opset_fix(v: tv.TrtVersion) -> str:
+    """Re-exporting at the parser's opset, where memx can export that opset; else the TensorRT that can take memx's oldest."""
+    best = tv.max_opset(v)
+    if best >= MIN_EXPORT_OPSET:
+        return f"re-export with --opset {best} if the parser refuses a node"
+    return (f"memx exports opset {MIN_EXPORT_OPSET} or later (LayerNormalization) and TensorRT {v} documents up to {best}: "
+            f"target TensorRT >= {tv.min_version_for_opset(MIN_EXPORT_OPSET)}")
 
 
 @check("qdq")
@@ -274,6 +306,20 @@ def check_qdq(ctx: GraphContext) -> Iterator[Finding]:
         if on_path:
             yield ctx.find("warning", "qdq", f"{len(on_path)} Q/DQ node(s) round the memory state itself; TensorRT will carry the memory in INT8 and errors compound over segments",
                            "re-quantize with the default policy (memx quantize keeps the memory path fp32)", on_path[0])
+
+
+def summarize(findings: list[Finding], *, limit: int = 4) -> tuple[str, str]:
+    """(what, fix) of several findings in one line each: every distinct message once with the
+    graphs it holds for (the first ``limit``, then how many more), and the distinct fixes."""
+    graphs: dict[str, list[str]] = {}
+    for f in findings:
+        seen = graphs.setdefault(f.message, [])
+        if f.graph not in seen:
+            seen.append(f.graph)
+    items = [f"{msg} (in {', '.join(g)})" for msg, g in graphs.items()]
+    what = "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+    fixes = list(dict.fromkeys(f.fix for f in findings if f.fix))
+    return what, "; ".join(fixes)
 
 
 # --- entry point -----------------------------------------------------------------------------------

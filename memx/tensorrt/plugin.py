@@ -87,6 +87,54 @@ def register_plugins(trt: Any = None, trtp: Any = None, *, aot: bool | None = No
     return sorted(PLUGINS)
 
 
+# --- what a TensorRT imports for memx ops (memx doctor, memx inspect, memx build agree) ------------
+@dataclass(frozen=True)
+class PluginFacts:
+    """How one TensorRT imports a memx op under `memx build --plugin auto`."""
+
+    op: str  # "memx.LocalGlobalAttention"
+    target: str  # "TensorRT 10.3", "tensorrt-rtx 1.7.1.116"
+    mode: str  # "aot" | "jit" | "off" (the reference body) | "none" (cannot import it)
+    imports: str  # what runs the op, in words
+    better: str  # what a faster (or any) import needs, naming the version; "" when this is the best there is
+
+    def to_dict(self) -> dict[str, str]:
+        return {"op": self.op, "target": self.target, "mode": self.mode, "imports": self.imports, "better": self.better}
+
+    def describe(self) -> str:
+        return f"{self.target}: {self.imports}" + (f"; {self.better}" if self.better else "")
+
+
+def plugin_facts(op: str, version: "tv.TrtVersion", *, rtx: bool = False, target: str | None = None) -> PluginFacts:
+    """The facts for memx op ``op`` ("LocalGlobalAttention") on TensorRT ``version`` (``rtx``: TensorRT-RTX of that release line)."""
+    name = f"{DOMAIN}.{op}"
+    where = target or f"TensorRT {version}"
+    plugin = f"TensorRT >= {tv.PLUGINS_SINCE} (full TensorRT): `memx build --plugin auto` registers memx's Triton plugin"
+    if op != OP:
+        body = "the reference body via the ONNX parser (memx has no TensorRT plugin for this op)"
+        return PluginFacts(name, where, "off" if rtx or tv.local_functions_supported(version) else "none", body, "")
+    if not rtx and not tv.local_functions_supported(version):
+        return PluginFacts(name, where, "none", f"nothing: TensorRT {version} imports no model-local functions and memx's plugin needs TensorRT >= {tv.PLUGINS_SINCE}",
+                           f"TensorRT >= 9.0 imports the reference body; {plugin}")
+    mode = tv.auto_plugin_mode(version, rtx=rtx)
+    if mode == "aot":
+        return PluginFacts(name, where, mode, "memx's Triton plugin, ahead of time (the kernel is embedded in the engine; nothing is needed where it runs)", "")
+    if mode == "jit":
+        return PluginFacts(name, where, mode, "memx's Triton plugin, JIT (memx, torch and triton are needed where the engine runs)",
+                           f"embedding the kernel in the engine (ahead of time) needs TensorRT >= {tv.AOT_PLUGINS_SINCE}")
+    why = "TensorRT-RTX has no tensorrt.plugin" if rtx else f"memx's plugin needs TensorRT >= {tv.PLUGINS_SINCE}"
+    return PluginFacts(name, where, mode, f"the reference body via the ONNX parser (dense; correct but slower; {why})", plugin)
+
+
+def installed_plugin_facts(op: str, flavour: "tv.Flavour | None" = None) -> PluginFacts:
+    """The facts for the TensorRT installed here (``memx build`` uses it); without one, for the latest known TensorRT."""
+    if flavour is None:
+        version = tv.parse_version(tv.LATEST_KNOWN)
+        return plugin_facts(op, version, target=f"TensorRT {version} (none installed here)")
+    version = tv.parse_version(flavour.version)
+    return plugin_facts(op, version, rtx=flavour.rtx, target=f"{flavour.name} {flavour.version} (installed)")
+
+
 # --- definitions ---------------------------------------------------------------------------------
 # QDP reads the parameter names and annotations of the decorated functions, so each arity is
 # written out: the 4-input and the 6-input plugin.

@@ -69,6 +69,18 @@ def aot_plugins(v: TrtVersion) -> bool:
     return v >= V("10.9")
 
 
+PLUGINS_SINCE, AOT_PLUGINS_SINCE = "10.6", "10.9"  # what quickly_deployable_plugins and aot_plugins test
+
+
+def auto_plugin_mode(v: TrtVersion, *, rtx: bool = False) -> str:
+    """What imports memx ops under `memx build --plugin auto`: "aot" (TensorRT >= 10.9: memx's
+    Triton kernel embedded in the engine), "jit" (10.6-10.8: the kernel launched from Python),
+    "off" (the ops' reference bodies: older TensorRT, and TensorRT-RTX, which has no tensorrt.plugin)."""
+    if rtx or not quickly_deployable_plugins(v):
+        return "off"
+    return "aot" if aot_plugins(v) else "jit"
+
+
 def native_int64(v: TrtVersion) -> bool:
     """INT64 tensors (I/O and most layers) from 9.0; before, the parser casts them to INT32."""
     return v >= V("9.0")
@@ -88,14 +100,21 @@ def strongly_typed_only(v: TrtVersion) -> bool:
     return v >= V("11.0")
 
 
+_OPSETS = [(V("8.0"), 13), (V("8.5"), 17), (V("9.0"), 19), (V("10.0"), 20), (V("10.9"), 22), (V("11.0"), 23)]
+
+
 def max_opset(v: TrtVersion) -> int:
     """Highest ONNX opset the parser documents support for (older releases: docs/operators.md)."""
-    table = [(V("8.0"), 13), (V("8.5"), 17), (V("9.0"), 19), (V("10.0"), 20), (V("10.9"), 22), (V("11.0"), 23)]
     best = 13
-    for since, opset in table:
+    for since, opset in _OPSETS:
         if v >= since:
             best = opset
     return best
+
+
+def min_version_for_opset(opset: int) -> TrtVersion:
+    """The first TensorRT whose parser documents ``opset``."""
+    return next((since for since, top in _OPSETS if top >= opset), _OPSETS[-1][0])
 
 
 # Ops the ONNX parser of TensorRT 10.x/11.x (and TensorRT-RTX 1.x) does not import, checked with
@@ -106,6 +125,10 @@ UNSUPPORTED_OPS = frozenset({
     "QLinearMatMul", "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
     "SequenceLength", "SplitToSequence", "StringNormalizer", "TfIdfVectorizer", "Unique",
 })
+
+# ONNX Runtime's dynamic int8 quantization (memx quantize --method int8-dynamic): no TensorRT
+# importer; TensorRT takes explicit quantization (Q/DQ, int8-qdq) only.
+INTEGER_QUANT_OPS = frozenset({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv"})
 
 # Ops whose output shape depends on tensor values: TensorRT needs an upper bound for them.
 DATA_DEPENDENT_SHAPE_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})

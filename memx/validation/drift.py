@@ -92,6 +92,26 @@ class DriftReport:
             return s["top1_agreement_mean"] >= self.min_top1_agreement and s["kl_mean"] <= self.max_kl
         return True
 
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def gate_text(self) -> str:
+        """What the verdict rests on, with the numbers and the bound (memx validate prints it, the plot's title shows it)."""
+        if self.gate == "task":
+            acc = self.task_accuracy
+            within = "<=" if acc.drop_points <= self.max_accuracy_drop else ">"
+            return (f"task accuracy {acc.candidate:.1%} vs {acc.reference:.1%} (drop {acc.drop_points:.2f} {within} {self.max_accuracy_drop:g} points; "
+                    f"{acc.task}, {acc.metric})")
+        if self.gate == "logits":
+            s = self.summary_numbers()
+            return f"top-1 agreement {s['top1_agreement_mean']:.2%} (at least {self.min_top1_agreement:.0%}), KL {s['kl_mean']:.3g} (at most {self.max_kl:g})"
+        return "report only (no logits to compare)"
+
+    def verdict_line(self) -> str:
+        """"PASS: task accuracy ... ; state drift is informational" — the verdict, its gate, and that the state error is not it."""
+        return f"{self.verdict}: {self.gate_text()}; state drift is informational"
+
     def summary_numbers(self) -> dict[str, Any]:
         agree = np.asarray(self.top1_agreement)
         last = slice(max(0, len(agree) - max(1, len(agree) // 10)), None)
@@ -244,45 +264,73 @@ def save_report(pkg: Package, report: DriftReport, name: str) -> dict[str, str]:
     """Write reports/NAME.json (and NAME.png when matplotlib is installed) into the package."""
     folder = pkg.path / REPORTS_DIR
     folder.mkdir(exist_ok=True)
+    from memx import __version__
+    from memx.plotting import utc_now
+
     paths = {"json": f"{REPORTS_DIR}/{name}.json"}
-    write_text_atomic(pkg.path / paths["json"], json.dumps(report.to_dict(), indent=1) + "\n")
-    png = plot_drift(report, pkg.path / REPORTS_DIR / f"{name}.png")
+    created = utc_now()
+    data = {**report.to_dict(), "verdict": report.verdict_line(), "memx_version": __version__, "created": created}
+    write_text_atomic(pkg.path / paths["json"], json.dumps(data, indent=1) + "\n")
+    png = plot_drift(report, pkg.path / REPORTS_DIR / f"{name}.png", created=created)
     if png is not None:
         paths["png"] = f"{REPORTS_DIR}/{name}.png"
     report.reports = paths
     return paths
 
 
-def plot_drift(report: DriftReport, path: Path) -> Path | None:
-    """State relative error and top-1 agreement per segment (PNG); None without matplotlib."""
-    from memx.plotting import pyplot
-
-    plt = pyplot()
-    if plt is None:
+def plot_drift(report: DriftReport, path: Path, *, created: str | None = None) -> Path | None:
+    """The drift figure (:func:`drift_figure`) as a PNG at ``path``; None without matplotlib."""
+    fig = drift_figure(report, created=created)
+    if fig is None:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    x = np.arange(1, report.segments + 1)
-    for name, curve in report.state_rel_error.items():
-        axes[0].plot(x, np.maximum(curve, 1e-9), label=name, linewidth=1)
-    axes[0].axhline(report.drift_tol, color="red", linestyle="--", linewidth=0.8, label=f"drift tol {report.drift_tol:g}")
-    axes[0].set(xlabel="segment", ylabel="state relative error", yscale="log", title="memory drift")
-    axes[0].legend(fontsize=7, ncol=2)
-    if report.top1_agreement:
-        agree = np.asarray(report.top1_agreement)
-        window = max(1, min(25, len(agree) // 10))
-        smooth = np.convolve(agree, np.ones(window) / window, mode="valid")  # rolling mean
-        axes[1].plot(x, agree, linewidth=0.5, alpha=0.3, label="per segment")
-        axes[1].plot(x[window - 1 :], smooth, linewidth=1.5, label=f"mean of {window}")
-        axes[1].legend(fontsize=7, loc="lower left")
-        axes[1].set(xlabel="segment", ylabel="top-1 agreement", ylim=(min(0.9, min(report.top1_agreement) - 0.01), 1.001), title="logits: top-1 agreement")
-    acc = report.task_accuracy
-    title = f"{report.precision} vs {report.reference}"
-    if acc is not None:
-        title += f" — {acc.task}: {acc.candidate:.1%} vs {acc.reference:.1%} ({acc.metric})"
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    import matplotlib.pyplot as plt
+
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def drift_figure(report: DriftReport, *, created: str | None = None) -> Any | None:
+    """State relative error and top-1 agreement per segment; the title says the verdict and what
+    it rests on (the task accuracy, else the logits' agreement and KL; never the state error,
+    which is shown for information); stamped with the memx version, time and machine."""
+    from memx import __version__
+    from memx.plotting import pyplot, stamp, stamp_figure
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    x = np.arange(1, report.segments + 1)
+    for name, curve in report.state_rel_error.items():
+        axes[0].plot(x, np.maximum(curve, 1e-9), label=name, linewidth=1)
+    axes[0].axhline(report.drift_tol, color="red", linestyle="--", linewidth=0.8, label=f"drift tol {report.drift_tol:g} (marks the first divergence)")
+    axes[0].set(xlabel="segment", ylabel="state relative error", yscale="log", title="memory drift (informational, not the gate)")
+    axes[0].legend(fontsize=7, ncol=2)
+    if report.top1_agreement:
+        _plot_agreement(axes[1], x, report)
+    else:
+        axes[1].set_axis_off()
+    fig.suptitle(f"{report.verdict_line()}\n{report.precision} vs {report.reference}, {report.segments} segments x {report.batch} streams",
+                 fontsize=9, color="green" if report.passed else "red")
+    stamp_figure(fig, stamp(__version__, created=created))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def _plot_agreement(ax: Any, x: np.ndarray, report: DriftReport) -> None:
+    """Top-1 agreement per segment and its rolling mean; the gate's bound when the logits decide."""
+    agree = np.asarray(report.top1_agreement)
+    window = max(1, min(25, len(agree) // 10))
+    smooth = np.convolve(agree, np.ones(window) / window, mode="valid")  # rolling mean
+    ax.plot(x, agree, linewidth=0.5, alpha=0.3, label="per segment")
+    ax.plot(x[window - 1 :], smooth, linewidth=1.5, label=f"mean of {window}")
+    low = min(0.9, float(agree.min()) - 0.01)
+    if report.gate == "logits":
+        ax.axhline(report.min_top1_agreement, color="red", linestyle="--", linewidth=0.8, label=f"gate: mean over all >= {report.min_top1_agreement:.0%}")
+        low = min(low, report.min_top1_agreement - 0.01)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set(xlabel="segment", ylabel="top-1 agreement", ylim=(low, 1.001),
+           title="logits: top-1 agreement" + (" (the gate)" if report.gate == "logits" else " (informational)"))
