@@ -195,16 +195,23 @@ std::vector<uint8_t> encode_snapshot(const SnapshotData& data) {
   for (bool r : data.pending_reset) pending.push_back(r);
   json header = {{"model_id", data.model_id}, {"batch", data.pending_reset.size()}, {"pending_reset", pending}, {"segments", data.segments}, {"tensors", tensors}};
   const std::string text = detail::python_dumps(header);
-  std::vector<uint8_t> blob(kPrefix);
+  // one allocation, each part copied to its offset: [prefix | header | state bytes | sha256]
+  std::vector<uint8_t> blob(kPrefix + text.size() + static_cast<std::size_t>(offset) + kDigest);
   std::memcpy(blob.data(), kMagic, 8);
   const uint16_t version = kSnapshotVersion;
   const uint32_t header_len = static_cast<uint32_t>(text.size());
   blob[8] = uint8_t(version & 0xFF), blob[9] = uint8_t(version >> 8);
   for (int i = 0; i < 4; ++i) blob[10 + i] = uint8_t(header_len >> (8 * i));
-  blob.insert(blob.end(), text.begin(), text.end());
-  for (const std::string* name : names) blob.insert(blob.end(), data.states.at(*name).bytes.begin(), data.states.at(*name).bytes.end());
-  std::vector<uint8_t> digest = sha256(blob.data(), blob.size());
-  blob.insert(blob.end(), digest.begin(), digest.end());
+  std::size_t at = kPrefix;
+  std::memcpy(blob.data() + at, text.data(), text.size());
+  at += text.size();
+  for (const std::string* name : names) {
+    const std::vector<uint8_t>& bytes = data.states.at(*name).bytes;
+    if (!bytes.empty()) std::memcpy(blob.data() + at, bytes.data(), bytes.size());
+    at += bytes.size();
+  }
+  const std::vector<uint8_t> digest = sha256(blob.data(), at);
+  std::memcpy(blob.data() + at, digest.data(), digest.size());
   return blob;
 }
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -108,10 +109,10 @@ TEST(Snapshot, RefusesAHeaderThatLiesAboutSizes) {
   const std::size_t at = header.find("\"nbytes\": 96");
   ASSERT_NE(at, std::string::npos);
   header.replace(at, 12, "\"nbytes\": 99");  // same length: the payload no longer fits the shape
-  std::vector<uint8_t> forged(blob.begin(), blob.begin() + 14);
-  forged.insert(forged.end(), header.begin(), header.end());
-  forged.insert(forged.end(), blob.begin() + 14 + header_len, blob.end() - 32);
-  const std::vector<uint8_t> digest = sha256(forged.data(), forged.size());
-  forged.insert(forged.end(), digest.begin(), digest.end());
+  std::vector<uint8_t> forged(blob.size());  // same sizes: [prefix | forged header | payload | new sha256]
+  std::copy(blob.begin(), blob.end() - 32, forged.begin());
+  std::copy(header.begin(), header.end(), forged.begin() + 14);
+  const std::vector<uint8_t> digest = sha256(forged.data(), forged.size() - 32);
+  std::copy(digest.begin(), digest.end(), forged.end() - 32);
   EXPECT_THROW(decode_snapshot(forged), SnapshotCorruptError);
 }
