@@ -66,3 +66,8 @@ def test_json_mode_prints_one_object_on_stdout_for_success_and_for_errors(tmp_pa
     bad = runner.invoke(app, ["inspect", str(tmp_path / "missing.memx"), "--json"])
     error = json.loads(bad.stdout)
     assert bad.exit_code == 2 and error["ok"] is False and error["error"]["type"].endswith("Error") and "missing.memx" in error["error"]["text"]
+
+
+def test_shell_completion_script_is_offered():
+    done = CliRunner().invoke(app, ["--show-completion", "bash"])
+    assert done.exit_code == 0 and "_memx_completion" in done.output
