@@ -54,7 +54,10 @@ def check_decode(package: str | os.PathLike | Package, *, backend: str = "onnxru
     from memx import runtimes
     from memx.runtimes.generation import check_segment_len, decode_info
 
-    rt = runtimes.open(package, backend=backend, **(backend_options or {}))
+    options = dict(backend_options or {})
+    if backend == "onnxruntime" and not {"intra_op_threads", "session_options", "providers"} & options.keys():
+        options["intra_op_threads"] = 1  # a token per call: a thread pool's hand-offs and spinning cost more than it splits (2-3x on 2 cores)
+    rt = runtimes.open(package, backend=backend, **options)
     g = check_segment_len(segment_len, decode_info(rt.manifest))
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, rt.manifest.vocab_size, size=(batch, segments * g), dtype=np.int64)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -159,8 +162,14 @@ class ReferenceRollouts:
 
 
 def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
+    """The largest |ref - got| (in float64) and the index of its first occurrence; inf and the
+    shape (shapes differ) or the first non-finite index (a NaN or Inf anywhere)."""
     if ref.shape != got.shape:
         return float("inf"), list(got.shape)
+    if ref.size and ref.dtype == got.dtype == np.float32:
+        found = _compare_float32(ref, got)
+        if found is not None:
+            return found
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     if not np.isfinite(diff).all():
         return float("inf"), [int(i) for i in np.argwhere(~np.isfinite(diff))[0]]
@@ -168,6 +177,173 @@ def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
         return 0.0, []
     idx = int(np.argmax(diff))
     return float(diff.flat[idx]), [int(i) for i in np.unravel_index(idx, diff.shape)]
+
+
+def _compare_float32(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]] | None:
+    """_compare of two float32 arrays without a float64 copy of either: the float32 difference is
+    the exact one correctly rounded, and rounding never reverses an order, so the elements whose
+    float32 difference is the largest hold every element whose exact difference is; those few
+    are measured in float64. Gives exactly what the float64 path gives; None (take that path)
+    when the largest float32 difference is not finite (a NaN or Inf, or an overflow)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow or Inf - Inf: the float64 path measures (and warns) as it did
+        diff = np.subtract(ref, got, dtype=np.float32)  # same shape as ref
+    np.abs(diff, out=diff)
+    top = diff.max()
+    if not np.isfinite(top):
+        return None
+    if top == 0:  # equal everywhere (with gradual underflow, a - b rounds to 0 only when a == b)
+        return 0.0, [0] * diff.ndim
+    ties = np.flatnonzero(diff == top)  # (k,) flat indices, ascending
+    exact = np.abs(ref.flat[ties].astype(np.float64) - got.flat[ties].astype(np.float64))  # (k,)
+    best = int(np.argmax(exact))  # the first of the largest, as np.argmax over the whole array
+    return float(exact[best]), [int(i) for i in np.unravel_index(int(ties[best]), diff.shape)]
+
+
+@dataclass
+class _Tally:
+    """What the comparisons of every segment add up to (the report's numbers)."""
+
+    atol: float
+    worst: Worst = field(default_factory=Worst)
+    first: dict[str, Any] | None = None
+    per_tensor: dict[str, float] = field(default_factory=dict)
+    per_segment: list[float] = field(default_factory=list)
+
+    def add(self, seg: int, out_r: dict[str, np.ndarray], state_r: dict[str, np.ndarray],
+            out_c: dict[str, np.ndarray], state_c: dict[str, np.ndarray]) -> None:
+        """Compare every output and every state of one segment (reference first)."""
+        pairs = [(k, out_r[k], out_c[k]) for k in out_r]
+        pairs += [(f"state.{k}", v, state_c[k]) for k, v in state_r.items()]
+        seg_max = 0.0
+        for name, r, c in pairs:
+            err, index = _compare(r, c)
+            seg_max = max(seg_max, err)
+            self.per_tensor[name] = max(self.per_tensor.get(name, 0.0), err)
+            if self.worst.segment < 0 or err > self.worst.error:
+                self.worst = Worst(err, seg, name, index)
+            if self.first is None and not err <= self.atol:
+                self.first = {"segment": seg, "tensor": name, "error": err, "index": index}
+        self.per_segment.append(seg_max)
+
+
+# how many segments the reference may run ahead of the candidate (each holds its outputs:
+# B x S x V float32 logits, 2 MiB for rmt-small at batch 4)
+REFERENCE_AHEAD = 8
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadSplit:
+    """CPU threads for a validation that runs the reference and the candidate side by side:
+    ``torch`` for torch's intra-op pool (process-wide: the reference's, and a torch candidate's),
+    ``candidate`` and ``reference`` for an ONNX Runtime candidate on the CPU and an ONNX Runtime
+    reference; None leaves a setting as it is."""
+
+    torch: int | None
+    candidate: int | None
+    reference: int | None = None
+
+
+def thread_split(backend: str, device: str, reference: str, backend_options: dict[str, Any],
+                 reference_options: dict[str, Any], cores: int | None = None) -> ThreadSplit:
+    """Side by side on the CPU, each half of the cores: one thread each on a 2-core machine,
+    where two single-threaded runs beat two 2-thread pools that spin against each other by 2-3x.
+    A candidate on another device leaves torch's threads as they are. Thread settings the
+    caller gave (``threads``, ``intra_op_threads``, ``session_options``, ``providers``) are kept."""
+    cores = cores or cpu_cores()
+    on_cpu = device == "cpu"
+    half = max(1, cores // 2)
+    torch_used = reference == "torch" or backend == "torch"
+    torch_given = "threads" in reference_options or (backend == "torch" and "threads" in backend_options)
+    torch_threads = half if torch_used and on_cpu and not torch_given else None
+    candidate = max(1, cores - half) if backend == "onnxruntime" and on_cpu and not _ort_threads_given(backend_options) else None
+    ort_reference = half if reference == "onnxruntime" and on_cpu and not _ort_threads_given(reference_options) else None
+    return ThreadSplit(torch_threads, candidate, ort_reference)
+
+
+def _ort_threads_given(options: dict[str, Any]) -> bool:
+    return bool({"intra_op_threads", "session_options", "providers"} & options.keys())
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block and restored after (None: untouched)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+ReferenceStep = tuple[StreamPlan, dict[str, np.ndarray], dict[str, np.ndarray]]  # (plan, outputs, state) of one segment
+
+
+def stream_plans(rng: np.random.Generator, pkg: Package, *, batch: int, reset_prob: float) -> Iterator[StreamPlan]:
+    """The plan of every segment in turn (endless), extra inputs included: the rng is drawn in
+    segment order, in the thread that iterates."""
+    m = pkg.manifest
+    while True:
+        plan = plan_segment(rng, batch=batch, vocab=m.vocab_size, seg_min=m.segment["min"], seg_max=m.segment["max"], reset_prob=reset_prob)
+        plan.extras = m.sample_inputs(rng, batch, plan.tokens.shape[1])
+        yield plan
+
+
+class ReferenceAhead:
+    """The reference's segments computed in one worker thread, in segment order, up to ``depth``
+    segments ahead of the caller, who meanwhile runs the candidate (torch and ONNX Runtime
+    release the GIL while they compute). ``next()`` gives (plan, outputs, state) of the next
+    segment, or raises what its step raised. Once a step has failed, the steps queued after it
+    do not run (the stream did not advance); leaving the block drops what is still queued
+    (a step already running finishes).
+
+        with ReferenceAhead(plans, step, segments) as ahead:
+            for seg in range(segments):
+                plan, out_r, state_r = ahead.next()
+    """
+
+    def __init__(self, plans: Iterator[StreamPlan], step: Callable[[int, StreamPlan], Segment], segments: int, depth: int = REFERENCE_AHEAD):
+        self._plans, self._step, self._segments, self._depth = plans, step, segments, depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="memx-reference")
+        self._queue: deque[Future[ReferenceStep]] = deque()
+        self._submitted = 0
+        self._failed = False
+
+    def _run(self, seg: int, plan: StreamPlan) -> ReferenceStep:  # in the worker thread
+        if self._failed:
+            raise RuntimeError(f"reference segment {seg} not run: an earlier one failed")  # the caller stops at that one and never sees this
+        try:
+            out, state = self._step(seg, plan)
+        except BaseException:
+            self._failed = True
+            raise
+        return plan, out, state
+
+    def next(self) -> ReferenceStep:
+        while len(self._queue) < self._depth and self._submitted < self._segments:
+            self._queue.append(self._pool.submit(self._run, self._submitted, next(self._plans)))
+            self._submitted += 1
+        return self._queue.popleft().result()
+
+    def __enter__(self) -> "ReferenceAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for f in self._queue:
+            f.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def validate(
@@ -186,6 +362,7 @@ def validate(
     reference_rollouts: ReferenceRollouts | None = None,
     reference_options: dict[str, Any] | None = None,
     teacher_forced: bool = False,
+    threads: ThreadSplit | None = None,
 ) -> ParityReport:
     """Compare ``backend`` against ``reference`` on ``package`` over ``segments`` segments.
     With ``reference_rollouts``, the reference's run is taken from it when an earlier call
@@ -195,58 +372,54 @@ def validate(
     ``teacher_forced``: every segment the candidate starts from the reference's state, so the
     report measures one step's error at every depth. Use it for models whose memory recurrence
     amplifies rounding (an untrained RMT around a pretrained encoder): free-running, any two
-    float implementations drift apart there, whatever their per-step agreement."""
+    float implementations drift apart there, whatever their per-step agreement.
+
+    The reference runs in a second thread, up to REFERENCE_AHEAD segments ahead of the
+    candidate (torch and ONNX Runtime release the GIL), on the same segments in the same order;
+    ``threads`` (default :func:`thread_split`) says how they share the CPU cores."""
     from memx import runtimes
     from memx.progress import progress_range
 
     pkg = package if isinstance(package, Package) else Package.open(package)
+    backend_options, reference_options = dict(backend_options or {}), dict(reference_options or {})
+    split = threads or thread_split(backend, device, reference, backend_options, reference_options)
+    if split.candidate is not None:
+        backend_options["intra_op_threads"] = split.candidate
+    if split.reference is not None:
+        reference_options["intra_op_threads"] = split.reference
     key = ReferenceRollouts.key(pkg, reference=reference, segments=segments, batch=batch, seed=seed, reset_prob=reset_prob)
     recorded = reference_rollouts.get(key) if reference_rollouts is not None else None
     recording: list[Segment] = []
-    ref_s = None if recorded is not None else runtimes.open(pkg, backend=reference, **(reference_options or {})).stream(batch)
-    cand_rt = runtimes.open(pkg, backend=backend, device=device, **(backend_options or {}))
+    ref_s = None if recorded is not None else runtimes.open(pkg, backend=reference, **reference_options).stream(batch)
+    cand_rt = runtimes.open(pkg, backend=backend, device=device, **backend_options)
     cand_s = cand_rt.stream(batch)
-    m = pkg.manifest
-    rng = np.random.default_rng(seed)
-    worst, first = Worst(), None
-    per_tensor: dict[str, float] = {}
-    per_segment: list[float] = []
+
+    def reference_step(seg: int, plan: StreamPlan) -> Segment:  # in the reference's thread, one segment after the other
+        if recorded is not None:
+            return recorded[seg]
+        return ref_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras), ref_s.state
+
+    tally = _Tally(atol)
     resets = padded = 0
     previous_r: dict[str, np.ndarray] = {}  # the reference state after the last segment (teacher forcing)
-    for seg in progress_range(segments, f"validate {backend}", enabled=progress):
-        plan = plan_segment(rng, batch=batch, vocab=m.vocab_size, seg_min=m.segment["min"], seg_max=m.segment["max"], reset_prob=reset_prob)
-        plan.extras = m.sample_inputs(rng, batch, plan.tokens.shape[1])
-        resets += int(plan.reset.sum())
-        padded += int((plan.lengths < plan.tokens.shape[1]).sum())
-        if recorded is not None:
-            out_r, state_r = recorded[seg]
-        else:
-            out_r = ref_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras)
-            state_r = ref_s.state
-            if reference_rollouts is not None:
+    plans = stream_plans(np.random.default_rng(seed), pkg, batch=batch, reset_prob=reset_prob)
+    with torch_threads(split.torch if recorded is None or backend == "torch" else None), ReferenceAhead(plans, reference_step, segments) as ahead:
+        for seg in progress_range(segments, f"validate {backend}", enabled=progress):
+            plan, out_r, state_r = ahead.next()
+            resets += int(plan.reset.sum())
+            padded += int((plan.lengths < plan.tokens.shape[1]).sum())
+            if reference_rollouts is not None and recorded is None:
                 recording.append(({k: v.copy() for k, v in out_r.items()}, state_r))
-        if teacher_forced and seg > 0:
-            cand_s.restore(snap.encode(snap.SnapshotData(cand_s.model_id, previous_r, np.zeros(batch, dtype=bool), seg)))
-        out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras)
-        state_c = cand_s.state
-        previous_r = state_r
-        pairs = [(k, out_r[k], out_c[k]) for k in out_r]
-        pairs += [(f"state.{k}", v, state_c[k]) for k, v in state_r.items()]
-        seg_max = 0.0
-        for name, r, c in pairs:
-            err, index = _compare(r, c)
-            seg_max = max(seg_max, err)
-            per_tensor[name] = max(per_tensor.get(name, 0.0), err)
-            if worst.segment < 0 or err > worst.error:
-                worst = Worst(err, seg, name, index)
-            if first is None and not err <= atol:
-                first = {"segment": seg, "tensor": name, "error": err, "index": index}
-        per_segment.append(seg_max)
+            if teacher_forced and seg > 0:
+                cand_s.restore(snap.encode(snap.SnapshotData(cand_s.model_id, previous_r, np.zeros(batch, dtype=bool), seg)))
+            out_c = cand_s.step(plan.tokens, plan.lengths, plan.reset, **plan.extras)
+            tally.add(seg, out_r, state_r, out_c, cand_s.state)
+            previous_r = state_r
     if reference_rollouts is not None and recorded is None:
         reference_rollouts.put(key, recording)
     return ParityReport(
         backend=backend, reference=reference, segments=segments, batch=batch, atol=atol, seed=seed,
-        passed=first is None, max_error=worst.error, worst=worst, first_failure=first,
-        per_tensor_max=per_tensor, per_segment_max=per_segment, resets=resets, padded_rows=padded, runtime=cand_rt.describe(),
+        passed=tally.first is None, max_error=tally.worst.error, worst=tally.worst, first_failure=tally.first,
+        per_tensor_max=tally.per_tensor, per_segment_max=tally.per_segment, resets=resets, padded_rows=padded, runtime=cand_rt.describe(),
         device=device, teacher_forced=teacher_forced,
     )
