@@ -101,7 +101,15 @@ def _add_engine(path, *, tags: dict | None = None):
     update_manifest(pkg, dataclasses.replace(pkg.manifest, files=files, engines=[entry]))
 
 
-def test_inspect_shows_the_engines_memx_build_added(private_copy):
+@pytest.fixture
+def wide_console(monkeypatch):
+    """The CLI's console as wide as a piped run's default (COLUMNS may be set narrow by the test runner)."""
+    from memx.cli.app import out
+
+    monkeypatch.setattr(out, "width", 200)
+
+
+def test_inspect_shows_the_engines_memx_build_added(private_copy, wide_console):
     path = private_copy("gmat-tiny")
     runner = CliRunner()
     before = runner.invoke(app, ["inspect", str(path)])
@@ -116,7 +124,7 @@ def test_inspect_shows_the_engines_memx_build_added(private_copy):
     assert e["graph"] == "step" and e["bytes"] == 4096 and e["compute_capability"] == "sm89" and e["profiles"][0]["batch"] == [1, 2, 4]
 
 
-def test_inspect_lists_an_engine_entry_it_cannot_read(private_copy):
+def test_inspect_lists_an_engine_entry_it_cannot_read(private_copy, wide_console):
     path = private_copy("rmt-tiny")
     _add_engine(path, tags={"graph": "step", "file": "engines/step.plan"})  # edited by hand
     [e] = describe_package(Package.open(path))["engines"]
