@@ -165,7 +165,7 @@ def run_command(fn: Callable[..., Outcome | None], args: tuple, kwargs: dict, mo
     out.quiet = mode.json
     progress.configure(enabled=not (mode.json or mode.quiet))
     if mode.verbose:
-        logging.getLogger("memx").setLevel(logging.INFO)
+        _log_to_stderr()
     t0 = time.perf_counter()
     try:
         outcome = fn(*args, **kwargs) or Outcome("done")
@@ -204,6 +204,17 @@ def run_command(fn: Callable[..., Outcome | None], args: tuple, kwargs: dict, mo
         err.print(f"[{style}]{escape(outcome.summary)}[/] [dim]({seconds:.1f} s)[/]", highlight=False)
     if outcome.code:
         raise typer.Exit(outcome.code)
+
+
+def _log_to_stderr() -> None:
+    """--verbose: memx's INFO log messages on stderr (one handler, however many commands run)."""
+    logger = logging.getLogger("memx")
+    logger.setLevel(logging.INFO)
+    if not any(getattr(h, "memx_verbose", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.memx_verbose = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
 
 
 def _error_fields(e: MemxError) -> dict[str, Any]:
