@@ -19,12 +19,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from memx.errors import ManifestError
 from memx.package.files import Package, write_text_atomic
+from memx.validation.sidebyside import ReferenceAhead, ThreadSplit, side_by_side, thread_split, torch_threads
 from memx.validation.sources import RandomSource, TaskSource
 
 REPORTS_DIR = "reports"
@@ -163,9 +164,11 @@ def _rel_error(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(np.linalg.norm(cand64 - ref64) / max(np.linalg.norm(ref64), 1e-12))
 
 
-def open_reference(pkg: Package, against: str | os.PathLike, reference_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+def open_reference(pkg: Package, against: str | os.PathLike, reference_options: dict[str, Any] | None = None, *,
+                   intra_op_threads: int | None = None) -> tuple[Any, str]:
     """The reference runtime: ``"torch"`` (the package's fp32 reference weights in PyTorch)
-    or another package of the same model (run with ONNX Runtime)."""
+    or another package of the same model (run with ONNX Runtime, on ``intra_op_threads``
+    threads if given)."""
     from memx import runtimes
 
     if str(against) == "torch":
@@ -173,11 +176,15 @@ def open_reference(pkg: Package, against: str | os.PathLike, reference_options: 
     ref = Package.open(against)
     if ref.manifest.model_id() != pkg.manifest.model_id():
         raise ManifestError("the reference package is a different model", expected=f"model id {pkg.manifest.model_id()[:16]}", actual=ref.manifest.model_id()[:16])
-    return runtimes.open(ref, backend="onnxruntime"), f"{ref.path} ({ref.manifest.precision}, onnxruntime)"
+    options = {"intra_op_threads": intra_op_threads} if intra_op_threads else {}
+    return runtimes.open(ref, backend="onnxruntime", **options), f"{ref.path} ({ref.manifest.precision}, onnxruntime)"
 
 
 def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> TaskAccuracy | None:
-    """Held-out task accuracy through both runtimes over >= ``segments`` segments."""
+    """Held-out task accuracy through both runtimes over >= ``segments`` segments: the two
+    passes (the same episodes, each through its own runtime) run side by side, the reference's
+    in a second thread; each pass runs on the threads its runtime was given (compare_precision:
+    half the cores each)."""
     from memx.models.zoo import get_zoo, is_zoo
     from memx.training.tasks import get_task
     from memx.validation.accuracy import runtime_task_accuracy
@@ -189,8 +196,8 @@ def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> 
     seg_len = entry.segment_len if entry else m.segment["max"]
     per_item = get_task(m.task).make(np.random.default_rng(0), 1, seg_len).n_segments
     items = max(200, -(-segments // per_item))
-    ref = runtime_task_accuracy(ref_rt, m.task, items=items, segment_len=seg_len)
-    cand = runtime_task_accuracy(cand_rt, m.task, items=items, segment_len=seg_len)
+    ref, cand = side_by_side(lambda: runtime_task_accuracy(ref_rt, m.task, items=items, segment_len=seg_len),
+                             lambda: runtime_task_accuracy(cand_rt, m.task, items=items, segment_len=seg_len))
     metric = entry.metric if entry else "items"
     pick = (lambda s: s.accuracy) if metric == "items" else (lambda s: s.token_accuracy)
     return TaskAccuracy(m.task, metric, items, items * per_item, pick(ref), pick(cand), float((ref.predictions == cand.predictions).mean()))
@@ -211,15 +218,27 @@ def compare_precision(
     progress: bool = True,
     backend_options: dict[str, Any] | None = None,
     reference_options: dict[str, Any] | None = None,
+    threads: ThreadSplit | None = None,
 ) -> DriftReport:
-    """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``."""
+    """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``.
+
+    The reference runs in a second thread, up to REFERENCE_AHEAD segments ahead of the
+    candidate, on the same segments in the same order, and the task accuracy's two passes run
+    side by side (torch and ONNX Runtime release the GIL while they compute); ``threads``
+    (default :func:`~memx.validation.sidebyside.thread_split`: half the cores each) says how
+    they share the CPU cores."""
     from memx import runtimes
     from memx.progress import progress_range
 
     pkg = package if isinstance(package, Package) else Package.open(package)
     m = pkg.manifest
-    ref_rt, ref_name = open_reference(pkg, against, reference_options)
-    cand_rt = runtimes.open(pkg, backend="onnxruntime", **(backend_options or {}))
+    backend_options, reference_options = dict(backend_options or {}), dict(reference_options or {})
+    on_torch = str(against) == "torch"
+    split = threads or thread_split("onnxruntime", "cpu", "torch" if on_torch else "onnxruntime", backend_options, reference_options if on_torch else {})
+    if split.candidate is not None:
+        backend_options["intra_op_threads"] = split.candidate
+    ref_rt, ref_name = open_reference(pkg, against, reference_options, intra_op_threads=split.reference)
+    cand_rt = runtimes.open(pkg, backend="onnxruntime", **backend_options)
     seg = m.segment["max"]
     source = TaskSource(m.task, seg, causal=m.causal, vocab_size=m.vocab_size) if m.task else RandomSource(m.vocab_size)
     tokens = source.streams(batch, segments * seg, np.random.default_rng(seed))  # (B, segments * S)
@@ -232,22 +251,32 @@ def compare_precision(
     state_err: dict[str, list[float]] = {s.name: [] for s in m.state if s.dtype.startswith("float")}
     first = None
     extra_rng = np.random.default_rng(seed + 1)  # values of the extra step inputs, if the package has any
-    for d in progress_range(segments, f"drift vs {ref_name}", enabled=progress):
-        chunk = tokens[:, d * seg : (d + 1) * seg]
-        extras = m.sample_inputs(extra_rng, batch, seg)
-        out_r, out_c = ref_s.step(chunk, **extras), cand_s.step(chunk, **extras)
-        out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
-        if logits is not None:
-            a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)
-            agreement.append(a)
-            kls.append(kl)
-        sr, sc = ref_s.state, cand_s.state
-        for name in state_err:
-            e = _rel_error(sr[name], sc[name])
-            state_err[name].append(e)
-            if first is None and e > drift_tol:
-                first = {"segment": d, "state": name, "relative_error": e}
-    acc = task_accuracy(pkg, ref_rt, cand_rt, segments=segments) if with_task else None
+
+    def inputs() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:  # (tokens, extra inputs) of every segment, drawn in this thread in segment order
+        for d in range(segments):
+            yield tokens[:, d * seg : (d + 1) * seg], m.sample_inputs(extra_rng, batch, seg)
+
+    def reference_step(d: int, feed: tuple[np.ndarray, dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # in the reference's thread
+        chunk, extras = feed
+        return ref_s.step(chunk, **extras), ref_s.state
+
+    with torch_threads(split.torch if on_torch else None):
+        with ReferenceAhead(inputs(), reference_step, segments) as ahead:
+            for d in progress_range(segments, f"drift vs {ref_name}", enabled=progress):
+                (chunk, extras), out_r, sr = ahead.next()
+                out_c = cand_s.step(chunk, **extras)
+                out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
+                if logits is not None:
+                    a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)
+                    agreement.append(a)
+                    kls.append(kl)
+                sc = cand_s.state
+                for name in state_err:
+                    e = _rel_error(sr[name], sc[name])
+                    state_err[name].append(e)
+                    if first is None and e > drift_tol:
+                        first = {"segment": d, "state": name, "relative_error": e}
+        acc = task_accuracy(pkg, ref_rt, cand_rt, segments=segments) if with_task else None
     return DriftReport(
         package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
         drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
