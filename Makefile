@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 # The Triton client for tests/serving. Its [grpc] extra pins protobuf<7, which would move the
 # protobuf every other tool here runs on; the client works with protobuf 7, so its own
-# dependencies are installed without that pin (`pip install 'memx[serving]'` is the user's way).
+# dependencies are installed without that pin (`pip install 'memx-toolkit[serving]'` is the user's way).
 serving-client:
 	$(PY) -m pip install -q --no-deps "tritonclient[http,grpc]>=2.50"
 	$(PY) -m pip install -q grpcio python-rapidjson geventhttpclient "urllib3>=2.0.7" packaging

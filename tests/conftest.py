@@ -95,7 +95,7 @@ def _missing(marker: str) -> str | None:
         return None if path else f"needs libmemx_ops: {why}"
     if marker == "triton":  # the client in this env; the server in memx's server env, made by the launcher (pip) when absent
         if not importlib.util.find_spec("tritonclient"):
-            return "needs the Triton client (pip install 'memx[serving]'); the server comes from memx's server env"
+            return "needs the Triton client (pip install 'memx-toolkit[serving]'); the server comes from memx's server env"
         return None
     if marker == "cpp":
         from tests.cpp.test_cpp_parity import memx_run

@@ -1,4 +1,4 @@
-"""Recurrent Memory Transformer cells around Hugging Face models (``pip install memx[hf]``).
+"""Recurrent Memory Transformer cells around Hugging Face models (``pip install memx-toolkit[hf]``).
 
     from memx.models import hf
     step = hf.rmt_decoder("path/to/gpt2-like", memory_slots=8, max_segment_len=128)   # any *ForCausalLM
@@ -36,7 +36,7 @@ def _load(model: Any, kind: str) -> nn.Module:
     try:
         import transformers
     except ImportError:
-        raise ContractError("Hugging Face cells need transformers", expected="pip install memx[hf]", actual="transformers is not installed") from None
+        raise ContractError("Hugging Face cells need transformers", expected="pip install memx-toolkit[hf]", actual="transformers is not installed") from None
     auto = transformers.AutoModelForCausalLM if kind == "decoder" else transformers.AutoModel
     return auto.from_pretrained(str(model)).eval()
 

@@ -44,7 +44,7 @@ class OnnxRuntimeBackend(Backend):
         if wanted[0] not in available:
             raise BackendUnavailableError(
                 f"execution provider for device {device!r} is not in this onnxruntime build", expected=wanted[0], actual=f"available providers {available}",
-                hint="install onnxruntime-gpu (pip install 'memx[gpu]') for CUDA/TensorRT",
+                hint="install onnxruntime-gpu (pip install 'memx-toolkit[gpu]') for CUDA/TensorRT",
             )
         so = options.get("session_options") or self._session_options(ort, options)
         self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))

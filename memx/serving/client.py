@@ -46,7 +46,7 @@ def _client_module(protocol: str) -> Any:
             import tritonclient.http as module
     except ImportError as e:
         raise ServingError("the Triton client is not installed", expected="tritonclient[http,grpc]", actual=str(e),
-                           hint="pip install 'memx[serving]'") from None
+                           hint="pip install 'memx-toolkit[serving]'") from None
     return module
 
 

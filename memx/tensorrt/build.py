@@ -248,7 +248,7 @@ def build_engines(package: str | os.PathLike | Package, *, batch: str | None = N
     pkg = package if isinstance(package, Package) else Package.open(package)
     flavour = tv.installed_flavour(prefer)
     if flavour is None:
-        raise EngineError("no TensorRT builder is installed", expected="tensorrt (GPU hosts, JetPack) or TensorRT-RTX (pip install 'memx[tensorrt-rtx]')", actual="neither importable")
+        raise EngineError("no TensorRT builder is installed", expected="tensorrt (GPU hosts, JetPack) or TensorRT-RTX (pip install 'memx-toolkit[tensorrt-rtx]')", actual="neither importable")
     m: Manifest = pkg.manifest
     if flavour.rtx:
         cc = normalize_cc(target_cc or "sm89")
