@@ -203,6 +203,37 @@ def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> 
     return TaskAccuracy(m.task, metric, items, items * per_item, pick(ref), pick(cand), float((ref.predictions == cand.predictions).mean()))
 
 
+@dataclass
+class DriftTally:
+    """The per-segment curves of a precision check, one segment added at a time (reference first)."""
+
+    logits: str | None  # the output whose top-1 agreement and KL are measured, if the package has logits
+    lengths: np.ndarray  # (B,) real tokens per row
+    drift_tol: float
+    state_rel_error: dict[str, list[float]]  # float states only
+    output_max_error: list[float] = field(default_factory=list)
+    top1_agreement: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    first: dict[str, Any] | None = None  # the first state beyond drift_tol
+
+    @classmethod
+    def for_package(cls, m: Any, lengths: np.ndarray, drift_tol: float) -> "DriftTally":
+        logits = next((o.name for o in m.outputs if o.name == "logits"), None)
+        return cls(logits, lengths, drift_tol, {s.name: [] for s in m.state if s.dtype.startswith("float")})
+
+    def add(self, d: int, out_r: dict[str, np.ndarray], state_r: dict[str, np.ndarray], out_c: dict[str, np.ndarray], state_c: dict[str, np.ndarray]) -> None:
+        self.output_max_error.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
+        if self.logits is not None:
+            a, kl = _logit_metrics(out_r[self.logits], out_c[self.logits], self.lengths)
+            self.top1_agreement.append(a)
+            self.kl.append(kl)
+        for name, curve in self.state_rel_error.items():
+            e = _rel_error(state_r[name], state_c[name])
+            curve.append(e)
+            if self.first is None and e > self.drift_tol:
+                self.first = {"segment": d, "state": name, "relative_error": e}
+
+
 def compare_precision(
     package: str | os.PathLike | Package,
     *,
@@ -244,12 +275,7 @@ def compare_precision(
     tokens = source.streams(batch, segments * seg, np.random.default_rng(seed))  # (B, segments * S)
     lengths = np.full(batch, seg, dtype=np.int64)
     ref_s, cand_s = ref_rt.stream(batch), cand_rt.stream(batch)
-    logits = next((o.name for o in m.outputs if o.name == "logits"), None)
-    out_err: list[float] = []
-    agreement: list[float] = []
-    kls: list[float] = []
-    state_err: dict[str, list[float]] = {s.name: [] for s in m.state if s.dtype.startswith("float")}
-    first = None
+    tally = DriftTally.for_package(m, lengths, drift_tol)
     extra_rng = np.random.default_rng(seed + 1)  # values of the extra step inputs, if the package has any
 
     def inputs() -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:  # (tokens, extra inputs) of every segment, drawn in this thread in segment order
@@ -263,24 +289,13 @@ def compare_precision(
     with torch_threads(split.torch if on_torch else None):
         with ReferenceAhead(inputs(), reference_step, segments) as ahead:
             for d in progress_range(segments, f"drift vs {ref_name}", enabled=progress):
-                (chunk, extras), out_r, sr = ahead.next()
-                out_c = cand_s.step(chunk, **extras)
-                out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
-                if logits is not None:
-                    a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)
-                    agreement.append(a)
-                    kls.append(kl)
-                sc = cand_s.state
-                for name in state_err:
-                    e = _rel_error(sr[name], sc[name])
-                    state_err[name].append(e)
-                    if first is None and e > drift_tol:
-                        first = {"segment": d, "state": name, "relative_error": e}
+                (chunk, extras), out_r, state_r = ahead.next()
+                tally.add(d, out_r, state_r, cand_s.step(chunk, **extras), cand_s.state)
         acc = task_accuracy(pkg, ref_rt, cand_rt, segments=segments) if with_task else None
     return DriftReport(
         package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
-        drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
-        first_divergence=first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
+        drift_tol=drift_tol, output_max_error=tally.output_max_error, top1_agreement=tally.top1_agreement, kl=tally.kl,
+        state_rel_error=tally.state_rel_error, first_divergence=tally.first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
         against=str(against), min_top1_agreement=min_top1_agreement, max_kl=max_kl,
     )
 

@@ -162,12 +162,17 @@ class ReferenceRollouts:
 def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
     """The largest |ref - got| (in float64) and the index of its first occurrence; inf and the
     shape (shapes differ) or the first non-finite index (a NaN or Inf anywhere)."""
-    if ref.shape != got.shape:
-        return float("inf"), list(got.shape)
-    if ref.size and ref.dtype == got.dtype == np.float32:
+    if ref.shape == got.shape and ref.size and ref.dtype == got.dtype == np.float32:
         found = _compare_float32(ref, got)
         if found is not None:
             return found
+    return _compare_float64(ref, got)
+
+
+def _compare_float64(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
+    """_compare through float64 copies of both arrays: the exact path, any dtype."""
+    if ref.shape != got.shape:
+        return float("inf"), list(got.shape)
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     if not np.isfinite(diff).all():
         return float("inf"), [int(i) for i in np.argwhere(~np.isfinite(diff))[0]]

@@ -15,14 +15,14 @@ import torch
 
 from memx import runtimes
 from memx.errors import BackendRunError
-from memx.models.rmt import RMT, RMTConfig
 from memx.package.files import Package
 from memx.validation.accuracy import runtime_task_accuracy
-from memx.validation.drift import DriftReport, TaskAccuracy, _logit_metrics, _rel_error, compare_precision, open_reference
+from memx.validation.drift import DriftReport, DriftTally, TaskAccuracy, compare_precision, open_reference
 from memx.validation.parity import ReferenceAhead as ParityReferenceAhead
 from memx.validation.parity import thread_split as parity_thread_split
 from memx.validation.sidebyside import ReferenceAhead, ThreadSplit, side_by_side, thread_split
 from memx.validation.sources import RandomSource, TaskSource
+from tests.validation.failing_reference import FailingRMT, failing_reference_options
 
 
 def _plain_task_accuracy(pkg: Package, ref_rt, cand_rt, *, segments: int) -> TaskAccuracy | None:
@@ -54,31 +54,19 @@ def _plain(pkg: Package, *, against: str = "torch", segments: int, batch: int, s
     tokens = source.streams(batch, segments * seg, np.random.default_rng(seed))
     lengths = np.full(batch, seg, dtype=np.int64)
     ref_s, cand_s = ref_rt.stream(batch), cand_rt.stream(batch)
-    logits = next((o.name for o in m.outputs if o.name == "logits"), None)
-    out_err, agreement, kls = [], [], []
-    state_err: dict[str, list[float]] = {s.name: [] for s in m.state if s.dtype.startswith("float")}
-    first = None
+    tally = DriftTally.for_package(m, lengths, drift_tol)  # the metrics are the check's own; what differs is the order of the steps
     extra_rng = np.random.default_rng(seed + 1)
     for d in range(segments):
         chunk = tokens[:, d * seg : (d + 1) * seg]
         extras = m.sample_inputs(extra_rng, batch, seg)
-        out_r, out_c = ref_s.step(chunk, **extras), cand_s.step(chunk, **extras)
-        out_err.append(max(float(np.abs(out_r[k].astype(np.float64) - out_c[k]).max()) for k in out_r))
-        if logits is not None:
-            a, kl = _logit_metrics(out_r[logits], out_c[logits], lengths)
-            agreement.append(a)
-            kls.append(kl)
-        sr, sc = ref_s.state, cand_s.state
-        for name in state_err:
-            e = _rel_error(sr[name], sc[name])
-            state_err[name].append(e)
-            if first is None and e > drift_tol:
-                first = {"segment": d, "state": name, "relative_error": e}
+        out_r = ref_s.step(chunk, **extras)
+        out_c = cand_s.step(chunk, **extras)
+        tally.add(d, out_r, ref_s.state, out_c, cand_s.state)
     acc = _plain_task_accuracy(pkg, ref_rt, cand_rt, segments=segments) if with_task else None
     return DriftReport(
         package=str(pkg.path), precision=m.precision, reference=ref_name, segments=segments, batch=batch, stream_source=source.describe(),
-        drift_tol=drift_tol, output_max_error=out_err, top1_agreement=agreement, kl=kls, state_rel_error=state_err,
-        first_divergence=first, task_accuracy=acc, runtime=cand_rt.describe(), against=str(against),
+        drift_tol=drift_tol, output_max_error=tally.output_max_error, top1_agreement=tally.top1_agreement, kl=tally.kl,
+        state_rel_error=tally.state_rel_error, first_divergence=tally.first, task_accuracy=acc, runtime=cand_rt.describe(), against=str(against),
     )
 
 
@@ -107,25 +95,12 @@ def test_without_a_task_and_against_a_reference_package(quantized, package_of):
     assert report.to_dict() == _plain(fp16, against=str(fp32.path), segments=10, batch=2, seed=0, with_task=False).to_dict()
 
 
-class _FailingRMT(RMT):
-    """rmt-tiny's reference that breaks at its fourth step."""
-
-    calls = 0
-
-    def forward(self, *args):
-        type(self).calls += 1
-        if type(self).calls == 4:
-            raise RuntimeError("reference broke")
-        return super().forward(*args)
-
-
 def test_a_failing_reference_stops_the_check_with_its_error(quantized):
     pkg = quantized("rmt-tiny", "int8-dynamic")
     threads = torch.get_num_threads()
-    _FailingRMT.calls = 0
     with pytest.raises(BackendRunError, match="reference broke"):
-        compare_precision(pkg, segments=40, batch=2, progress=False, reference_options={"factory": lambda config: _FailingRMT(RMTConfig(**config))})
-    assert _FailingRMT.calls == 4  # the segments queued after the failure never ran
+        compare_precision(pkg, segments=40, batch=2, progress=False, reference_options=failing_reference_options(fail_at=4))
+    assert FailingRMT.calls == 4  # the segments queued after the failure never ran
     assert torch.get_num_threads() == threads
 
 

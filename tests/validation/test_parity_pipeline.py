@@ -11,22 +11,9 @@ import torch
 
 from memx import runtimes
 from memx.errors import BackendRunError
-from memx.models.rmt import RMT, RMTConfig
 from memx.package import snapshot as snap
-from memx.validation.parity import ThreadSplit, Worst, _compare, plan_segment, thread_split, validate
-
-
-def _compare_float64(ref: np.ndarray, got: np.ndarray) -> tuple[float, list[int]]:
-    """What _compare computed before it had a float32 path."""
-    if ref.shape != got.shape:
-        return float("inf"), list(got.shape)
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    if not np.isfinite(diff).all():
-        return float("inf"), [int(i) for i in np.argwhere(~np.isfinite(diff))[0]]
-    if diff.size == 0:
-        return 0.0, []
-    idx = int(np.argmax(diff))
-    return float(diff.flat[idx]), [int(i) for i in np.unravel_index(idx, diff.shape)]
+from memx.validation.parity import ThreadSplit, Worst, _compare, _compare_float64, plan_segment, thread_split, validate
+from tests.validation.failing_reference import FailingRMT, failing_reference_options
 
 
 def _cases() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -104,25 +91,12 @@ def test_the_pipelined_run_reports_what_the_plain_loop_measures(package_of, teac
     assert torch.get_num_threads() == threads
 
 
-class _FailingRMT(RMT):
-    """rmt-tiny's reference that breaks at its fourth step."""
-
-    calls = 0
-
-    def forward(self, *args):
-        type(self).calls += 1
-        if type(self).calls == 4:
-            raise RuntimeError("reference broke")
-        return super().forward(*args)
-
-
 def test_a_failing_reference_stops_the_run_with_its_error(package_of):
     pkg = package_of("rmt-tiny")
     threads = torch.get_num_threads()
-    _FailingRMT.calls = 0
     with pytest.raises(BackendRunError, match="reference broke"):
-        validate(pkg, segments=40, batch=2, progress=False, reference_options={"factory": lambda config: _FailingRMT(RMTConfig(**config))})
-    assert _FailingRMT.calls == 4  # the segments queued after the failure never ran
+        validate(pkg, segments=40, batch=2, progress=False, reference_options=failing_reference_options(fail_at=4))
+    assert FailingRMT.calls == 4  # the segments queued after the failure never ran
     assert torch.get_num_threads() == threads
 
 
