@@ -15,7 +15,7 @@ CPP_BUILD := build/cpp
 CPP_ASAN := build/cpp-asan
 CPP_SOURCES := $(wildcard cpp/runtime/CMakeLists.txt cpp/runtime/*/*.cc cpp/runtime/*/*.hpp cpp/runtime/src/*.inc cpp/runtime/include/memx/*.hpp)
 
-.PHONY: quickstart test test-all test-fast bench clean install wheel ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz serving-client
+.PHONY: quickstart test test-all test-fast bench clean install wheel ops ops-optional cpp cpp-test cpp-gtest cpp-asan-build cpp-asan-tests cpp-embed fuzz serving-client cpp-aarch64 cpp-aarch64-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ install: $(STAMP) ops-optional
 # ops run their portable reference bodies; tests that need the kernels skip with a reason.
 ops: $(OPS_LIB)
 
-$(OPS_LIB): cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h)
+$(OPS_LIB): cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h cpp/ops/*.cmake cpp/ops/tests/*.cc)
 	bash cpp/fetch_onnxruntime_headers.sh $(ORT_HEADERS)
 	cmake -S cpp/ops -B build/ops -DONNXRUNTIME_INCLUDE_DIR=$(CURDIR)/$(ORT_HEADERS)/include -DCMAKE_BUILD_TYPE=Release > /dev/null
 	cmake --build build/ops -j 2
@@ -92,6 +92,39 @@ cpp-embed: cpp
 	cmake -S cpp/runtime/examples/embed -B build/cpp-embed -DCMAKE_PREFIX_PATH=$(CURDIR)/build/cpp-install > /dev/null
 	cmake --build build/cpp-embed > /dev/null
 	$(CPP_TEST_PKG) build/cpp-embed/embed $$pkg 16
+
+# aarch64 (Jetson's CPU): libmemx_ops (portable + NEON kernels), libmemx, memx-run and the
+# GoogleTest suite cross-built with Debian's GCC against the aarch64 onnxruntime wheel's library
+# (cpp/fetch_aarch64.sh fetches all of it, no root), installed into build/aarch64/install
+# (bin/memx-run, lib/libmemx.so + libonnxruntime.so.1 + libmemx_ops.so, include/, lib/cmake/memx).
+# cpp-aarch64-test runs them here under qemu-user: the GoogleTest suite, then tests/edge
+# (memx-run over every zoo package against the x86 Python runtime, snapshots both ways, the NEON
+# kernel against the scalar loops).
+AARCH64_DEPS := $(DEPS)/aarch64
+AARCH64_BUILD := build/aarch64
+AARCH64_CMAKE := --toolchain $(CURDIR)/cpp/toolchains/aarch64-linux-gnu.cmake -DMEMX_AARCH64_DEPS=$(AARCH64_DEPS) -DCMAKE_BUILD_TYPE=Release
+QEMU_AARCH64 := $(AARCH64_DEPS)/qemu/qemu-aarch64 -cpu cortex-a76 -L $(AARCH64_DEPS)/sysroot
+# emulated: a tenth of the fuzz cases (the native suite runs them all)
+AARCH64_FUZZ_CASES ?= 300
+MEMX_EDGE_PYTEST_ARGS ?= -m 'not slow'
+
+cpp-aarch64: $(AARCH64_BUILD)/install/bin/memx-run
+
+$(AARCH64_BUILD)/install/bin/memx-run: $(STAMP) $(CPP_SOURCES) cpp/toolchains/aarch64-linux-gnu.cmake cpp/fetch_aarch64.sh cpp/ops/CMakeLists.txt $(wildcard cpp/ops/*.cc cpp/ops/*.h cpp/ops/*.cmake cpp/ops/tests/*.cc)
+	bash cpp/fetch_cpp_deps.sh $(DEPS) $(PY)
+	bash cpp/fetch_aarch64.sh $(AARCH64_DEPS) $(PY)
+	cmake -S cpp/ops -B $(AARCH64_BUILD)/ops $(AARCH64_CMAKE) -DONNXRUNTIME_INCLUDE_DIR=$(AARCH64_DEPS)/onnxruntime/include -DMEMX_OPS_OUTPUT_DIR=$(CURDIR)/$(AARCH64_BUILD)/ops/lib > /dev/null
+	cmake --build $(AARCH64_BUILD)/ops -j 2
+	cmake -S cpp/runtime -B $(AARCH64_BUILD)/runtime $(AARCH64_CMAKE) -DONNXRUNTIME_ROOT=$(AARCH64_DEPS)/onnxruntime -DMEMX_DEPS=$(DEPS) > /dev/null
+	cmake --build $(AARCH64_BUILD)/runtime -j 2
+	rm -rf $(AARCH64_BUILD)/install
+	cmake --install $(AARCH64_BUILD)/runtime --prefix $(CURDIR)/$(AARCH64_BUILD)/install > /dev/null
+	cp $(AARCH64_BUILD)/ops/lib/libmemx_ops.so $(AARCH64_BUILD)/install/lib/
+	@file $(AARCH64_BUILD)/install/bin/memx-run $(AARCH64_BUILD)/install/lib/libmemx_ops.so | sed 's|$(CURDIR)/||'
+
+cpp-aarch64-test: cpp-aarch64
+	$(CPP_TEST_PKG) MEMX_TEST_PACKAGE=$$pkg MEMX_TEST_INPUTS_PACKAGE=$$inputs_pkg MEMX_FUZZ_CASES=$(AARCH64_FUZZ_CASES) $(QEMU_AARCH64) $(AARCH64_BUILD)/runtime/memx_tests --gtest_brief=1
+	MEMX_TEST_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(MEMX_EDGE_PYTEST_ARGS) tests/edge
 
 # The fuzz suite at length (CI runs it at scale 1 inside `make test`): tests/fuzz at 20x its
 # CI case counts, libmemx's fuzz tests with 60,000 cases each, plain and under ASan/UBSan;

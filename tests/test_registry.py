@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import memx.calibration  # noqa: F401  (each layer's import makes its registries)
+import memx.edge  # noqa: F401
 import memx.models  # noqa: F401
 import memx.ops  # noqa: F401
 import memx.runtimes  # noqa: F401
@@ -14,7 +15,7 @@ import memx.training  # noqa: F401
 from memx.errors import MemxError, RegistryError
 from memx.registry import Registry, registries
 
-KINDS = {"model family", "preset", "zoo model", "backend", "quantization method", "task", "custom op", "doctor check"}
+KINDS = {"model family", "preset", "zoo model", "backend", "quantization method", "task", "custom op", "doctor check", "bundle target"}
 
 
 def _every() -> dict[str, Registry]:

@@ -17,6 +17,9 @@ Phases, in order (stdlib only: this runs before the virtual environment exists):
       cpp tests (plain)      GoogleTest on the Release build
       cpp asan build/tests   the same suite under AddressSanitizer + UBSan
       cpp install + embed    cmake --install, find_package(memx) example built and run
+      aarch64 build/tests    the C++ cross-built for aarch64 (make cpp-aarch64), then run under
+                             qemu-user: GoogleTest, tests/edge (parity with x86 Python, NEON
+                             kernel, memx bundle) (make cpp-aarch64-test)
 
 At the end it prints a table (wall seconds per phase, pytest's per-directory test seconds
 summed over workers) and writes it to build/test-phases.json and build/test-phases.md.
@@ -108,8 +111,10 @@ def run_chain(run: Run, chain: list[Phase], deadline: float, results: list[int])
     results.append(0)
 
 
-def pytest_phase(python: str, workers: int, everything: bool) -> Phase:
+def pytest_phase(python: str, workers: int, everything: bool, edge_apart: bool) -> Phase:
     cmd = [python, "-m", "pytest", "-q", "--durations=40", "-p", "no:cacheprovider"]
+    if edge_apart:  # tests/edge runs in the aarch64 chain, after the cross build it needs
+        cmd += ["--ignore=tests/edge"]
     if not everything:
         cmd += ["-m", "not slow"]
     env = {"MEMX_TEST_TIMES": str(TIMES_FILE)}
@@ -119,11 +124,13 @@ def pytest_phase(python: str, workers: int, everything: bool) -> Phase:
     return Phase("pytest", cmd, env, prefix=False)
 
 
-def cpp_chains() -> list[list[Phase]]:
+def cpp_chains(everything: bool) -> list[list[Phase]]:
+    edge = {"MEMX_EDGE_PYTEST_ARGS": "" if everything else "-m 'not slow'"}
     return [
         [Phase("cpp tests (plain)", make("cpp-gtest"))],
         [Phase("cpp asan build", make("cpp-asan-build")), Phase("cpp asan tests", make("cpp-asan-tests")),
          Phase("cpp install + embed", make("cpp-embed"))],
+        [Phase("aarch64 build", make("cpp-aarch64")), Phase("aarch64 tests (qemu)", make("cpp-aarch64-test"), edge)],
     ]
 
 
@@ -163,7 +170,7 @@ def main(argv: list[str]) -> int:
     failures: list[int] = []
     run_chain(run, setup, DEADLINE_S, failures)
     if failures[-1] == 0:
-        chains = [[pytest_phase(python, args.workers, args.all)]] + ([] if args.no_cpp else cpp_chains())
+        chains = [[pytest_phase(python, args.workers, args.all, edge_apart=not args.no_cpp)]] + ([] if args.no_cpp else cpp_chains(args.all))
         results: list[int] = []
         threads = [threading.Thread(target=run_chain, args=(run, chain, DEADLINE_S, results)) for chain in chains]
         for t in threads:

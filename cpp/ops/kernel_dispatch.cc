@@ -1,40 +1,45 @@
 // Run-time choice of the LocalGlobalAttention kernel variant. A wheel must run on any CPU of its
-// platform, so the AVX2/FMA loops are compiled beside a portable build of the same source (the
-// scalar reference loops) and picked here when the CPU has them. MEMX_OPS_KERNEL=portable forces
-// the portable build (tests compare the two); MEMX_OPS_KERNEL=avx2 on a CPU without it is ignored.
+// platform, so the SIMD loops are compiled beside a portable build of the same source (the scalar
+// reference loops) and picked here: on x86-64 the AVX2/FMA build when the CPU has both, on
+// aarch64 the NEON build (Advanced SIMD is part of ARMv8-A). MEMX_OPS_KERNEL=portable forces the
+// portable build (tests compare the two); any other value is ignored.
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "local_global_attention.h"
 
 namespace memx {
 namespace {
 
-using ForwardFn = void (*)(const LocalGlobalParams&, const AttentionShape&, const float*, const float*, const float*,
-                           const int64_t*, const float*, const float*, float*);
+constexpr KernelInfo kPortable{"baseline", "portable", baseline::LocalGlobalAttentionForward};
 
-struct Variant {
-  ForwardFn forward;
-  const char* name;
-};
-
-Variant Choose() {
+KernelInfo Choose() {
   const char* wanted = std::getenv("MEMX_OPS_KERNEL");
-  const bool portable_only = wanted != nullptr && std::strcmp(wanted, "portable") == 0;
-#if defined(__x86_64__) || defined(_M_X64)
-  __builtin_cpu_init();
-  if (!portable_only && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {avx2::LocalGlobalAttentionForward, "avx2+fma"};
-#endif
-  return {baseline::LocalGlobalAttentionForward, "portable"};
+  if (wanted != nullptr && std::strcmp(wanted, "portable") == 0) return kPortable;
+  return RunnableKernels().front();
 }
 
-const Variant& Chosen() {
-  static const Variant variant = Choose();  // thread-safe initialisation, once per process
+const KernelInfo& Chosen() {
+  static const KernelInfo variant = Choose();  // thread-safe initialisation, once per process
   return variant;
 }
 
 }  // namespace
+
+std::vector<KernelInfo> RunnableKernels() {
+  std::vector<KernelInfo> kernels;
+#ifdef MEMX_HAVE_KERNEL_AVX2
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) kernels.push_back({"avx2", "avx2+fma", avx2::LocalGlobalAttentionForward});
+#endif
+#ifdef MEMX_HAVE_KERNEL_NEON
+  kernels.push_back({"neon", "neon", neon::LocalGlobalAttentionForward});  // every aarch64 CPU has Advanced SIMD
+#endif
+  kernels.push_back(kPortable);
+  return kernels;
+}
 
 bool ParsePattern(const std::string& text, Pattern* pattern) {
   if (text == "band") {

@@ -4,16 +4,15 @@
 #include <cmath>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define MEMX_AVX2 1  // register-blocked AVX2/FMA loops; portable scalar loops otherwise
-#endif
-
 // This file is compiled once per instruction set (CMake: one object library per variant, each
 // with its own flags and MEMX_KERNEL_VARIANT); kernel_dispatch.cc picks one at run time.
 #ifndef MEMX_KERNEL_VARIANT
 #error "compile with -DMEMX_KERNEL_VARIANT=<name> (cpp/ops/CMakeLists.txt does)"
 #endif
+
+// MEMX_SIMD_AVX2 / MEMX_SIMD_NEON (set per variant by CMake): the register-blocked loops over
+// simd::F8; the `baseline` variant defines neither and runs the portable scalar loops alone.
+#include "simd.h"
 
 namespace memx {
 namespace MEMX_KERNEL_VARIANT {
@@ -47,21 +46,22 @@ constexpr int64_t kColumnPad = 16;  // score columns per register block
 // 4 queries x 16 columns accumulate over d, so every key vector loaded feeds 4 queries.
 void ScoreBlock(const float* qg, int64_t dim, const float* kt, int64_t ld_k, int64_t n, float* s, int64_t ld_s) {
   int64_t c = 0;
-#ifdef MEMX_AVX2
+#ifdef MEMX_SIMD
+  using namespace simd;
   for (; c + 16 <= n; c += 16) {
-    __m256 a[kGroup][2];
-    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    F8 a[kGroup][2];
+    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = Zero();
     for (int64_t d = 0; d < dim; ++d) {
-      const __m256 k0 = _mm256_loadu_ps(kt + d * ld_k + c), k1 = _mm256_loadu_ps(kt + d * ld_k + c + 8);
+      const F8 k0 = Load(kt + d * ld_k + c), k1 = Load(kt + d * ld_k + c + 8);
       for (int r = 0; r < kGroup; ++r) {
-        const __m256 qv = _mm256_set1_ps(qg[r * dim + d]);
-        a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
-        a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
+        const F8 qv = Set1(qg[r * dim + d]);
+        a[r][0] = Fma(qv, k0, a[r][0]);
+        a[r][1] = Fma(qv, k1, a[r][1]);
       }
     }
     for (int r = 0; r < kGroup; ++r) {
-      _mm256_storeu_ps(s + r * ld_s + c, a[r][0]);
-      _mm256_storeu_ps(s + r * ld_s + c + 8, a[r][1]);
+      Store(s + r * ld_s + c, a[r][0]);
+      Store(s + r * ld_s + c + 8, a[r][1]);
     }
   }
 #endif
@@ -77,23 +77,24 @@ void ScoreBlock(const float* qg, int64_t dim, const float* kt, int64_t ld_k, int
 // of 4 queries x 16 features accumulate over j, so every value vector loaded feeds 4 queries.
 void AccumulateBlock(const float* w, int64_t ld_w, const float* values, int64_t n, int64_t dim, float* acc) {
   int64_t d0 = 0;
-#ifdef MEMX_AVX2
+#ifdef MEMX_SIMD
+  using namespace simd;
   for (; d0 + 16 <= dim; d0 += 16) {
-    __m256 a[kGroup][2];
-    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    F8 a[kGroup][2];
+    for (int r = 0; r < kGroup; ++r) a[r][0] = a[r][1] = Zero();
     for (int64_t j = 0; j < n; ++j) {
       const float* vr = values + j * dim + d0;
-      const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+      const F8 v0 = Load(vr), v1 = Load(vr + 8);
       for (int r = 0; r < kGroup; ++r) {
-        const __m256 wv = _mm256_set1_ps(w[r * ld_w + j]);
-        a[r][0] = _mm256_fmadd_ps(wv, v0, a[r][0]);
-        a[r][1] = _mm256_fmadd_ps(wv, v1, a[r][1]);
+        const F8 wv = Set1(w[r * ld_w + j]);
+        a[r][0] = Fma(wv, v0, a[r][0]);
+        a[r][1] = Fma(wv, v1, a[r][1]);
       }
     }
     for (int r = 0; r < kGroup; ++r) {
       float* out = acc + r * dim + d0;
-      _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), a[r][0]));
-      _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_loadu_ps(out + 8), a[r][1]));
+      Store(out, Add(Load(out), a[r][0]));
+      Store(out + 8, Add(Load(out + 8), a[r][1]));
     }
   }
 #endif
@@ -105,41 +106,20 @@ void AccumulateBlock(const float* w, int64_t ld_w, const float* values, int64_t 
     }
 }
 
-#ifdef MEMX_AVX2
-// exp(x) for 8 floats: Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial
-// (relative error ~1e-7), then 2^n through the exponent bits.
-inline __m256 Exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
-#endif
-
 // x[i] <- exp(x[i] * scale - top) for i in [0, n); returns the sum.
 float ExpShifted(float* x, int64_t n, float scale, float top) {
   int64_t i = 0;
   float total = 0.0f;
-#ifdef MEMX_AVX2
-  __m256 sum = _mm256_setzero_ps();
-  const __m256 vs = _mm256_set1_ps(scale), vt = _mm256_set1_ps(top);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = Exp8(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), vs, vt));
-    _mm256_storeu_ps(x + i, e);
-    sum = _mm256_add_ps(sum, e);
+#ifdef MEMX_SIMD
+  using namespace simd;
+  F8 sum = Zero();
+  const F8 vs = Set1(scale), neg_top = Set1(-top);
+  for (; i + kLanes <= n; i += kLanes) {
+    const F8 e = Exp8(Fma(Load(x + i), vs, neg_top));  // x * scale - top, one rounding
+    Store(x + i, e);
+    sum = Add(sum, e);
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum);
-  for (float l : lanes) total += l;
+  total = Sum(sum);
 #endif
   for (; i < n; ++i) total += (x[i] = std::exp(x[i] * scale - top));
   return total;

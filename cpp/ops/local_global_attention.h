@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace memx {
 
@@ -31,8 +32,23 @@ void LocalGlobalAttentionForward(const LocalGlobalParams& params, const Attentio
 // Parses "band" / "chunked"; returns false for anything else.
 bool ParsePattern(const std::string& text, Pattern* pattern);
 
-// The instruction set the kernel runs with in this process ("avx2+fma", "baseline", ...):
-// the best variant compiled into the library that this CPU supports (kernel_dispatch.cc).
+using ForwardFn = void (*)(const LocalGlobalParams& params, const AttentionShape& shape, const float* q, const float* k,
+                           const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out);
+
+// One compiled kernel variant: `variant` is its namespace (baseline, avx2, neon), `name` what
+// KernelVariant() says when it is the chosen one ("portable", "avx2+fma", "neon").
+struct KernelInfo {
+  const char* variant;
+  const char* name;
+  ForwardFn forward;
+};
+
+// The variants built into this binary that this CPU can run, best first; the portable one
+// (baseline) is always there, last. CMake says which were built: MEMX_HAVE_KERNEL_AVX2 / _NEON.
+std::vector<KernelInfo> RunnableKernels();
+
+// The variant the kernel runs with in this process ("avx2+fma", "neon", "portable"): the first
+// of RunnableKernels(), or the portable one when MEMX_OPS_KERNEL=portable (kernel_dispatch.cc).
 const char* KernelVariant();
 
 // One definition of the forward pass per compiled variant (local_global_attention.cc built
@@ -43,9 +59,8 @@ const char* KernelVariant();
                                    const float* v, const int64_t* lengths, const float* mem_k, const float* mem_v, float* out); \
   }
 MEMX_DECLARE_KERNEL_VARIANT(baseline)
-#if defined(__x86_64__) || defined(_M_X64)
-MEMX_DECLARE_KERNEL_VARIANT(avx2)
-#endif
+MEMX_DECLARE_KERNEL_VARIANT(avx2)  // x86-64: AVX2 + FMA (simd.h, MEMX_SIMD_AVX2)
+MEMX_DECLARE_KERNEL_VARIANT(neon)  // aarch64: Advanced SIMD (simd.h, MEMX_SIMD_NEON)
 #undef MEMX_DECLARE_KERNEL_VARIANT
 
 }  // namespace memx

@@ -8,7 +8,7 @@ input or a memx error (the message says what was expected and what was found).
 
 from __future__ import annotations
 
-from memx.cli import export, generate, inspect, profile, quantize, serve, tensorrt, train  # noqa: F401  (register the commands, in --help order)
+from memx.cli import bundle, export, generate, inspect, profile, quantize, serve, tensorrt, train  # noqa: F401  (register the commands, in --help order)
 from memx.cli.app import app
 
 __all__ = ["app", "main"]

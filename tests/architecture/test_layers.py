@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("calibration",),  # quantization methods, precision policy, calibration rollouts
     ("zoo",),  # the zoo's public face and its tools (make, report: which quantizes each model)
     ("inspection", "about"),  # facts about a package; what is installed (memx --version, install hints)
-    ("profiling", "quickstart", "serving"),  # serving: Triton repositories, the in-Triton model, launcher, client
+    ("profiling", "quickstart", "serving", "edge"),  # serving: Triton repositories, the in-Triton model, launcher, client; edge: memx bundle
     ("cli",),
 ]
 RANK = {layer: rank for rank, names in enumerate(LAYERS) for layer in names}

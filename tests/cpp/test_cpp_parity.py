@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +35,34 @@ def memx_run() -> Path:
     return Path(os.environ.get("MEMX_RUN", ROOT / "build" / "cpp" / "memx-run"))
 
 
-def run_cpp(package: Path, tokens: Path, segment_len: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [str(memx_run()), str(package), "--tokens", str(tokens), "--segment-len", str(segment_len), "--quiet", *extra]
-    lib = find_library()
-    if lib is not None:  # the Python runtime runs memx ops with the kernels whenever they are built
-        cmd += ["--ops-lib", str(lib)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+@dataclass(frozen=True)
+class CppRunner:
+    """How memx-run is started: the native build, or another architecture's build through an
+    emulator (tests/edge: aarch64 under qemu-user). ``ops_lib`` None runs memx ops on their
+    ONNX reference bodies (MEMX_OPS_LIBRARY="")."""
+
+    binary: Path
+    ops_lib: Path | None
+    emulator: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # memx-run options for every run (e.g. --threads 1)
+
+    def command(self, *args: str) -> list[str]:
+        cmd = [*self.emulator, str(self.binary), *args, *self.options]
+        return cmd + (["--ops-lib", str(self.ops_lib)] if self.ops_lib is not None else [])
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "MEMX_OPS_LIBRARY": ""} if self.ops_lib is None else dict(os.environ)
+
+
+def native_runner() -> CppRunner:
+    """The Python runtime runs memx ops with the kernels whenever they are built; so does this."""
+    return CppRunner(memx_run(), find_library())
+
+
+def run_cpp(package: Path, tokens: Path, segment_len: int, *extra: str, runner: CppRunner | None = None) -> subprocess.CompletedProcess:
+    runner = runner or native_runner()
+    cmd = runner.command(str(package), "--tokens", str(tokens), "--segment-len", str(segment_len), "--quiet", *extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=runner.env())
 
 
 def python_stream(rt: runtimes.Runtime, tokens: np.ndarray, segment_len: int, stream=None):
@@ -56,10 +79,31 @@ def python_stream(rt: runtimes.Runtime, tokens: np.ndarray, segment_len: int, st
     return {k: np.stack(v) for k, v in outs.items()}, stream
 
 
-def assert_close(name: str, got: np.ndarray, want: np.ndarray) -> None:
+@dataclass(frozen=True)
+class Agreement:
+    """How close memx-run must come to the Python runtime: |C++ - Python| <= atol + rtol x the
+    largest |Python| of the tensor compared. With the same ONNX Runtime build (native memx-run)
+    the floats are the same and so are the snapshot bytes; another CPU architecture's kernels
+    round differently, and a rounding difference inside a layer moves a whole output row by
+    about the same amount, so the scale is the tensor's, not each element's."""
+
+    atol: float = TOL
+    rtol: float = 0.0
+    same_snapshot_bytes: bool = True
+
+
+SAME_BUILD = Agreement()
+
+
+def assert_close(name: str, got: np.ndarray, want: np.ndarray, agreement: Agreement = SAME_BUILD) -> None:
     assert got.shape == want.shape and got.dtype == want.dtype, f"{name}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
-    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) if got.size else 0.0
-    assert err <= TOL, f"{name}: max |C++ - Python| = {err:.3g} > {TOL}"
+    if not got.size:
+        return
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bound = agreement.atol + agreement.rtol * float(np.abs(want).max())
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    assert diff[worst] <= bound, (f"{name}: max |C++ - Python| = {diff[worst]:.3g} at {tuple(int(i) for i in worst)} > {bound:.3g}"
+                                  + (f" ({agreement.atol:g} + {agreement.rtol:g} x max |Python| {np.abs(want).max():.4g})" if agreement.rtol else ""))
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +115,21 @@ def built():
 
 @pytest.mark.parametrize("name", ZOO)
 def test_cpp_matches_python_over_256_segments_and_snapshots_cross(name, built, package_of, tmp_path):
-    pkg = package_of(name)
-    seg = get_zoo(name).segment_len
+    check_cpp_matches_python(package_of(name), get_zoo(name).segment_len, native_runner(), tmp_path, SEGMENTS, seed=zlib.crc32(name.encode()))
+
+
+def check_cpp_matches_python(pkg, seg: int, runner: CppRunner, tmp_path: Path, segments: int, seed: int,
+                             agreement: Agreement = SAME_BUILD) -> None:
+    """The same B=2 streams through memx-run and the Python runtime over SEGMENTS segments (the
+    last one partial): every output and the final state within the agreement; then a Python
+    snapshot taken halfway continues in memx-run, and memx-run's snapshot of the first half
+    restores and continues in Python (byte-identical to Python's own with the same build; the
+    same format and size across architectures)."""
     rt = runtimes.open(pkg, backend="onnxruntime")
-    rng = np.random.default_rng(zlib.crc32(name.encode()))
-    total = SEGMENTS * seg - seg // 2  # 256 segments, the last one partial
+    rng = np.random.default_rng(seed)
+    total = segments * seg - seg // 2  # the last segment partial
     tokens = rng.integers(0, rt.manifest.vocab_size, size=(BATCH, total), dtype=np.int64)
-    half = (SEGMENTS // 2) * seg
+    half = (segments // 2) * seg
     np.save(tmp_path / "all.npy", tokens)
     np.save(tmp_path / "first.npy", tokens[:, :half])
     np.save(tmp_path / "second.npy", tokens[:, half:])
@@ -85,35 +137,38 @@ def test_cpp_matches_python_over_256_segments_and_snapshots_cross(name, built, p
     # the whole stream, both languages
     want, py_stream = python_stream(rt, tokens, seg)
     out = tmp_path / "cpp"
-    proc = run_cpp(pkg.path, tmp_path / "all.npy", seg, "--out", str(out))
+    proc = run_cpp(pkg.path, tmp_path / "all.npy", seg, "--out", str(out), runner=runner)
     assert proc.returncode == 0, proc.stderr
     for o in rt.manifest.outputs:
         got = np.load(out / f"{o.name}.npy")
-        assert got.shape[0] == SEGMENTS
-        assert_close(o.name, got, want[o.name])
+        assert got.shape[0] == segments
+        assert_close(o.name, got, want[o.name], agreement)
     for state_name, value in py_stream.state.items():
-        assert_close(f"state {state_name}", np.load(out / f"state.{state_name}.npy"), value)
+        assert_close(f"state {state_name}", np.load(out / f"state.{state_name}.npy"), value, agreement)
 
     # Python -> C++: a snapshot after the first half continues in memx-run
     first_py, half_stream = python_stream(rt, tokens[:, :half], seg)
     (tmp_path / "py.snap").write_bytes(half_stream.snapshot())
-    proc = run_cpp(pkg.path, tmp_path / "second.npy", seg, "--snapshot-in", str(tmp_path / "py.snap"), "--out", str(tmp_path / "resumed"))
+    proc = run_cpp(pkg.path, tmp_path / "second.npy", seg, "--snapshot-in", str(tmp_path / "py.snap"), "--out", str(tmp_path / "resumed"), runner=runner)
     assert proc.returncode == 0, proc.stderr
     steps_first = half // seg
     for o in rt.manifest.outputs:
-        assert_close(f"{o.name} after Python snapshot", np.load(tmp_path / "resumed" / f"{o.name}.npy"), want[o.name][steps_first:])
+        assert_close(f"{o.name} after Python snapshot", np.load(tmp_path / "resumed" / f"{o.name}.npy"), want[o.name][steps_first:], agreement)
 
     # C++ -> Python: memx-run's snapshot after the first half restores in Python
-    proc = run_cpp(pkg.path, tmp_path / "first.npy", seg, "--snapshot-out", str(tmp_path / "cpp.snap"))
+    proc = run_cpp(pkg.path, tmp_path / "first.npy", seg, "--snapshot-out", str(tmp_path / "cpp.snap"), runner=runner)
     assert proc.returncode == 0, proc.stderr
     cpp_snap = (tmp_path / "cpp.snap").read_bytes()
-    assert cpp_snap == half_stream.snapshot(), "C++ and Python snapshots of the same stream differ"
+    if agreement.same_snapshot_bytes:
+        assert cpp_snap == half_stream.snapshot(), "C++ and Python snapshots of the same stream differ"
+    else:
+        assert len(cpp_snap) == len(half_stream.snapshot()), "C++ and Python snapshots of the same stream differ in size"
     resumed = rt.stream(BATCH)
     resumed.restore(cpp_snap)
     assert resumed.segments == steps_first
     second_py, _ = python_stream(rt, tokens[:, half:], seg, stream=resumed)
     for o in rt.manifest.outputs:
-        assert_close(f"{o.name} after C++ snapshot", second_py[o.name], want[o.name][steps_first:])
+        assert_close(f"{o.name} after C++ snapshot", second_py[o.name], want[o.name][steps_first:], agreement)
 
 
 def test_memx_run_reports_latency_as_json(built, package_of, tmp_path):

@@ -2,6 +2,8 @@
 // graph pipeline of one step. Stream and StreamPool (stream.cc, pool.cc) build on run_graphs.
 #include "memx/runtime.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -93,6 +95,22 @@ GraphOptimizationLevel optimization_level(const std::string& level) {
   throw InputError("unknown graph optimization level", "one of ['all', 'extended', 'basic', 'disable']", level);
 }
 
+// The kernel variant a memx custom-op library chose on this CPU ("avx2+fma", "neon", "portable"):
+// the tail of its MemxOpsDescribe() ("memx 1: LocalGlobalAttention (...; kernel neon)"); empty
+// for a library without it. ONNX Runtime has loaded the library already: RTLD_NOLOAD finds it.
+std::string kernel_variant(const std::string& library) {
+  void* handle = dlopen(library.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return "";
+  using Describe = const char* (*)();
+  const auto describe = reinterpret_cast<Describe>(dlsym(handle, "MemxOpsDescribe"));
+  const std::string text = describe != nullptr ? describe() : "";
+  dlclose(handle);
+  const auto at = text.rfind("kernel ");
+  const auto end = text.rfind(')');
+  if (at == std::string::npos || end == std::string::npos || end < at + 7) return "";
+  return text.substr(at + 7, end - at - 7);
+}
+
 }  // namespace
 
 namespace detail {
@@ -151,7 +169,8 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
     } catch (const Ort::Exception& e) {
       throw BackendUnavailableError(std::string("custom-op library cannot be registered: ") + e.what(), "a memx custom-op library", library);
     }
-    custom_ops = "kernel (" + std::filesystem::path(library).filename().string() + ")";
+    const std::string variant = kernel_variant(library);
+    custom_ops = "kernel (" + std::filesystem::path(library).filename().string() + (variant.empty() ? "" : ", " + variant) + ")";
   }
   cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtArenaAllocator, options.device_id, OrtMemTypeDefault);

@@ -39,6 +39,8 @@ options:
   --ops-lib FILE        libmemx_ops.so for memx custom ops (default: $MEMX_OPS_LIBRARY, else
                         the ops' ONNX reference bodies)
   --threads N           ONNX Runtime intra-op threads (default: ONNX Runtime's choice)
+  --graph-optimization L  ONNX Runtime graph optimizations: all (default), extended, basic,
+                        disable (as the Python runtime's graph_optimization option)
   --warmup N            untimed steps before the timed stream (default 0; they advance a copy)
   --no-verify           check package files by size only (default: size and sha256)
   --json FILE           write the latency report as JSON
@@ -64,7 +66,7 @@ example:
 exit status: 0 success, 1 a memx error (message on stderr), 2 bad command line)";
 
 struct Args {
-  std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu";
+  std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu", graph_optimization = "all";
   int64_t segment_len = 0, warmup = 0, generate = -1, top_k = 0, pool = 0;
   double temperature = 1.0, top_p = 1.0;
   uint64_t seed = 0;
@@ -120,6 +122,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--device") a.device = value();
     else if (arg == "--ops-lib") a.ops_lib = value();
     else if (arg == "--threads") a.threads = static_cast<int>(parse_int(arg, value(), 1));
+    else if (arg == "--graph-optimization") a.graph_optimization = value();
     else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
     else if (arg == "--json") a.json = value();
     else if (arg == "--quiet") a.quiet = true;
@@ -346,6 +349,7 @@ int run(const Args& a) {
   options.device = a.device;
   options.custom_op_library = a.ops_lib;
   options.intra_op_threads = a.threads;
+  options.graph_optimization = a.graph_optimization;
   options.verify_hashes = a.verify;
   memx::Runtime rt(a.package, options);
   const memx::Manifest& m = rt.manifest();
