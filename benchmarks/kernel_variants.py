@@ -79,7 +79,7 @@ _EXEC = re.compile(r"^Trace \d+: 0x[0-9a-f]+ \[[0-9a-f]+/([0-9a-f]+)/")
 
 def _instructions(case_dir: str, variant: str, repeat: int) -> int:
     """aarch64 instructions the whole memx-ops-check run executes, from qemu's exec trace."""
-    command = [str(QEMU), "-d", "in_asm,exec,nochain", "-D", "/dev/stdout", "-L", str(AARCH64 / "sysroot"), str(ARM_CHECK), case_dir,
+    command = [str(QEMU), "-cpu", "cortex-a76", "-d", "in_asm,exec,nochain", "-D", "/dev/stdout", "-L", str(AARCH64 / "sysroot"), str(ARM_CHECK), case_dir,
                "--repeat", str(repeat), "--only", variant, "--out", os.devnull]
     sizes: dict[int, int] = {}  # block start -> its instructions (the latest translation)
     total, start, count = 0, None, 0

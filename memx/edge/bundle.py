@@ -37,7 +37,7 @@ import memx
 from memx.edge.targets import TARGETS, Target
 from memx.errors import BackendUnavailableError, PackageError, PackageExistsError
 from memx.package import Package, sha256_file
-from memx.package.files import _move_into_place, _sibling, apply_umask, dir_mode, remove_dead_leftovers
+from memx.package.files import apply_umask, dir_mode, move_into_place, remove_dead_leftovers, sibling_path
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parents[1]  # the repository root when memx runs from a source checkout
@@ -225,7 +225,7 @@ def bundle(package: str | os.PathLike, *, target: str = "jetson", out: str | os.
 
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_leftovers(final)
-    staging = _sibling(final, "staging")
+    staging = sibling_path(final, "staging")
     try:
         content = staging / top if archive else staging
         content.mkdir(exist_ok=True)
@@ -272,7 +272,7 @@ def bundle(package: str | os.PathLike, *, target: str = "jetson", out: str | os.
             shutil.rmtree(staging, ignore_errors=True)
         else:
             check_output(final, force=force, archive=False)  # again: the copy took a while
-            _move_into_place(staging, final)
+            move_into_place(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from memx.errors import ManifestError, PackageExistsError, PackageFileError, UnsafePathError
 from memx.package.manifest import FORMAT, MANIFEST_FILE, METADATA_KEY, FileInfo, Manifest
@@ -279,7 +279,7 @@ def check_target(out_dir: str | os.PathLike, *, force: bool = False) -> None:
 
 
 # --- staging directories and the runs that left them --------------------------------------------
-def _sibling(target: Path, kind: str) -> Path:
+def sibling_path(target: Path, kind: str) -> Path:
     """A new directory ``.NAME.KIND-PID-RANDOM`` beside ``target``: the pid tells a later run
     whether its owner is still alive."""
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
@@ -349,7 +349,7 @@ def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def move_into_place(staging: Path, target: Path) -> None:
     """Rename the finished ``staging`` to ``target``, swapping out an old package in one step."""
     if not os.path.lexists(target):
         try:
@@ -363,7 +363,7 @@ def _move_into_place(staging: Path, target: Path) -> None:
         return
     # Fallback where RENAME_EXCHANGE is not supported (not Linux, a libc without renameat2, a file
     # system without exchange): two renames, with a moment between them when target is missing.
-    old = _sibling(target, "old")
+    old = sibling_path(target, "old")
     os.replace(target, old / "pkg")
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
@@ -379,12 +379,12 @@ def staged_directory(out_dir: str | os.PathLike, *, force: bool = False) -> Iter
     check_target(target, force=force)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_leftovers(target)
-    staging = _sibling(target, "staging")
+    staging = sibling_path(target, "staging")
     try:
         yield staging
         apply_umask(staging)
         check_target(target, force=force)  # again: the export took a while, the path may have changed
-        _move_into_place(staging, target)
+        move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -33,7 +33,7 @@ environment:
                          searched in /usr/local, /usr, /opt/onnxruntime*, /usr/local/onnxruntime*,
                          ~/onnxruntime*, then python3's onnxruntime(-gpu) wheel
   MEMX_BUNDLE_EMULATOR   on a host that is not aarch64: run the prebuilt aarch64 binaries through
-                         this command, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" (try the
+                         this command, e.g. "qemu-aarch64 -cpu cortex-a76 -L /usr/aarch64-linux-gnu" (try the
                          bundle on an x86 host); ONNXRUNTIME_ROOT set as well builds natively instead
   MEMX_BUNDLE_BUILD_DIR  where the build goes (default: ./build beside run.sh)
   MEMX_BUNDLE_CMAKE_ARGS extra arguments for both cmake configure steps
