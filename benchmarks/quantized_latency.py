@@ -10,18 +10,26 @@ of each contender's logits with fp32's on the timed stream itself. The `small` p
 are untrained, so their task accuracy means nothing; the accuracy delta column is that of
 the trained zoo model of the same family (quantized the same way, >= 1,000 segments).
 
+The int8-qdq package is also written without its private activation Q/DQ pairs
+(``int8-qdq-old``: the writer before memx.calibration.qdq_fanout), and the "fused" column
+counts, per int8-qdq package, the quantized MatMul groups ONNX Runtime (ORT_ENABLE_ALL)
+turns into integer kernels out of all of them in the step graphs.
+
     python benchmarks/quantized_latency.py                       # gmat-small, memtr-small; B=1 and B=8, S=128
+    python benchmarks/quantized_latency.py --shapes 1x128 --threads 1 --no-accuracy
     python benchmarks/quantized_latency.py --presets rmt-small --rounds 200 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -30,16 +38,37 @@ from step_latency import machine  # noqa: E402
 
 from memx import runtimes  # noqa: E402
 from memx.calibration import quantize_package  # noqa: E402
+from memx.calibration.methods.int8_qdq import Int8QDQ  # noqa: E402
+from memx.calibration.qdq_fanout import fused_matmul_groups  # noqa: E402
 from memx.exporter import export_preset  # noqa: E402
 
 METHODS = ["int8-qdq", "int8-dynamic", "fp16"]
+OLD_QDQ = "int8-qdq-old"  # int8-qdq without private activation Q/DQ pairs
 ZOO_OF_FAMILY = {"gmat": "gmat-majority", "memtr": "memtr-majority", "rmt": "rmt-ar", "memformer": "memformer-majority", "infformer": "infformer-sort"}
 
 
-def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warmup: int, seed: int = 0) -> tuple[dict, dict]:
+@contextlib.contextmanager
+def shared_activation_qdq() -> Iterator[None]:
+    """int8-qdq as memx wrote it before memx.calibration.qdq_fanout: one Q/DQ pair per activation, shared by its consumers."""
+    saved = Int8QDQ._private_activation_qdq
+    Int8QDQ._private_activation_qdq = False
+    try:
+        yield
+    finally:
+        Int8QDQ._private_activation_qdq = saved
+
+
+def fused_count(pkg) -> str:
+    """'fused/groups' over the step graphs of a Q/DQ package (ONNX Runtime CPU, ORT_ENABLE_ALL)."""
+    counts = [fused_matmul_groups(pkg.file(g.file)) for g in pkg.manifest.graphs]
+    return f"{sum(c.groups - len(c.unfused) for c in counts)}/{sum(c.groups for c in counts)}"
+
+
+def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warmup: int, seed: int = 0, threads: int | None = None) -> tuple[dict, dict]:
     """Latency (ms) per contender, and top-1 agreement with the first contender's logits."""
     names = list(packages)
-    streams = {n: runtimes.open(p, backend="onnxruntime").stream(batch) for n, p in packages.items()}
+    options = {"intra_op_threads": threads, "inter_op_threads": 1} if threads else {}
+    streams = {n: runtimes.open(p, backend="onnxruntime", **options).stream(batch) for n, p in packages.items()}
     vocab = packages[names[0]].manifest.vocab_size
     rng = np.random.default_rng(seed)
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -91,6 +120,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="1x128,8x128", help="BxS list")
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
     ap.add_argument("--no-accuracy", action="store_true", help="skip the zoo accuracy deltas")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
@@ -103,27 +133,33 @@ def main() -> None:
             packages = {"fp32": fp32}
             for method in METHODS:
                 packages[method] = quantize_package(fp32, tmp / f"{preset}-{method}.memx", method=method, calib_segments=32, progress=False).package
+                if method == "int8-qdq":
+                    with shared_activation_qdq():
+                        packages[OLD_QDQ] = quantize_package(fp32, tmp / f"{preset}-{OLD_QDQ}.memx", method=method, calib_segments=32, progress=False).package
+            fused = {name: fused_count(p) for name, p in packages.items() if p.manifest.precision == "int8-qdq"}
             deltas = {} if args.no_accuracy else zoo_accuracy_delta(fp32.manifest.family, tmp)
             for shape in args.shapes.split(","):
                 b, s = (int(x) for x in shape.split("x"))
-                t, agree = measure(packages, b, s, args.rounds, args.warmup)
+                t, agree = measure(packages, b, s, args.rounds, args.warmup, threads=args.threads)
                 base = float(np.median(t["fp32"]))
                 for name in packages:
                     med = float(np.median(t[name]))
                     rows.append({"preset": preset, "B": b, "S": s, "precision": name, "median_ms": med, "p90_ms": float(np.percentile(t[name], 90)),
-                                 "speedup_vs_fp32": base / med, "top1_agreement_vs_fp32": agree[name],
+                                 "speedup_vs_fp32": base / med, "top1_agreement_vs_fp32": agree[name], "fused_matmuls": fused.get(name),
                                  "zoo_model": ZOO_OF_FAMILY.get(fp32.manifest.family), "zoo_accuracy_delta_points": deltas.get(name)})
 
-    print(f"\nONNX Runtime CPU per-segment latency, {args.rounds} interleaved rounds after {args.warmup} warm-up; {machine()}")
+    threads = f"{args.threads} intra-op thread(s)" if args.threads else "ONNX Runtime's default threads"
+    print(f"\nONNX Runtime CPU per-segment latency, {args.rounds} interleaved rounds after {args.warmup} warm-up, {threads}; {machine()}")
     print("speed-up = fp32 median / row median; agreement = top-1 of the logits equal to fp32's on the timed stream;")
+    print(f"fused = quantized MatMul groups ONNX Runtime runs as integer kernels / all of them; {OLD_QDQ} = int8-qdq without private activation Q/DQ pairs;")
     print("zoo Δ = task accuracy change (points) of the family's trained zoo model quantized the same way (>= 1,000 segments)")
-    head = f"{'preset':<13}{'B':>3}{'S':>5}  {'precision':<14}{'median ms':>10}{'p90 ms':>9}{'speed-up':>10}{'agreement':>11}  {'zoo Δ':>8}"
+    head = f"{'preset':<13}{'B':>3}{'S':>5}  {'precision':<14}{'median ms':>10}{'p90 ms':>9}{'speed-up':>10}{'agreement':>11}{'fused':>8}  {'zoo Δ':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         delta = f"{r['zoo_accuracy_delta_points']:+.2f}" if r["zoo_accuracy_delta_points"] is not None else "—"
         print(f"{r['preset']:<13}{r['B']:>3}{r['S']:>5}  {r['precision']:<14}{r['median_ms']:>10.2f}{r['p90_ms']:>9.2f}"
-              f"{r['speedup_vs_fp32']:>9.2f}x{r['top1_agreement_vs_fp32']:>10.1%}  {delta:>8}")
+              f"{r['speedup_vs_fp32']:>9.2f}x{r['top1_agreement_vs_fp32']:>10.1%}{r['fused_matmuls'] or '—':>8}  {delta:>8}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
 

@@ -2,7 +2,9 @@
 ``quantize_static``, QDQ format): symmetric scales (zero point 0), per-channel weights, Q/DQ
 only on the inputs of MatMul/Gemm: the form TensorRT's explicit quantization accepts. The
 memory path is excluded under the default policy; custom memx ops stay float (their
-reference bodies make ONNX Runtime's calibrator work without the kernel library)."""
+reference bodies make ONNX Runtime's calibrator work without the kernel library). Each
+consumer of an activation gets its own Q/DQ pair (``memx.calibration.qdq_fanout``), so ONNX
+Runtime's CPU provider fuses every quantized MatMul on x86."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
 from memx.calibration.methods.base import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method, unfit_weights
+from memx.calibration.qdq_fanout import private_activation_qdq
 from memx.errors import QuantizationError
 
 
@@ -52,6 +55,9 @@ class Int8QDQ(QuantMethod):
     precision = "int8-qdq"
     needs_calibration = True
     description = "static int8, symmetric, per-channel weights, Q/DQ on MatMul/Gemm inputs (TensorRT explicit quantization)"
+    # False writes ONNX Runtime's shared activation Q/DQ pairs as they come (the writer before
+    # memx.calibration.qdq_fanout; benchmarks/quantized_latency.py compares the two)
+    _private_activation_qdq: ClassVar[bool] = True
 
     def quantize(self, job: GraphJob) -> dict[str, Any]:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -85,11 +91,12 @@ class Int8QDQ(QuantMethod):
         except Exception as e:  # onnxruntime raises its own types
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
         rewired = float_inputs_for(job.target, set(job.excluded_nodes))
+        private = private_qdq_for(job.target) if self._private_activation_qdq else 0
         return {"format": "QDQ", "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
                 "op_types": ["MatMul", "Gemm"], "calibration": job.calibration, "calibrated_tensors": ranges,
                 "excluded_nodes": len(job.excluded_nodes), "attention_matmuls": "int8" if attention else "float",
                 "calibration_cache": str(cache), "skipped_nodes": skipped,
-                "float_inputs_restored": rewired}
+                "float_inputs_restored": rewired, "private_activation_qdq": private}
 
     @staticmethod
     def calibrate(job: GraphJob, cache: Path) -> int:
@@ -144,6 +151,20 @@ def float_inputs_for(path: Path, nodes: set[str]) -> int:
     if restored:
         onnx.save(model, str(path))
     return restored
+
+
+def private_qdq_for(path: Path) -> int:
+    """Give each consumer of a shared activation Q/DQ pair in the file ``path`` its own pair
+    (:func:`memx.calibration.qdq_fanout.private_activation_qdq`: the same values, but ONNX
+    Runtime fuses the MatMuls behind it on x86). Rewrites the file; returns how many pairs
+    were added."""
+    import onnx
+
+    model = onnx.load(str(path))
+    added = private_activation_qdq(model)
+    if added:
+        onnx.save(model, str(path))
+    return added
 
 
 def _unify_ranges(ranges: Any, groups: list[list[str]]) -> None:
