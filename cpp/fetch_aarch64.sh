@@ -43,7 +43,7 @@ if [ ! -f "$dest/toolchain/.complete" ]; then
   ln -sfn usr/aarch64-linux-gnu "$dest/toolchain.partial/sysroot"
   touch "$dest/toolchain.partial/.complete"
   rm -rf "$dest/toolchain" && mv "$dest/toolchain.partial" "$dest/toolchain"
-  echo "aarch64 cross GCC 12, binutils and qemu-user (Debian bookworm) -> $dest/toolchain"
+  echo "aarch64 cross GCC 12 and binutils (Debian bookworm) -> $dest/toolchain"
 fi
 ln -sfn toolchain/usr/aarch64-linux-gnu "$dest/sysroot"
 
@@ -56,11 +56,12 @@ if [ ! -x "$dest/qemu/qemu-aarch64" ]; then
 fi
 
 ort_version=$("$python" -c 'import onnxruntime; print(onnxruntime.__version__)')
+py_version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')  # any wheel of the release has the same library
 if [ ! -f "$dest/onnxruntime/.version-$ort_version" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   "$python" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
-    --python-version 3.11 "onnxruntime==$ort_version" -d "$work" 2>&1 | grep -v "is ignored" || true
+    --python-version "$py_version" "onnxruntime==$ort_version" -d "$work" 2>&1 | grep -v "is ignored" || true
   wheel=$(ls "$work"/onnxruntime-*aarch64.whl)
   "$python" -m zipfile -e "$wheel" "$work/x"
   rm -rf "$dest/onnxruntime" && mkdir -p "$dest/onnxruntime/lib"
