@@ -194,6 +194,8 @@ def test_memx_run_errors_name_expected_and_actual(built, package_of, tmp_path):
     assert proc.returncode == 1 and "expected int64 or int32, got float32" in proc.stderr
     proc = run_cpp(tmp_path / "missing.memx", tmp_path / "bad.npy", 3)
     assert proc.returncode == 1 and "package has no memx.json" in proc.stderr
+    proc = run_cpp(pkg.path, tmp_path / "bad.npy", 3, "--graph-optimization", "fast")
+    assert proc.returncode == 1 and "unknown graph optimization level: expected one of ['all', 'extended', 'basic', 'disable'], got fast" in proc.stderr
     too_long = pkg.manifest.segment["max"] + 1
     np.save(tmp_path / "ok.npy", np.zeros((1, too_long), dtype=np.int64))
     proc = run_cpp(pkg.path, tmp_path / "ok.npy", too_long)
