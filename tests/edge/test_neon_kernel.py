@@ -14,6 +14,7 @@ import pytest
 from tests.edge.emulation import QEMU, ROOT, SYSROOT, emulator
 from tests.ops.test_kernel_variants import assert_check_report, assert_refuses_truncated_input, run_check, write_check_cases
 
+pytestmark = pytest.mark.aarch64
 HARNESS = ROOT / "build" / "aarch64" / "ops" / "memx-ops-check"
 
 
