@@ -180,14 +180,28 @@ def open_reference(pkg: Package, against: str | os.PathLike, reference_options: 
     return runtimes.open(ref, backend="onnxruntime", **options), f"{ref.path} ({ref.manifest.precision}, onnxruntime)"
 
 
-def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> TaskAccuracy | None:
-    """Held-out task accuracy through both runtimes over >= ``segments`` segments: the two
-    passes (the same episodes, each through its own runtime) run side by side, the reference's
-    in a second thread; each pass runs on the threads its runtime was given (compare_precision:
-    half the cores each)."""
+@dataclass(frozen=True)
+class TaskPlan:
+    """What the held-out task accuracy of a package runs: its task's episodes, enough of them
+    for >= ``segments`` segments (at least 200), and the zoo entry's metric."""
+
+    task: str
+    segment_len: int
+    segments_per_item: int
+    items: int
+    metric: str  # "items" (whole episodes right) or token accuracy
+
+    def result(self, ref: Any, cand: Any) -> TaskAccuracy:
+        """The TaskAccuracy of the reference's and the candidate's scores (runtime_task_accuracy)."""
+        pick = (lambda s: s.accuracy) if self.metric == "items" else (lambda s: s.token_accuracy)
+        return TaskAccuracy(self.task, self.metric, self.items, self.items * self.segments_per_item, pick(ref), pick(cand),
+                            float((ref.predictions == cand.predictions).mean()))
+
+
+def task_plan(pkg: Package, *, segments: int) -> TaskPlan | None:
+    """The task accuracy plan of ``pkg``, or None when its manifest names no task."""
     from memx.models.zoo import get_zoo, is_zoo
     from memx.training.tasks import get_task
-    from memx.validation.accuracy import runtime_task_accuracy
 
     m = pkg.manifest
     if not m.task:
@@ -195,12 +209,22 @@ def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> 
     entry = get_zoo(m.preset) if m.preset and is_zoo(m.preset) else None
     seg_len = entry.segment_len if entry else m.segment["max"]
     per_item = get_task(m.task).make(np.random.default_rng(0), 1, seg_len).n_segments
-    items = max(200, -(-segments // per_item))
-    ref, cand = side_by_side(lambda: runtime_task_accuracy(ref_rt, m.task, items=items, segment_len=seg_len),
-                             lambda: runtime_task_accuracy(cand_rt, m.task, items=items, segment_len=seg_len))
-    metric = entry.metric if entry else "items"
-    pick = (lambda s: s.accuracy) if metric == "items" else (lambda s: s.token_accuracy)
-    return TaskAccuracy(m.task, metric, items, items * per_item, pick(ref), pick(cand), float((ref.predictions == cand.predictions).mean()))
+    return TaskPlan(m.task, seg_len, per_item, max(200, -(-segments // per_item)), entry.metric if entry else "items")
+
+
+def task_accuracy(pkg: Package, ref_rt: Any, cand_rt: Any, *, segments: int) -> TaskAccuracy | None:
+    """Held-out task accuracy through both runtimes over >= ``segments`` segments: the two
+    passes (the same episodes, each through its own runtime) run side by side, the reference's
+    in a second thread; each pass runs on the threads its runtime was given (compare_precision:
+    half the cores each)."""
+    from memx.validation.accuracy import runtime_task_accuracy
+
+    plan = task_plan(pkg, segments=segments)
+    if plan is None:
+        return None
+    ref, cand = side_by_side(lambda: runtime_task_accuracy(ref_rt, plan.task, items=plan.items, segment_len=plan.segment_len),
+                             lambda: runtime_task_accuracy(cand_rt, plan.task, items=plan.items, segment_len=plan.segment_len))
+    return plan.result(ref, cand)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from memx import runtimes
 from memx.errors import BackendRunError
 from memx.package.files import Package
 from memx.validation.accuracy import runtime_task_accuracy
-from memx.validation.drift import DriftReport, DriftTally, TaskAccuracy, compare_precision, open_reference
+from memx.validation.drift import DriftReport, DriftTally, TaskAccuracy, compare_precision, open_reference, task_plan
 from memx.validation.parity import ReferenceAhead as ParityReferenceAhead
 from memx.validation.parity import thread_split as parity_thread_split
 from memx.validation.sidebyside import ReferenceAhead, ThreadSplit, side_by_side, thread_split
@@ -26,22 +26,13 @@ from tests.validation.failing_reference import FailingRMT, failing_reference_opt
 
 
 def _plain_task_accuracy(pkg: Package, ref_rt, cand_rt, *, segments: int) -> TaskAccuracy | None:
-    """task_accuracy as it was: the reference's pass, then the candidate's."""
-    from memx.models.zoo import get_zoo, is_zoo
-    from memx.training.tasks import get_task
-
-    m = pkg.manifest
-    if not m.task:
+    """task_accuracy as it was: the reference's pass, then the candidate's (the same plan)."""
+    plan = task_plan(pkg, segments=segments)
+    if plan is None:
         return None
-    entry = get_zoo(m.preset) if m.preset and is_zoo(m.preset) else None
-    seg_len = entry.segment_len if entry else m.segment["max"]
-    per_item = get_task(m.task).make(np.random.default_rng(0), 1, seg_len).n_segments
-    items = max(200, -(-segments // per_item))
-    ref = runtime_task_accuracy(ref_rt, m.task, items=items, segment_len=seg_len)
-    cand = runtime_task_accuracy(cand_rt, m.task, items=items, segment_len=seg_len)
-    metric = entry.metric if entry else "items"
-    pick = (lambda s: s.accuracy) if metric == "items" else (lambda s: s.token_accuracy)
-    return TaskAccuracy(m.task, metric, items, items * per_item, pick(ref), pick(cand), float((ref.predictions == cand.predictions).mean()))
+    ref = runtime_task_accuracy(ref_rt, plan.task, items=plan.items, segment_len=plan.segment_len)
+    cand = runtime_task_accuracy(cand_rt, plan.task, items=plan.items, segment_len=plan.segment_len)
+    return plan.result(ref, cand)
 
 
 def _plain(pkg: Package, *, against: str = "torch", segments: int, batch: int, seed: int, drift_tol: float = 0.05, with_task: bool = True) -> DriftReport:
