@@ -10,12 +10,13 @@ import memx.edge  # noqa: F401
 import memx.models  # noqa: F401
 import memx.ops  # noqa: F401
 import memx.runtimes  # noqa: F401
+import memx.runtimes.onnxruntime_passes  # noqa: F401
 import memx.tensorrt  # noqa: F401
 import memx.training  # noqa: F401
 from memx.errors import MemxError, RegistryError
 from memx.registry import Registry, registries
 
-KINDS = {"model family", "preset", "zoo model", "backend", "quantization method", "task", "custom op", "doctor check", "bundle target"}
+KINDS = {"model family", "preset", "zoo model", "backend", "quantization method", "task", "custom op", "doctor check", "bundle target", "onnxruntime graph pass"}
 
 
 def _every() -> dict[str, Registry]:

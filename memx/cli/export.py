@@ -90,6 +90,8 @@ def validate(
     report_file: Optional[Path] = typer.Option(None, "--report", help="Write the report as JSON to this file (--json prints it on stdout)."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
     kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
+    graph_passes: str = typer.Option("auto", "--graph-passes", help="onnxruntime: memx's rewrites into fused CPU kernels (auto: all on the CPU provider; none; or names: "
+                                     "attention,gelu,int8-matmul)."),
     against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
@@ -111,7 +113,7 @@ def validate(
     choices = {"auto": None, "on": True, "off": False}
     if kernels not in choices:
         raise expect_choice("--kernels value", kernels, list(choices))
-    options = {"custom_op_library": choices[kernels]} if backend == "onnxruntime" else {}
+    options = {"custom_op_library": choices[kernels], "graph_passes": graph_passes} if backend == "onnxruntime" else {}
     reference_options = {"factory": reference} if reference else {"trust_package_factory": True} if trust_reference else {}
     report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
                            drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_agreement, max_kl=max_kl, backend_options=options, reference_options=reference_options,

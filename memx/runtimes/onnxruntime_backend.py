@@ -3,6 +3,7 @@ CUDA and TensorRT providers work wherever the installed onnxruntime has them."""
 
 from __future__ import annotations
 
+import collections
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ class OnnxRuntimeBackend(Backend):
     ``inter_op_threads``, ``graph_optimization`` ("all", "extended", "basic", "disable"),
     ``session_options`` (an ``onnxruntime.SessionOptions`` used as is), ``custom_op_library``
     (None: libmemx_ops when the package uses memx ops and the library is built; False: never,
-    run the ops' reference bodies; a path: that library)."""
+    run the ops' reference bodies; a path: that library), ``graph_passes`` (memx's rewrites into
+    ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "auto" (default): all of
+    them when the session runs on the CPU provider alone and graph optimization is not
+    "disable"; "none"; or a list / comma-separated names, on any provider). The package's file
+    is never changed: the rewritten graph lives in memory."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
         super().__init__(package, device=device, **options)
@@ -49,6 +54,8 @@ class OnnxRuntimeBackend(Backend):
         so = options.get("session_options") or self._session_options(ort, options)
         self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))
         usable = [p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available]
+        self.graph_passes = _pass_names(options.get("graph_passes", "auto"), usable, options.get("graph_optimization", "all"))
+        self.passes_applied: dict[str, dict[str, int]] = {}
         self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
         check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
         self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
@@ -65,13 +72,18 @@ class OnnxRuntimeBackend(Backend):
         self._runs[graph.name] = (sess, [o.name for o in graph.outputs])
         return self._runs[graph.name]
 
-    @staticmethod
-    def _session(ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any:
-        """An InferenceSession of one graph; a graph ONNX Runtime refuses (not ONNX, invalid, an
-        op it has no kernel for, types that do not agree) is a PackageFileError naming the file."""
+    def _session(self, ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any:
+        """An InferenceSession of one graph (rewritten by the graph passes in memory when there
+        are any); a graph ONNX Runtime refuses (not ONNX, invalid, an op it has no kernel for,
+        types that do not agree) is a PackageFileError naming the file."""
         path = package.file(graph.file)
+        source: str | bytes = str(path)
+        if self.graph_passes:
+            rewritten = rewritten_graph(path, package.manifest.files.get(graph.file), tuple(self.graph_passes))
+            if rewritten is not None:
+                source, self.passes_applied[graph.name] = rewritten
         try:
-            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            return ort.InferenceSession(source, sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime's own types (InvalidGraph, Fail, InvalidArgument, ...) and RuntimeError
             if type(e).__name__ == "EPFail":  # the provider, not the graph
                 raise BackendUnavailableError(f"execution provider failed to load graph {graph.name!r} ({graph.file})", expected=f"providers {providers}",
@@ -140,7 +152,51 @@ class OnnxRuntimeBackend(Backend):
 
         sess = next(iter(self._sessions.values()))
         return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__,
-                "custom_ops": self.custom_op_kernels}
+                "custom_ops": self.custom_op_kernels, "graph_passes": self.passes_applied}
+
+
+def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
+    """The graph passes a session gets (see OnnxRuntimeBackend's ``graph_passes``)."""
+    from memx.runtimes.onnxruntime_passes import PASSES
+
+    if choice in (None, "auto"):
+        cpu_only = [p[0] if isinstance(p, (tuple, list)) else p for p in providers] == ["CPUExecutionProvider"]
+        return PASSES.names() if cpu_only and level != "disable" else []
+    if choice in (False, "none", ""):
+        return []
+    names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)
+    for n in names:
+        PASSES.get(n)  # an unknown name is a typed error naming the registered passes
+    return names
+
+
+_REWRITTEN: "collections.OrderedDict[tuple[str, str, tuple[str, ...]], tuple[bytes, dict[str, int]] | None]" = collections.OrderedDict()
+_REWRITTEN_KEEP = 8
+
+
+def rewritten_graph(path: Path, info: Any, passes: tuple[str, ...]) -> tuple[bytes, dict[str, int]] | None:
+    """The graph at ``path`` after ``passes``, serialized, and what each pass rewrote; None when
+    no pass changed anything or the graph keeps its weights in external files (ONNX Runtime
+    then reads the file itself). Kept for the last few graphs (keyed by the manifest's sha256,
+    else the file's size and time), so reopening a package does not rewrite it again."""
+    import onnx
+
+    from memx.runtimes.onnxruntime_passes import run_passes
+
+    stat = path.stat()
+    key = (str(path), info.sha256 if info is not None else f"{stat.st_size}:{stat.st_mtime_ns}", passes)
+    if key in _REWRITTEN:
+        _REWRITTEN.move_to_end(key)
+        return _REWRITTEN[key]
+    model = onnx.load(str(path), load_external_data=False)
+    done: dict[str, int] = {}
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        done = run_passes(model, passes)
+    _REWRITTEN[key] = (model.SerializeToString(), done) if any(done.values()) else None
+    while len(_REWRITTEN) > _REWRITTEN_KEEP:
+        _REWRITTEN.popitem(last=False)
+    log.debug("graph passes on %s: %s", path.name, done)
+    return _REWRITTEN[key]
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16", "tensor(double)": "float64", "tensor(int64)": "int64",

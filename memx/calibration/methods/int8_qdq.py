@@ -86,7 +86,10 @@ class Int8QDQ(QuantMethod):
                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=excluded,
                     calibrate_method=_ort_method(job.calibration), calibration_cache_path=str(cache),
                     # biases stay float: TensorRT's explicit quantization refuses INT32 bias DequantizeLinear
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                    # no Q/DQ on MatMul/Gemm outputs (NVIDIA's placement: quantize the inputs of weighted ops);
+                    # ONNX Runtime then runs each group as MatMulIntegerToFloat with a float output
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                                   "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
                 )
         except Exception as e:  # onnxruntime raises its own types
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
