@@ -33,8 +33,8 @@ class OnnxRuntimeBackend(Backend):
     (None: libmemx_ops when the package uses memx ops and the library is built; False: never,
     run the ops' reference bodies; a path: that library), ``graph_passes`` (memx's rewrites into
     ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "auto" (default): all of
-    them when the session runs on the CPU provider alone and graph optimization is not
-    "disable"; "none"; or a list / comma-separated names, on any provider). The package's file
+    them when the session runs on the CPU provider alone and graph optimization is "all" or
+    "extended"; "none"; or a list / comma-separated names, on any provider). The package's file
     is never changed: the rewritten graph lives in memory."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
@@ -161,7 +161,7 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
 
     if choice in (None, "auto"):
         cpu_only = [p[0] if isinstance(p, (tuple, list)) else p for p in providers] == ["CPUExecutionProvider"]
-        return PASSES.names() if cpu_only and level != "disable" else []
+        return PASSES.names() if cpu_only and level in ("all", "extended") else []
     if choice in (False, "none", ""):
         return []
     names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)

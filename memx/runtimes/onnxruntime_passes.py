@@ -67,7 +67,8 @@ def register_pass(name: str, description: str) -> Callable[[Callable[[onnx.Model
 
 def run_passes(model: onnx.ModelProto, names: Iterable[str] | None = None) -> dict[str, int]:
     """Run the named passes (all, in registry order, when None) on ``model`` in place; returns
-    pass name -> patterns rewritten. A pass that fails leaves the graph as the previous pass left it."""
+    pass name -> patterns rewritten. A pass that rewrites nothing or fails leaves the graph
+    exactly as the previous pass left it."""
     done: dict[str, int] = {}
     for name in (PASSES.names() if names is None else list(names)):
         p = PASSES.get(name)
@@ -77,8 +78,9 @@ def run_passes(model: onnx.ModelProto, names: Iterable[str] | None = None) -> di
             done[name] = p.rewrite(model)
         except Exception as e:  # a pattern this pass did not foresee: keep the graph as it was
             log.warning("onnxruntime graph pass %r skipped: %s: %s", name, type(e).__name__, e)
-            model.CopyFrom(saved)
             done[name] = 0
+        if not done[name]:  # nothing rewritten: not even a node renamed
+            model.CopyFrom(saved)
     if any(done.values()) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return done
@@ -339,9 +341,8 @@ def fuse_attention(model: onnx.ModelProto) -> int:
         if a is None or any(n.name in replaced for n in a.nodes):
             continue
         bias, made = _full_bias(g, a, cache)
-        attrs: dict[str, object] = {"num_heads": a.heads}
-        if a.scale is not None:
-            attrs["scale"] = a.scale
+        # no scale in the graph is a scale of 1 (MultiHeadAttention's default is 1/sqrt(dh))
+        attrs: dict[str, object] = {"num_heads": a.heads, "scale": 1.0 if a.scale is None else a.scale}
         mha = helper.make_node("MultiHeadAttention", [a.q, a.k, a.v, "", "", bias or ""], [a.out], domain=MS_DOMAIN,
                                name=g.fresh("memx_mha"), **attrs)  # type: ignore[arg-type]
         inserted[a.last.name] = made + [mha]
