@@ -10,10 +10,14 @@ of each contender's logits with fp32's on the timed stream itself. The `small` p
 are untrained, so their task accuracy means nothing; the accuracy delta column is that of
 the trained zoo model of the same family (quantized the same way, >= 1,000 segments).
 
-The int8-qdq package is also written without its private activation Q/DQ pairs
-(``int8-qdq-old``: the writer before memx.calibration.qdq_fanout), and the "fused" column
-counts, per int8-qdq package, the quantized MatMul groups ONNX Runtime (ORT_ENABLE_ALL)
-turns into integer kernels out of all of them in the step graphs.
+Every package runs as users get it: through memx's ONNX Runtime backend, with its graph passes
+(memx.runtimes.onnxruntime_passes: attention -> MultiHeadAttention, GELU -> FastGelu, Q/DQ
+MatMul + bias -> MatMulIntegerToFloat). Rows ending in ``-no-passes`` run the package's graph
+as written (``graph_passes="none"``), and ``int8-qdq-old`` is the int8-qdq writer before issue
+22 (one activation Q/DQ pair shared by its consumers, Q/DQ on MatMul outputs too), without
+passes: where int8-qdq started. The "fused" column counts, per int8-qdq package, the
+quantized MatMul groups ONNX Runtime (ORT_ENABLE_ALL) turns into integer kernels out of all
+of them in the step graphs (without memx's passes).
 
     python benchmarks/quantized_latency.py                       # gmat-small, memtr-small; B=1 and B=8, S=128
     python benchmarks/quantized_latency.py --shapes 1x128 --threads 1 --no-accuracy
@@ -43,19 +47,21 @@ from memx.calibration.qdq_fanout import fused_matmul_groups  # noqa: E402
 from memx.exporter import export_preset  # noqa: E402
 
 METHODS = ["int8-qdq", "int8-dynamic", "fp16"]
-OLD_QDQ = "int8-qdq-old"  # int8-qdq without private activation Q/DQ pairs
+OLD_QDQ = "int8-qdq-old"  # int8-qdq as written before issue 22, run without graph passes
+NO_PASSES = "-no-passes"  # suffix: the same package with graph_passes="none"
 ZOO_OF_FAMILY = {"gmat": "gmat-majority", "memtr": "memtr-majority", "rmt": "rmt-ar", "memformer": "memformer-majority", "infformer": "infformer-sort"}
 
 
 @contextlib.contextmanager
-def shared_activation_qdq() -> Iterator[None]:
-    """int8-qdq as memx wrote it before memx.calibration.qdq_fanout: one Q/DQ pair per activation, shared by its consumers."""
-    saved = Int8QDQ._private_activation_qdq
-    Int8QDQ._private_activation_qdq = False
+def old_int8_qdq_writer() -> Iterator[None]:
+    """int8-qdq as memx wrote it before issue 22: one Q/DQ pair per activation, shared by its
+    consumers, and Q/DQ on MatMul outputs."""
+    saved = Int8QDQ._private_activation_qdq, Int8QDQ._matmul_output_qdq
+    Int8QDQ._private_activation_qdq, Int8QDQ._matmul_output_qdq = False, True
     try:
         yield
     finally:
-        Int8QDQ._private_activation_qdq = saved
+        Int8QDQ._private_activation_qdq, Int8QDQ._matmul_output_qdq = saved
 
 
 def fused_count(pkg) -> str:
@@ -68,7 +74,7 @@ def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warm
     """Latency (ms) per contender, and top-1 agreement with the first contender's logits."""
     names = list(packages)
     options = {"intra_op_threads": threads, "inter_op_threads": 1} if threads else {}
-    streams = {n: runtimes.open(p, backend="onnxruntime", **options).stream(batch) for n, p in packages.items()}
+    streams = {n: runtimes.open(p, backend="onnxruntime", **options, **_passes_of(n)).stream(batch) for n, p in packages.items()}
     vocab = packages[names[0]].manifest.vocab_size
     rng = np.random.default_rng(seed)
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -87,6 +93,10 @@ def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warm
         for name in names:
             agree[name].append(float((outs[name]["logits"].argmax(-1) == ref).mean()))
     return {n: np.asarray(v) for n, v in times.items()}, {n: float(np.mean(v)) for n, v in agree.items()}
+
+
+def _passes_of(contender: str) -> dict[str, str]:
+    return {"graph_passes": "none"} if contender.endswith(NO_PASSES) or contender == OLD_QDQ else {}
 
 
 def zoo_accuracy_delta(family: str, tmp: Path) -> dict[str, float]:
@@ -130,13 +140,14 @@ def main() -> None:
         tmp = Path(tmp_dir)
         for preset in args.presets.split(","):
             fp32 = export_preset(preset, tmp / f"{preset}.memx", verify_segments=0)
-            packages = {"fp32": fp32}
+            packages = {"fp32": fp32, "fp32" + NO_PASSES: fp32}
             for method in METHODS:
                 packages[method] = quantize_package(fp32, tmp / f"{preset}-{method}.memx", method=method, calib_segments=32, progress=False).package
                 if method == "int8-qdq":
-                    with shared_activation_qdq():
+                    packages[method + NO_PASSES] = packages[method]
+                    with old_int8_qdq_writer():
                         packages[OLD_QDQ] = quantize_package(fp32, tmp / f"{preset}-{OLD_QDQ}.memx", method=method, calib_segments=32, progress=False).package
-            fused = {name: fused_count(p) for name, p in packages.items() if p.manifest.precision == "int8-qdq"}
+            fused = {name: fused_count(p) for name, p in packages.items() if p.manifest.precision == "int8-qdq" and not name.endswith(NO_PASSES)}
             deltas = {} if args.no_accuracy else zoo_accuracy_delta(fp32.manifest.family, tmp)
             for shape in args.shapes.split(","):
                 b, s = (int(x) for x in shape.split("x"))
@@ -151,14 +162,15 @@ def main() -> None:
     threads = f"{args.threads} intra-op thread(s)" if args.threads else "ONNX Runtime's default threads"
     print(f"\nONNX Runtime CPU per-segment latency, {args.rounds} interleaved rounds after {args.warmup} warm-up, {threads}; {machine()}")
     print("speed-up = fp32 median / row median; agreement = top-1 of the logits equal to fp32's on the timed stream;")
-    print(f"fused = quantized MatMul groups ONNX Runtime runs as integer kernels / all of them; {OLD_QDQ} = int8-qdq without private activation Q/DQ pairs;")
+    print(f"fused = quantized MatMul groups ONNX Runtime runs as integer kernels / all of them; {OLD_QDQ} = int8-qdq as written before issue 22;")
+    print(f"rows run with memx's graph passes (the default on CPU) unless named *{NO_PASSES} or {OLD_QDQ};")
     print("zoo Δ = task accuracy change (points) of the family's trained zoo model quantized the same way (>= 1,000 segments)")
-    head = f"{'preset':<13}{'B':>3}{'S':>5}  {'precision':<14}{'median ms':>10}{'p90 ms':>9}{'speed-up':>10}{'agreement':>11}{'fused':>8}  {'zoo Δ':>8}"
+    head = f"{'preset':<13}{'B':>3}{'S':>5}  {'precision':<20}{'median ms':>10}{'p90 ms':>9}{'speed-up':>10}{'agreement':>11}{'fused':>8}  {'zoo Δ':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         delta = f"{r['zoo_accuracy_delta_points']:+.2f}" if r["zoo_accuracy_delta_points"] is not None else "—"
-        print(f"{r['preset']:<13}{r['B']:>3}{r['S']:>5}  {r['precision']:<14}{r['median_ms']:>10.2f}{r['p90_ms']:>9.2f}"
+        print(f"{r['preset']:<13}{r['B']:>3}{r['S']:>5}  {r['precision']:<20}{r['median_ms']:>10.2f}{r['p90_ms']:>9.2f}"
               f"{r['speedup_vs_fp32']:>9.2f}x{r['top1_agreement_vs_fp32']:>10.1%}{r['fused_matmuls'] or '—':>8}  {delta:>8}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")

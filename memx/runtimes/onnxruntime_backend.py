@@ -74,16 +74,21 @@ class OnnxRuntimeBackend(Backend):
 
     def _session(self, ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any:
         """An InferenceSession of one graph (rewritten by the graph passes in memory when there
-        are any); a graph ONNX Runtime refuses (not ONNX, invalid, an op it has no kernel for,
-        types that do not agree) is a PackageFileError naming the file."""
+        are any; the graph as written when ONNX Runtime refuses the rewrite, e.g. a fused kernel
+        its CPU provider has only for float32); a graph ONNX Runtime refuses (not ONNX, invalid,
+        an op it has no kernel for, types that do not agree) is a PackageFileError naming the file."""
         path = package.file(graph.file)
-        source: str | bytes = str(path)
         if self.graph_passes:
             rewritten = rewritten_graph(path, package.manifest.files.get(graph.file), tuple(self.graph_passes))
             if rewritten is not None:
-                source, self.passes_applied[graph.name] = rewritten
+                try:
+                    sess = ort.InferenceSession(rewritten[0], sess_options=so, providers=providers)
+                    self.passes_applied[graph.name] = rewritten[1]
+                    return sess
+                except Exception as e:
+                    log.info("graph %r runs without memx's graph passes: onnxruntime refused the rewrite (%s)", graph.name, _ort_text(e))
         try:
-            return ort.InferenceSession(source, sess_options=so, providers=providers)
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime's own types (InvalidGraph, Fail, InvalidArgument, ...) and RuntimeError
             if type(e).__name__ == "EPFail":  # the provider, not the graph
                 raise BackendUnavailableError(f"execution provider failed to load graph {graph.name!r} ({graph.file})", expected=f"providers {providers}",

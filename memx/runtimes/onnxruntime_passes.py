@@ -313,10 +313,11 @@ def _full_bias(g: _Graph, a: _Attention, cache: dict[tuple[str, ...], str]) -> t
         return cache[key], []
     made: list[onnx.NodeProto] = []
     src = a.bias
-    if a.mask is not None:
-        src = g.fresh("memx_mha_bias")
-        made.append(helper.make_node("Where", [a.mask, g.add_const("memx_zero", np.array(0.0, np.float32)),
-                                               g.add_const("memx_fill", np.array(a.fill, np.float32))], [src], name=g.fresh("memx_mha_bias_where")))
+    if a.mask is not None:  # Where(mask, 0, fill) in the scores' type (CastLike: opset >= 15, checked by the caller)
+        src, zero, fill = g.fresh("memx_mha_bias"), g.fresh("memx_mha_zero"), g.fresh("memx_mha_fill")
+        made += [helper.make_node("CastLike", [g.add_const("memx_zero", np.array(0.0, np.float32)), a.q], [zero], name=g.fresh("memx_mha_castlike")),
+                 helper.make_node("CastLike", [g.add_const("memx_fill", np.array(a.fill, np.float32)), a.q], [fill], name=g.fresh("memx_mha_castlike")),
+                 helper.make_node("Where", [a.mask, zero, fill], [src], name=g.fresh("memx_mha_bias_where"))]
     b, s, kv = g.fresh("memx_mha_b"), g.fresh("memx_mha_s"), g.fresh("memx_mha_l")
     shape, full = g.fresh("memx_mha_bias_shape"), g.fresh("memx_mha_bias_full")
     made += [
@@ -336,9 +337,10 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     replaced: set[str] = set()
     inserted: dict[str, list[onnx.NodeProto]] = {}
     cache: dict[tuple[str, ...], str] = {}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for softmax in [n for n in model.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]:
         a = _match_attention(g, softmax)
-        if a is None or any(n.name in replaced for n in a.nodes):
+        if a is None or any(n.name in replaced for n in a.nodes) or (a.mask is not None and opset < 15):
             continue
         bias, made = _full_bias(g, a, cache)
         # no scale in the graph is a scale of 1 (MultiHeadAttention's default is 1/sqrt(dh))

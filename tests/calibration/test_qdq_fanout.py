@@ -217,3 +217,36 @@ def test_tensorrt_builds_the_graph_with_private_pairs(prenorm, tmp_path):
     shutil.copytree(q.path, path)
     tags = build_engines(path, target_cc="sm89", batch="1,2,2")
     assert [t.graph for t in tags] == ["step"] and (path / tags[0].file).stat().st_size > 1000
+
+
+def test_matmul_outputs_stay_float_and_the_int8_matmul_pass_takes_every_group(quantized_pair):
+    """Q/DQ only on MatMul inputs (NVIDIA's placement); memx's int8-matmul pass then turns every
+    quantized MatMul into MatMulIntegerToFloat, with the same outputs over a stream."""
+    from memx.runtimes.onnxruntime_passes import run_passes
+
+    new, _ = quantized_pair
+    for name, path in _graph_files(new).items():
+        model = onnx.load(str(path))
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                readers.setdefault(i, []).append(n)
+
+        def feeds_only_matmuls(q: onnx.NodeProto) -> bool:  # a Q/DQ that is the next MatMul's input quantization
+            return all(r.op_type in ("MatMul", "Gemm") for dq in readers.get(q.output[0], []) for r in readers.get(dq.output[0], []))
+
+        output_qdq = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                      for q in readers.get(n.output[0], []) if q.op_type == "QuantizeLinear" and not feeds_only_matmuls(q)]
+        assert output_qdq == [], name
+        groups = fused_matmul_groups(path).groups
+        assert run_passes(model, ["int8-matmul"]) == {"int8-matmul": groups}, name
+    plain, fused = (runtimes.open(new, graph_passes=p, intra_op_threads=1).stream(2) for p in ("none", "int8-matmul"))
+    rng = np.random.default_rng(0)
+    seg = new.manifest.segment["max"]
+    for _ in range(40):
+        tokens = rng.integers(0, new.manifest.vocab_size, (2, seg))
+        a, b = plain.step(tokens), fused.step(tokens)
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
+    for k in plain.state:
+        np.testing.assert_allclose(fused.state[k], plain.state[k], rtol=1e-5, atol=1e-5, err_msg=k)

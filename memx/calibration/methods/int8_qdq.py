@@ -4,7 +4,9 @@ only on the inputs of MatMul/Gemm: the form TensorRT's explicit quantization acc
 memory path is excluded under the default policy; custom memx ops stay float (their
 reference bodies make ONNX Runtime's calibrator work without the kernel library). Each
 consumer of an activation gets its own Q/DQ pair (``memx.calibration.qdq_fanout``), so ONNX
-Runtime's CPU provider fuses every quantized MatMul on x86."""
+Runtime's CPU provider fuses every quantized MatMul on x86; MatMul outputs stay float (ONNX
+Runtime runs each group as MatMulIntegerToFloat, memx's int8-matmul graph pass folds the bias
+Add into it)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ class Int8QDQ(QuantMethod):
     # False writes ONNX Runtime's shared activation Q/DQ pairs as they come (the writer before
     # memx.calibration.qdq_fanout; benchmarks/quantized_latency.py compares the two)
     _private_activation_qdq: ClassVar[bool] = True
+    # True writes Q/DQ on MatMul/Gemm outputs too (quantize_static's default; the writer before
+    # issue 22, compared in benchmarks/quantized_latency.py)
+    _matmul_output_qdq: ClassVar[bool] = False
 
     def quantize(self, job: GraphJob) -> dict[str, Any]:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -89,7 +94,7 @@ class Int8QDQ(QuantMethod):
                     # no Q/DQ on MatMul/Gemm outputs (NVIDIA's placement: quantize the inputs of weighted ops);
                     # ONNX Runtime then runs each group as MatMulIntegerToFloat with a float output
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                                   "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+                                   "OpTypesToExcludeOutputQuantization": [] if self._matmul_output_qdq else ["MatMul", "Gemm"]},
                 )
         except Exception as e:  # onnxruntime raises its own types
             raise QuantizationError(f"onnxruntime quantize_static failed on graph {job.graph.name!r}: {type(e).__name__}: {e}") from e
