@@ -28,7 +28,9 @@ from memx.plotting import utc_now
 from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machine, peak_rss_mb
 
 _SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?(?:\+(?P<mode>[a-z]+))?$")
-MODES: dict[str, dict[str, bool]] = {"host": {"resident": False}, "resident": {"resident": True}, "graphs": {"resident": True, "cuda_graphs": True}}
+MODES: dict[str, dict[str, Any]] = {"host": {"resident": False}, "resident": {"resident": True}, "graphs": {"resident": True, "cuda_graphs": True},
+                                   "unfused": {"graph_passes": "none"}}  # onnxruntime: the graph as written, without memx's graph passes
+BACKEND_MODES = {"unfused": "onnxruntime"}  # modes only one backend has
 REPORT_FORMAT = "memx.profile"
 REPORT_VERSION = 1
 
@@ -47,6 +49,8 @@ class Contender:
             raise InputError("cannot read contender", expected="backend[:precision][@device][+mode], e.g. onnxruntime:int8-dynamic or torch@cuda+graphs", actual=spec)
         if m["mode"] is not None and m["mode"] not in MODES:
             raise InputError("unknown contender mode", expected=sorted(MODES), actual=m["mode"])
+        if m["mode"] in BACKEND_MODES and m["backend"] != BACKEND_MODES[m["mode"]]:
+            raise InputError(f"contender mode +{m['mode']} is a mode of {BACKEND_MODES[m['mode']]}", expected=f"{BACKEND_MODES[m['mode']]}+{m['mode']}", actual=spec)
         return cls(m["backend"], m["precision"], m["device"] or "cpu", m["mode"])
 
     @property
@@ -55,7 +59,7 @@ class Contender:
                 + (f"+{self.mode}" if self.mode else ""))
 
     @property
-    def stream_options(self) -> dict[str, bool]:
+    def stream_options(self) -> dict[str, Any]:
         return dict(MODES[self.mode]) if self.mode else {}
 
 
