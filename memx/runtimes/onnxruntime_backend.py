@@ -34,7 +34,7 @@ class OnnxRuntimeBackend(Backend):
     run the ops' reference bodies; a path: that library), ``graph_passes`` (memx's rewrites into
     ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "auto" (default): all of
     them when the session runs on the CPU provider alone and graph optimization is "all" or
-    "extended"; "none"; or a list / comma-separated names, on any provider). The package's file
+    "extended"; "none" or False; True: all, on any provider; or a list / comma-separated names, on any provider). The package's file
     is never changed: the rewritten graph lives in memory."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
@@ -167,8 +167,10 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
     if choice in (None, "auto"):
         cpu_only = [p[0] if isinstance(p, (tuple, list)) else p for p in providers] == ["CPUExecutionProvider"]
         return PASSES.names() if cpu_only and level in ("all", "extended") else []
-    if choice in (False, "none", ""):
+    if choice is False or choice in ("none", ""):
         return []
+    if choice is True:
+        return PASSES.names()
     names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)
     for n in names:
         PASSES.get(n)  # an unknown name is a typed error naming the registered passes
@@ -176,14 +178,15 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
 
 
 _REWRITTEN: "collections.OrderedDict[tuple[str, str, tuple[str, ...]], tuple[bytes, dict[str, int]] | None]" = collections.OrderedDict()
-_REWRITTEN_KEEP = 8
+_REWRITTEN_BYTES = 256 * 2**20  # the rewritten graphs kept for reopening, in all
 
 
 def rewritten_graph(path: Path, info: Any, passes: tuple[str, ...]) -> tuple[bytes, dict[str, int]] | None:
     """The graph at ``path`` after ``passes``, serialized, and what each pass rewrote; None when
     no pass changed anything or the graph keeps its weights in external files (ONNX Runtime
-    then reads the file itself). Kept for the last few graphs (keyed by the manifest's sha256,
-    else the file's size and time), so reopening a package does not rewrite it again."""
+    then reads the file itself). The last graphs rewritten (up to 256 MiB of them, keyed by the
+    manifest's sha256, else the file's size and time) are kept, so reopening a package does not
+    rewrite it again."""
     import onnx
 
     from memx.runtimes.onnxruntime_passes import run_passes
@@ -197,11 +200,12 @@ def rewritten_graph(path: Path, info: Any, passes: tuple[str, ...]) -> tuple[byt
     done: dict[str, int] = {}
     if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         done = run_passes(model, passes)
-    _REWRITTEN[key] = (model.SerializeToString(), done) if any(done.values()) else None
-    while len(_REWRITTEN) > _REWRITTEN_KEEP:
+    result = (model.SerializeToString(), done) if any(done.values()) else None
+    _REWRITTEN[key] = result
+    while sum(len(v[0]) for v in _REWRITTEN.values() if v is not None) > _REWRITTEN_BYTES or len(_REWRITTEN) > 64:
         _REWRITTEN.popitem(last=False)
     log.debug("graph passes on %s: %s", path.name, done)
-    return _REWRITTEN[key]
+    return result
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16", "tensor(double)": "float64", "tensor(int64)": "int64",

@@ -9,7 +9,7 @@ can compare a step with and without them:
 
 - ``attention``: scaled dot-product attention written with ops (Reshape/Transpose to heads,
   MatMul, scale, mask, Softmax, MatMul, back to [B, S, D]) -> ``MultiHeadAttention``;
-  a boolean mask becomes one additive bias per mask, shared by the layers that use it.
+  a boolean mask becomes an additive bias, Where(mask, 0, fill) broadcast to [B, H, S, L].
 - ``gelu``: ONNX Runtime's own GELU fusions (onnxruntime.transformers): the tanh or erf
   GELU written with elementwise ops, with the bias Add before it -> ``FastGelu``/``BiasGelu``.
   (Its SkipLayerNormalization fusion is left out: slower here, see fuse_gelu.)
@@ -22,6 +22,9 @@ Rows whose every key is masked are the one place ``attention`` changes a value: 
 graph attends uniformly over the masked keys, the fused one weights them by their scores
 (both are meaningless outputs). Everything else agrees to float rounding (tests/runtimes/
 test_onnxruntime_passes.py, and validate over the zoo).
+
+Importing onnxruntime.transformers (the ``gelu`` pass) appends its folder to ``sys.path``
+(ONNX Runtime's own doing; its modules import each other as top-level modules).
 """
 
 from __future__ import annotations
@@ -223,6 +226,7 @@ class _Attention:
     out: str  # [B, S, D]
     nodes: list[onnx.NodeProto]  # replaced by the fused node
     last: onnx.NodeProto  # the Reshape back to [B, S, D]: the fused node goes where it was
+    sizes: tuple[str, str]  # what fixes S and L: the head Reshapes' shape tensors (or q and k themselves)
 
 
 def _heads(g: _Graph, reshape: onnx.NodeProto) -> int | None:
@@ -300,15 +304,23 @@ def _match_attention(g: _Graph, softmax: onnx.NodeProto) -> _Attention | None:
     if flat_shape is not None and flat_shape.size != 3:
         return None
     return _Attention(q[0], k[0], v[0], q[1], scale, mask, fill, bias, flat.output[0],
-                      nodes + [qk, pv, back, flat] + q[2] + k[2] + v[2], flat)  # type: ignore[list-item]
+                      nodes + [qk, pv, back, flat] + q[2] + k[2] + v[2], flat,  # type: ignore[list-item]
+                      (_size_key(g, q[2][1], q[0]), _size_key(g, k[2][1], k[0])))
+
+
+def _size_key(g: _Graph, reshape: onnx.NodeProto, x: str) -> str:
+    """A name that stands for x's [B, S] sizes: the shape tensor of its head Reshape when that is
+    computed (layers reshaping with the same tensor have the same S), else x itself (a constant
+    shape with 0 or -1 takes S from x, which may differ between layers)."""
+    return x if g.const(reshape.input[1]) is not None else reshape.input[1]
 
 
 def _full_bias(g: _Graph, a: _Attention, cache: dict[tuple[str, ...], str]) -> tuple[str | None, list[onnx.NodeProto]]:
     """The additive bias of ``a`` expanded to [B, H, S, L] (MultiHeadAttention's attention_bias);
-    one per (mask or bias, q, k), shared by every layer that uses the same."""
+    one per mask (or bias), fill and sizes, shared by every layer with the same."""
     if a.mask is None and a.bias is None:
         return None, []
-    key = (a.mask or a.bias or "", str(a.fill), a.q, a.k)
+    key = (a.mask or a.bias or "", str(a.fill), *a.sizes)
     if key in cache:
         return cache[key], []
     made: list[onnx.NodeProto] = []

@@ -275,3 +275,33 @@ def test_backend_refuses_an_unknown_pass_by_name(package_of):
 def test_passes_are_registered_with_descriptions():
     assert {"attention", "gelu", "int8-matmul"} <= set(PASSES.names())
     assert all(PASSES.get(n).description for n in PASSES.names())
+
+
+def test_one_mask_bias_serves_layers_of_the_same_sizes_and_not_queries_of_another_length():
+    """Two attentions reading one keep-mask: queries of S and S2 tokens reshaped with a constant
+    [0, 0, H, dh] shape (S comes from each input) get a bias each; layers reshaping with one
+    computed shape tensor (memx's exports) share one."""
+    one = _attention_graph("where", "mul")
+    g = one.graph
+    second = [onnx.NodeProto() for _ in g.node]
+    for src, dst in zip(g.node, second):
+        dst.CopyFrom(src)
+        dst.name = src.name + "_2" if src.name else ""
+        dst.input[:] = [i if i in ("k", "v", "keep", "heads", "flat", "c", "fill") else ("q2" if i == "q" else i + "_2") for i in src.input]
+        dst.output[:] = [o + "_2" for o in src.output]
+    g.node.extend(second)
+    g.input.append(helper.make_tensor_value_info("q2", TensorProto.FLOAT, ["B", "S2", 8]))
+    g.output.append(helper.make_tensor_value_info("out_2", TensorProto.FLOAT, ["B", "S2", 8]))
+    fused, done = _rewritten(one, ["attention"])
+    assert done == {"attention": 2} and _ops(fused)["Expand"] == 2  # one bias per query length
+    rng = np.random.default_rng(5)
+    feeds = _attention_feeds(rng, one, 2, 5, 7)
+    feeds["q2"] = rng.standard_normal((2, 3, 8), dtype=np.float32)
+    for want, got in zip(_session(one).run(["out", "out_2"], feeds), _session(fused).run(["out", "out_2"], feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_memx_export_shares_one_mask_bias_across_its_layers(package_of):
+    model = onnx.load(str(package_of("memtr-majority").file("model.onnx")))
+    fused, done = _rewritten(model, ["attention"])
+    assert done["attention"] >= 2 and _ops(fused)["Expand"] <= _ops(model)["Expand"] - done["attention"] + 1
