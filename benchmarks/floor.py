@@ -3,8 +3,8 @@
 ONNX graph, per-segment p50 measured, against the measured fp32 GEMM peak and copy
 bandwidth (memx profile --floor), for the `small` presets at B=1 and B=8, S=128.
 
-Each step is measured twice in the same run: the package's graph as exported
-(``graph_passes="none"``) and with memx's ONNX Runtime graph passes (the default on CPU:
+Each step is measured twice in the same run: the package's graph as exported (the
+backend's default) and with memx's ONNX Runtime graph passes (``graph_passes="auto"``:
 attention -> MultiHeadAttention, GELU -> FastGelu; memx.runtimes.onnxruntime_passes); the
 FLOP count is the exported graph's for both.
 

@@ -10,12 +10,12 @@ of each contender's logits with fp32's on the timed stream itself. The `small` p
 are untrained, so their task accuracy means nothing; the accuracy delta column is that of
 the trained zoo model of the same family (quantized the same way, >= 1,000 segments).
 
-Every package runs as users get it: through memx's ONNX Runtime backend, with its graph passes
-(memx.runtimes.onnxruntime_passes: attention -> MultiHeadAttention, GELU -> FastGelu, Q/DQ
-MatMul + bias -> MatMulIntegerToFloat). Rows ending in ``-no-passes`` run the package's graph
-as written (``graph_passes="none"``), and ``int8-qdq-old`` is the int8-qdq writer before issue
-22 (one activation Q/DQ pair shared by its consumers, Q/DQ on MatMul outputs too), without
-passes: where int8-qdq started. The "fused" column counts, per int8-qdq package, the
+Every package runs through memx's ONNX Runtime backend; rows ending in ``+fused`` add its
+graph passes (``graph_passes="auto"``, memx.runtimes.onnxruntime_passes: attention ->
+MultiHeadAttention, GELU -> FastGelu, Q/DQ MatMul + bias -> MatMulIntegerToFloat), the others
+run the package's graph as written (the default). ``int8-qdq-old`` is the int8-qdq writer
+before issue 22 (one activation Q/DQ pair shared by its consumers, Q/DQ on MatMul outputs
+too): where int8-qdq started. The "fused" column counts, per int8-qdq package, the
 quantized MatMul groups ONNX Runtime (ORT_ENABLE_ALL) turns into integer kernels out of all
 of them in the step graphs (without memx's passes).
 
@@ -48,7 +48,7 @@ from memx.exporter import export_preset  # noqa: E402
 
 METHODS = ["int8-qdq", "int8-dynamic", "fp16"]
 OLD_QDQ = "int8-qdq-old"  # int8-qdq as written before issue 22, run without graph passes
-NO_PASSES = "-no-passes"  # suffix: the same package with graph_passes="none"
+FUSED = "+fused"  # suffix: the same package with graph_passes="auto"
 ZOO_OF_FAMILY = {"gmat": "gmat-majority", "memtr": "memtr-majority", "rmt": "rmt-ar", "memformer": "memformer-majority", "infformer": "infformer-sort"}
 
 
@@ -96,7 +96,7 @@ def measure(packages: dict[str, object], batch: int, seg: int, rounds: int, warm
 
 
 def _passes_of(contender: str) -> dict[str, str]:
-    return {"graph_passes": "none"} if contender.endswith(NO_PASSES) or contender == OLD_QDQ else {}
+    return {"graph_passes": "auto"} if contender.endswith(FUSED) else {}
 
 
 def zoo_accuracy_delta(family: str, tmp: Path) -> dict[str, float]:
@@ -140,14 +140,15 @@ def main() -> None:
         tmp = Path(tmp_dir)
         for preset in args.presets.split(","):
             fp32 = export_preset(preset, tmp / f"{preset}.memx", verify_segments=0)
-            packages = {"fp32": fp32, "fp32" + NO_PASSES: fp32}
+            packages = {"fp32": fp32, "fp32" + FUSED: fp32}
             for method in METHODS:
                 packages[method] = quantize_package(fp32, tmp / f"{preset}-{method}.memx", method=method, calib_segments=32, progress=False).package
+                if method.startswith("int8"):
+                    packages[method + FUSED] = packages[method]
                 if method == "int8-qdq":
-                    packages[method + NO_PASSES] = packages[method]
                     with old_int8_qdq_writer():
                         packages[OLD_QDQ] = quantize_package(fp32, tmp / f"{preset}-{OLD_QDQ}.memx", method=method, calib_segments=32, progress=False).package
-            fused = {name: fused_count(p) for name, p in packages.items() if p.manifest.precision == "int8-qdq" and not name.endswith(NO_PASSES)}
+            fused = {name: fused_count(p) for name, p in packages.items() if p.manifest.precision == "int8-qdq" and not name.endswith(FUSED)}
             deltas = {} if args.no_accuracy else zoo_accuracy_delta(fp32.manifest.family, tmp)
             for shape in args.shapes.split(","):
                 b, s = (int(x) for x in shape.split("x"))
@@ -163,7 +164,7 @@ def main() -> None:
     print(f"\nONNX Runtime CPU per-segment latency, {args.rounds} interleaved rounds after {args.warmup} warm-up, {threads}; {machine()}")
     print("speed-up = fp32 median / row median; agreement = top-1 of the logits equal to fp32's on the timed stream;")
     print(f"fused = quantized MatMul groups ONNX Runtime runs as integer kernels / all of them; {OLD_QDQ} = int8-qdq as written before issue 22;")
-    print(f"rows run with memx's graph passes (the default on CPU) unless named *{NO_PASSES} or {OLD_QDQ};")
+    print(f"rows named *{FUSED} run with memx's graph passes (graph_passes='auto'), the others the graph as written;")
     print("zoo Δ = task accuracy change (points) of the family's trained zoo model quantized the same way (>= 1,000 segments)")
     head = f"{'preset':<13}{'B':>3}{'S':>5}  {'precision':<20}{'median ms':>10}{'p90 ms':>9}{'speed-up':>10}{'agreement':>11}{'fused':>8}  {'zoo Δ':>8}"
     print(head)

@@ -90,8 +90,8 @@ def validate(
     report_file: Optional[Path] = typer.Option(None, "--report", help="Write the report as JSON to this file (--json prints it on stdout)."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
     kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
-    graph_passes: str = typer.Option("auto", "--graph-passes", help="onnxruntime: memx's rewrites into fused CPU kernels (auto: all on the CPU provider; none; or names: "
-                                     "attention,gelu,int8-matmul)."),
+    graph_passes: str = typer.Option("none", "--graph-passes", help="onnxruntime: memx's rewrites into fused CPU kernels (none: the graph as written; auto: all on "
+                                     "the CPU provider; or names: attention,gelu,int8-matmul)."),
     against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from memx.errors import BackendUnavailableError, PackageFileError
+from memx.errors import BackendUnavailableError, InputError, PackageFileError
 from memx.package.manifest import GraphInfo
 from memx.package.files import Package
 from memx.runtimes.base import Backend, check_graph_dtypes, check_graph_dtypes_of, register_backend
@@ -32,10 +32,12 @@ class OnnxRuntimeBackend(Backend):
     ``session_options`` (an ``onnxruntime.SessionOptions`` used as is), ``custom_op_library``
     (None: libmemx_ops when the package uses memx ops and the library is built; False: never,
     run the ops' reference bodies; a path: that library), ``graph_passes`` (memx's rewrites into
-    ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "auto" (default): all of
-    them when the session runs on the CPU provider alone and graph optimization is "all" or
-    "extended"; "none" or False; True: all, on any provider; or a list / comma-separated names, on any provider). The package's file
-    is never changed: the rewritten graph lives in memory."""
+    ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "none" (default: the
+    graph as written; opening a package then imports neither onnx nor onnxruntime.transformers,
+    and every runtime, C++ included, computes the same values); "auto": all of them when the
+    session runs on the CPU provider alone and graph optimization is "all" or "extended"; True:
+    all, on any provider; or a list / comma-separated names, on any provider). The package's
+    file is never changed: the rewritten graph lives in memory."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
         super().__init__(package, device=device, **options)
@@ -54,7 +56,7 @@ class OnnxRuntimeBackend(Backend):
         so = options.get("session_options") or self._session_options(ort, options)
         self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))
         usable = [p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available]
-        self.graph_passes = _pass_names(options.get("graph_passes", "auto"), usable, options.get("graph_optimization", "all"))
+        self.graph_passes = _pass_names(options.get("graph_passes", "none"), usable, options.get("graph_optimization", "all"))
         self.passes_applied: dict[str, dict[str, int]] = {}
         self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
         check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
@@ -161,16 +163,19 @@ class OnnxRuntimeBackend(Backend):
 
 
 def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
-    """The graph passes a session gets (see OnnxRuntimeBackend's ``graph_passes``)."""
+    """The graph passes a session gets (see OnnxRuntimeBackend's ``graph_passes``); "none"
+    imports nothing (the passes need onnx)."""
+    if choice is None or choice is False or choice in ("none", ""):
+        return []
     from memx.runtimes.onnxruntime_passes import PASSES
 
-    if choice in (None, "auto"):
+    if choice == "auto":
         cpu_only = [p[0] if isinstance(p, (tuple, list)) else p for p in providers] == ["CPUExecutionProvider"]
         return PASSES.names() if cpu_only and level in ("all", "extended") else []
-    if choice is False or choice in ("none", ""):
-        return []
     if choice is True:
         return PASSES.names()
+    if not isinstance(choice, (str, list, tuple)):
+        raise InputError("graph_passes", expected="'none', 'auto', True/False, or pass names", actual=repr(choice))
     names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)
     for n in names:
         PASSES.get(n)  # an unknown name is a typed error naming the registered passes

@@ -41,12 +41,12 @@ def test_contender_specs():
     assert graphs.stream_options == {"resident": True, "cuda_graphs": True} and Contender.parse("torch").stream_options == {}
     with pytest.raises(InputError, match="unknown contender mode") as e:
         Contender.parse("torch@cuda+fast")
-    assert e.value.expected == ["graphs", "host", "resident", "unfused"]
-    unfused = Contender.parse("onnxruntime:int8-qdq+unfused")
-    assert unfused.stream_options == {"graph_passes": "none"} and unfused.name == "onnxruntime:int8-qdq+unfused"
-    with pytest.raises(InputError, match=r"contender mode \+unfused is a mode of onnxruntime") as e:
-        Contender.parse("torch+unfused")
-    assert e.value.expected == "onnxruntime+unfused" and e.value.actual == "torch+unfused"
+    assert e.value.expected == ["fused", "graphs", "host", "resident"]
+    fused = Contender.parse("onnxruntime:int8-qdq+fused")
+    assert fused.stream_options == {"graph_passes": "auto"} and fused.name == "onnxruntime:int8-qdq+fused"
+    with pytest.raises(InputError, match=r"contender mode \+fused is a mode of onnxruntime") as e:
+        Contender.parse("torch+fused")
+    assert e.value.expected == "onnxruntime+fused" and e.value.actual == "torch+fused"
     with pytest.raises(InputError, match="once each"):
         parse_contenders("torch,torch")
 

@@ -16,7 +16,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from memx import runtimes
-from memx.errors import RegistryError
+from memx.errors import InputError, RegistryError
 from memx.runtimes.onnxruntime_passes import PASSES, register_pass, run_passes
 
 
@@ -246,8 +246,8 @@ def _digest(path) -> dict[str, str]:
 def test_backend_applies_the_passes_in_memory_and_long_streams_agree(package_of):
     pkg = package_of("memtr-majority")
     before = _digest(pkg.path)
-    plain = runtimes.open(pkg, backend="onnxruntime", graph_passes="none")
-    fused = runtimes.open(pkg, backend="onnxruntime")
+    plain = runtimes.open(pkg, backend="onnxruntime")  # the default: the graph as written
+    fused = runtimes.open(pkg, backend="onnxruntime", graph_passes="auto")
     applied = fused.backend.describe()["graph_passes"]
     assert applied["step"]["attention"] >= 1 and applied["step"]["gelu"] >= 1
     assert plain.backend.describe()["graph_passes"] == {}
@@ -270,6 +270,9 @@ def test_backend_refuses_an_unknown_pass_by_name(package_of):
     with pytest.raises(RegistryError, match="unknown onnxruntime graph pass 'atention'") as info:
         runtimes.open(package_of("rmt-tiny"), backend="onnxruntime", graph_passes="atention,gelu")
     assert "attention" in info.value.expected and info.value.hint == "did you mean 'attention'?"
+    with pytest.raises(InputError, match="graph_passes") as info:
+        runtimes.open(package_of("rmt-tiny"), backend="onnxruntime", graph_passes=3)
+    assert info.value.actual == "3"
 
 
 def test_passes_are_registered_with_descriptions():
