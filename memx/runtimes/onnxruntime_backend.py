@@ -197,7 +197,7 @@ def rewritten_graph(path: Path, info: Any, passes: tuple[str, ...]) -> tuple[byt
     from memx.runtimes.onnxruntime_passes import run_passes
 
     stat = path.stat()
-    key = (str(path), info.sha256 if info is not None else f"{stat.st_size}:{stat.st_mtime_ns}", passes)
+    key = (str(path), f"{info.sha256 if info is not None else ''}:{stat.st_size}:{stat.st_mtime_ns}", passes)
     if key in _REWRITTEN:
         _REWRITTEN.move_to_end(key)
         return _REWRITTEN[key]

@@ -113,10 +113,27 @@ class _Graph:
         for n in self.graph.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
                 self.consts[n.output[0]] = n.attribute[0].t
+        self._shapes: dict[str, list[int | str | None]] | None = None
         self._names = {n.name for n in self.graph.node} | set(self.producer) | {t.name for t in self.graph.initializer} | {i.name for i in self.graph.input}
         for n in self.graph.node:  # patterns are tracked by node name
             if not n.name:
                 n.name = self.fresh(f"memx_{n.op_type}")
+
+    def dims(self, name: str) -> list[int | str | None] | None:
+        """The dims of ``name`` from ONNX shape inference (with data propagation): ints,
+        symbols (equal symbols are equal sizes) or None where unknown; None for no shape."""
+        if self._shapes is None:
+            self._shapes = {}
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=False, data_prop=True)
+            except Exception as e:  # custom ops without schemas, oversized models: no shapes, no matches
+                log.debug("shape inference failed: %s", e)
+                return None
+            for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+                t = v.type.tensor_type
+                if t.HasField("shape"):
+                    self._shapes[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        return self._shapes.get(name)
 
     def const(self, name: str) -> np.ndarray | None:
         t = self.consts.get(name)
@@ -173,7 +190,7 @@ def _replace(g: _Graph, replaced: set[str], inserted: dict[str, list[onnx.NodePr
             nodes.append(n)
     outputs = {o.name for o in g.graph.output}
     while True:
-        used = {i for n in nodes for i in n.input} | outputs
+        used = {i for n in nodes for i in n.input} | outputs | _subgraph_reads(nodes)
         kept = [n for n in nodes if any(o in used for o in n.output if o)]
         if len(kept) == len(nodes):
             break
@@ -184,9 +201,19 @@ def _replace(g: _Graph, replaced: set[str], inserted: dict[str, list[onnx.NodePr
         raise ValueError(f"the rewrite removed values that are still read: {dangling[:5]}")
     del g.graph.node[:]
     g.graph.node.extend(_toposort(nodes))
-    used = {i for n in nodes for i in n.input}
+    used = {i for n in nodes for i in n.input} | _subgraph_reads(nodes)
     for t in [t for t in g.graph.initializer if t.name not in used and t.name not in outputs]:
         g.graph.initializer.remove(t)
+
+
+def _subgraph_reads(nodes: list[onnx.NodeProto]) -> set[str]:
+    """Every name read inside the If/Loop/Scan bodies of ``nodes`` (outer values they use count as used)."""
+    reads: set[str] = set()
+    for n in nodes:
+        for a in n.attribute:
+            for body in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                reads |= {i for m in body.node for i in m.input} | _subgraph_reads(list(body.node))
+    return reads
 
 
 def _toposort(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
@@ -196,7 +223,7 @@ def _toposort(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     waiting: dict[str, list[int]] = collections.defaultdict(list)
     missing = []
     for k, n in enumerate(nodes):
-        needs = {i for i in n.input if i in made_here}
+        needs = {i for i in list(n.input) + sorted(_subgraph_reads([n])) if i in made_here}
         missing.append(needs)
         for i in needs:
             waiting[i].append(k)
@@ -232,26 +259,23 @@ class _Attention:
     out: str  # [B, S, D]
     nodes: list[onnx.NodeProto]  # replaced by the fused node
     last: onnx.NodeProto  # the Reshape back to [B, S, D]: the fused node goes where it was
-    sizes: tuple[str, str]  # what fixes S and L: the head Reshapes' shape tensors (or q and k themselves)
+    sizes: tuple[str, str]  # q's (B, S) and k's (B, L) as shape inference names them (equal symbols: equal sizes)
 
 
-def _heads(g: _Graph, reshape: onnx.NodeProto) -> int | None:
-    """H of a Reshape to [B, S, H, dh] whose shape is a constant or a Concat ending in two constants."""
-    shape = g.const(reshape.input[1])
-    if shape is not None and shape.size == 4 and shape[2] > 0:
-        return int(shape[2])
-    cat = g.made_by(reshape.input[1], "Concat")
-    if cat is None or len(cat.input) < 2:
+def _heads(g: _Graph, reshape: onnx.NodeProto) -> tuple[int, tuple[int | str, int | str]] | None:
+    """(H, (B, S)) of a Reshape of x [B, S, D] to [B, S, H, dh] with H * dh = D, every size known
+    to shape inference (symbols count: equal symbols are equal sizes); None for any other reshape."""
+    x, y = g.dims(reshape.input[0]), g.dims(reshape.output[0])
+    if x is None or y is None or len(x) != 3 or len(y) != 4 or any(d is None for d in x + y):
         return None
-    parts = [g.const(i) for i in cat.input]
-    tail = np.concatenate([p.reshape(-1) for p in parts[-2:]]) if all(p is not None for p in parts[-2:]) else None
-    if tail is None or tail.size != 2 or int(sum(p.size if p is not None else 1 for p in parts)) != 4 or tail[0] <= 0:
+    (b, s, d), (b2, s2, h, dh) = x, y
+    if (b, s) != (b2, s2) or not all(isinstance(v, int) and v > 0 for v in (d, h, dh)) or h * dh != d:  # type: ignore[operator]
         return None
-    return int(tail[0])
+    return int(h), (b, s)  # type: ignore[return-value]
 
 
-def _to_heads(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto]] | None:
-    """``name`` = Transpose(perm)(Reshape(x, [B, S, H, dh])): (x, H, the two nodes)."""
+def _to_heads(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto], tuple[int | str, int | str]] | None:
+    """``name`` = Transpose(perm)(Reshape(x, [B, S, H, dh])): (x, H, the two nodes, (B, S))."""
     t = g.made_by(name, "Transpose")
     if _perm(t) != perm or g.only_consumer(name) is None:
         return None
@@ -259,12 +283,12 @@ def _to_heads(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[onn
     if r is None or g.only_consumer(r.output[0]) is None:
         return None
     h = _heads(g, r)
-    return None if h is None else (r.input[0], h, [t, r])  # type: ignore[list-item]
+    return None if h is None else (r.input[0], h[0], [t, r], h[1])  # type: ignore[list-item]
 
 
-def _match_attention(g: _Graph, softmax: onnx.NodeProto) -> _Attention | None:
-    axis = _attr(softmax, "axis", -1)
-    if axis not in (-1, 3):
+def _match_attention(g: _Graph, softmax: onnx.NodeProto, opset: int) -> _Attention | None:
+    axis = _attr(softmax, "axis", -1 if opset >= 13 else 1)  # Softmax-1/11 default to axis 1 (and flatten)
+    if axis not in (-1, 3) or (opset < 13 and axis != 3):
         return None
     nodes = [softmax]
     x = g.producer.get(softmax.input[0])
@@ -304,21 +328,14 @@ def _match_attention(g: _Graph, softmax: onnx.NodeProto) -> _Attention | None:
     if v is None or _perm(back) != [0, 2, 1, 3]:
         return None
     flat = g.only_consumer(back.output[0])  # type: ignore[union-attr]
-    if flat is None or flat.op_type != "Reshape" or len({q[1], k[1], v[1]}) != 1:
+    if flat is None or flat.op_type != "Reshape" or len({q[1], k[1], v[1]}) != 1 or k[3][0] != q[3][0] or v[3] != k[3]:
         return None
-    flat_shape = g.const(flat.input[1])
-    if flat_shape is not None and flat_shape.size != 3:
+    v_width, out = g.dims(v[0]), g.dims(flat.output[0])  # the output is [B, S, width of v]
+    if v_width is None or out is None or out != [q[3][0], q[3][1], v_width[-1]]:
         return None
     return _Attention(q[0], k[0], v[0], q[1], scale, mask, fill, bias, flat.output[0],
                       nodes + [qk, pv, back, flat] + q[2] + k[2] + v[2], flat,  # type: ignore[list-item]
-                      (_size_key(g, q[2][1], q[0]), _size_key(g, k[2][1], k[0])))
-
-
-def _size_key(g: _Graph, reshape: onnx.NodeProto, x: str) -> str:
-    """A name that stands for x's [B, S] sizes: the shape tensor of its head Reshape when that is
-    computed (layers reshaping with the same tensor have the same S), else x itself (a constant
-    shape with 0 or -1 takes S from x, which may differ between layers)."""
-    return x if g.const(reshape.input[1]) is not None else reshape.input[1]
+                      (str(q[3]), str(k[3])))
 
 
 def _full_bias(g: _Graph, a: _Attention, cache: dict[tuple[str, ...], str]) -> tuple[str | None, list[onnx.NodeProto]]:
@@ -326,7 +343,7 @@ def _full_bias(g: _Graph, a: _Attention, cache: dict[tuple[str, ...], str]) -> t
     one per mask (or bias), fill and sizes, shared by every layer with the same."""
     if a.mask is None and a.bias is None:
         return None, []
-    key = (a.mask or a.bias or "", str(a.fill), *a.sizes)
+    key = (a.mask or a.bias or "", str(a.fill), str(a.heads), *a.sizes)
     if key in cache:
         return cache[key], []
     made: list[onnx.NodeProto] = []
@@ -357,7 +374,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     cache: dict[tuple[str, ...], str] = {}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     for softmax in [n for n in model.graph.node if n.op_type == "Softmax" and n.domain in ("", "ai.onnx")]:
-        a = _match_attention(g, softmax)
+        a = _match_attention(g, softmax, opset)
         if a is None or any(n.name in replaced for n in a.nodes) or (a.mask is not None and opset < 15):
             continue
         bias, made = _full_bias(g, a, cache)
@@ -446,17 +463,18 @@ def _dq_of_q(g: _Graph, name: str) -> tuple[str, str, str | None, list[onnx.Node
     q = g.made_by(dq.input[0], "QuantizeLinear")
     if q is None or g.only_consumer(q.output[0]) is None:
         return None
-    zp_name = q.input[2] if len(q.input) > 2 and q.input[2] else None
-    zp = g.const(zp_name) if zp_name else None
     s_q, s_dq = g.const(q.input[1]), g.const(dq.input[1])
-    zp_dq = g.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
     if s_q is None or s_q.size != 1 or s_dq is None or not np.array_equal(s_q, s_dq):
         return None
-    if (zp is not None and (zp.dtype != np.int8 or zp.size != 1)) or (zp_name and zp_dq is None) or \
-            (zp is not None and zp_dq is not None and not np.array_equal(zp, zp_dq)):
-        return None
-    if zp is None and _attr(q, "output_dtype", 0) not in (0, TensorProto.INT8):
-        return None
+    zp_name = q.input[2] if len(q.input) > 2 and q.input[2] else None
+    dq_zp_name = dq.input[2] if len(dq.input) > 2 and dq.input[2] else None
+    if zp_name is None:  # int8 only when the Q says so (no zero point: uint8 output by default)
+        if dq_zp_name is not None or _attr(q, "output_dtype", 0) != TensorProto.INT8:
+            return None
+    else:  # a constant int8 scalar zero point, the same on both sides
+        zp, zp_dq = g.const(zp_name), g.const(dq_zp_name) if dq_zp_name else None
+        if zp is None or zp_dq is None or zp.dtype != np.int8 or zp.size != 1 or not np.array_equal(zp, zp_dq):
+            return None
     return q.input[0], q.input[1], zp_name, [dq, q]
 
 

@@ -308,3 +308,31 @@ def test_memx_export_shares_one_mask_bias_across_its_layers(package_of):
     model = onnx.load(str(package_of("memtr-majority").file("model.onnx")))
     fused, done = _rewritten(model, ["attention"])
     assert done["attention"] >= 2 and _ops(fused)["Expand"] <= _ops(model)["Expand"] - done["attention"] + 1
+
+
+def test_a_quantize_without_zero_point_is_uint8_and_not_taken_for_int8():
+    """QuantizeLinear with no zero point (and no output_dtype) gives uint8 in [0, 255]: reading it
+    as int8 with zero point 0 would stop clipping negative values."""
+    rng = np.random.default_rng(6)
+    model = _qdq_graph(rng)
+    for n in model.graph.node:
+        if n.input and n.input[0] == "x" and n.op_type == "QuantizeLinear":
+            del n.input[2]
+        if n.op_type == "DequantizeLinear" and n.input[0].startswith("xq"):
+            del n.input[2]
+    fused, done = _rewritten(model, ["int8-matmul"])
+    assert done == {"int8-matmul": 0} and fused == model
+
+
+def test_a_reshape_that_splits_the_sequence_instead_of_the_width_is_not_attention():
+    """[B, S, D] = [1, 16, 8] reshaped to [1, 4, 4, 8]: four rows of S, not heads of D."""
+    model = _attention_graph("none", "mul")
+    for t in model.graph.initializer:
+        if t.name == "heads":
+            t.CopyFrom(numpy_helper.from_array(np.array([1, 4, 4, 8], np.int64), "heads"))
+    for vi in model.graph.input:
+        for d, v in zip(vi.type.tensor_type.shape.dim, (1, 16, 8)):
+            d.Clear()
+            d.dim_value = v
+    fused, done = _rewritten(model, ["attention"])
+    assert done == {"attention": 0} and _ops(fused)["Softmax"] == 1
