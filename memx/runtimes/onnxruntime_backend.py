@@ -175,7 +175,7 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
     if choice is True:
         return PASSES.names()
     if not isinstance(choice, (str, list, tuple)):
-        raise InputError("graph_passes", expected="'none', 'auto', True/False, or pass names", actual=repr(choice))
+        raise InputError("graph_passes is not a choice of passes", expected="'none', 'auto', True/False, or pass names", actual=repr(choice))
     names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)
     for n in names:
         PASSES.get(n)  # an unknown name is a typed error naming the registered passes
@@ -189,9 +189,9 @@ _REWRITTEN_BYTES = 256 * 2**20  # the rewritten graphs kept for reopening, in al
 def rewritten_graph(path: Path, info: Any, passes: tuple[str, ...]) -> tuple[bytes, dict[str, int]] | None:
     """The graph at ``path`` after ``passes``, serialized, and what each pass rewrote; None when
     no pass changed anything or the graph keeps its weights in external files (ONNX Runtime
-    then reads the file itself). The last graphs rewritten (up to 256 MiB of them, keyed by the
-    manifest's sha256, else the file's size and time) are kept, so reopening a package does not
-    rewrite it again."""
+    then reads the file itself). The last graphs rewritten (up to 256 MiB of them, keyed by path,
+    the manifest's sha256, the file's size and time, and the passes) are kept, so reopening a
+    package does not rewrite it again."""
     import onnx
 
     from memx.runtimes.onnxruntime_passes import run_passes
