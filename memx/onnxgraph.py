@@ -2,6 +2,8 @@
 
 - ``all_nodes``: the nodes of a model's main graph and of every subgraph (If/Loop/Scan bodies).
 - ``constants``: the tensors that depend on no graph input.
+- ``quiet_onnxruntime_tools``: onnxruntime's Python tools (quantization, transformer
+  fusions) kept out of the user's terminal.
 - ``find_memory_path``: the *memory path* of a graph, found on the graph itself, so it works
   for every family without per-model annotations:
 
@@ -19,6 +21,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -169,3 +174,17 @@ def find_memory_path(model: onnx.ModelProto, state_inputs: list[str], state_outp
                 frontier.append(i)
     path.path_nodes = [n for n in path.path_nodes if n not in path.read_nodes and n not in path.write_nodes]
     return path
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime_tools() -> Iterator[None]:
+    """onnxruntime's Python tools (onnxruntime.quantization, onnxruntime.transformers) log advice
+    through loggers that defer to the root logger, and print; keep it out of the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)

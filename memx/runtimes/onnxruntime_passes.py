@@ -36,19 +36,16 @@ Importing onnxruntime.transformers (the ``gelu`` pass) appends its folder to ``s
 from __future__ import annotations
 
 import collections
-import contextlib
 import heapq
-import io
 import logging
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from memx.onnxgraph import quiet_onnxruntime_tools
 from memx.registry import Registry
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
@@ -256,9 +253,8 @@ class _Attention:
     mask: str | None  # boolean, True = attend (Where's condition)
     fill: float | None
     bias: str | None  # additive, broadcastable to [B, H, S, L]
-    out: str  # [B, S, D]
     nodes: list[onnx.NodeProto]  # replaced by the fused node
-    last: onnx.NodeProto  # the Reshape back to [B, S, D]: the fused node goes where it was
+    last: onnx.NodeProto  # the Reshape back to [B, S, D]: the fused node goes where it was and writes its output
     sizes: tuple[str, str]  # q's (B, S) and k's (B, L) as shape inference names them (equal symbols: equal sizes)
 
 
@@ -333,7 +329,7 @@ def _match_attention(g: _Graph, softmax: onnx.NodeProto, opset: int) -> _Attenti
     v_width, out = g.dims(v[0]), g.dims(flat.output[0])  # the output is [B, S, width of v]
     if v_width is None or out is None or out != [q[3][0], q[3][1], v_width[-1]]:
         return None
-    return _Attention(q[0], k[0], v[0], q[1], scale, mask, fill, bias, flat.output[0],
+    return _Attention(q[0], k[0], v[0], q[1], scale, mask, fill, bias,
                       nodes + [qk, pv, back, flat] + q[2] + k[2] + v[2], flat,  # type: ignore[list-item]
                       (str(q[3]), str(k[3])))
 
@@ -380,7 +376,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
         bias, made = _full_bias(g, a, cache)
         # no scale in the graph is a scale of 1 (MultiHeadAttention's default is 1/sqrt(dh))
         attrs: dict[str, object] = {"num_heads": a.heads, "scale": 1.0 if a.scale is None else a.scale}
-        mha = helper.make_node("MultiHeadAttention", [a.q, a.k, a.v, "", "", bias or ""], [a.out], domain=MS_DOMAIN,
+        mha = helper.make_node("MultiHeadAttention", [a.q, a.k, a.v, "", "", bias or ""], [a.last.output[0]], domain=MS_DOMAIN,
                                name=g.fresh("memx_mha"), **attrs)  # type: ignore[arg-type]
         inserted[a.last.name] = made + [mha]
         replaced.update(n.name for n in a.nodes)
@@ -389,28 +385,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
     return len(inserted)
 
 
-# --- ONNX Runtime's transformer fusions ------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """onnxruntime.transformers reports each fusion on the loggers of its modules (imported as
-    top-level modules: fusion_skiplayernorm, onnx_model, ...) and prints; keep that out of the
-    user's terminal."""
-    import onnxruntime.transformers as package
-
-    root = str(Path(package.__file__).parent)
-    names = [n for n, m in list(sys.modules.items()) if str(getattr(m, "__file__", "") or "").startswith(root)]
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+# --- ONNX Runtime's GELU fusions --------------------------------------------------------------
 
 
 @register_pass("gelu", "tanh/erf GELU (and the bias Add before it) -> com.microsoft.FastGelu/BiasGelu (onnxruntime.transformers' fusions)")
@@ -426,7 +401,7 @@ def fuse_gelu(model: onnx.ModelProto) -> int:
 
     fused = ("Gelu", "FastGelu", "BiasGelu")
     before = sum(1 for n in model.graph.node if n.op_type in fused)
-    with _quiet_transformers():
+    with quiet_onnxruntime_tools():
         wrapped = OnnxModel(model)
         for fusion in (FusionGelu(wrapped), FusionFastGelu(wrapped), FusionBiasGelu(wrapped, True), FusionBiasGelu(wrapped, False)):
             fusion.apply()
@@ -508,7 +483,7 @@ def fuse_int8_matmul(model: onnx.ModelProto) -> int:
     g = _Graph(model)
     replaced: set[str] = set()
     inserted: dict[str, list[onnx.NodeProto]] = {}
-    quantized: dict[tuple[str, bytes, bytes], str] = {}  # (x, scale, zero point) -> uint8 activation
+    quantized: dict[tuple[str, bytes, bytes], tuple[str, str]] = {}  # (x, scale, zero point) -> (uint8 activation, its zero point)
     for mm in [n for n in model.graph.node if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
         m = _match_qdq_matmul(g, mm)
         if m is None or any(n.name in replaced for n in m.nodes):
@@ -518,12 +493,10 @@ def fuse_int8_matmul(model: onnx.ModelProto) -> int:
         key = (m.x, scale.tobytes(), zp.tobytes())  # type: ignore[union-attr]
         made: list[onnx.NodeProto] = []
         if key not in quantized:
-            zp_u8 = g.add_const("memx_zero_u8", (zp.astype(np.int16) + 128).astype(np.uint8).reshape(zp.shape))  # type: ignore[union-attr]
-            quantized[key] = g.fresh(f"{m.x}_u8")
-            made.append(helper.make_node("QuantizeLinear", [m.x, m.x_scale, zp_u8], [quantized[key]], name=g.fresh("memx_quantize_u8")))
-            quantized[key + (b"zp",)] = zp_u8  # type: ignore[operator]
-        zp_u8 = quantized[key + (b"zp",)]  # type: ignore[operator]
-        ins = [quantized[key], m.w, m.x_scale, m.w_scale, zp_u8, m.w_zero or "", m.bias or ""]
+            quantized[key] = (g.fresh(f"{m.x}_u8"), g.add_const("memx_zero_u8", (zp.astype(np.int16) + 128).astype(np.uint8).reshape(zp.shape)))  # type: ignore[union-attr]
+            made.append(helper.make_node("QuantizeLinear", [m.x, m.x_scale, quantized[key][1]], [quantized[key][0]], name=g.fresh("memx_quantize_u8")))
+        x_u8, zp_u8 = quantized[key]
+        ins = [x_u8, m.w, m.x_scale, m.w_scale, zp_u8, m.w_zero or "", m.bias or ""]
         while ins and not ins[-1]:
             ins.pop()
         made.append(helper.make_node("MatMulIntegerToFloat", ins, [m.out], domain=MS_DOMAIN, name=g.fresh("memx_matmul_int8")))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from memx.calibration.methods.base import GraphJob, QuantMethod, register_method, unfit_weights
-from memx.calibration.methods.int8_qdq import quiet_onnxruntime_quantization
+from memx.onnxgraph import quiet_onnxruntime_tools
 from memx.errors import QuantizationError
 
 
@@ -34,7 +34,7 @@ class Int8Dynamic(QuantMethod):
         skipped = unfit_weights(job.source, ("MatMul",))
         excluded = list(job.excluded_nodes) + [n for n in skipped if n not in job.excluded_nodes]
         try:
-            with quiet_onnxruntime_quantization():
+            with quiet_onnxruntime_tools():
                 quantize_dynamic(str(job.source), str(job.target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
                                  per_channel=True, reduce_range=reduce, nodes_to_exclude=excluded)
         except Exception as e:

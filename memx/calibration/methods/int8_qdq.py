@@ -10,9 +10,6 @@ Add into it)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -21,6 +18,7 @@ import numpy as np
 
 from memx.calibration.methods.base import CALIBRATION_METHODS, GraphJob, QuantMethod, register_method, unfit_weights
 from memx.calibration.qdq_fanout import private_activation_qdq
+from memx.onnxgraph import quiet_onnxruntime_tools
 from memx.errors import QuantizationError
 
 
@@ -36,19 +34,6 @@ class _Reader:
 
     def rewind(self) -> None:
         self._it = iter(self._feeds)
-
-
-@contextlib.contextmanager
-def quiet_onnxruntime_quantization() -> Iterator[None]:
-    """onnxruntime.quantization logs advice through the root logger and prints; keep it out of the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
 
 
 @register_method
@@ -84,7 +69,7 @@ class Int8QDQ(QuantMethod):
         cache = job.target.with_suffix(".calibration.json")
         ranges = self.calibrate(job, cache)
         try:
-            with quiet_onnxruntime_quantization():
+            with quiet_onnxruntime_tools():
                 quantize_static(
                     str(job.source), str(job.target), None, quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
@@ -121,7 +106,7 @@ class Int8QDQ(QuantMethod):
         elif job.calibration == "percentile":
             options.update(num_bins=2048, percentile=float(job.options.get("percentile", 99.999)))
         try:
-            with tempfile.TemporaryDirectory(prefix="memx-calib-") as tmp, quiet_onnxruntime_quantization():
+            with tempfile.TemporaryDirectory(prefix="memx-calib-") as tmp, quiet_onnxruntime_tools():
                 calibrator = create_calibrator(Path(job.source), ["MatMul", "Gemm"], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                                calibrate_method=_ort_method(job.calibration), extra_options=options)
                 calibrator.collect_data(_Reader(job.feeds))
