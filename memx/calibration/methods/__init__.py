@@ -7,7 +7,8 @@ Tests enumerate :func:`methods`, so a new method is tested by registering it.
 
 from __future__ import annotations
 
-from memx.calibration.methods import fp16, int8_dynamic, int8_qdq  # noqa: F401  (register)
+# registration order is the order users see (memx quantize --help, the generated precision list)
+from memx.calibration.methods import fp16, int8_qdq, int8_dynamic  # noqa: F401  (register)  # isort: skip
 from memx.calibration.methods.base import _METHODS, CALIBRATION_METHODS, GraphJob, QuantMethod, get_method, methods, register_method
 
 __all__ = ["CALIBRATION_METHODS", "GraphJob", "QuantMethod", "_METHODS", "get_method", "methods", "register_method"]
