@@ -174,6 +174,11 @@ class GraphImportError(EngineError):
     memx build refuses it before building anything."""
 
 
+class BuildCheckError(MemxError, RuntimeError):
+    """A build its check refused (memx build --backend onnxruntime: the rewritten graphs drift
+    from the graphs as exported beyond the precision gate); nothing was written."""
+
+
 # --- serving (Triton Inference Server) -------------------------------------------------
 class ServingError(MemxError, RuntimeError):
     """Serving through Triton Inference Server failed."""

@@ -80,6 +80,7 @@ def describe_package(pkg: Package) -> dict[str, Any]:
         "quantization": _quantization(pkg),
         "decode": _decode_facts(pkg),
         "engines": engine_facts(pkg),
+        "onnxruntime_cpu": m.onnxruntime_cpu,
     }
 
 

@@ -134,7 +134,7 @@ def quantize_package(
     records: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="memx-quantize-") as tmp, staged_directory(out_dir, force=force) as stage:
         for rel in m.files:
-            if rel not in {g.file for g in m.graphs + (m.decode.graphs if m.decode else [])} and not rel.startswith("engines/"):  # engines of the old graphs do not carry over
+            if rel not in {g.file for g in m.graphs + (m.decode.graphs if m.decode else [])} and not rel.startswith(("engines/", "onnxruntime-cpu/")):  # builds of the old graphs do not carry over
                 target = stage / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(pkg.file(rel), target)
@@ -208,6 +208,7 @@ def _quantized_manifest(m: Manifest, precision: str, method: str, policy: Precis
                         records: dict[str, Any], warnings: list[str], scales: dict[str, float] | None) -> Manifest:
     new = Manifest.from_dict(m.to_dict())
     new.engines = []  # built from the fp32 graphs: `memx build` the quantized package anew
+    new.onnxruntime_cpu = None
     new.precision = precision
     for s in new.state:
         if s.dtype.startswith(("float", "bfloat")):  # bool and integer states are carried as they are

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from memx.cli.app import Outcome, command, out
-from memx.cli.render import engine_table, print_quantization, shape_text, state_summary
+from memx.cli.render import cpu_build_table, engine_table, print_quantization, shape_text, state_summary
 
 
 @command(examples=["memx inspect gmat.memx", "memx inspect gmat-int8.memx --json", "memx inspect big.memx --no-verify"])
@@ -63,6 +63,10 @@ def inspect(
         out.print(engine_table(info["engines"], "TensorRT engines (memx build)"))
     else:
         out.print("TensorRT engines: none (memx build adds them)", highlight=False)
+    if info["onnxruntime_cpu"]:
+        out.print(cpu_build_table(info["onnxruntime_cpu"], "ONNX Runtime CPU build (memx build --backend onnxruntime)"))
+    else:
+        out.print("ONNX Runtime CPU build: none (memx build --backend onnxruntime adds one)", highlight=False)
     for op in info["custom_op_kernels"]:
         kt = Table(title=f"custom op {op['domain']}.{op['op']} v{op['version']}: what runs it")
         kt.add_column("backend", no_wrap=True)

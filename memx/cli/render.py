@@ -144,6 +144,18 @@ def engine_table(engines: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def cpu_build_table(entry: dict[str, Any], title: str) -> Table:
+    """A package's ONNX Runtime CPU build (memx.json ``onnxruntime_cpu``): what memx build
+    --backend onnxruntime prints and memx inspect shows."""
+    table = Table(title=title)
+    for col in ("graph", "file", "built with", "rewrites"):
+        table.add_column(col, overflow="fold")
+    for graph, file in entry["graphs"].items():
+        done = ", ".join(f"{k} {v}" for k, v in entry.get("passes", {}).get(graph, {}).items() if v) or "none"
+        table.add_row(escape(graph), escape(file), f"onnxruntime {escape(str(entry.get('onnxruntime')))} (CPU)", escape(done))
+    return table
+
+
 def state_summary(state: dict[str, list[int]], state_bytes: int) -> str:
     """memory[4, 32] for one or two tensors; "6 tensors, 12.1 KiB" for more."""
     if len(state) <= 2:

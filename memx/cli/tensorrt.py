@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from memx.cli.app import EXIT_CHECK_FAILED, Outcome, command, err, out
 from memx.progress import Stopwatch
-from memx.errors import expect_choice
+from memx.errors import InputError, expect_choice
 
 
 @command(examples=["memx doctor gmat.memx", "memx doctor gmat.memx --trt-version 10.3 --target-cc sm87    (Jetson Orin, JetPack 6)",
@@ -42,10 +42,19 @@ def doctor(
 
 
 @command(examples=["memx build gmat.memx", "memx build gmat.memx --batch 1,4,8 --segment-len 1,16,32 --target-cc sm87",
-                   "memx build rmt.memx --timing-cache trt.cache --version-compatible --json"])
+                   "memx build rmt.memx --timing-cache trt.cache --version-compatible --json",
+                   "memx build gmat-int8.memx --backend onnxruntime    (ONNX Runtime CPU: fused attention, GELU, int8 MatMul; checked over 256 segments)",
+                   "memx build gmat.memx --backend onnxruntime --passes attention,gelu --check-segments 1024",
+                   "memx build gmat.memx --backend onnxruntime --remove"])
 def build(
-    package: Path = typer.Argument(..., help="Package directory; engines are added to it (engines/GRAPH.plan + build tags in memx.json)."),
-    backend: str = typer.Option("tensorrt", help="tensorrt."),
+    package: Path = typer.Argument(..., help="Package directory; builds are added to it (tensorrt: engines/GRAPH.plan; onnxruntime: onnxruntime-cpu/GRAPH-HASH.onnx; "
+                                    "and what was built in memx.json)."),
+    backend: str = typer.Option("tensorrt", help="tensorrt (engines), or onnxruntime (graphs rewritten into ONNX Runtime's fused CPU kernels, run by "
+                                "every runtime on the CPU provider)."),
+    passes: Optional[str] = typer.Option(None, help="onnxruntime: the graph passes, comma-separated (default: all; see memx.runtimes.onnxruntime_passes)."),
+    check_segments: int = typer.Option(256, help="onnxruntime: segments (of 4 streams) the rewritten graphs are checked over against the graphs as exported; "
+                                       "0: no check."),
+    remove: bool = typer.Option(False, "--remove", help="onnxruntime: take the CPU build out of the package."),
     segment_len: Optional[list[str]] = typer.Option(None, help="Segment-length range MIN,OPT,MAX of an optimization profile (repeat for several profiles). Default: the package's min..max, opt = max."),
     batch: Optional[str] = typer.Option(None, help="Batch range MIN,OPT,MAX. Default 1,1,8."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="Build a version-compatible engine (runs on later TensorRT runtimes, the lean runtime included)."),
@@ -59,9 +68,17 @@ def build(
     """Build TensorRT engines for every graph: with `tensorrt` for the local GPU, otherwise with
     TensorRT-RTX ahead of time for a named compute capability (no GPU needed). Precision
     follows the graph (fp16 types, Q/DQ); custom memx ops use a registered plugin or their
-    reference body, and the output says which."""
+    reference body, and the output says which.
+
+    With --backend onnxruntime: the graphs rewritten into ONNX Runtime's fused CPU kernels
+    (attention, GELU, Q/DQ MatMul + bias), loaded once, and checked over many segments against
+    the graphs as exported (the precision gate of memx validate --against); only then written.
+    Runtimes on the CPU provider alone (Python and C++) run them from then on; the graphs as
+    exported stay for every other runtime."""
+    if backend == "onnxruntime":
+        return _build_onnxruntime(package, passes, check_segments, remove)
     if backend != "tensorrt":
-        raise expect_choice("backend", backend, ["tensorrt"])
+        raise expect_choice("backend", backend, ["onnxruntime", "tensorrt"])
     from memx.tensorrt import build_engines
 
     build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,
@@ -73,3 +90,27 @@ def build(
     engines = engine_facts(Package.open(package))
     out.print(engine_table(engines, f"TensorRT engines in {package}"))
     return Outcome(f"built {len(engines)} engine(s) into {package}/engines", {"package": str(package), "engines": engines})
+
+
+def _build_onnxruntime(package: Path, passes: Optional[str], check_segments: int, remove: bool) -> Outcome:
+    """`memx build --backend onnxruntime`: the CPU build (memx.runtimes.onnxruntime_build)."""
+    from memx.runtimes.onnxruntime_build import build_cpu, remove_cpu_build
+
+    if remove:
+        removed = remove_cpu_build(package)
+        summary = f"removed the ONNX Runtime CPU build from {package}" if removed else f"{package} has no ONNX Runtime CPU build: nothing to remove"
+        return Outcome(summary, {"package": str(package), "removed": removed})
+    if check_segments < 0:
+        raise InputError("--check-segments must not be negative", expected=">= 0", actual=check_segments)
+    from memx.validation.drift import cpu_build_check
+
+    names = [n.strip() for n in passes.split(",") if n.strip()] if passes else None
+    check = cpu_build_check(segments=check_segments) if check_segments else None
+    entry = build_cpu(package, passes=names, check=check, progress=Stopwatch(err))
+    from memx.cli.render import cpu_build_table
+
+    out.print(cpu_build_table(entry, f"ONNX Runtime CPU build in {package}"))
+    if "check" in entry:
+        out.print(escape(entry["check"]["verdict"]), highlight=False)
+    return Outcome(f"built {len(entry['graphs'])} graph(s) for ONNX Runtime {entry['onnxruntime']} (CPU) into {package}/onnxruntime-cpu",
+                   {"package": str(package), "onnxruntime_cpu": entry})

@@ -158,6 +158,7 @@ class Manifest:
     engines: list[dict[str, Any]] = field(default_factory=list)  # TensorRT plans and their build tags (memx build)
     inputs: list[InputInfo] = field(default_factory=list)  # extra step inputs, in the order the graphs take them
     decode: DecodeInfo | None = None  # decode graphs (causal families): generation token by token
+    onnxruntime_cpu: dict[str, Any] | None = None  # graphs rewritten for ONNX Runtime's CPU kernels (memx build --backend onnxruntime)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -204,6 +205,8 @@ class Manifest:
             del d["decode"]  # written only by packages with decode graphs: older readers cannot generate from them
         if not d["inputs"]:
             del d["inputs"]  # written only by models with extra inputs: older readers, which cannot feed them, refuse those
+        if d["onnxruntime_cpu"] is None:
+            del d["onnxruntime_cpu"]  # written only by memx build --backend onnxruntime: older readers refuse those packages
         head = {"format": d.pop("format"), "format_version": d.pop("format_version"), "model_id": self.model_id()}
         return {**head, **d}
 
@@ -217,6 +220,7 @@ class Manifest:
         d.pop("files")
         d.pop("validation")
         d.pop("engines", None)  # built later, like validation results
+        d.pop("onnxruntime_cpu", None)
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -470,7 +474,7 @@ def _parse_files(files: dict) -> dict[str, FileInfo]:
 _TOP_LEVEL = {
     "format", "format_version", "family", "preset", "config", "vocab_size", "segment", "graphs", "state",
     "outputs", "precision", "provenance", "files", "reference", "custom_ops", "validation", "causal", "task",
-    "quantization", "engines", "model_id", "inputs", "decode",
+    "quantization", "engines", "model_id", "inputs", "decode", "onnxruntime_cpu",
 }
 
 
@@ -515,6 +519,7 @@ def _parse_manifest(data: Any) -> Manifest:
         engines=_field(data, "engines", "list", "", optional=True) or [],
         inputs=[_parse_input(o, f"inputs[{i}]") for i, o in enumerate(_field(data, "inputs", "list", "", optional=True) or [])],
         decode=_parse_decode(_field(data, "decode", "dict", "", optional=True)),
+        onnxruntime_cpu=_field(data, "onnxruntime_cpu", "dict", "", optional=True),
     )
     _check_consistency(m)
     _check_model_id(data, m)
@@ -568,6 +573,32 @@ def _check_consistency(m: Manifest) -> None:
         if g.file not in m.files:
             raise ManifestError(f"graph {g.name!r} file is not listed in files", expected=g.file, actual=sorted(m.files))
     _check_decode(m)
+    _check_cpu_build(m)
+
+
+CPU_BUILD_FIELDS = {"graphs", "onnxruntime", "passes", "check"}
+
+
+def _check_cpu_build(m: Manifest) -> None:
+    """``onnxruntime_cpu``: {"graphs": {graph name: file}, "onnxruntime": version that built it,
+    "passes": {graph name: {pass: rewrites}}, "check" (optional): the drift check it passed}.
+    Each graph named is one of the package's (step or decode) and its file is listed."""
+    b = m.onnxruntime_cpu
+    if b is None:
+        return
+    _no_unknown(b, CPU_BUILD_FIELDS, "onnxruntime_cpu")
+    graphs = _field(b, "graphs", "dict", "onnxruntime_cpu.")
+    _field(b, "onnxruntime", "str", "onnxruntime_cpu.")
+    _field(b, "passes", "dict", "onnxruntime_cpu.")
+    _field(b, "check", "dict", "onnxruntime_cpu.", optional=True)
+    known = [g.name for g in m.graphs] + ([g.name for g in m.decode.graphs] if m.decode else [])
+    if not graphs:
+        raise ManifestError("manifest onnxruntime_cpu.graphs is empty", expected="at least one graph", actual=graphs)
+    for name, file in graphs.items():
+        if name not in known:
+            raise ManifestError(f"manifest onnxruntime_cpu names an unknown graph {name!r}", expected=known, actual=name)
+        if not isinstance(file, str) or file not in m.files:
+            raise ManifestError(f"onnxruntime_cpu graph {name!r} file is not listed in files", expected="a file listed in files", actual=file)
 
 
 def _check_pipeline(m: Manifest) -> None:

@@ -37,7 +37,16 @@ class OnnxRuntimeBackend(Backend):
     and every runtime, C++ included, computes the same values); "auto": all of them when the
     session runs on the CPU provider alone and graph optimization is "all" or "extended"; True:
     all, on any provider; or a list / comma-separated names, on any provider). The package's
-    file is never changed: the rewritten graph lives in memory."""
+    file is never changed: the rewritten graph lives in memory. ``cpu_build`` (the graphs `memx
+    build --backend onnxruntime` wrote into the package, memx.json ``onnxruntime_cpu``): "auto"
+    (default) runs them where the session runs on the CPU provider alone, and the graphs as
+    exported elsewhere or when this onnxruntime refuses them; True: always (an error when the
+    package has none or onnxruntime refuses them); False: never. ``flush_denormals``
+    (default False): ONNX Runtime's ``session.set_denormal_as_zero``; masked attention on the
+    CPU makes denormal probabilities (ONNX Runtime's exp stops at about -104, not at 0), which
+    multiply up to 2x slower on x86; flushing them to zero changes results by less than 1e-38
+    per term. ONNX Runtime sets it on its worker threads and, for the first session a process
+    creates only, on the thread creating it (and keeps it there)."""
 
     def __init__(self, package: Package, *, device: str = "cpu", **options: Any):
         super().__init__(package, device=device, **options)
@@ -57,7 +66,9 @@ class OnnxRuntimeBackend(Backend):
         self.custom_op_kernels = self._register_custom_ops(so, package, options.get("custom_op_library"))
         usable = [p for p in providers if (p[0] if isinstance(p, (tuple, list)) else p) in available]
         self.graph_passes = _pass_names(options.get("graph_passes", "none"), usable, options.get("graph_optimization", "all"))
+        self.cpu_build = _cpu_build_choice(options.get("cpu_build", "auto"), package, usable)
         self.passes_applied: dict[str, dict[str, int]] = {}
+        self.graph_files: dict[str, str] = {}  # graph name -> the package file its session runs
         self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
         check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
         self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
@@ -79,7 +90,11 @@ class OnnxRuntimeBackend(Backend):
         are any; the graph as written when ONNX Runtime refuses the rewrite, e.g. a fused kernel
         its CPU provider has only for float32); a graph ONNX Runtime refuses (not ONNX, invalid,
         an op it has no kernel for, types that do not agree) is a PackageFileError naming the file."""
+        built = self._built_session(ort, package, graph, so, providers)
+        if built is not None:
+            return built
         path = package.file(graph.file)
+        self.graph_files[graph.name] = graph.file
         if self.graph_passes:
             rewritten = rewritten_graph(path, package.manifest.files.get(graph.file), tuple(self.graph_passes))
             if rewritten is not None:
@@ -97,6 +112,25 @@ class OnnxRuntimeBackend(Backend):
                                               actual=_ort_text(e)) from None
             raise PackageFileError(f"package file {graph.file!r} is a graph onnxruntime {ort.__version__} cannot load", expected="a valid ONNX graph",
                                    actual=_ort_text(e)) from None
+
+    def _built_session(self, ort: Any, package: Package, graph: GraphInfo, so: Any, providers: list[Any]) -> Any | None:
+        """A session of the graph `memx build --backend onnxruntime` wrote for ``graph``, when
+        this backend runs builds and the package has one for it; None: run the graph as exported."""
+        file = (package.manifest.onnxruntime_cpu or {}).get("graphs", {}).get(graph.name) if self.cpu_build else None
+        if file is None:
+            return None
+        try:
+            sess = ort.InferenceSession(str(package.file(file)), sess_options=so, providers=providers)
+        except Exception as e:  # an onnxruntime without one of the fused kernels, or a file it cannot load
+            if self.cpu_build is True:
+                raise BackendUnavailableError(f"onnxruntime {ort.__version__} cannot load the CPU build of graph {graph.name!r} ({file})",
+                                              expected="a graph this onnxruntime loads", actual=_ort_text(e),
+                                              hint=f"rebuild it with this onnxruntime (`memx build {package.path} --backend onnxruntime`) or open with cpu_build=False") from None
+            log.warning("graph %r runs as exported: onnxruntime %s cannot load its CPU build %s (%s)", graph.name, ort.__version__, file, _ort_text(e))
+            return None
+        self.graph_files[graph.name] = file
+        self.passes_applied[graph.name] = dict(package.manifest.onnxruntime_cpu.get("passes", {}).get(graph.name, {}))
+        return sess
 
     @staticmethod
     def _register_custom_ops(so: Any, package: Package, choice: Any) -> str:
@@ -130,6 +164,8 @@ class OnnxRuntimeBackend(Backend):
             so.intra_op_num_threads = int(options["intra_op_threads"])
         if options.get("inter_op_threads"):
             so.inter_op_num_threads = int(options["inter_op_threads"])
+        if options.get("flush_denormals"):
+            so.add_session_config_entry("session.set_denormal_as_zero", "1")
         level = options.get("graph_optimization", "all")
         so.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -159,7 +195,7 @@ class OnnxRuntimeBackend(Backend):
 
         sess = next(iter(self._sessions.values()))
         return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__,
-                "custom_ops": self.custom_op_kernels, "graph_passes": self.passes_applied}
+                "custom_ops": self.custom_op_kernels, "graph_passes": self.passes_applied, "graph_files": dict(self.graph_files)}
 
 
 def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
@@ -180,6 +216,22 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
     for n in names:
         PASSES.get(n)  # an unknown name is a typed error naming the registered passes
     return names
+
+
+def _cpu_build_choice(choice: Any, package: Package, providers: list[Any]) -> bool | str:
+    """Whether sessions run the package's CPU build (see OnnxRuntimeBackend's ``cpu_build``):
+    True (must), "auto" (where it applies) or False."""
+    if choice in ("auto", None):
+        names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+        return "auto" if names == ["CPUExecutionProvider"] and package.manifest.onnxruntime_cpu is not None else False
+    if choice is False or choice == "off":
+        return False
+    if choice is True or choice == "on":
+        if package.manifest.onnxruntime_cpu is None:
+            raise BackendUnavailableError("the package has no ONNX Runtime CPU build", expected="memx.json onnxruntime_cpu",
+                                          actual="none", hint=f"run `memx build {package.path} --backend onnxruntime`")
+        return True
+    raise InputError("cpu_build is not a choice", expected="'auto', True or False", actual=repr(choice))
 
 
 _REWRITTEN: "collections.OrderedDict[tuple[str, str, tuple[str, ...]], tuple[bytes, dict[str, int]] | None]" = collections.OrderedDict()

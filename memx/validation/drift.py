@@ -19,11 +19,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from memx.errors import ManifestError
+from memx.errors import BuildCheckError, ManifestError
 from memx.package.files import Package, write_text_atomic
 from memx.validation.sidebyside import ReferenceAhead, ThreadSplit, side_by_side, thread_split, torch_threads
 from memx.validation.sources import RandomSource, TaskSource
@@ -165,10 +165,10 @@ def _rel_error(ref: np.ndarray, cand: np.ndarray) -> float:
 
 
 def open_reference(pkg: Package, against: str | os.PathLike, reference_options: dict[str, Any] | None = None, *,
-                   intra_op_threads: int | None = None) -> tuple[Any, str]:
+                   intra_op_threads: int | None = None, package_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The reference runtime: ``"torch"`` (the package's fp32 reference weights in PyTorch)
     or another package of the same model (run with ONNX Runtime, on ``intra_op_threads``
-    threads if given)."""
+    threads if given, with ``package_options`` for its backend)."""
     from memx import runtimes
 
     if str(against) == "torch":
@@ -176,7 +176,7 @@ def open_reference(pkg: Package, against: str | os.PathLike, reference_options: 
     ref = Package.open(against)
     if ref.manifest.model_id() != pkg.manifest.model_id():
         raise ManifestError("the reference package is a different model", expected=f"model id {pkg.manifest.model_id()[:16]}", actual=ref.manifest.model_id()[:16])
-    options = {"intra_op_threads": intra_op_threads} if intra_op_threads else {}
+    options = {**(package_options or {}), **({"intra_op_threads": intra_op_threads} if intra_op_threads else {})}
     return runtimes.open(ref, backend="onnxruntime", **options), f"{ref.path} ({ref.manifest.precision}, onnxruntime)"
 
 
@@ -274,8 +274,10 @@ def compare_precision(
     backend_options: dict[str, Any] | None = None,
     reference_options: dict[str, Any] | None = None,
     threads: ThreadSplit | None = None,
+    reference_package_options: dict[str, Any] | None = None,
 ) -> DriftReport:
-    """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``.
+    """Drift and task accuracy of ``package`` (ONNX Runtime) against ``against``
+    (``reference_package_options``: the ONNX Runtime options of a reference package).
 
     The reference runs in a second thread, up to REFERENCE_AHEAD segments ahead of the
     candidate, on the same segments in the same order, and the task accuracy's two passes run
@@ -292,7 +294,7 @@ def compare_precision(
     split = threads or thread_split("onnxruntime", "cpu", "torch" if on_torch else "onnxruntime", backend_options, reference_options if on_torch else {})
     if split.candidate is not None:
         backend_options["intra_op_threads"] = split.candidate
-    ref_rt, ref_name = open_reference(pkg, against, reference_options, intra_op_threads=split.reference)
+    ref_rt, ref_name = open_reference(pkg, against, reference_options, intra_op_threads=split.reference, package_options=reference_package_options)
     cand_rt = runtimes.open(pkg, backend="onnxruntime", **backend_options)
     seg = m.segment["max"]
     source = TaskSource(m.task, seg, causal=m.causal, vocab_size=m.vocab_size) if m.task else RandomSource(m.vocab_size)
@@ -322,6 +324,83 @@ def compare_precision(
         state_rel_error=tally.state_rel_error, first_divergence=tally.first, task_accuracy=acc, max_accuracy_drop=max_accuracy_drop, runtime=cand_rt.describe(),
         against=str(against), min_top1_agreement=min_top1_agreement, max_kl=max_kl,
     )
+
+
+LITERAL = {"cpu_build": False, "graph_optimization": "basic"}  # the graphs as exported, no fusions: what their ops say, op by op
+
+
+@dataclass
+class CpuBuildCheck:
+    """The CPU build (memx.runtimes.onnxruntime_build) against what ONNX Runtime runs without
+    it, both measured against the graphs' literal meaning (the graphs as exported, basic
+    optimization: no fusions). Fused kernels round differently, and in a Q/DQ graph a rounding
+    difference of one ulp can move an activation to the next int8 step, which a memory carries
+    on: ONNX Runtime's own fusions of the same graph already disagree with it that much. So the
+    build passes when it is no further from the literal graphs than ONNX Runtime's own run of
+    them: top-1 agreement at most ``top1_slack`` lower, KL at most ``kl_factor`` times higher
+    (plus ``kl_floor``), task accuracy at most ``task_slack`` points lower."""
+
+    exported: DriftReport  # the graphs as exported, ONNX Runtime's default fusions
+    build: DriftReport  # the rewritten graphs
+    top1_slack: float = 0.005
+    kl_factor: float = 1.5
+    kl_floor: float = 1e-6
+    task_slack: float = 0.5
+
+    def _numbers(self, r: DriftReport) -> tuple[float, float, float | None]:
+        s = r.summary_numbers()
+        return s["top1_agreement_mean"], s["kl_mean"], (100.0 * r.task_accuracy.candidate if r.task_accuracy is not None else None)
+
+    @property
+    def passed(self) -> bool:
+        (t_e, kl_e, acc_e), (t_b, kl_b, acc_b) = self._numbers(self.exported), self._numbers(self.build)
+        ok = t_b >= t_e - self.top1_slack and kl_b <= self.kl_factor * kl_e + self.kl_floor
+        return ok and (acc_e is None or acc_b >= acc_e - self.task_slack)
+
+    def verdict_line(self) -> str:
+        (t_e, kl_e, acc_e), (t_b, kl_b, acc_b) = self._numbers(self.exported), self._numbers(self.build)
+        task = f", task accuracy {acc_b:.2f}% vs {acc_e:.2f}%" if acc_e is not None else ""
+        return (f"{'PASS' if self.passed else 'FAIL'}: against the graphs' literal meaning over {self.build.segments} segments x {self.build.batch} streams, "
+                f"the build's top-1 agreement {t_b:.2%} vs {t_e:.2%} and KL {kl_b:.3g} vs {kl_e:.3g} of ONNX Runtime's own run{task} "
+                f"(allowed: {self.top1_slack:.1%} lower, {self.kl_factor:g}x + {self.kl_floor:g} higher{f', {self.task_slack:g} points lower' if acc_e is not None else ''})")
+
+    def to_record(self) -> dict[str, Any]:
+        """What memx.json's ``onnxruntime_cpu.check`` keeps."""
+        def numbers(r: DriftReport) -> dict[str, Any]:
+            s = r.summary_numbers()
+            return {"top1_agreement_mean": s["top1_agreement_mean"], "kl_mean": s["kl_mean"], "output_max_error": s["output_max_error"],
+                    "state_rel_error_max": s["state_rel_error_max"], **({"task_accuracy": r.task_accuracy.candidate} if r.task_accuracy else {})}
+        return {"segments": self.build.segments, "batch": self.build.batch, "passed": self.passed, "verdict": self.verdict_line(),
+                "against": "the graphs as exported, onnxruntime basic optimization (no fusions)", "exported": numbers(self.exported), "build": numbers(self.build)}
+
+
+def compare_cpu_build(package: str | os.PathLike | Package, passes: tuple[str, ...] | list[str], *, segments: int = 256, batch: int = 4,
+                      seed: int = 0, progress: bool = True) -> CpuBuildCheck:
+    """The package with memx's ONNX Runtime graph passes (what `memx build --backend onnxruntime`
+    writes) and as ONNX Runtime runs it without them, each against the graphs' literal meaning,
+    on the CPU provider over ``segments`` segments of ``batch`` streams (see CpuBuildCheck)."""
+    pkg = package if isinstance(package, Package) else Package.open(package)
+
+    def against_literal(options: dict[str, Any]) -> DriftReport:
+        return compare_precision(pkg, against=pkg.path, segments=segments, batch=batch, seed=seed, progress=progress,
+                                 backend_options={"cpu_build": False, **options}, reference_package_options=LITERAL)
+
+    return CpuBuildCheck(exported=against_literal({}), build=against_literal({"graph_passes": list(passes)}))
+
+
+def cpu_build_check(*, segments: int = 256, batch: int = 4, progress: bool = True) -> Callable[[Package, tuple[str, ...]], dict[str, Any]]:
+    """The ``check`` of memx.runtimes.onnxruntime_build.build_cpu: :func:`compare_cpu_build`;
+    a BuildCheckError when the build fails it, else what the manifest records of it."""
+
+    def check(pkg: Package, passes: tuple[str, ...]) -> dict[str, Any]:
+        result = compare_cpu_build(pkg, passes, segments=segments, batch=batch, progress=progress)
+        if not result.passed:
+            raise BuildCheckError(f"the graphs rewritten for the CPU are further from {pkg.path.name}'s graphs than ONNX Runtime's own run of them",
+                                  expected="no further than ONNX Runtime's own fusions", actual=result.verdict_line(),
+                                  hint="build with fewer passes (--passes), or run the package as exported")
+        return result.to_record()
+
+    return check
 
 
 def report_name(against: str) -> str:

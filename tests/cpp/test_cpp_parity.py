@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import zlib
 from dataclasses import dataclass
@@ -180,6 +181,32 @@ def test_memx_run_reports_latency_as_json(built, package_of, tmp_path):
     assert report["format"] == "memx.run" and report["steps"] == 40 and report["batch"] == 1
     assert 0 < report["p50_ms"] <= report["p90_ms"] <= report["p99_ms"]
     assert report["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name, method", [("memtr-majority", None), ("gmat-majority", "int8-qdq")])
+def test_cpp_runs_the_cpu_build_as_python_does(name, method, built, package_of, quantized, tmp_path):
+    """A package with `memx build --backend onnxruntime`: memx-run runs the rewritten graphs on
+    the CPU (cpu_build auto) as the Python runtime does, and the two agree over 64 segments;
+    --cpu-build off runs the graphs as exported; --cpu-build on needs a build."""
+    from memx.package.files import Package
+    from memx.runtimes.onnxruntime_build import build_cpu
+
+    source = quantized(name, method) if method else package_of(name)
+    path = tmp_path / "built.memx"
+    shutil.copytree(source.path, path)
+    entry = build_cpu(path)  # the build's check is tested in tests/runtimes/test_onnxruntime_build.py
+    pkg = Package.open(path)
+    (tmp_path / "run").mkdir()
+    check_cpp_matches_python(pkg, get_zoo(name).segment_len, native_runner(), tmp_path / "run", 64, seed=zlib.crc32(name.encode()) + 1)
+    np.save(tmp_path / "t.npy", np.zeros((1, 8), dtype=np.int64))
+    for choice, file in [("auto", entry["graphs"]["step"]), ("off", pkg.manifest.graph("step").file)]:
+        proc = run_cpp(path, tmp_path / "t.npy", 8, "--cpu-build", choice, "--json", str(tmp_path / f"{choice}.json"))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / f"{choice}.json").read_text())["graph_files"] == f"step={file}"
+    proc = run_cpp(package_of("rmt-tiny").path, tmp_path / "t.npy", 8, "--cpu-build", "on")
+    assert proc.returncode == 1 and "the package has no ONNX Runtime CPU build: expected memx.json onnxruntime_cpu, got none" in proc.stderr
+    proc = run_cpp(path, tmp_path / "t.npy", 8, "--cpu-build", "maybe")
+    assert proc.returncode == 1 and "unknown cpu_build choice: expected auto, on or off, got maybe" in proc.stderr
 
 
 def test_memx_run_errors_name_expected_and_actual(built, package_of, tmp_path):

@@ -403,10 +403,36 @@ void check_consistency(const Manifest& m) {
   check_decode(m);
 }
 
+// onnxruntime_cpu: {"graphs": {graph name: file}, "onnxruntime": str, "passes": {...}, "check": {...}
+// (optional)}; every graph named is one of the package's (step or decode), its file listed.
+std::map<std::string, std::string> parse_cpu_build(const json& b, const Manifest& m) {
+  no_unknown(b, {"graphs", "onnxruntime", "passes", "check"}, "onnxruntime_cpu");
+  const json& graphs = *field(b, "graphs", "dict", "onnxruntime_cpu.");
+  field(b, "onnxruntime", "str", "onnxruntime_cpu.");
+  field(b, "passes", "dict", "onnxruntime_cpu.");
+  field(b, "check", "dict", "onnxruntime_cpu.", true);
+  std::vector<std::string> known;
+  for (const auto& g : m.graphs) known.push_back(g.name);
+  if (m.decode) known.insert(known.end(), {m.decode->open.name, m.decode->decode.name});
+  if (graphs.empty()) throw ManifestError("manifest onnxruntime_cpu.graphs is empty", "at least one graph", "{}");
+  std::map<std::string, std::string> out;
+  for (auto it = graphs.begin(); it != graphs.end(); ++it) {
+    if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
+      std::string names;
+      for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
+      throw ManifestError("manifest onnxruntime_cpu names an unknown graph '" + it.key() + "'", "one of [" + names + "]", it.key());
+    }
+    if (!it->is_string() || !m.files.count(it->get<std::string>()))
+      throw ManifestError("onnxruntime_cpu graph '" + it.key() + "' file is not listed in files", "a file listed in files", it->dump());
+    out[it.key()] = it->get<std::string>();
+  }
+  return out;
+}
+
 const std::set<std::string> kTopLevel = {"format",     "format_version", "family",     "preset",     "config", "vocab_size", "segment",
                                          "graphs",     "state",          "outputs",    "precision",  "provenance", "files", "reference",
                                          "custom_ops", "validation",     "causal",     "task",       "quantization", "engines",
-                                         "model_id",   "inputs",         "decode"};
+                                         "model_id",   "inputs",         "decode",     "onnxruntime_cpu"};
 
 }  // namespace
 
@@ -475,6 +501,7 @@ Manifest Manifest::parse(const std::string& json_text, const std::string& source
   if (const json* t = field(data, "task", "str", "", true)) m.task = t->get<std::string>();
   if (const json* d = field(data, "decode", "dict", "", true)) m.decode = parse_decode(*d);
   check_consistency(m);
+  if (const json* b = field(data, "onnxruntime_cpu", "dict", "", true)) m.cpu_build_graphs = parse_cpu_build(*b, m);
   m.model_id = parse_model_id(data);
   return m;
 }

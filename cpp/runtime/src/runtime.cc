@@ -153,6 +153,13 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   if (options.intra_op_threads > 0) session_options->SetIntraOpNumThreads(options.intra_op_threads);
   if (options.inter_op_threads > 0) session_options->SetInterOpNumThreads(options.inter_op_threads);
   session_options->SetGraphOptimizationLevel(optimization_level(options.graph_optimization));
+  if (options.flush_denormals) session_options->AddConfigEntry("session.set_denormal_as_zero", "1");
+  if (options.cpu_build != "auto" && options.cpu_build != "on" && options.cpu_build != "off")
+    throw InputError("unknown cpu_build choice", "auto, on or off", options.cpu_build);
+  if (options.cpu_build == "on" && manifest.cpu_build_graphs.empty())
+    throw BackendUnavailableError("the package has no ONNX Runtime CPU build", "memx.json onnxruntime_cpu", "none",
+                                  "run `memx build " + dir + " --backend onnxruntime`");
+  const bool use_build = options.cpu_build == "on" || (options.cpu_build == "auto" && options.device == "cpu");
   append_provider(*session_options, options, providers);
   std::string library = options.custom_op_library;
   if (library.empty())
@@ -177,10 +184,26 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   std::set<std::string> listed;
   for (const auto& [rel, _] : manifest.files) listed.insert(rel);
   auto load = [&](const GraphSpec& g) {
+    auto built = manifest.cpu_build_graphs.find(g.name);
+    if (use_build && built != manifest.cpu_build_graphs.end()) {
+      detail::check_external_data(dir, built->second, listed);
+      const std::string path = detail::safe_join(dir, built->second);
+      try {
+        auto session = std::make_unique<Ort::Session>(env, path.c_str(), *session_options);
+        graph_files[g.name] = built->second;
+        return session;
+      } catch (const Ort::Exception& e) {  // an ONNX Runtime without one of its fused kernels: "auto" runs the graph as exported
+        if (options.cpu_build == "on")
+          throw BackendUnavailableError("ONNX Runtime " + std::string(Ort::GetVersionString()) + " cannot load the CPU build of graph '" + g.name + "': " + e.what(),
+                                        "a graph this ONNX Runtime loads", path, "rebuild it with this ONNX Runtime, or open with cpu_build = \"off\"");
+      }
+    }
     detail::check_external_data(dir, g.file, listed);
     const std::string path = detail::safe_join(dir, g.file);
     try {
-      return std::make_unique<Ort::Session>(env, path.c_str(), *session_options);
+      auto session = std::make_unique<Ort::Session>(env, path.c_str(), *session_options);
+      graph_files[g.name] = g.file;
+      return session;
     } catch (const Ort::Exception& e) {
       throw BackendRunError("ONNX Runtime cannot load graph '" + g.name + "': " + e.what(), "a loadable ONNX model", path);
     }
@@ -281,9 +304,11 @@ const RuntimeOptions& Runtime::options() const { return impl_->options; }
 std::map<std::string, std::string> Runtime::describe() const {
   std::string providers;
   for (const auto& p : impl_->providers) providers += (providers.empty() ? "" : ",") + p;
+  std::string graph_files;  // "step=onnxruntime-cpu/step-HASH.onnx,...", by graph name
+  for (const auto& [name, file] : impl_->graph_files) graph_files += (graph_files.empty() ? "" : ",") + name + "=" + file;
   return {{"backend", "onnxruntime"}, {"device", impl_->options.device}, {"providers", providers}, {"custom_ops", impl_->custom_ops},
           {"package", impl_->package_dir}, {"family", impl_->manifest.family}, {"precision", impl_->manifest.precision},
-          {"onnxruntime", Ort::GetVersionString()}, {"verified", impl_->options.verify_hashes ? "sha256" : "sizes only"}};
+          {"onnxruntime", Ort::GetVersionString()}, {"verified", impl_->options.verify_hashes ? "sha256" : "sizes only"}, {"graph_files", graph_files}};
 }
 
 Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,

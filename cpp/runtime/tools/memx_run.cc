@@ -41,6 +41,9 @@ options:
   --threads N           ONNX Runtime intra-op threads (default: ONNX Runtime's choice)
   --graph-optimization L  ONNX Runtime graph optimizations: all (default), extended, basic,
                         disable (as the Python runtime's graph_optimization option)
+  --cpu-build C         auto (default: on device cpu, the graphs memx build --backend onnxruntime
+                        wrote, where the package has them), on (required) or off
+  --flush-denormals     flush denormal floats to zero (ONNX Runtime's session.set_denormal_as_zero)
   --warmup N            untimed steps before the timed stream (default 0; they advance a copy)
   --no-verify           check package files by size only (default: size and sha256)
   --json FILE           write the latency report as JSON
@@ -66,13 +69,13 @@ example:
 exit status: 0 success, 1 a memx error (message on stderr), 2 bad command line)";
 
 struct Args {
-  std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu", graph_optimization = "all";
+  std::string package, tokens, out, snapshot_in, snapshot_out, json, ops_lib, device = "cpu", graph_optimization = "all", cpu_build = "auto";
   int64_t segment_len = 0, warmup = 0, generate = -1, top_k = 0, pool = 0;
   double temperature = 1.0, top_p = 1.0;
   uint64_t seed = 0;
   std::vector<int64_t> stop_tokens;
   int threads = 0;
-  bool quiet = false, verify = true;
+  bool quiet = false, verify = true, flush_denormals = false;
   std::map<std::string, std::string> inputs;  // extra step input name -> .npy file
 };
 
@@ -123,6 +126,8 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--ops-lib") a.ops_lib = value();
     else if (arg == "--threads") a.threads = static_cast<int>(parse_int(arg, value(), 1));
     else if (arg == "--graph-optimization") a.graph_optimization = value();
+    else if (arg == "--cpu-build") a.cpu_build = value();
+    else if (arg == "--flush-denormals") a.flush_denormals = true;
     else if (arg == "--warmup") a.warmup = parse_int(arg, value(), 0);
     else if (arg == "--json") a.json = value();
     else if (arg == "--quiet") a.quiet = true;
@@ -351,6 +356,8 @@ int run(const Args& a) {
   options.intra_op_threads = a.threads;
   options.graph_optimization = a.graph_optimization;
   options.verify_hashes = a.verify;
+  options.cpu_build = a.cpu_build;
+  options.flush_denormals = a.flush_denormals;
   memx::Runtime rt(a.package, options);
   const memx::Manifest& m = rt.manifest();
   const memx::Tensor tokens = load_tokens(a.tokens);
@@ -399,11 +406,13 @@ int run(const Args& a) {
                   "\"batch\": %lld, \"segment_len\": %lld, \"steps\": %lld, \"p50_ms\": %.6f, \"p90_ms\": %.6f, \"p99_ms\": %.6f, \"mean_ms\": %.6f, \"tokens_per_s\": %.3f}\n",
                   static_cast<long long>(batch), static_cast<long long>(seg), static_cast<long long>(steps), p50, p90, p99, mean, tokens_per_s);
     const std::string report = "{\"format\": \"memx.run\", \"version\": 1, \"package\": " + json_string(a.package) + ", \"family\": " + json_string(m.family) +
-                               ", \"device\": " + json_string(a.device) + ", \"custom_ops\": " + json_string(desc["custom_ops"]) + ", " + numbers;
+                               ", \"device\": " + json_string(a.device) + ", \"custom_ops\": " + json_string(desc["custom_ops"]) +
+                               ", \"graph_files\": " + json_string(desc["graph_files"]) + ", " + numbers;
     memx::write_file_atomic(a.json, report.data(), report.size());
   }
   if (!a.quiet) {
-    std::printf("memx-run %s (%s, %s, onnxruntime %s, memx ops: %s)\n", a.package.c_str(), m.family.c_str(), desc["providers"].c_str(), desc["onnxruntime"].c_str(), desc["custom_ops"].c_str());
+    std::printf("memx-run %s (%s, %s, onnxruntime %s, memx ops: %s, graphs: %s)\n", a.package.c_str(), m.family.c_str(), desc["providers"].c_str(), desc["onnxruntime"].c_str(),
+                desc["custom_ops"].c_str(), desc["graph_files"].c_str());
     std::printf("%lld steps of B=%lld x S=%lld: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  mean %.3f ms  %.0f tokens/s\n", static_cast<long long>(steps),
                 static_cast<long long>(batch), static_cast<long long>(seg), p50, p90, p99, mean, tokens_per_s);
     if (!a.out.empty()) std::printf("outputs and final state written to %s\n", a.out.c_str());

@@ -102,6 +102,9 @@ struct Manifest {
   bool causal = false;
   std::optional<std::string> task;
   std::optional<DecodeSpec> decode;  // decode graphs (causal families)
+  // onnxruntime_cpu.graphs (memx build --backend onnxruntime): graph name -> the file of that graph
+  // rewritten into ONNX Runtime's fused CPU kernels, run on the CPU provider instead of graph.file
+  std::map<std::string, std::string> cpu_build_graphs;
   std::string model_id;  // what snapshots are bound to: memx.json's model_id, written by Python at export; empty if absent
 
   // Parse and validate manifest text; `source` names the file in error messages.

@@ -42,6 +42,14 @@ struct RuntimeOptions {
   // libmemx_ops.so for the memx custom ops; empty: $MEMX_OPS_LIBRARY if set, else the ops run
   // their ONNX reference bodies (same results, slower)
   std::string custom_op_library;
+  // The graphs `memx build --backend onnxruntime` rewrote into ONNX Runtime's fused CPU kernels
+  // (manifest onnxruntime_cpu): "auto" runs them on device "cpu" (the graphs as exported where
+  // this ONNX Runtime cannot load them), "on" always (else BackendUnavailableError), "off" never.
+  // The Python runtime's cpu_build option decides alike, so both run the same graphs.
+  std::string cpu_build = "auto";
+  // ONNX Runtime's session.set_denormal_as_zero: masked attention on the CPU makes denormal
+  // probabilities, up to 2x slower on x86; flushed, results move by less than 1e-38 per term.
+  bool flush_denormals = false;
   bool verify_hashes = true;  // check each listed file's sha256 at open (false: sizes only; describe() says which)
   int log_severity = 3;        // ONNX Runtime log level (3: errors only)
 };
