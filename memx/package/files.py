@@ -137,10 +137,12 @@ class Package:
             if verify and (digest := cached_sha256(p)) != info.sha256:
                 raise PackageFileError(f"package file {rel!r} does not match its hash (altered since export)", expected=info.sha256[:16], actual=digest[:16],
                                        hint="re-export or re-copy the package; open(..., verify=False) / --no-verify skips the check")
-        for g in self.manifest.graphs:
-            for rel in check_external_data(self.file(g.file), self.path):
-                if rel not in self.manifest.files:
-                    raise PackageFileError(f"external data {rel!r} of {g.file} is not listed in the manifest", expected="listed in files", actual="unlisted")
+        m = self.manifest
+        graph_files = [g.file for g in m.graphs + (m.decode.graphs if m.decode else [])] + list((m.onnxruntime_cpu or {}).get("graphs", {}).values())
+        for file in graph_files:
+            for rel in check_external_data(self.file(file), self.path):
+                if rel not in m.files:
+                    raise PackageFileError(f"external data {rel!r} of {file} is not listed in the manifest", expected="listed in files", actual="unlisted")
 
     def size_bytes(self) -> int:
         return sum(info.bytes for info in self.manifest.files.values())

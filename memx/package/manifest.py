@@ -589,8 +589,12 @@ def _check_cpu_build(m: Manifest) -> None:
     _no_unknown(b, CPU_BUILD_FIELDS, "onnxruntime_cpu")
     graphs = _field(b, "graphs", "dict", "onnxruntime_cpu.")
     _field(b, "onnxruntime", "str", "onnxruntime_cpu.")
-    _field(b, "passes", "dict", "onnxruntime_cpu.")
+    passes = _field(b, "passes", "dict", "onnxruntime_cpu.")
     _field(b, "check", "dict", "onnxruntime_cpu.", optional=True)
+    for name, done in passes.items():
+        if not isinstance(done, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
+                                                  for k, v in done.items()):
+            raise ManifestError(f"manifest field onnxruntime_cpu.passes[{name!r}] is not a map of pass name to rewrites", expected="{str: int}", actual=done)
     known = [g.name for g in m.graphs] + ([g.name for g in m.decode.graphs] if m.decode else [])
     if not graphs:
         raise ManifestError("manifest onnxruntime_cpu.graphs is empty", expected="at least one graph", actual=graphs)

@@ -409,8 +409,14 @@ std::map<std::string, std::string> parse_cpu_build(const json& b, const Manifest
   no_unknown(b, {"graphs", "onnxruntime", "passes", "check"}, "onnxruntime_cpu");
   const json& graphs = *field(b, "graphs", "dict", "onnxruntime_cpu.");
   field(b, "onnxruntime", "str", "onnxruntime_cpu.");
-  field(b, "passes", "dict", "onnxruntime_cpu.");
+  const json& passes = *field(b, "passes", "dict", "onnxruntime_cpu.");
   field(b, "check", "dict", "onnxruntime_cpu.", true);
+  for (auto it = passes.begin(); it != passes.end(); ++it) {
+    bool ok = it->is_object();
+    if (ok)
+      for (const auto& v : *it) ok = ok && is_kind(v, "int");
+    if (!ok) throw ManifestError("manifest field onnxruntime_cpu.passes['" + it.key() + "'] is not a map of pass name to rewrites", "{str: int}", it->dump());
+  }
   std::vector<std::string> known;
   for (const auto& g : m.graphs) known.push_back(g.name);
   if (m.decode) known.insert(known.end(), {m.decode->open.name, m.decode->decode.name});
