@@ -90,8 +90,11 @@ def validate(
     report_file: Optional[Path] = typer.Option(None, "--report", help="Write the report as JSON to this file (--json prints it on stdout)."),
     record: bool = typer.Option(True, help="Record the result in the package manifest."),
     kernels: str = typer.Option("auto", help="memx custom ops on onnxruntime: auto (libmemx_ops if built), on (require it), off (reference bodies)."),
-    graph_passes: str = typer.Option("none", "--graph-passes", help="onnxruntime: memx's rewrites into fused CPU kernels (none: the graph as written; auto: all on "
-                                     "the CPU provider; or names: attention,gelu,int8-matmul)."),
+    graph_passes: str = typer.Option("none", "--graph-passes", help="onnxruntime: memx's rewrites into fused CPU kernels, in memory (none: the graph the session "
+                                     "runs as it is; auto: all on the CPU provider; or names: attention,gelu,int8-matmul); a graph the package's CPU build covers "
+                                     "runs that instead (see --cpu-build)."),
+    cpu_build: str = typer.Option("auto", "--cpu-build", help="onnxruntime: the graphs `memx build --backend onnxruntime` wrote into the package: auto (on the CPU "
+                                  "provider alone, where the package has them), on (required), off (the graphs as exported)."),
     against: Optional[str] = typer.Option(None, help="Precision check: compare with 'torch' (the fp32 reference weights) or an fp32 package DIR; "
                                           "per-segment drift, top-1 agreement/KL, task accuracy; plot and JSON saved in DIR/reports. Default for quantized packages: torch."),
     max_accuracy_drop: float = typer.Option(1.0, help="Precision check: the largest task accuracy drop (percentage points) that passes."),
@@ -113,7 +116,10 @@ def validate(
     choices = {"auto": None, "on": True, "off": False}
     if kernels not in choices:
         raise expect_choice("--kernels value", kernels, list(choices))
-    options = {"custom_op_library": choices[kernels], "graph_passes": graph_passes} if backend == "onnxruntime" else {}
+    builds = {"auto": "auto", "on": True, "off": False}
+    if cpu_build not in builds:
+        raise expect_choice("--cpu-build value", cpu_build, list(builds))
+    options = {"custom_op_library": choices[kernels], "graph_passes": graph_passes, "cpu_build": builds[cpu_build]} if backend == "onnxruntime" else {}
     reference_options = {"factory": reference} if reference else {"trust_package_factory": True} if trust_reference else {}
     report = check_package(package, backend=backend, device=device, against=against, segments=segments, batch=batch, atol=atol, seed=seed,
                            drift_tol=drift_tol, max_accuracy_drop=max_accuracy_drop, min_top1_agreement=min_agreement, max_kl=max_kl, backend_options=options, reference_options=reference_options,

@@ -17,12 +17,15 @@ from memx.cli.render import print_profile
                    "memx profile g.memx --compare onnxruntime,onnxruntime:int8-dynamic,torch --batch 8 --report p.json --csv p.csv --html p.html",
                    "memx profile rmt.memx --history 1k,4k,16k --html scaling.html",
                    "memx profile rmt.memx --floor --json",
-                   "memx profile rmt.memx --compare onnxruntime,onnxruntime+fused --floor"])
+                   "memx profile rmt.memx --compare onnxruntime,onnxruntime+fused --floor",
+                   "memx profile rmt-built.memx --compare onnxruntime+exported,onnxruntime    (a package with memx build --backend onnxruntime)"])
 def profile(
     package: Path = typer.Argument(..., help="Package directory."),
     backend: str = typer.Option("onnxruntime", help="What to time: backend[:precision][@device][+mode], e.g. onnxruntime, onnxruntime:int8-dynamic, torch@cuda, "
                                 "torch@cuda+graphs. Modes: host (state through the host each step), resident (state on the device; default off the CPU), "
-                                "graphs (resident + CUDA graphs), fused (onnxruntime with memx's graph passes: attention, GELU and int8 MatMul in ONNX Runtime's fused CPU kernels)."),
+                                "graphs (resident + CUDA graphs), fused (onnxruntime with memx's graph passes in memory: attention, GELU and int8 MatMul in ONNX Runtime's fused CPU kernels), "
+                                "exported (onnxruntime on the graphs as exported, not the CPU build `memx build --backend onnxruntime` wrote; a built package runs its build "
+                                "on the CPU by default, +fused included)."),
     compare: Optional[str] = typer.Option(None, help="Several contenders, comma-separated, timed in interleaved rounds; ratios against the first (overrides --backend)."),
     batch: int = typer.Option(1, help="Streams stepped together (the batch of each call)."),
     segment_len: Optional[int] = typer.Option(None, help="Tokens per segment (default: the package's maximum)."),

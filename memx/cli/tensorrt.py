@@ -51,9 +51,9 @@ def build(
                                     "and what was built in memx.json)."),
     backend: str = typer.Option("tensorrt", help="tensorrt (engines), or onnxruntime (graphs rewritten into ONNX Runtime's fused CPU kernels, run by "
                                 "every runtime on the CPU provider)."),
-    passes: Optional[str] = typer.Option(None, help="onnxruntime: the graph passes, comma-separated (default: all; see memx.runtimes.onnxruntime_passes)."),
-    check_segments: int = typer.Option(256, help="onnxruntime: segments (of 4 streams) the rewritten graphs are checked over against the graphs as exported; "
-                                       "0: no check."),
+    passes: Optional[str] = typer.Option(None, help="onnxruntime: the graph passes, comma-separated (default: all, with int8-matmul-u8u8 instead of int8-matmul on x86 CPUs without VNNI; see memx.runtimes.onnxruntime_passes)."),
+    check_segments: Optional[int] = typer.Option(None, help="onnxruntime: segments (of 4 streams) the rewritten graphs are checked over against the graphs as "
+                                                 "exported (default 256; 0: no check)."),
     remove: bool = typer.Option(False, "--remove", help="onnxruntime: take the CPU build out of the package."),
     segment_len: Optional[list[str]] = typer.Option(None, help="Segment-length range MIN,OPT,MAX of an optimization profile (repeat for several profiles). Default: the package's min..max, opt = max."),
     batch: Optional[str] = typer.Option(None, help="Batch range MIN,OPT,MAX. Default 1,1,8."),
@@ -75,10 +75,18 @@ def build(
     the graphs as exported (the precision gate of memx validate --against); only then written.
     Runtimes on the CPU provider alone (Python and C++) run them from then on; the graphs as
     exported stay for every other runtime."""
-    if backend == "onnxruntime":
-        return _build_onnxruntime(package, passes, check_segments, remove)
-    if backend != "tensorrt":
+    if backend not in ("onnxruntime", "tensorrt"):
         raise expect_choice("backend", backend, ["onnxruntime", "tensorrt"])
+    tensorrt_only = {"--segment-len": segment_len or None, "--batch": batch, "--version-compatible": version_compatible or None, "--timing-cache": timing_cache,
+                     "--target-cc": target_cc, "--plugin": None if plugin == "auto" else plugin, "--no-decode": None if decode else True}
+    onnxruntime_only = {"--passes": passes, "--check-segments": check_segments, "--remove": remove or None}
+    given = [k for k, v in (tensorrt_only if backend == "onnxruntime" else onnxruntime_only).items() if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the other backend",
+                         expected=f"options of --backend {backend}", actual=", ".join(given),
+                         hint="`memx build --help` says which backend each option is for")
+    if backend == "onnxruntime":
+        return _build_onnxruntime(package, passes, 256 if check_segments is None else check_segments, remove)
     from memx.tensorrt import build_engines
 
     build_engines(package, batch=batch, segment_len=segment_len, target_cc=target_cc, version_compatible=version_compatible,

@@ -174,8 +174,11 @@ def record_validation(pkg: Package, key: str, result: dict) -> None:
 
 
 def update_manifest(pkg: Package, manifest: Manifest) -> None:
-    """Replace memx.json atomically (e.g. to record validation results)."""
-    write_text_atomic(pkg.path / MANIFEST_FILE, manifest.to_json())
+    """Replace memx.json atomically (e.g. to record validation results), once the new text
+    reads back as a manifest (a NaN in a record, say, would make the package unreadable)."""
+    text = manifest.to_json()
+    Manifest.from_json(text, source=f"the new {MANIFEST_FILE}")
+    write_text_atomic(pkg.path / MANIFEST_FILE, text)
     pkg.manifest = manifest
 
 

@@ -577,6 +577,7 @@ def _check_consistency(m: Manifest) -> None:
 
 
 CPU_BUILD_FIELDS = {"graphs", "onnxruntime", "passes", "check"}
+CPU_BUILD_DIR = "onnxruntime-cpu"  # where the build's graph files live inside the package
 
 
 def _check_cpu_build(m: Manifest) -> None:
@@ -596,6 +597,7 @@ def _check_cpu_build(m: Manifest) -> None:
                                                   for k, v in done.items()):
             raise ManifestError(f"manifest field onnxruntime_cpu.passes[{name!r}] is not a map of pass name to rewrites", expected="{str: int}", actual=done)
     known = [g.name for g in m.graphs] + ([g.name for g in m.decode.graphs] if m.decode else [])
+    exported = {g.file for g in m.graphs + (m.decode.graphs if m.decode else [])}
     if not graphs:
         raise ManifestError("manifest onnxruntime_cpu.graphs is empty", expected="at least one graph", actual=graphs)
     for name, file in graphs.items():
@@ -603,6 +605,12 @@ def _check_cpu_build(m: Manifest) -> None:
             raise ManifestError(f"manifest onnxruntime_cpu names an unknown graph {name!r}", expected=known, actual=name)
         if not isinstance(file, str) or file not in m.files:
             raise ManifestError(f"onnxruntime_cpu graph {name!r} file is not listed in files", expected="a file listed in files", actual=file)
+        parts = file.split("/")
+        if parts[0] != CPU_BUILD_DIR or len(parts) < 2 or "\\" in file or any(p in ("", ".", "..") for p in parts[1:]) or file in exported:
+            raise ManifestError(f"onnxruntime_cpu graph {name!r} file is not a file of the build", expected=f"a path under {CPU_BUILD_DIR}/ (no '.' or '..'), not a graph as exported",
+                                actual=file)
+    if len(set(graphs.values())) != len(graphs):
+        raise ManifestError("manifest onnxruntime_cpu gives two graphs the same file", expected="one file per graph", actual=sorted(graphs.values()))
 
 
 def _check_pipeline(m: Manifest) -> None:

@@ -29,8 +29,9 @@ from memx.profiling.stats import LatencyStats, Throughput, current_rss_mb, machi
 
 _SPEC = re.compile(r"^(?P<backend>[a-z_]+)(?::(?P<precision>[a-z0-9-]+))?(?:@(?P<device>[a-z0-9:]+))?(?:\+(?P<mode>[a-z]+))?$")
 MODES: dict[str, dict[str, Any]] = {"host": {"resident": False}, "resident": {"resident": True}, "graphs": {"resident": True, "cuda_graphs": True},
-                                   "fused": {"graph_passes": "auto"}}  # onnxruntime: with memx's graph passes (fused CPU kernels)
-BACKEND_MODES = {"fused": "onnxruntime"}  # modes only one backend has
+                                   "fused": {"graph_passes": "auto"},  # onnxruntime: with memx's graph passes (fused CPU kernels) in memory
+                                   "exported": {"cpu_build": False}}  # onnxruntime: the graphs as exported, not the package's CPU build
+BACKEND_MODES = {"fused": "onnxruntime", "exported": "onnxruntime"}  # modes only one backend has
 REPORT_FORMAT = "memx.profile"
 REPORT_VERSION = 1
 

@@ -34,7 +34,7 @@ class OnnxRuntimeBackend(Backend):
     run the ops' reference bodies; a path: that library), ``graph_passes`` (memx's rewrites into
     ONNX Runtime's fused CPU kernels, memx.runtimes.onnxruntime_passes: "none" (default: the
     graph as written; opening a package then imports neither onnx nor onnxruntime.transformers,
-    and every runtime, C++ included, computes the same values); "auto": all of them when the
+    and every runtime, C++ included, computes the same values); "auto": all of them (default_passes()) when the
     session runs on the CPU provider alone and graph optimization is "all" or "extended"; True:
     all, on any provider; or a list / comma-separated names, on any provider). The package's
     file is never changed: the rewritten graph lives in memory. ``cpu_build`` (the graphs `memx
@@ -69,6 +69,7 @@ class OnnxRuntimeBackend(Backend):
         self.cpu_build = _cpu_build_choice(options.get("cpu_build", "auto"), package, usable)
         self.passes_applied: dict[str, dict[str, int]] = {}
         self.graph_files: dict[str, str] = {}  # graph name -> the package file its session runs
+        self.cpu_build_refused: dict[str, str] = {}  # graph name -> why onnxruntime could not load its CPU build
         self._sessions = {g.name: self._session(ort, package, g, so, usable) for g in package.manifest.graphs}
         check_graph_dtypes(package.manifest, {name: _session_dtypes(sess) for name, sess in self._sessions.items()})
         self._runs = {g.name: (self._sessions[g.name], [o.name for o in g.outputs]) for g in package.manifest.graphs}
@@ -127,9 +128,16 @@ class OnnxRuntimeBackend(Backend):
                                               expected="a graph this onnxruntime loads", actual=_ort_text(e),
                                               hint=f"rebuild it with this onnxruntime (`memx build {package.path} --backend onnxruntime`) or open with cpu_build=False") from None
             log.warning("graph %r runs as exported: onnxruntime %s cannot load its CPU build %s (%s)", graph.name, ort.__version__, file, _ort_text(e))
+            self.cpu_build_refused[graph.name] = _ort_text(e)
             return None
         self.graph_files[graph.name] = file
         self.passes_applied[graph.name] = dict(package.manifest.onnxruntime_cpu.get("passes", {}).get(graph.name, {}))
+        if self.passes_applied[graph.name].get("int8-matmul"):
+            from memx.runtimes.onnxruntime_passes import uses_vpmaddubsw
+
+            if uses_vpmaddubsw():
+                log.warning("graph %r: its CPU build multiplies u8 x s8, which this x86 CPU without VNNI does with saturating int16 sums; "
+                            "rebuild here (memx build %s --backend onnxruntime takes int8-matmul-u8u8 on such a CPU)", graph.name, package.path)
         return sess
 
     @staticmethod
@@ -195,7 +203,8 @@ class OnnxRuntimeBackend(Backend):
 
         sess = next(iter(self._sessions.values()))
         return {"backend": self.name, "device": self.device, "providers": sess.get_providers(), "onnxruntime": ort.__version__,
-                "custom_ops": self.custom_op_kernels, "graph_passes": self.passes_applied, "graph_files": dict(self.graph_files)}
+                "custom_ops": self.custom_op_kernels, "graph_passes": self.passes_applied, "graph_files": dict(self.graph_files),
+                "cpu_build_refused": dict(self.cpu_build_refused)}
 
 
 def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
@@ -203,13 +212,13 @@ def _pass_names(choice: Any, providers: list[Any], level: str) -> list[str]:
     imports nothing (the passes need onnx)."""
     if choice is None or choice is False or choice in ("none", ""):
         return []
-    from memx.runtimes.onnxruntime_passes import PASSES
+    from memx.runtimes.onnxruntime_passes import PASSES, default_passes
 
     if choice == "auto":
         cpu_only = [p[0] if isinstance(p, (tuple, list)) else p for p in providers] == ["CPUExecutionProvider"]
-        return PASSES.names() if cpu_only and level in ("all", "extended") else []
+        return default_passes() if cpu_only and level in ("all", "extended") else []
     if choice is True:
-        return PASSES.names()
+        return default_passes()
     if not isinstance(choice, (str, list, tuple)):
         raise InputError("graph_passes is not a choice of passes", expected="'none', 'auto', True/False, or pass names", actual=repr(choice))
     names = [n.strip() for n in choice.split(",")] if isinstance(choice, str) else list(choice)

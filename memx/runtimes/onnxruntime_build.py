@@ -23,15 +23,18 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from memx.errors import InputError
-from memx.package.files import Package, file_info, file_mode, update_manifest
+from memx.errors import InputError, PackageFileError, UnsafePathError
+from memx.package.files import MANIFEST_FILE, Package, dir_mode, file_info, file_mode, safe_join, update_manifest
+from memx.package.manifest import CPU_BUILD_DIR, Manifest
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
-BUILD_DIR = "onnxruntime-cpu"
+BUILD_DIR = CPU_BUILD_DIR
 
 
 @dataclass
@@ -45,21 +48,30 @@ class CpuGraph:
 
 
 def package_graphs(pkg: Package) -> list[Any]:
-    """The graphs a build covers: the step's and the decode graphs (memx generate)."""
-    m = pkg.manifest
-    return [*m.graphs, *(m.decode.graphs if m.decode is not None else [])]
+    """The graphs a build covers: the step's. (The decode graphs of memx generate run as
+    exported: the build's check steps streams and would not see them.)"""
+    return list(pkg.manifest.graphs)
 
 
-def rewrite_for_cpu(pkg: Package, passes: list[str] | None = None) -> list[CpuGraph]:
-    """Every graph of ``pkg`` that one of ``passes`` (default: all registered) changes, rewritten
-    in memory and loaded once by onnxruntime's CPU provider to prove it runs. Graphs no pass
-    changes are left out (runtimes run those as exported)."""
+def build_file(graph: str, model: bytes) -> str:
+    """onnxruntime-cpu/NAME-HASH.onnx for a graph: NAME is the graph name with anything but
+    letters, digits, '_' and '-' replaced (graph names come from the manifest), HASH the
+    content's, so a rebuild never overwrites a file the manifest lists."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", graph)[:64] or "graph"
+    return f"{BUILD_DIR}/{safe}-{hashlib.sha256(model).hexdigest()[:12]}.onnx"
+
+
+def rewrite_for_cpu(pkg: Package, passes: list[str] | None = None) -> tuple[list[CpuGraph], tuple[str, ...]]:
+    """Every step graph of ``pkg`` that one of ``passes`` (default: default_passes(), every pass
+    with the int8 MatMul form this CPU wants) changes, rewritten in memory and loaded once by
+    onnxruntime's CPU provider to prove it runs, and the passes, in the order they ran. Graphs
+    no pass changes are left out (runtimes run those as exported)."""
     import onnxruntime as ort
 
     from memx.runtimes.onnxruntime_backend import _ort_text, rewritten_graph
-    from memx.runtimes.onnxruntime_passes import PASSES
+    from memx.runtimes.onnxruntime_passes import PASSES, default_passes
 
-    names = tuple(passes) if passes else tuple(PASSES.names())
+    names = tuple(passes) if passes else tuple(default_passes())
     for n in names:
         PASSES.get(n)  # an unknown name is a typed error naming the registered passes
     so = ort.SessionOptions()
@@ -75,29 +87,46 @@ def rewrite_for_cpu(pkg: Package, passes: list[str] | None = None) -> list[CpuGr
         except Exception as e:  # e.g. an fp16 graph: the fused CPU kernels are float32
             log.info("graph %r runs as exported: onnxruntime %s refuses its rewrite (%s)", g.name, ort.__version__, _ort_text(e))
             continue
-        digest = hashlib.sha256(rewritten[0]).hexdigest()[:12]  # a new name per content: the files listed now stay as they are until memx.json moves on
-        out.append(CpuGraph(g.name, f"{BUILD_DIR}/{g.name}-{digest}.onnx", rewritten[0], rewritten[1]))
-    return out
+        out.append(CpuGraph(g.name, build_file(g.name, rewritten[0]), rewritten[0], rewritten[1]))
+    return out, names
+
+
+def open_for_build(package: str | os.PathLike | Package) -> Package:
+    """The package, every file checked except those of its CPU build: a build whose files were
+    deleted or damaged can still be replaced or removed."""
+    if isinstance(package, Package):
+        return package
+    root = Path(package)
+    try:
+        return Package.open(root)
+    except PackageFileError:
+        manifest = Manifest.from_bytes((root / MANIFEST_FILE).read_bytes(), source=str(root / MANIFEST_FILE))
+        built = set((manifest.onnxruntime_cpu or {}).get("graphs", {}).values())
+        if not built:
+            raise
+        rest = dataclasses.replace(manifest, files={k: v for k, v in manifest.files.items() if k not in built}, onnxruntime_cpu=None)
+        Package(root, rest).check_files(verify=True)  # everything else as Package.open checks it
+        log.warning("the CPU build of %s is damaged or missing; it is replaced or removed", root)
+        return Package(root, manifest, verified=True)
 
 
 def build_cpu(package: str | os.PathLike | Package, *, passes: list[str] | None = None,
               check: Callable[[Package, tuple[str, ...]], dict[str, Any]] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Rewrite the graphs of ``package`` for ONNX Runtime's CPU provider and record them in the
-    package (replacing an earlier CPU build); returns memx.json's new ``onnxruntime_cpu``.
+    """Rewrite the step graphs of ``package`` for ONNX Runtime's CPU provider and record them in
+    the package (replacing an earlier CPU build); returns memx.json's new ``onnxruntime_cpu``.
     ``check(pkg, passes)`` runs before anything is written: it returns what to record of it, or
     raises to refuse the build. A package no pass changes is an InputError (nothing written)."""
     import onnxruntime as ort
 
-    pkg = package if isinstance(package, Package) else Package.open(package)
+    pkg = open_for_build(package)
     if progress:
         progress(f"rewriting the graphs of {pkg.path.name} for onnxruntime {ort.__version__} (CPU)")
-    graphs = rewrite_for_cpu(pkg, passes)
+    graphs, used = rewrite_for_cpu(pkg, passes)
     if not graphs:
         raise InputError(f"no graph of {pkg.path.name} has anything memx's ONNX Runtime passes rewrite (or onnxruntime refuses every rewrite)",
                          expected="attention, tanh-GELU or Q/DQ MatMul patterns in float32 graphs", actual=f"precision {pkg.manifest.precision}",
                          hint="the package runs as exported: there is nothing to build")
-    used = tuple(passes) if passes else tuple(sorted({p for g in graphs for p in g.passes}))
     record = None
     if check is not None:
         if progress:
@@ -109,39 +138,64 @@ def build_cpu(package: str | os.PathLike | Package, *, passes: list[str] | None 
     return entry
 
 
+def _build_dir(pkg: Package) -> Path:
+    """onnxruntime-cpu/ inside the package: a real directory (a link could lead out of it)."""
+    target = pkg.path / BUILD_DIR
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UnsafePathError(f"{BUILD_DIR} in the package is not a directory", expected=f"a directory {target}", actual="a link or a file")
+    return target
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """data into target: a temporary file beside it, flushed to disk, then renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def commit_cpu_build(pkg: Package, graphs: list[CpuGraph], entry: dict[str, Any] | None) -> None:
     """Write the graphs (each atomically, under names new to the package), then memx.json; the
-    files of an earlier CPU build go after that. ``entry`` None with no graphs: remove the build."""
-    target_dir = pkg.path / BUILD_DIR
-    files = {k: v for k, v in pkg.manifest.files.items() if not k.startswith(f"{BUILD_DIR}/")}
-    if graphs:
-        target_dir.mkdir(exist_ok=True)
-    for g in graphs:
-        target = pkg.path / g.file
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(g.model)
-            os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        files[g.file] = file_info(target)
-    old = {k for k in pkg.manifest.files if k.startswith(f"{BUILD_DIR}/")} - set(files)
-    update_manifest(pkg, dataclasses.replace(pkg.manifest, files=files, onnxruntime_cpu=entry))
-    for rel in old:
-        (pkg.path / rel).unlink(missing_ok=True)
+    files of the earlier CPU build go after that, and only they. A failure before memx.json
+    is replaced takes the new files away again. ``entry`` None with no graphs: remove the build."""
+    target_dir = _build_dir(pkg)
+    old = set((pkg.manifest.onnxruntime_cpu or {}).get("graphs", {}).values())
+    files = {k: v for k, v in pkg.manifest.files.items() if k not in old}
+    written: list[Path] = []
+    try:
+        if graphs:
+            target_dir.mkdir(exist_ok=True, mode=dir_mode())
+        for g in graphs:
+            target = safe_join(pkg.path, g.file)
+            if g.file not in pkg.manifest.files:
+                written.append(target)
+            _write_atomic(target, g.model)
+            files[g.file] = file_info(target)
+        update_manifest(pkg, dataclasses.replace(pkg.manifest, files=files, onnxruntime_cpu=entry))
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    for rel in old - set(files):
+        with contextlib.suppress(OSError, UnsafePathError):
+            safe_join(pkg.path, rel).unlink()
     if not graphs and target_dir.is_dir() and not any(target_dir.iterdir()):
         target_dir.rmdir()
 
 
 def remove_cpu_build(package: str | os.PathLike | Package) -> bool:
     """Take the CPU build out of a package (memx.json first, then its files); False if it had none."""
-    pkg = package if isinstance(package, Package) else Package.open(package)
+    pkg = open_for_build(package)
     if pkg.manifest.onnxruntime_cpu is None:
         return False
     commit_cpu_build(pkg, [], None)
     return True
-

@@ -23,6 +23,9 @@ can compare a step with and without them:
   Add -> ``MatMulIntegerToFloat`` with the bias folded in, reading one uint8 copy of each
   activation (the x86 kernels want uint8 activations; q + 128 with zero point + 128 is the
   same value), so the shared activation is quantized once.
+- ``int8-matmul-u8u8``: the same with uint8 weights (w + 128), for x86 CPUs without VNNI,
+  where the u8 x s8 kernels saturate; the CPU build and ``graph_passes="auto"`` take it
+  instead of ``int8-matmul`` on such a CPU (``uses_vpmaddubsw``).
 
 Rows whose every key is masked are the one place ``attention`` changes a value: the original
 graph attends uniformly over the masked keys, the fused one weights them by their scores
@@ -71,12 +74,19 @@ def register_pass(name: str, description: str) -> Callable[[Callable[[onnx.Model
     return wrap
 
 
+def default_passes() -> list[str]:
+    """The passes "all" means: every registered pass, with one of the two int8 MatMul forms,
+    ``int8-matmul-u8u8`` on x86 CPUs whose u8 x s8 kernels saturate, else ``int8-matmul``."""
+    drop = "int8-matmul" if uses_vpmaddubsw() else "int8-matmul-u8u8"
+    return [n for n in PASSES.names() if n != drop]
+
+
 def run_passes(model: onnx.ModelProto, names: Iterable[str] | None = None) -> dict[str, int]:
-    """Run the named passes (all, in registry order, when None) on ``model`` in place; returns
+    """Run the named passes (default_passes() when None) on ``model`` in place; returns
     pass name -> patterns rewritten. A pass that rewrites nothing or fails leaves the graph
     exactly as the previous pass left it."""
     done: dict[str, int] = {}
-    for name in (PASSES.names() if names is None else list(names)):
+    for name in (default_passes() if names is None else list(names)):
         p = PASSES.get(name)
         saved = onnx.ModelProto()
         saved.CopyFrom(model)
@@ -478,12 +488,39 @@ def _match_qdq_matmul(g: _Graph, mm: onnx.NodeProto) -> _QdqMatMul | None:
     return _QdqMatMul(a[0], a[1], a[2], wdq.input[0], wdq.input[1], w_zero, bias, out, nodes, last)
 
 
-@register_pass("int8-matmul", "Q/DQ MatMul (+ bias Add) -> com.microsoft.MatMulIntegerToFloat on one uint8 copy of each activation")
+@register_pass("int8-matmul", "Q/DQ MatMul (+ bias Add) -> com.microsoft.MatMulIntegerToFloat on one uint8 copy of each activation (u8 x s8)")
 def fuse_int8_matmul(model: onnx.ModelProto) -> int:
+    return _fuse_int8_matmul(model, unsigned_weights=False)
+
+
+@register_pass("int8-matmul-u8u8", "as int8-matmul, with the weights as uint8 too (u8 x u8: no int16 saturation on x86 CPUs without VNNI)")
+def fuse_int8_matmul_u8u8(model: onnx.ModelProto) -> int:
+    """x86 CPUs without VNNI multiply u8 x s8 with vpmaddubsw, whose int16 pair sums saturate
+    (255 x 127 x 2 > 32767); ONNX Runtime's u8 x u8 kernels widen to int16 first and do not.
+    w + 128 with zero point + 128 is the same value; only the kernel differs."""
+    return _fuse_int8_matmul(model, unsigned_weights=True)
+
+
+def uses_vpmaddubsw() -> bool:
+    """True on an x86 CPU whose int8 kernels saturate (AVX2/AVX-512 without VNNI): there the
+    CPU build should take ``int8-matmul-u8u8``; False elsewhere (VNNI, ARM, unknown)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool(flags) and not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
+def _fuse_int8_matmul(model: onnx.ModelProto, *, unsigned_weights: bool) -> int:
     g = _Graph(model)
     replaced: set[str] = set()
     inserted: dict[str, list[onnx.NodeProto]] = {}
     quantized: dict[tuple[str, bytes, bytes], tuple[str, str]] = {}  # (x, scale, zero point) -> (uint8 activation, its zero point)
+    unsigned: dict[tuple[str, str], tuple[str, str]] = {}  # (int8 weight, its zero point) -> (uint8 weight, its zero point)
     for mm in [n for n in model.graph.node if n.op_type == "MatMul" and n.domain in ("", "ai.onnx")]:
         m = _match_qdq_matmul(g, mm)
         if m is None or any(n.name in replaced for n in m.nodes):
@@ -496,7 +533,15 @@ def fuse_int8_matmul(model: onnx.ModelProto) -> int:
             quantized[key] = (g.fresh(f"{m.x}_u8"), g.add_const("memx_zero_u8", (zp.astype(np.int16) + 128).astype(np.uint8).reshape(zp.shape)))  # type: ignore[union-attr]
             made.append(helper.make_node("QuantizeLinear", [m.x, m.x_scale, quantized[key][1]], [quantized[key][0]], name=g.fresh("memx_quantize_u8")))
         x_u8, zp_u8 = quantized[key]
-        ins = [x_u8, m.w, m.x_scale, m.w_scale, zp_u8, m.w_zero or "", m.bias or ""]
+        w, w_zero = m.w, m.w_zero or ""
+        if unsigned_weights:
+            if (m.w, w_zero) not in unsigned:
+                w8 = g.const(m.w)
+                wz = g.const(w_zero) if w_zero else np.zeros(g.const(m.w_scale).shape, np.int8)  # type: ignore[union-attr]
+                unsigned[(m.w, w_zero)] = (g.add_const(f"{m.w}_u8", (w8.astype(np.int16) + 128).astype(np.uint8)),  # type: ignore[union-attr]
+                                           g.add_const(f"{m.w}_zero_u8", (wz.astype(np.int16) + 128).astype(np.uint8)))  # type: ignore[union-attr]
+            w, w_zero = unsigned[(m.w, w_zero)]
+        ins = [x_u8, w, m.x_scale, m.w_scale, zp_u8, w_zero, m.bias or ""]
         while ins and not ins[-1]:
             ins.pop()
         made.append(helper.make_node("MatMulIntegerToFloat", ins, [m.out], domain=MS_DOMAIN, name=g.fresh("memx_matmul_int8")))

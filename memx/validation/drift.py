@@ -16,6 +16,7 @@ The report is saved into the package (``reports/precision-vs-REF.json`` and a PN
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -338,7 +339,9 @@ class CpuBuildCheck:
     on: ONNX Runtime's own fusions of the same graph already disagree with it that much. So the
     build passes when it is no further from the literal graphs than ONNX Runtime's own run of
     them: top-1 agreement at most ``top1_slack`` lower, KL at most ``kl_factor`` times higher
-    (plus ``kl_floor``), task accuracy at most ``task_slack`` points lower."""
+    (plus ``kl_floor``), task accuracy at most ``task_slack`` points lower; a package without
+    logits: its largest output error and each state's largest relative error at most
+    ``kl_factor`` times ONNX Runtime's own (plus ``error_floor``). A non-finite error fails."""
 
     exported: DriftReport  # the graphs as exported, ONNX Runtime's default fusions
     build: DriftReport  # the rewritten graphs
@@ -346,30 +349,52 @@ class CpuBuildCheck:
     kl_factor: float = 1.5
     kl_floor: float = 1e-6
     task_slack: float = 0.5
+    error_floor: float = 1e-4
 
     def _numbers(self, r: DriftReport) -> tuple[float, float, float | None]:
         s = r.summary_numbers()
         return s["top1_agreement_mean"], s["kl_mean"], (100.0 * r.task_accuracy.candidate if r.task_accuracy is not None else None)
 
+    def _errors(self, r: DriftReport) -> dict[str, float]:
+        s = r.summary_numbers()
+        return {"outputs": s["output_max_error"], **{f"state {k}": v for k, v in s["state_rel_error_max"].items()}}
+
+    @property
+    def has_logits(self) -> bool:
+        return bool(self.build.top1_agreement)
+
     @property
     def passed(self) -> bool:
+        errors_e, errors_b = self._errors(self.exported), self._errors(self.build)
+        if not all(math.isfinite(v) for v in errors_b.values()) and all(math.isfinite(v) for v in errors_e.values()):
+            return False
+        if not self.has_logits:
+            return all(errors_b[k] <= self.kl_factor * errors_e[k] + self.error_floor for k in errors_b)
         (t_e, kl_e, acc_e), (t_b, kl_b, acc_b) = self._numbers(self.exported), self._numbers(self.build)
         ok = t_b >= t_e - self.top1_slack and kl_b <= self.kl_factor * kl_e + self.kl_floor
         return ok and (acc_e is None or acc_b >= acc_e - self.task_slack)
 
     def verdict_line(self) -> str:
+        head = f"{'PASS' if self.passed else 'FAIL'}: against the graphs' literal meaning over {self.build.segments} segments x {self.build.batch} streams, the build's"
+        if not self.has_logits:
+            e, b = self._errors(self.exported), self._errors(self.build)
+            pairs = ", ".join(f"{k} {b[k]:.3g} vs {e[k]:.3g}" for k in b)
+            return f"{head} largest errors {pairs} of ONNX Runtime's own run (allowed: {self.kl_factor:g}x + {self.error_floor:g})"
         (t_e, kl_e, acc_e), (t_b, kl_b, acc_b) = self._numbers(self.exported), self._numbers(self.build)
         task = f", task accuracy {acc_b:.2f}% vs {acc_e:.2f}%" if acc_e is not None else ""
-        return (f"{'PASS' if self.passed else 'FAIL'}: against the graphs' literal meaning over {self.build.segments} segments x {self.build.batch} streams, "
-                f"the build's top-1 agreement {t_b:.2%} vs {t_e:.2%} and KL {kl_b:.3g} vs {kl_e:.3g} of ONNX Runtime's own run{task} "
+        return (f"{head} top-1 agreement {t_b:.2%} vs {t_e:.2%} and KL {kl_b:.3g} vs {kl_e:.3g} of ONNX Runtime's own run{task} "
                 f"(allowed: {self.top1_slack:.1%} lower, {self.kl_factor:g}x + {self.kl_floor:g} higher{f', {self.task_slack:g} points lower' if acc_e is not None else ''})")
 
     def to_record(self) -> dict[str, Any]:
-        """What memx.json's ``onnxruntime_cpu.check`` keeps."""
+        """What memx.json's ``onnxruntime_cpu.check`` keeps (a non-finite number as null: JSON has none)."""
+        def finite(v: float) -> float | None:
+            return float(v) if math.isfinite(v) else None
+
         def numbers(r: DriftReport) -> dict[str, Any]:
             s = r.summary_numbers()
-            return {"top1_agreement_mean": s["top1_agreement_mean"], "kl_mean": s["kl_mean"], "output_max_error": s["output_max_error"],
-                    "state_rel_error_max": s["state_rel_error_max"], **({"task_accuracy": r.task_accuracy.candidate} if r.task_accuracy else {})}
+            return {"top1_agreement_mean": finite(s["top1_agreement_mean"]), "kl_mean": finite(s["kl_mean"]), "output_max_error": finite(s["output_max_error"]),
+                    "state_rel_error_max": {k: finite(v) for k, v in s["state_rel_error_max"].items()},
+                    **({"task_accuracy": r.task_accuracy.candidate} if r.task_accuracy else {})}
         return {"segments": self.build.segments, "batch": self.build.batch, "passed": self.passed, "verdict": self.verdict_line(),
                 "against": "the graphs as exported, onnxruntime basic optimization (no fusions)", "exported": numbers(self.exported), "build": numbers(self.build)}
 

@@ -41,7 +41,7 @@ def test_contender_specs():
     assert graphs.stream_options == {"resident": True, "cuda_graphs": True} and Contender.parse("torch").stream_options == {}
     with pytest.raises(InputError, match="unknown contender mode") as e:
         Contender.parse("torch@cuda+fast")
-    assert e.value.expected == ["fused", "graphs", "host", "resident"]
+    assert e.value.expected == ["exported", "fused", "graphs", "host", "resident"]
     fused = Contender.parse("onnxruntime:int8-qdq+fused")
     assert fused.stream_options == {"graph_passes": "auto"} and fused.name == "onnxruntime:int8-qdq+fused"
     with pytest.raises(InputError, match=r"contender mode \+fused is a mode of onnxruntime") as e:

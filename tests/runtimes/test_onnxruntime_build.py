@@ -19,7 +19,7 @@ import pytest
 from onnx import numpy_helper
 
 from memx import runtimes
-from memx.errors import BackendUnavailableError, BuildCheckError, InputError, ManifestError
+from memx.errors import BackendUnavailableError, BuildCheckError, InputError, ManifestError, PackageFileError
 from memx.package.files import Package
 from memx.runtimes.onnxruntime_build import BUILD_DIR, build_cpu, remove_cpu_build
 from memx.runtimes.onnxruntime_passes import PASSES, register_pass
@@ -121,6 +121,7 @@ def test_a_build_onnxruntime_cannot_load_runs_the_exported_graph_unless_required
     with caplog.at_level("WARNING", logger="memx.runtimes.onnxruntime"):
         rt = runtimes.open(path)
     assert rt.backend.describe()["graph_files"]["step"] == "model.onnx"
+    assert "FastGeluFromTheFuture" in rt.backend.describe()["cpu_build_refused"]["step"]
     assert "cannot load its CPU build" in caplog.text
     with pytest.raises(BackendUnavailableError, match="cannot load the CPU build"):
         runtimes.open(path, cpu_build=True)
@@ -167,6 +168,71 @@ def test_rebuild_replaces_and_remove_takes_the_build_out(built_memtr, tmp_path):
     assert remove_cpu_build(path) is False
 
 
+def test_build_file_names_stay_inside_the_build_folder():
+    from memx.runtimes.onnxruntime_build import build_file
+
+    for name in ("../../evil", "a/b", "..", "", "décodeur"):
+        folder, base = build_file(name, b"graph").split("/")
+        assert folder == BUILD_DIR and base.endswith(".onnx") and not base.startswith(".") and "\\" not in base, base
+
+
+def test_a_damaged_build_can_be_removed_and_rebuilt(built_memtr, tmp_path):
+    path = _copy(Package.open(built_memtr), tmp_path)
+    rel = Package.open(path).manifest.onnxruntime_cpu["graphs"]["step"]
+    (path / rel).unlink()
+    with pytest.raises(PackageFileError):
+        Package.open(path)  # what every reader says of it
+    build_cpu(path, passes=["gelu"])
+    assert set(Package.open(path).manifest.onnxruntime_cpu["passes"]["step"]) == {"gelu"}
+    rel = Package.open(path).manifest.onnxruntime_cpu["graphs"]["step"]
+    (path / rel).write_bytes(b"not onnx")
+    assert remove_cpu_build(path) is True
+    assert Package.open(path).manifest.onnxruntime_cpu is None and not (path / BUILD_DIR).exists()
+    (path / "model.onnx").write_bytes(b"damaged")  # damage elsewhere is still refused
+    with pytest.raises(PackageFileError):
+        build_cpu(path)
+
+
+def test_a_build_that_fails_while_writing_takes_its_files_away(built_memtr, tmp_path, monkeypatch):
+    from memx.runtimes import onnxruntime_build
+
+    path = _copy(Package.open(built_memtr), tmp_path)
+    before = _digest(path)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnxruntime_build, "update_manifest", fail)
+    with pytest.raises(OSError, match="disk full"):
+        build_cpu(path, passes=["gelu"])
+    assert _digest(path) == before and Package.open(path).manifest.onnxruntime_cpu["passes"]["step"]["attention"] >= 1
+
+
+def test_a_build_folder_that_is_a_link_is_refused(package_of, tmp_path):
+    from memx.errors import UnsafePathError
+
+    path = _copy(package_of("memtr-majority"), tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (path / BUILD_DIR).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePathError, match="not a directory"):
+        build_cpu(path)
+    assert not any((tmp_path / "elsewhere").iterdir()) and Package.open(path).manifest.onnxruntime_cpu is None
+
+
+def test_update_manifest_refuses_what_would_not_read_back(built_memtr, tmp_path):
+    import dataclasses
+
+    from memx.package.files import update_manifest
+
+    path = _copy(Package.open(built_memtr), tmp_path)
+    pkg = Package.open(path)
+    before = (path / "memx.json").read_bytes()
+    entry = {**pkg.manifest.onnxruntime_cpu, "check": {"output_max_error": float("nan")}}
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        update_manifest(pkg, dataclasses.replace(pkg.manifest, onnxruntime_cpu=entry))
+    assert (path / "memx.json").read_bytes() == before
+
+
 def test_build_of_a_package_nothing_rewrites_is_an_input_error(tmp_path):
     """A user model without attention, GELU or Q/DQ (a bool memory of seen tokens): nothing to build."""
     from memx.exporter import export
@@ -199,16 +265,18 @@ def test_int8_qdq_build_passes_where_onnxruntime_itself_disagrees_with_the_liter
 
 
 def test_cpu_build_check_gate():
-    """The gate: no further from the literal graphs than ONNX Runtime's own run, with slack."""
+    """The gate: no further from the literal graphs than ONNX Runtime's own run, with slack;
+    a package without logits by its output and state errors; a non-finite error fails."""
 
     class Report:  # the parts of a DriftReport the gate reads
-        def __init__(self, top1: float, kl: float, acc: float | None = None):
-            self.top1, self.kl = top1, kl
+        def __init__(self, top1: float | None, kl: float = 0.0, acc: float | None = None, out: float = 0.0, state: float = 0.0):
+            self.top1_agreement = [top1] if top1 is not None else []
+            self.top1, self.kl, self.out, self.state = (top1 if top1 is not None else 1.0), kl, out, state
             self.task_accuracy = type("Acc", (), {"candidate": acc})() if acc is not None else None
             self.segments, self.batch = 8, 4
 
         def summary_numbers(self):
-            return {"top1_agreement_mean": self.top1, "kl_mean": self.kl, "output_max_error": 0.0, "state_rel_error_max": {}}
+            return {"top1_agreement_mean": self.top1, "kl_mean": self.kl, "output_max_error": self.out, "state_rel_error_max": {"memory": self.state}}
 
     assert CpuBuildCheck(Report(0.94, 1e-3), Report(0.936, 1.4e-3)).passed
     assert not CpuBuildCheck(Report(0.94, 1e-3), Report(0.93, 1e-3)).passed  # 1 point lower top-1
@@ -217,6 +285,13 @@ def test_cpu_build_check_gate():
     assert not CpuBuildCheck(Report(1.0, 0.0, 0.9), Report(1.0, 0.0, 0.89)).passed  # a point of task accuracy
     line = CpuBuildCheck(Report(0.94, 1e-3, 0.9), Report(0.94, 1e-3, 0.9)).verdict_line()
     assert line.startswith("PASS") and "task accuracy 90.00% vs 90.00%" in line
+    # no logits: the largest output and state errors decide
+    assert CpuBuildCheck(Report(None, out=1e-5, state=2e-6), Report(None, out=3e-5, state=2e-6)).passed
+    failed = CpuBuildCheck(Report(None, out=1e-5, state=2e-6), Report(None, out=0.3, state=0.1))
+    assert not failed.passed and "outputs 0.3 vs 1e-05" in failed.verdict_line()
+    nan = CpuBuildCheck(Report(1.0, out=1e-5), Report(1.0, out=float("nan")))
+    assert not nan.passed and nan.to_record()["build"]["output_max_error"] is None
+    json.dumps(nan.to_record(), allow_nan=False)  # what memx.json keeps has no NaN
 
 
 # --- the manifest field ------------------------------------------------------------------------
@@ -278,3 +353,9 @@ def test_cli_builds_checks_shows_and_removes(package_of, tmp_path):
     assert Package.open(path).manifest.onnxruntime_cpu is None
     r = cli.invoke(app, ["build", str(path), "--backend", "tvm"])
     assert r.exit_code == 2 and "onnxruntime" in r.output and "tensorrt" in r.output
+    r = cli.invoke(app, ["build", str(path), "--remove"])  # a TensorRT build does not remove anything: refused, not ignored
+    assert r.exit_code == 2 and "--remove is an option of the other backend" in " ".join(r.output.split())
+    r = cli.invoke(app, ["build", str(path), "--backend", "onnxruntime", "--batch", "1,2,4", "--target-cc", "sm86"])
+    assert r.exit_code == 2 and "--batch, --target-cc are options of the other backend" in " ".join(r.output.split())
+    r = cli.invoke(app, ["profile", str(path), "--compare", "onnxruntime+exported,onnxruntime", "--segments", "4", "--warmup", "1", "--json"])
+    assert r.exit_code == 0, r.output

@@ -226,6 +226,34 @@ def test_qdq_matmuls_become_matmul_integer_to_float_on_one_uint8_activation_with
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
 
 
+def test_u8u8_form_gives_the_same_values_with_uint8_weights_converted_once(monkeypatch):
+    """int8-matmul-u8u8 (x86 CPUs without VNNI): weights w + 128 with zero point + 128, one
+    uint8 copy per weight even when two MatMuls share it; outputs equal the Q/DQ graph's."""
+    rng = np.random.default_rng(5)
+    model = _qdq_graph(rng)
+    for t in model.graph.initializer:
+        if t.name == "z1":  # an asymmetric per-column weight zero point: the shift must carry it
+            t.CopyFrom(numpy_helper.from_array(rng.integers(-3, 4, 12).astype(np.int8), "z1"))
+    fused, done = _rewritten(model, ["int8-matmul-u8u8"])
+    assert done == {"int8-matmul-u8u8": 2}
+    inits = {t.name: numpy_helper.to_array(t) for t in fused.graph.initializer}
+    for mm in (n for n in fused.graph.node if n.op_type == "MatMulIntegerToFloat"):
+        w, wz = inits[mm.input[1]], inits[mm.input[5]]
+        assert w.dtype == np.uint8 and wz.dtype == np.uint8 and wz.shape == inits[mm.input[3]].shape
+    assert "w1" not in inits and "w2" not in inits  # the int8 weights are gone, not kept beside their copies
+    for shape in ((2, 5, 16), (3, 7, 16)):
+        x = (rng.standard_normal(shape) * 2).astype(np.float32)
+        x[0, 0, :2] = [100.0, -100.0]
+        for want, got in zip(_session(model).run(None, {"x": x}), _session(fused).run(None, {"x": x})):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    from memx.runtimes import onnxruntime_passes as passes
+
+    monkeypatch.setattr(passes, "uses_vpmaddubsw", lambda: True)
+    assert "int8-matmul-u8u8" in passes.default_passes() and "int8-matmul" not in passes.default_passes()
+    monkeypatch.setattr(passes, "uses_vpmaddubsw", lambda: False)
+    assert "int8-matmul" in passes.default_passes() and "int8-matmul-u8u8" not in passes.default_passes()
+
+
 def test_qdq_matmul_with_an_asymmetric_or_unknown_activation_is_left_to_onnx_runtime():
     rng = np.random.default_rng(4)
     model = _qdq_graph(rng)
@@ -276,7 +304,7 @@ def test_backend_refuses_an_unknown_pass_by_name(package_of):
 
 
 def test_passes_are_registered_with_descriptions():
-    assert {"attention", "gelu", "int8-matmul"} <= set(PASSES.names())
+    assert {"attention", "gelu", "int8-matmul", "int8-matmul-u8u8"} <= set(PASSES.names())
     assert all(PASSES.get(n).description for n in PASSES.names())
 
 

@@ -403,6 +403,22 @@ void check_consistency(const Manifest& m) {
   check_decode(m);
 }
 
+// A CPU build's graph file: onnxruntime-cpu/..., no empty, '.' or '..' segment, no backslash,
+// not one of the graphs as exported.
+bool is_build_file(const std::string& file, const Manifest& m) {
+  const std::string dir = "onnxruntime-cpu/";
+  if (file.rfind(dir, 0) != 0 || file.size() == dir.size() || file.find('\\') != std::string::npos) return false;
+  std::stringstream rest(file.substr(dir.size()));
+  std::string part;
+  while (std::getline(rest, part, '/'))
+    if (part.empty() || part == "." || part == "..") return false;
+  if (file.back() == '/') return false;
+  for (const auto& g : m.graphs)
+    if (g.file == file) return false;
+  if (m.decode && (m.decode->open.file == file || m.decode->decode.file == file)) return false;
+  return true;
+}
+
 // onnxruntime_cpu: {"graphs": {graph name: file}, "onnxruntime": str, "passes": {...}, "check": {...}
 // (optional)}; every graph named is one of the package's (step or decode), its file listed.
 std::map<std::string, std::string> parse_cpu_build(const json& b, const Manifest& m) {
@@ -430,7 +446,13 @@ std::map<std::string, std::string> parse_cpu_build(const json& b, const Manifest
     }
     if (!it->is_string() || !m.files.count(it->get<std::string>()))
       throw ManifestError("onnxruntime_cpu graph '" + it.key() + "' file is not listed in files", "a file listed in files", it->dump());
-    out[it.key()] = it->get<std::string>();
+    const std::string file = it->get<std::string>();
+    if (!is_build_file(file, m))
+      throw ManifestError("onnxruntime_cpu graph '" + it.key() + "' file is not a file of the build",
+                          "a path under onnxruntime-cpu/ (no '.' or '..'), not a graph as exported", file);
+    for (const auto& [other, f] : out)
+      if (f == file) throw ManifestError("manifest onnxruntime_cpu gives two graphs the same file", "one file per graph", other + ", " + it.key() + ": " + file);
+    out[it.key()] = file;
   }
   return out;
 }

@@ -183,6 +183,7 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   if (options.device != "cpu") device_memory = Ort::MemoryInfo("Cuda", OrtArenaAllocator, options.device_id, OrtMemTypeDefault);
   std::set<std::string> listed;
   for (const auto& [rel, _] : manifest.files) listed.insert(rel);
+  for (const auto& [name, file] : manifest.cpu_build_graphs) detail::check_external_data(dir, file, listed);  // as Python's open checks every graph file
   auto load = [&](const GraphSpec& g) {
     auto built = manifest.cpu_build_graphs.find(g.name);
     if (use_build && built != manifest.cpu_build_graphs.end()) {
@@ -193,6 +194,7 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
         graph_files[g.name] = built->second;
         return session;
       } catch (const Ort::Exception& e) {  // an ONNX Runtime without one of its fused kernels: "auto" runs the graph as exported
+        cpu_build_refused += (cpu_build_refused.empty() ? "" : "; ") + g.name + ": " + e.what();
         if (options.cpu_build == "on")
           throw BackendUnavailableError("ONNX Runtime " + std::string(Ort::GetVersionString()) + " cannot load the CPU build of graph '" + g.name + "': " + e.what(),
                                         "a graph this ONNX Runtime loads", path, "rebuild it with this ONNX Runtime, or open with cpu_build = \"off\"");
@@ -308,7 +310,8 @@ std::map<std::string, std::string> Runtime::describe() const {
   for (const auto& [name, file] : impl_->graph_files) graph_files += (graph_files.empty() ? "" : ",") + name + "=" + file;
   return {{"backend", "onnxruntime"}, {"device", impl_->options.device}, {"providers", providers}, {"custom_ops", impl_->custom_ops},
           {"package", impl_->package_dir}, {"family", impl_->manifest.family}, {"precision", impl_->manifest.precision},
-          {"onnxruntime", Ort::GetVersionString()}, {"verified", impl_->options.verify_hashes ? "sha256" : "sizes only"}, {"graph_files", graph_files}};
+          {"onnxruntime", Ort::GetVersionString()}, {"verified", impl_->options.verify_hashes ? "sha256" : "sizes only"}, {"graph_files", graph_files},
+          {"cpu_build_refused", impl_->cpu_build_refused}};
 }
 
 Runtime::StepResult Runtime::run_step(const Tensor& tokens, const Tensor& lengths, const Tensor& reset, const std::map<std::string, Tensor>& states,

@@ -23,6 +23,7 @@ struct Runtime::Impl {
   Ort::MemoryInfo device_memory{nullptr};  // set for CUDA/TensorRT providers
   std::vector<std::string> providers;
   std::string custom_ops;  // what runs the memx ops
+  std::string cpu_build_refused;  // why ONNX Runtime could not load the package's CPU build ("auto" then ran the graphs as exported); empty: it did not refuse
   std::map<std::string, std::string> graph_files;  // graph name -> the package file its session runs (a CPU build's or the graph as exported)
   std::map<std::string, const StateSpec*> state_by_output;
   // the decode graphs (manifest "decode"), loaded at open when the package has them
