@@ -133,7 +133,7 @@ class OnnxRuntimeBackend(Backend):
         self.graph_files[graph.name] = file
         self.passes_applied[graph.name] = dict(package.manifest.onnxruntime_cpu.get("passes", {}).get(graph.name, {}))
         if self.passes_applied[graph.name].get("int8-matmul"):
-            from memx.runtimes.onnxruntime_passes import uses_vpmaddubsw
+            from memx.runtimes.cpu_features import uses_vpmaddubsw
 
             if uses_vpmaddubsw():
                 log.warning("graph %r: its CPU build multiplies u8 x s8, which this x86 CPU without VNNI does with saturating int16 sums; "

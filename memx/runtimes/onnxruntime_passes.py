@@ -50,6 +50,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from memx.onnxgraph import quiet_onnxruntime_tools
 from memx.registry import Registry
+from memx.runtimes.cpu_features import uses_vpmaddubsw
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
 
@@ -499,20 +500,6 @@ def fuse_int8_matmul_u8u8(model: onnx.ModelProto) -> int:
     (255 x 127 x 2 > 32767); ONNX Runtime's u8 x u8 kernels widen to int16 first and do not.
     w + 128 with zero point + 128 is the same value; only the kernel differs."""
     return _fuse_int8_matmul(model, unsigned_weights=True)
-
-
-def uses_vpmaddubsw() -> bool:
-    """True on an x86 CPU whose int8 kernels saturate (AVX2/AVX-512 without VNNI): there the
-    CPU build should take ``int8-matmul-u8u8``; False elsewhere (VNNI, ARM, unknown)."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return False
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool(flags) and not {"avx512_vnni", "avx_vnni"} & set(flags)
 
 
 def _fuse_int8_matmul(model: onnx.ModelProto, *, unsigned_weights: bool) -> int:

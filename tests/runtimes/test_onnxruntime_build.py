@@ -82,7 +82,17 @@ def test_runtimes_run_the_build_on_the_cpu_and_long_streams_agree_with_the_expor
     assert worst_out < 1e-4 and worst_state < 1e-4, (worst_out, worst_state)
 
 
-def test_opening_a_built_package_imports_no_onnx(built_memtr):
+@pytest.fixture(scope="module")
+def built_int8(quantized, tmp_path_factory) -> Path:
+    """gmat-majority int8-qdq with a CPU build (no check): int8-matmul in its passes."""
+    path = _copy(quantized("gmat-majority", "int8-qdq"), tmp_path_factory.mktemp("build-int8"))
+    build_cpu(path)
+    return path
+
+
+@pytest.mark.parametrize("which", ["built_memtr", "built_int8"])
+def test_opening_a_built_package_imports_no_onnx(which, request):
+    built_memtr = request.getfixturevalue(which)
     code = ("import sys, numpy as np; from memx import runtimes; rt = runtimes.open(sys.argv[1]); s = rt.stream(1); "
             "s.step(np.zeros((1, rt.manifest.segment['max']), dtype=np.int64)); "
             "print(rt.backend.describe()['graph_files']['step'], 'onnx' in sys.modules, 'onnxruntime.transformers' in sys.modules)")
