@@ -1,5 +1,5 @@
-"""`memx build --backend onnxruntime`: the package's graphs rewritten ahead of time into ONNX
-Runtime's fused CPU kernels (memx.runtimes.onnxruntime_passes), written into the package.
+"""`memx build --backend onnxruntime`: the package's step graphs rewritten ahead of time into
+ONNX Runtime's fused CPU kernels (memx.runtimes.onnxruntime_passes), written into the package.
 
     build_cpu("pkg.memx")                       # onnxruntime-cpu/GRAPH-HASH.onnx + memx.json onnxruntime_cpu
     runtimes.open("pkg.memx")                   # on the CPU provider alone: runs them (cpu_build="auto")
@@ -11,9 +11,11 @@ exported stay in the package for every other runtime (TensorRT, ONNX Runtime's C
 TensorRT providers, torch).
 
 Nothing is written unless every rewritten graph loads in this onnxruntime and the ``check``
-(memx build: the package with the rewrites against itself without them, over many segments,
-memx.validation.drift) accepts them; the files are written each atomically and memx.json is
-replaced last, so a failed or interrupted build leaves the package as it was.
+accepts them (memx build: the rewritten graphs and ONNX Runtime's own run of the graphs as
+exported, each against the graphs' literal meaning over many segments,
+memx.validation.drift.CpuBuildCheck); the files are written each atomically under names new
+to the package and memx.json is replaced last, so a failed or interrupted build leaves the
+package as it was (at most an unlisted file behind, after a crash).
 """
 
 from __future__ import annotations
