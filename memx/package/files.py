@@ -150,10 +150,16 @@ class Package:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a file so readers see either the old or the new content, never a part."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so readers see either the old or the new content, never a part: a
+    temporary file beside it, flushed to disk, then renamed over it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it

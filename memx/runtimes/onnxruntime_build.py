@@ -26,13 +26,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from memx.errors import InputError, PackageFileError, UnsafePathError
-from memx.package.files import MANIFEST_FILE, Package, dir_mode, file_info, file_mode, safe_join, update_manifest
+from memx.package.files import MANIFEST_FILE, Package, dir_mode, file_info, safe_join, update_manifest, write_bytes_atomic
 from memx.package.manifest import CPU_BUILD_DIR, Manifest
 
 log = logging.getLogger("memx.runtimes.onnxruntime")
@@ -148,22 +147,6 @@ def _build_dir(pkg: Package) -> Path:
     return target
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    """data into target: a temporary file beside it, flushed to disk, then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp makes it owner-only; the umask says who else may read it
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def commit_cpu_build(pkg: Package, graphs: list[CpuGraph], entry: dict[str, Any] | None) -> None:
     """Write the graphs (each atomically, under names new to the package), then memx.json; the
     files of the earlier CPU build go after that, and only they. A failure before memx.json
@@ -179,7 +162,7 @@ def commit_cpu_build(pkg: Package, graphs: list[CpuGraph], entry: dict[str, Any]
             target = safe_join(pkg.path, g.file)
             if g.file not in pkg.manifest.files:
                 written.append(target)
-            _write_atomic(target, g.model)
+            write_bytes_atomic(target, g.model)
             files[g.file] = file_info(target)
         update_manifest(pkg, dataclasses.replace(pkg.manifest, files=files, onnxruntime_cpu=entry))
     except BaseException:

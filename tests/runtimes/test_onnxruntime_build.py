@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -24,6 +23,7 @@ from memx.package.files import Package
 from memx.runtimes.onnxruntime_build import BUILD_DIR, build_cpu, remove_cpu_build
 from memx.runtimes.onnxruntime_passes import PASSES, register_pass
 from memx.validation.drift import CpuBuildCheck, cpu_build_check
+from tests.runtimes.test_onnxruntime_passes import worst_differences
 
 CHECK_SEGMENTS = 24  # the build's check in these tests (memx build's default is 256)
 
@@ -68,17 +68,7 @@ def test_runtimes_run_the_build_on_the_cpu_and_long_streams_agree_with_the_expor
     assert built.backend.describe()["graph_files"]["step"].startswith(f"{BUILD_DIR}/")
     assert plain.backend.describe()["graph_files"]["step"] == "model.onnx"
     assert built.backend.describe()["graph_passes"]["step"]["attention"] >= 1
-    rng = np.random.default_rng(1)
-    a, b = plain.stream(2), built.stream(2)
-    seg = built.manifest.segment["max"]
-    worst_out = worst_state = 0.0
-    for i in range(300):
-        tokens = rng.integers(0, built.manifest.vocab_size, (2, seg))
-        lengths = np.array([seg, int(rng.integers(1, seg + 1))])
-        reset = np.array([i % 89 == 88, False])
-        oa, ob = a.step(tokens, lengths, reset), b.step(tokens, lengths, reset)
-        worst_out = max(worst_out, max(float(np.abs(oa[k] - ob[k]).max()) for k in oa if oa[k].dtype.kind == "f"))
-        worst_state = max(worst_state, max(float(np.abs(a.state[k] - b.state[k]).max()) for k in a.state))
+    worst_out, worst_state = worst_differences(plain, built, segments=300, vocab=built.manifest.vocab_size, reset_every=89, seed=1)
     assert worst_out < 1e-4 and worst_state < 1e-4, (worst_out, worst_state)
 
 

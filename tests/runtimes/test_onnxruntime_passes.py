@@ -280,18 +280,25 @@ def test_backend_applies_the_passes_in_memory_and_long_streams_agree(package_of)
     assert applied["step"]["attention"] >= 1 and applied["step"]["gelu"] >= 1
     assert plain.backend.describe()["graph_passes"] == {}
     assert _digest(pkg.path) == before  # the package's files are what they were
-    rng = np.random.default_rng(0)
-    a, b = plain.stream(2), fused.stream(2)
-    seg = pkg.manifest.segment["max"]
+    worst_out, worst_state = worst_differences(plain, fused, segments=300, vocab=8, reset_every=97, seed=0)
+    assert worst_out < 1e-4 and worst_state < 1e-4, (worst_out, worst_state)
+
+
+def worst_differences(a_rt: runtimes.Runtime, b_rt: runtimes.Runtime, *, segments: int, vocab: int, reset_every: int, seed: int) -> tuple[float, float]:
+    """The largest |a - b| of the float outputs and of the state, two runtimes stepping the same
+    2 streams (the second with partial segments, the first reset every ``reset_every``)."""
+    rng = np.random.default_rng(seed)
+    a, b = a_rt.stream(2), b_rt.stream(2)
+    seg = a_rt.manifest.segment["max"]
     worst_out = worst_state = 0.0
-    for i in range(300):
-        tokens = rng.integers(0, 8, (2, seg))
+    for i in range(segments):
+        tokens = rng.integers(0, vocab, (2, seg))
         lengths = np.array([seg, int(rng.integers(1, seg + 1))])
-        reset = np.array([i % 97 == 96, False])
+        reset = np.array([i % reset_every == reset_every - 1, False])
         oa, ob = a.step(tokens, lengths, reset), b.step(tokens, lengths, reset)
         worst_out = max(worst_out, max(float(np.abs(oa[k] - ob[k]).max()) for k in oa if oa[k].dtype.kind == "f"))
         worst_state = max(worst_state, max(float(np.abs(a.state[k] - b.state[k]).max()) for k in a.state))
-    assert worst_out < 1e-4 and worst_state < 1e-4, (worst_out, worst_state)
+    return worst_out, worst_state
 
 
 def test_backend_refuses_an_unknown_pass_by_name(package_of):

@@ -186,8 +186,7 @@ Runtime::Impl::Impl(const std::string& dir, RuntimeOptions opts) : package_dir(d
   for (const auto& [name, file] : manifest.cpu_build_graphs) detail::check_external_data(dir, file, listed);  // as Python's open checks every graph file
   auto load = [&](const GraphSpec& g) {
     auto built = manifest.cpu_build_graphs.find(g.name);
-    if (use_build && built != manifest.cpu_build_graphs.end()) {
-      detail::check_external_data(dir, built->second, listed);
+    if (use_build && built != manifest.cpu_build_graphs.end()) {  // its external data checked above, with every build graph's
       const std::string path = detail::safe_join(dir, built->second);
       try {
         auto session = std::make_unique<Ort::Session>(env, path.c_str(), *session_options);
